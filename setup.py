@@ -9,6 +9,7 @@ key layout is defined exactly once.
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = "0.1.0"
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    open(os.path.join(HERE, "vswitch", "__init__.py")).read()).group(1)
 
 
 def generate_field_headers():

@@ -1,0 +1,103 @@
+"""The daemon's one userspace datapath and the thread that drives it.
+
+Like OVS's ``netdev@ovs-netdev``, all bridges share one datapath (`fastpath.
+dpif.Dpif`): ports get datapath port numbers (``dp_port``) that the megaflows
+and datapath actions use, while each bridge numbers its ports with OpenFlow
+``ofport``s.  A single thread polls the datapath; packets no megaflow covers
+come back as upcalls and are handed to `upcall_handler`, on this same thread,
+which runs the slow path and installs the resulting megaflow.
+
+Everything else touches the datapath only through `call()`: the function runs
+on the datapath thread between two bursts and its result is handed back, so the
+Cython tables have one writer and need no locks, and a caller that got its
+answer knows the datapath already obeys (what BARRIER needs).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 20  # longest wait for packets before looking at the command queue
+
+
+class Datapath:
+    def __init__(self, upcall_handler: Callable[[Any, Any], None] | None = None):
+        from fastpath.dpif import Dpif
+
+        self.dpif = Dpif()
+        self.upcall_handler = upcall_handler
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.upcalls = 0
+        self.upcall_errors = 0
+
+    # --- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="datapath",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, then close every port (TAP devices vanish)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        for dp_port in list(self.dpif.ports()):
+            try:
+                self.dpif.del_port(dp_port)
+            except OSError as e:
+                log.warning("closing datapath port %d: %s", dp_port, e)
+
+    def in_datapath_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def call(self, fn: Callable[..., Any], *args, timeout: float = 10.0) -> Any:
+        """Run ``fn(dpif, *args)`` on the datapath thread and return its result."""
+        if self._thread is None or self.in_datapath_thread():
+            return fn(self.dpif, *args)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((fut, fn, args))
+        return fut.result(timeout=timeout)
+
+    # --- the loop --------------------------------------------------------
+    def _run(self) -> None:
+        dpif = self.dpif
+        while not self._stop.is_set():
+            try:
+                upcalls = dpif.poll(POLL_MS)
+            except Exception:
+                log.exception("datapath poll failed")
+                upcalls = ()
+            for upcall in upcalls:
+                self.upcalls += 1
+                try:
+                    if self.upcall_handler is not None:
+                        self.upcall_handler(self, upcall)
+                except Exception:
+                    # A packet the slow path cannot handle is dropped and
+                    # counted; the datapath keeps forwarding everything else.
+                    self.upcall_errors += 1
+                    log.exception("upcall on dp port %d failed", upcall.dp_port)
+            self._drain_commands()
+        self._drain_commands()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fut, fn, args = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(self.dpif, *args))
+            except BaseException as e:  # handed back to the caller
+                fut.set_exception(e)
