@@ -334,3 +334,63 @@ def field_shift(f: Field) -> int:
 def member_int_mask(member: str) -> int:
     o, s = MEMBERS[member]
     return ((1 << (8 * s)) - 1) << ((FLOW_KEY_SIZE - o - s) * 8)
+
+
+# --- values as text (ovs-ofctl syntax) ---------------------------------------
+
+def format_value(f: Field, v: int) -> str:
+    """Render a field value the way ovs-ofctl prints it."""
+    if f.fmt == "mac":
+        return ":".join(f"{b:02x}" for b in v.to_bytes(6, "big"))
+    if f.fmt == "ipv4":
+        return ".".join(str(b) for b in v.to_bytes(4, "big"))
+    if f.fmt == "ipv6":
+        import ipaddress
+        return str(ipaddress.IPv6Address(v))
+    if f.fmt == "hex":
+        return hex(v)
+    if f.fmt == "port":
+        return PORT_NAMES.get(v, str(v))
+    return str(v)
+
+
+def parse_value(f: Field, s: str) -> int:
+    """Parse one ovs-ofctl field value (no mask) into an integer."""
+    s = s.strip()
+    if f.fmt == "mac":
+        parts = s.split(":")
+        if len(parts) != 6:
+            raise ValueError(f"{f.name}: bad MAC {s!r}")
+        return int.from_bytes(bytes(int(p, 16) for p in parts), "big")
+    if f.fmt == "ipv4" and "." in s:
+        parts = [int(p) for p in s.split(".")]
+        if len(parts) != 4 or any(not 0 <= p <= 255 for p in parts):
+            raise ValueError(f"{f.name}: bad IPv4 address {s!r}")
+        return int.from_bytes(bytes(parts), "big")
+    if f.fmt == "ipv6" and ":" in s:
+        import ipaddress
+        return int(ipaddress.IPv6Address(s))
+    if f.fmt == "port" and s.upper() in PORT_NUMBERS:
+        return PORT_NUMBERS[s.upper()]
+    if f.fmt == "frag":
+        return {"no": 0, "yes": 1, "first": 1, "later": 3, "not_later": 0}[s]
+    v = int(s, 0)
+    if not 0 <= v <= f.max:
+        raise ValueError(f"{f.name}: value {s!r} out of range")
+    return v
+
+
+# Reserved OpenFlow 1.3 port numbers (32-bit), names as ovs-ofctl prints them.
+OFPP_MAX = 0xffffff00
+OFPP_IN_PORT = 0xfffffff8
+OFPP_TABLE = 0xfffffff9
+OFPP_NORMAL = 0xfffffffa
+OFPP_FLOOD = 0xfffffffb
+OFPP_ALL = 0xfffffffc
+OFPP_CONTROLLER = 0xfffffffd
+OFPP_LOCAL = 0xfffffffe
+OFPP_ANY = 0xffffffff
+PORT_NUMBERS = {"IN_PORT": OFPP_IN_PORT, "TABLE": OFPP_TABLE, "NORMAL": OFPP_NORMAL,
+                "FLOOD": OFPP_FLOOD, "ALL": OFPP_ALL, "CONTROLLER": OFPP_CONTROLLER,
+                "LOCAL": OFPP_LOCAL, "ANY": OFPP_ANY, "NONE": OFPP_ANY}
+PORT_NAMES = {v: k for k, v in PORT_NUMBERS.items() if k != "NONE"}
