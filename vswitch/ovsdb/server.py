@@ -1,0 +1,187 @@
+"""The asyncio face of the embedded OVSDB server.
+
+Everything protocol-shaped lives in ``service.py`` (methods, monitors, locks)
+and ``jsonrpc.py`` (framing); this module only accepts connections on the
+configured remotes, feeds each session bytes and ``loop.time()``, writes what
+it has to send, and keeps one timer per session.
+
+    server = OvsdbServer("/var/lib/pyvswitch/conf.db")
+    await server.start(["punix:/run/pyvswitch/db.sock", "ptcp:6640"])
+    server.db.add_listener(reconcile)        # called after every commit
+    server.db.transact_local([...])          # daemon-side writes
+    await server.stop()
+
+Run standalone (tests, debugging):
+``python -m vswitch.ovsdb.server --db FILE --remote punix:SOCK [--remote ptcp:6640]``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from .db import Database, open_database
+from .jsonrpc import JsonRpcConnection
+from .service import OvsdbService, Session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, server: "OvsdbServer"):
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport = None
+        self.session: Session | None = None
+        self._timer = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or "unix"
+        self.session = self.server.service.new_session(self.loop.time(), self.server.probe_interval,
+                                                       str(peer))
+        self.session.wakeup = self.transmit
+        self.server._protocols.add(self)
+
+    def data_received(self, data):
+        self.session.receive_bytes(data, self.loop.time())
+        self.transmit()
+
+    def transmit(self):
+        if self.transport is None:
+            return
+        data = self.session.bytes_to_send()
+        if data:
+            self.transport.write(data)
+        if self.session.conn.state == JsonRpcConnection.CLOSED:
+            self.transport.close()
+            return
+        self._rearm()
+
+    def _rearm(self):
+        t = self.session.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if t is not None:
+            self._timer = self.loop.call_at(t, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        if self.session is not None and not self.session.closed:
+            self.session.handle_timer(self.loop.time())
+            self.server._flush_all()
+
+    def connection_lost(self, exc):
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
+        self.server._protocols.discard(self)
+        if self.session is not None:
+            self.session.close()
+
+
+class OvsdbServer:
+    """Embedded OVSDB server for one durable database (plus ``_Server``)."""
+
+    def __init__(self, db_path: str, schema_path: str = DEFAULT_SCHEMA, *,
+                 fsync: bool = True, probe_interval: float | None = None):
+        self.db_path = db_path
+        self.db: Database = open_database(db_path, schema_path, fsync=fsync)
+        self.service = OvsdbService([self.db])
+        self.probe_interval = probe_interval
+        self._servers: list[asyncio.AbstractServer] = []
+        self._unix_paths: list[str] = []
+        self._protocols: set[_Protocol] = set()
+        self.tcp_ports: list[int] = []     # bound ports of ptcp remotes (for ptcp:0)
+
+    async def start(self, remotes: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        self.service.wakeup_pending = lambda: loop.call_soon(self._run_pending)
+        for remote in remotes:
+            kind, _, rest = remote.partition(":")
+            if kind == "punix":
+                if os.path.exists(rest):
+                    os.unlink(rest)          # stale socket from a previous run
+                srv = await loop.create_unix_server(lambda: _Protocol(self), rest)
+                self._unix_paths.append(rest)
+            elif kind == "ptcp":
+                port_s, _, ip = rest.partition(":")
+                ip = ip.strip("[]") or "127.0.0.1"
+                srv = await loop.create_server(lambda: _Protocol(self), ip, int(port_s))
+                self.tcp_ports.append(srv.sockets[0].getsockname()[1])
+            else:
+                raise ValueError(f"unsupported remote {remote!r} (use punix:PATH or ptcp:PORT[:IP])")
+            self._servers.append(srv)
+            log.info("OVSDB listening on %s", remote)
+
+    def _run_pending(self):
+        loop = asyncio.get_running_loop()
+        self.service.run_pending(loop.time())
+        self._flush_all()
+
+    def _flush_all(self):
+        for p in list(self._protocols):
+            p.transmit()
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for p in list(self._protocols):
+            if p.transport is not None:
+                p.transport.close()
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._servers.clear()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._unix_paths.clear()
+        if self.db.storage is not None:
+            self.db.storage.close()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="pyvswitch embedded OVSDB server")
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--schema", default=DEFAULT_SCHEMA)
+    ap.add_argument("--remote", action="append", default=[])
+    ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--bump-cur-cfg", action="store_true",
+                    help="set cur_cfg = next_cfg after each commit (stand-in for the daemon)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    async def run():
+        server = OvsdbServer(args.db, args.schema, fsync=not args.no_fsync)
+        if args.bump_cur_cfg:
+            server.db.add_listener(bump_cur_cfg)
+        await server.start(args.remote or ["punix:db.sock"])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def bump_cur_cfg(db: Database, changes: dict) -> None:
+    """Listener that acknowledges every configuration change at once."""
+    for u, row in db.tables["Open_vSwitch"].rows.items():
+        if row.cur_cfg != row.next_cfg:
+            db.transact_local([{"op": "update", "table": "Open_vSwitch",
+                                "where": [["_uuid", "==", ["uuid", str(u)]]],
+                                "row": {"cur_cfg": row.next_cfg}}])
+
+
+if __name__ == "__main__":
+    main()
