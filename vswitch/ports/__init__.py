@@ -1,0 +1,74 @@
+"""Interface types: how an OVSDB ``Interface.type`` becomes a datapath port.
+
+As in OVS's netdev providers, each type is one small class that knows how to
+open its device in the datapath and what to check first; the bridge never
+special-cases a type.  ``system`` opens an existing Linux interface with
+AF_PACKET, ``internal`` creates a TAP device named after the port (the
+bridge-local port is one).  Types of later issues (``afxdp``, ``geneve``,
+``patch``, ``dpdk``) register here too.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class PortError(Exception):
+    """Why an interface could not be opened; goes to ``Interface.error``."""
+
+
+class Netdev:
+    """One interface type.  Subclasses set `kind` (the Dpif port kind)."""
+
+    type = ""
+    kind = ""
+    #: Whether the daemon created the Linux device (and so must remove it).
+    creates_device = False
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        """Raise PortError if the port cannot be opened; called before open."""
+
+    def open(self, dpif, name: str, options: dict[str, str]) -> int:
+        self.check(name, options)
+        try:
+            return dpif.add_port(name, self.kind)
+        except OSError as e:
+            raise PortError(f"could not open network device {name} "
+                            f"({e.strerror or e})") from None
+
+
+class SystemNetdev(Netdev):
+    type = "system"
+    kind = "afpacket"
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        if not os.path.exists(f"/sys/class/net/{name}"):
+            raise PortError(f"could not open network device {name} (No such device)")
+
+
+class InternalNetdev(Netdev):
+    type = "internal"
+    kind = "tap"
+    creates_device = True
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        if os.path.exists(f"/sys/class/net/{name}"):
+            # OVS would take the name over; we refuse rather than hijack a
+            # device someone else owns.
+            raise PortError(f"could not create internal device {name} "
+                            f"(a network device with that name exists)")
+
+
+NETDEV_TYPES: dict[str, Netdev] = {
+    cls.type: cls() for cls in (SystemNetdev, InternalNetdev)
+}
+NETDEV_TYPES[""] = NETDEV_TYPES["system"]  # OVSDB's default type
+
+
+def netdev_for(type_: str) -> Netdev:
+    try:
+        return NETDEV_TYPES[type_]
+    except KeyError:
+        raise PortError(f"interface type \"{type_}\" is not supported "
+                        f"(supported: {', '.join(sorted(t for t in NETDEV_TYPES if t))})"
+                        ) from None
