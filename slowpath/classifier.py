@@ -1,0 +1,243 @@
+"""Priority tuple-space classifier with subtable ranking and staged lookup.
+
+Like OVS's ``lib/classifier.c``: rules are grouped into *subtables* by mask;
+each subtable is a hash from masked key to rules.  A lookup probes subtables
+in decreasing order of the highest priority they hold and stops as soon as no
+remaining subtable can beat the best match found (early exit), so the cost
+is a few dict probes for typical rule sets.
+
+Every lookup widens a ``Wildcards`` with exactly the bits it consulted, which
+is what makes megaflows correct: two keys equal under the returned wildcards
+probe the same subtables with the same results.  To keep megaflows wide each
+subtable is searched in *stages* (metadata, L2, L3, L4, as OVS does): if the
+key's metadata-stage bits already match no rule of the subtable, only the
+metadata bits are added to the wildcards, not the L3/L4 ones.  OVS's prefix
+tries for IP addresses are not implemented: a miss in an L3 stage
+unwildcards the subtable's full L3 mask.
+
+Keys and masks are whole-key integers (``int(FlowKey)``); see ``match.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from slowpath.fields import MEMBERS, member_int_mask
+from slowpath.match import Match
+
+# Stage boundaries: members consulted first to last.
+_STAGE_MEMBERS = [
+    # metadata
+    {"in_port", "recirc_id", "dp_hash", "skb_priority", "pkt_mark", "ct_mark", "ct_label",
+     "ct_nw_src", "ct_nw_dst", "ct_ipv6_src", "ct_ipv6_dst", "ct_tp_src", "ct_tp_dst",
+     "ct_zone", "ct_state", "ct_nw_proto", "conj_id", "actset_output", "packet_type",
+     "metadata", "regs", "tun_ipv6_src", "tun_ipv6_dst", "tun_id", "tun_src", "tun_dst",
+     "tun_flags", "tun_tos", "tun_ttl", "tun_tp_src", "tun_tp_dst", "tun_gbp_id",
+     "tun_gbp_flags", "tun_md_opts", "tun_md_data"},
+    # L2
+    {"dl_dst", "dl_src", "dl_type", "vlan0_tpid", "vlan0_tci", "vlan1_tpid", "vlan1_tci",
+     "mpls_lse", "pbb_isid"},
+    # L3
+    {"nw_frag", "nw_tos", "nw_src", "nw_dst", "ipv6_label", "ipv6_src", "ipv6_dst",
+     "nw_ttl", "nw_proto", "ipv6_exthdr"},
+]
+
+
+def _stage_masks() -> list[int]:
+    out, acc = [], 0
+    for members in _STAGE_MEMBERS:
+        for m in members:
+            acc |= member_int_mask(m)
+        out.append(acc)
+    return out
+
+
+_CUMULATIVE = _stage_masks()   # the last stage (L4) is the whole mask
+
+
+class Wildcards:
+    """A mask over the flow key: the bits a translation consulted."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: int = 0):
+        self.mask = mask
+
+    def __or__(self, other):
+        return Wildcards(self.mask | int(other))
+
+    def __int__(self):
+        return self.mask
+
+    def __eq__(self, other):
+        return isinstance(other, Wildcards) and self.mask == other.mask
+
+    def __repr__(self):
+        return f"Wildcards({Match(0, self.mask).to_string()!r})"
+
+
+@dataclass(eq=False)
+class Rule:
+    """An OpenFlow flow entry.  The classifier uses ``priority`` and
+    ``match``; the rest is pipeline state."""
+
+    priority: int
+    match: Match
+    table_id: int = 0
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    flags: frozenset = frozenset()
+    importance: int = 0
+    instructions: tuple = ()
+    created: float = 0.0
+    used: float = 0.0
+    packet_count: int = 0
+    byte_count: int = 0
+
+    def __repr__(self):
+        return f"Rule(table={self.table_id}, priority={self.priority}, {self.match.to_string()})"
+
+
+class Subtable:
+    __slots__ = ("mask", "stages", "rules", "max_priority", "n_rules")
+
+    def __init__(self, mask: int):
+        self.mask = mask
+        # (stage mask, {masked value: refcount}) for all but the last stage;
+        # stages adding no bits are dropped.
+        self.stages: list[tuple[int, dict[int, int]]] = []
+        prev = 0
+        for cm in _CUMULATIVE:
+            sm = mask & cm
+            if sm != prev and sm != mask:
+                self.stages.append((sm, {}))
+                prev = sm
+        self.rules: dict[int, list[Rule]] = {}   # masked value -> rules, priority desc
+        self.max_priority = -1
+        self.n_rules = 0
+
+    def insert(self, rule: Rule) -> None:
+        v = rule.match.value
+        lst = self.rules.setdefault(v, [])
+        lst.append(rule)
+        lst.sort(key=lambda r: -r.priority)
+        for sm, counts in self.stages:
+            counts[v & sm] = counts.get(v & sm, 0) + 1
+        self.n_rules += 1
+        self.max_priority = max(self.max_priority, rule.priority)
+
+    def remove(self, rule: Rule) -> None:
+        v = rule.match.value
+        lst = self.rules[v]
+        lst.remove(rule)
+        if not lst:
+            del self.rules[v]
+        for sm, counts in self.stages:
+            c = counts[v & sm] - 1
+            if c:
+                counts[v & sm] = c
+            else:
+                del counts[v & sm]
+        self.n_rules -= 1
+        if rule.priority == self.max_priority:
+            self.max_priority = max((r[0].priority for r in self.rules.values()), default=-1)
+
+
+class Classifier:
+    """Rules of one OpenFlow table."""
+
+    def __init__(self):
+        self.subtables: dict[int, Subtable] = {}
+        self._ranked: list[Subtable] | None = []
+        self.n_rules = 0
+
+    def __len__(self):
+        return self.n_rules
+
+    def __iter__(self):
+        for st in list(self.subtables.values()):
+            for lst in list(st.rules.values()):
+                yield from lst
+
+    def insert(self, rule: Rule) -> None:
+        st = self.subtables.get(rule.match.mask)
+        if st is None:
+            st = self.subtables[rule.match.mask] = Subtable(rule.match.mask)
+        old_max = st.max_priority
+        st.insert(rule)
+        if st.max_priority != old_max:
+            self._ranked = None
+        self.n_rules += 1
+
+    def remove(self, rule: Rule) -> None:
+        st = self.subtables[rule.match.mask]
+        old_max = st.max_priority
+        st.remove(rule)
+        if not st.n_rules:
+            del self.subtables[rule.match.mask]
+            self._ranked = None
+        elif st.max_priority != old_max:
+            self._ranked = None
+        self.n_rules -= 1
+
+    def replace(self, old: Rule, new: Rule) -> None:
+        self.remove(old)
+        self.insert(new)
+
+    def find_exact(self, match: Match, priority: int) -> Rule | None:
+        """The rule with exactly this match and priority (strict flow-mods)."""
+        st = self.subtables.get(match.mask)
+        if st is None:
+            return None
+        for r in st.rules.get(match.value, ()):
+            if r.priority == priority:
+                return r
+        return None
+
+    def iter_loose(self, match: Match):
+        """Rules at least as specific as ``match`` (non-strict flow-mods/stats)."""
+        for st in list(self.subtables.values()):
+            if st.mask & match.mask != match.mask:
+                continue
+            for v, lst in list(st.rules.items()):
+                if v & match.mask == match.value:
+                    yield from list(lst)
+
+    def iter_overlapping(self, match: Match, priority: int):
+        """Rules of equal priority that some key could match together with
+        ``match`` (OFPFF_CHECK_OVERLAP)."""
+        for st in self.subtables.values():
+            common = st.mask & match.mask
+            for v, lst in st.rules.items():
+                if v & common == match.value & common:
+                    for r in lst:
+                        if r.priority == priority:
+                            yield r
+
+    def ranked(self) -> list[Subtable]:
+        if self._ranked is None:
+            self._ranked = sorted(self.subtables.values(), key=lambda s: -s.max_priority)
+        return self._ranked
+
+    def lookup(self, key: int, wc: Wildcards | None = None) -> Rule | None:
+        """Highest-priority rule matching ``key`` (a whole-key int); ORs the
+        consulted bits into ``wc``."""
+        best = None
+        best_pri = -1
+        consulted = 0
+        for st in self.ranked():
+            if st.max_priority <= best_pri:
+                break   # no later subtable can win: early exit
+            for sm, counts in st.stages:
+                if key & sm not in counts:
+                    consulted |= sm
+                    break
+            else:
+                consulted |= st.mask
+                lst = st.rules.get(key & st.mask)
+                if lst and lst[0].priority > best_pri:
+                    best, best_pri = lst[0], lst[0].priority
+        if wc is not None:
+            wc.mask |= consulted
+        return best
