@@ -457,9 +457,11 @@ class OvsdbService:
             tc = {}
             for u, r in m.db.tables[tn].rows.items():
                 was = m.matches(old_mt, u, r._data)
-                now_ = m.matches(mt, u, r._data)
-                if was != now_:
-                    tc[u] = (r if was else None, r if now_ else None)
+                is_ = m.matches(mt, u, r._data)
+                if is_ and not was:
+                    tc[str(u)] = {"insert": m.row(mt, r._data, True)}
+                elif was and not is_:
+                    tc[str(u)] = {"delete": None}
             if tc:
                 changes[tn] = tc
         del s.monitors[old_key]
@@ -467,17 +469,8 @@ class OvsdbService:
         s.monitors[new_key] = m
         s.conn.send_result(req.id, {})
         if changes:
-            # rows entering/leaving the condition are inserts/deletes
-            saved = {tn: mt.select for tn, mt in m.tables.items()}
-            for mt in m.tables.values():
-                mt.select = {"initial": True, "insert": True, "delete": True, "modify": True}
-            try:
-                upd = m.updates_for(changes)
-            finally:
-                for tn, mt in m.tables.items():
-                    mt.select = saved[tn]
-            if upd:
-                m.send(upd)
+            # rows entering / leaving the condition are inserts / deletes
+            m.send(changes)
 
     def _m_monitor_cancel(self, s, req, now):
         key = json.dumps(req.params[0] if req.params else None)
