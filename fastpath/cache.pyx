@@ -1,0 +1,417 @@
+# cython: language_level=3
+"""Megaflow cache and exact-match cache (dpif-netdev's dpcls + EMC).
+
+*Megaflows* live in *subtables*, one per distinct mask; a subtable is an
+open-addressing hash table keyed by the masked key, hashing only the 64-bit
+words its mask touches.  Lookup walks subtables in rank order (most hits
+first, re-ranked by :meth:`FlowCache.rank`).  The EMC is direct-mapped on the
+hash of the whole key and points at megaflows.
+
+Consistency: structures are modified only between batches (the daemon
+serialises megaflow changes onto the datapath thread).  Replaced or deleted
+megaflows, action blocks and old slot arrays are not freed immediately but
+parked in a graveyard that :meth:`quiesce` empties at the start of the next
+poll, so a lookup in progress always sees either the old or the new entry
+(pointer stores are single aligned words).
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset, memcmp
+from libc.stdlib cimport calloc, malloc, free
+from cpython.bytes cimport PyBytes_FromStringAndSize
+import errno as _errno
+
+cdef extern from *:
+    """
+    #include <time.h>
+    static inline unsigned long long fp_now_ms(void) {
+        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (unsigned long long)ts.tv_sec * 1000ULL + ts.tv_nsec / 1000000;
+    }
+    """
+    unsigned long long fp_now_ms() nogil
+
+cdef fp_megaflow* TOMB = <fp_megaflow*>1
+
+
+cdef inline uint64_t _mix(uint64_t h, uint64_t w) noexcept nogil:
+    w *= <uint64_t>0x87c37b91114253d5
+    w = (w << 31) | (w >> 33)
+    w *= <uint64_t>0x4cf5ad432745937f
+    h ^= w
+    h = (h << 27) | (h >> 37)
+    return h * 5 + 0x52dce729
+
+cdef inline uint32_t _fin(uint64_t h) noexcept nogil:
+    h ^= h >> 33
+    h *= <uint64_t>0xff51afd7ed558ccd
+    h ^= h >> 33
+    h *= <uint64_t>0xc4ceb9fe1a85ec53
+    h ^= h >> 33
+    return <uint32_t>h
+
+
+cdef uint32_t fp_key_hash(const uint64_t* key) noexcept nogil:
+    cdef uint64_t h = 0
+    cdef int i
+    for i in range(KEY_WORDS):
+        h = _mix(h, key[i])
+    return _fin(h)
+
+
+cdef inline uint32_t _masked_hash(fp_subtable* st, const uint64_t* key) noexcept nogil:
+    cdef uint64_t h = 0
+    cdef int i, w
+    for i in range(st.n_words):
+        w = st.words[i]
+        h = _mix(h, key[w] & st.mask[w])
+    return _fin(h)
+
+
+cdef inline bint _masked_eq(fp_subtable* st, const fp_megaflow* mf, const uint64_t* key) noexcept nogil:
+    cdef int i, w
+    for i in range(st.n_words):
+        w = st.words[i]
+        if (key[w] & st.mask[w]) != mf.match[w]:
+            return False
+    return True
+
+
+cdef fp_megaflow* _st_lookup(fp_subtable* st, const uint64_t* key) noexcept nogil:
+    cdef uint32_t h = _masked_hash(st, key)
+    cdef uint32_t m = st.cap - 1
+    cdef uint32_t i = h & m
+    cdef fp_megaflow* mf
+    while True:
+        mf = st.slots[i]
+        if mf == NULL:
+            return NULL
+        if mf != TOMB and mf.hash == h and _masked_eq(st, mf, key):
+            return mf
+        i = (i + 1) & m
+
+
+cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t hash) noexcept nogil:
+    """EMC, then subtables in rank order; a megaflow hit refills the EMC."""
+    cdef fp_emc_entry* e = &c.emc[hash & (EMC_SIZE - 1)]
+    cdef fp_megaflow* mf
+    cdef int i
+    if e.mf != NULL and e.hash == hash and memcmp(e.key, key, FLOW_KEY_SIZE) == 0:
+        c.emc_hits += 1
+        return e.mf
+    for i in range(c.n_subtables):
+        c.lookups_subtables += 1
+        mf = _st_lookup(c.subtables[i], key)
+        if mf != NULL:
+            c.subtables[i].hits += 1
+            c.mf_hits += 1
+            memcpy(e.key, key, FLOW_KEY_SIZE)
+            e.hash = hash
+            e.mf = mf
+            return mf
+    c.misses += 1
+    return NULL
+
+
+cdef void fp_cache_rank(fp_cache* c) noexcept nogil:
+    """Sort subtables by (decayed) hits, most hit first."""
+    cdef int i, j
+    cdef fp_subtable* t
+    for i in range(1, c.n_subtables):
+        t = c.subtables[i]
+        j = i - 1
+        while j >= 0 and c.subtables[j].hits < t.hits:
+            c.subtables[j + 1] = c.subtables[j]
+            j -= 1
+        c.subtables[j + 1] = t
+    for i in range(c.n_subtables):
+        c.subtables[i].hits >>= 1
+
+
+cdef class _Block:
+    """Owns a malloc'd block until garbage-collected (graveyard entries)."""
+    cdef void* p
+
+    def __dealloc__(self):
+        free(self.p)
+
+
+cdef _Block _block(void* p):
+    cdef _Block b = _Block.__new__(_Block)
+    b.p = p
+    return b
+
+
+cdef class Megaflow:
+    def __dealloc__(self):
+        if self.mf != NULL:
+            free(self.mf)
+            self.mf = NULL
+
+    @property
+    def packets(self):
+        return self.mf.packets
+
+    @property
+    def bytes(self):
+        return self.mf.bytes
+
+    @property
+    def used(self):
+        """Last hit as CLOCK_MONOTONIC seconds (time.monotonic()), 0 if never."""
+        return self.mf.used_ms / 1000.0
+
+    def stats(self):
+        return {"packets": self.mf.packets, "bytes": self.mf.bytes, "used": self.used}
+
+
+def _words_of(bytes b):
+    if len(b) != FLOW_KEY_SIZE:
+        raise ValueError(f"flow keys and masks are {FLOW_KEY_SIZE} bytes, got {len(b)}")
+
+
+cdef class FlowCache:
+    """The megaflow cache + EMC of one datapath (Python API for control)."""
+
+    def __cinit__(self, uint64_t max_flows=200000):
+        self.c = <fp_cache*>calloc(1, sizeof(fp_cache))
+        if self.c == NULL:
+            raise MemoryError()
+        self.c.emc = <fp_emc_entry*>calloc(EMC_SIZE, sizeof(fp_emc_entry))
+        if self.c.emc == NULL:
+            raise MemoryError()
+        self.flows = {}
+        self.subtables = {}
+        self.graveyard = []
+        self.max_flows = max_flows
+
+    def __dealloc__(self):
+        cdef int i
+        if self.c != NULL:
+            for i in range(self.c.n_subtables):
+                free(self.c.subtables[i].slots)
+                free(self.c.subtables[i])
+            free(self.c.emc)
+            free(self.c)
+            self.c = NULL
+
+    cpdef quiesce(self):
+        """No lookup is in progress: free what replaced/deleted entries held."""
+        if self.graveyard:
+            self.graveyard = []
+
+    def __len__(self):
+        return len(self.flows)
+
+    cdef fp_megaflow* _find(self, bytes match, bytes mask):
+        m = self.flows.get((mask, match))
+        return NULL if m is None else (<Megaflow>m).mf
+
+    cdef fp_subtable* _subtable(self, bytes mask) except NULL:
+        cdef fp_subtable* st
+        cdef int i
+        addr = self.subtables.get(mask)
+        if addr is not None:
+            return <fp_subtable*><size_t>addr
+        if self.c.n_subtables >= MAX_SUBTABLES:
+            raise OSError(_errno.ENOSPC, f"more than {MAX_SUBTABLES} distinct megaflow masks")
+        st = <fp_subtable*>calloc(1, sizeof(fp_subtable))
+        if st == NULL:
+            raise MemoryError()
+        memcpy(st.mask, <char*>mask, FLOW_KEY_SIZE)
+        for i in range(KEY_WORDS):
+            if st.mask[i]:
+                st.words[st.n_words] = i
+                st.n_words += 1
+        st.cap = 16
+        st.slots = <fp_megaflow**>calloc(st.cap, sizeof(fp_megaflow*))
+        if st.slots == NULL:
+            free(st)
+            raise MemoryError()
+        self.c.subtables[self.c.n_subtables] = st     # publish last
+        self.c.n_subtables += 1
+        self.subtables[mask] = <size_t>st
+        return st
+
+    cdef int _st_insert(self, fp_subtable* st, fp_megaflow* mf) except -1:
+        cdef uint32_t i, j, m, newcap
+        cdef fp_megaflow** old
+        cdef fp_megaflow** slots
+        cdef fp_megaflow* x
+        if (st.count + st.tombs + 1) * 2 > st.cap:
+            newcap = st.cap
+            while (st.count + 1) * 4 > newcap:
+                newcap *= 2
+            slots = <fp_megaflow**>calloc(newcap, sizeof(fp_megaflow*))
+            if slots == NULL:
+                raise MemoryError()
+            m = newcap - 1
+            for i in range(st.cap):
+                x = st.slots[i]
+                if x != NULL and x != TOMB:
+                    j = x.hash & m
+                    while slots[j] != NULL:
+                        j = (j + 1) & m
+                    slots[j] = x
+            old = st.slots
+            st.slots = slots
+            st.cap = newcap
+            st.tombs = 0
+            self.graveyard.append(_block(old))
+        m = st.cap - 1
+        i = mf.hash & m
+        while st.slots[i] != NULL and st.slots[i] != TOMB:
+            i = (i + 1) & m
+        if st.slots[i] == TOMB:
+            st.tombs -= 1
+        st.slots[i] = mf
+        st.count += 1
+        return 0
+
+    cdef void _st_remove(self, fp_subtable* st, fp_megaflow* mf):
+        cdef uint32_t m = st.cap - 1
+        cdef uint32_t i = mf.hash & m
+        while st.slots[i] != NULL:
+            if st.slots[i] == mf:
+                st.slots[i] = TOMB
+                st.count -= 1
+                st.tombs += 1
+                return
+            i = (i + 1) & m
+
+    cdef void _emc_forget(self, fp_megaflow* mf):
+        cdef int i
+        for i in range(EMC_SIZE):
+            if self.c.emc[i].mf == mf:
+                self.c.emc[i].mf = NULL
+
+    def put(self, bytes match, bytes mask, actions, compiled=None):
+        """Install or replace (keeping counters) the megaflow (match, mask)."""
+        cdef fp_subtable* st
+        cdef fp_megaflow* mf
+        cdef Megaflow obj
+        cdef int i
+        _words_of(match)
+        _words_of(mask)
+        match = bytes(a & b for a, b in zip(match, mask)) if any(
+            a & ~b for a, b in zip(match, mask)) else match
+        old = self.flows.get((mask, match))
+        if old is not None:
+            # Atomic replacement of the actions pointer; the old compiled
+            # block stays alive in the graveyard until the next quiesce().
+            self.graveyard.append((<Megaflow>old).compiled)
+            (<Megaflow>old).actions = actions
+            (<Megaflow>old).compiled = compiled
+            (<Megaflow>old).mf.actions = _addr(compiled)
+            return old
+        if len(self.flows) >= self.max_flows:
+            raise OSError(_errno.ENOSPC, f"megaflow cache full ({self.max_flows} flows)")
+        st = self._subtable(mask)
+        mf = <fp_megaflow*>calloc(1, sizeof(fp_megaflow))
+        if mf == NULL:
+            raise MemoryError()
+        obj = Megaflow.__new__(Megaflow)
+        obj.mf = mf
+        obj.match = match
+        obj.mask = mask
+        obj.actions = actions
+        obj.compiled = compiled
+        memcpy(mf.match, <char*>match, FLOW_KEY_SIZE)
+        mf.st = st
+        mf.actions = _addr(compiled)
+        mf.hash = _masked_hash(st, mf.match)
+        mf.created_ms = fp_now_ms()
+        self._st_insert(st, mf)
+        self.flows[(mask, match)] = obj
+        self.c.n_flows += 1
+        return obj
+
+    def get(self, bytes match, bytes mask):
+        match = bytes(a & b for a, b in zip(match, mask))
+        return self.flows.get((mask, match))
+
+    def delete(self, bytes match, bytes mask):
+        """Remove a megaflow; returns its Megaflow object (stats) or None."""
+        cdef Megaflow obj
+        cdef fp_subtable* st
+        cdef int i, j
+        match = bytes(a & b for a, b in zip(match, mask))
+        obj = self.flows.pop((mask, match), None)
+        if obj is None:
+            return None
+        st = <fp_subtable*>obj.mf.st
+        self._st_remove(st, obj.mf)
+        self._emc_forget(obj.mf)
+        obj.mf.dead = 1
+        self.c.n_flows -= 1
+        # The Megaflow (and its C struct) stays readable by the caller; a
+        # lookup still holding it is covered by the graveyard reference.
+        self.graveyard.append(obj)
+        if st.count == 0:
+            for i in range(self.c.n_subtables):
+                if self.c.subtables[i] == st:
+                    for j in range(i, self.c.n_subtables - 1):
+                        self.c.subtables[j] = self.c.subtables[j + 1]
+                    self.c.n_subtables -= 1
+                    break
+            del self.subtables[mask]
+            self.graveyard.append(_block(st.slots))
+            self.graveyard.append(_block(st))
+        return obj
+
+    def flush(self):
+        for mask, match in list(self.flows):
+            self.delete(match, mask)
+
+    def values(self):
+        return list(self.flows.values())
+
+    def lookup(self, bytes key):
+        """Python-level lookup (tests): the Megaflow hit or None."""
+        cdef fp_megaflow* mf
+        _words_of(key)
+        mf = fp_cache_lookup(self.c, <const uint64_t*><char*>key,
+                             fp_key_hash(<const uint64_t*><char*>key))
+        if mf == NULL:
+            return None
+        st_mask = PyBytes_FromStringAndSize(<char*>(<fp_subtable*>mf.st).mask, FLOW_KEY_SIZE)
+        match = PyBytes_FromStringAndSize(<char*>mf.match, FLOW_KEY_SIZE)
+        return self.flows.get((st_mask, match))
+
+    def rank(self):
+        fp_cache_rank(self.c)
+
+    def stats(self):
+        return {"flows": len(self.flows), "masks": self.c.n_subtables,
+                "emc_hits": self.c.emc_hits, "megaflow_hits": self.c.mf_hits,
+                "misses": self.c.misses, "subtables_probed": self.c.lookups_subtables}
+
+    def mask_order(self):
+        """Masks in the order lookups probe them (tests)."""
+        return [PyBytes_FromStringAndSize(<char*>self.c.subtables[i].mask, FLOW_KEY_SIZE)
+                for i in range(self.c.n_subtables)]
+
+    def sweep(self, double now, double idle):
+        """Delete megaflows unused for ``idle`` s at monotonic time ``now``."""
+        cdef uint64_t limit = <uint64_t>((now - idle) * 1000.0) if now > idle else 0
+        cdef Megaflow obj
+        out = []
+        for obj in list(self.flows.values()):
+            last = obj.mf.used_ms if obj.mf.used_ms else obj.mf.created_ms
+            if last < limit:
+                self.delete(obj.match, obj.mask)
+                out.append(obj)
+        return out
+
+
+cdef void* _addr(object compiled):
+    if compiled is None:
+        return NULL
+    return <void*><size_t>compiled.address
+
+
+def now_ms():
+    return fp_now_ms()
+
+
+MEGAFLOW_BYTES = sizeof(fp_megaflow)

@@ -1,0 +1,683 @@
+# cython: language_level=3
+"""Datapath actions, compiled once per megaflow and executed per packet.
+
+``compile_actions(actions)`` turns a tuple of ``slowpath.dpactions`` objects
+into a flat C block of 8-byte-aligned ``fp_act`` records; ``fp_execute`` runs
+such a block on one packet with no Python objects.  Header rewrites
+(``SetMasked``) update the packet and its flow key together and fix the IPv4
+header checksum and the TCP/UDP/ICMP(v6)/SCTP checksums incrementally (SCTP:
+CRC32c recomputed).  Outputs are queued on the port (copies), flushed once
+per poll.  Userspace/Recirc/slow actions leave through the datapath's upcall
+and recirculation queues.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove, memset
+from libc.stdlib cimport malloc, free
+import struct as _struct
+
+from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, fp_pkt_own, fp_pkt_push,
+                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_HEADROOM)
+from fastpath._fields cimport *
+from fastpath.io.port cimport fp_port, fp_port_tx
+from fastpath.parse cimport fp_parse
+
+cdef enum:
+    NO_OFS = 0xffff
+    ACT_HDR = 16
+    META_END = FK_OFS_DL_DST       # key bytes before this are metadata
+
+
+cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+cdef inline void wr16(uint8_t* p, uint16_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 8)
+    p[1] = <uint8_t>v
+
+cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 24)
+    p[1] = <uint8_t>(v >> 16)
+    p[2] = <uint8_t>(v >> 8)
+    p[3] = <uint8_t>v
+
+cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+# ---------------------------------------------------------------- checksums
+
+cdef inline uint32_t _sum_words(const uint8_t* b, uint32_t start, uint32_t end) noexcept nogil:
+    cdef uint32_t s = 0, i = start
+    while i < end:
+        s += rd16(b + i)
+        i += 2
+    return s
+
+cdef inline uint16_t _fold(uint64_t s) noexcept nogil:
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return <uint16_t>s
+
+cdef inline void _csum_adjust(uint8_t* field, uint64_t diff, int udp) noexcept nogil:
+    """RFC 1624: HC' = ~(~HC + ~m + m'); ``diff`` = sum(~m) + sum(m')."""
+    cdef uint16_t old = rd16(field)
+    if udp and old == 0:
+        return                                   # UDP without checksum
+    cdef uint16_t new = ~_fold((<uint16_t>~old) + diff)
+    if udp and new == 0:
+        new = 0xffff
+    wr16(field, new)
+
+cdef uint64_t _sum_buf(const uint8_t* b, uint32_t n) noexcept nogil:
+    cdef uint64_t s = 0
+    cdef uint32_t i = 0
+    while i + 1 < n:
+        s += rd16(b + i)
+        i += 2
+    if n & 1:
+        s += <uint32_t>b[n - 1] << 8
+    return s
+
+
+cdef uint32_t _crc32c_table[256]
+cdef void _crc32c_init() noexcept:
+    cdef uint32_t i, j, c
+    for i in range(256):
+        c = i
+        for j in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if (c & 1) else 0)
+        _crc32c_table[i] = c
+_crc32c_init()
+
+cdef uint32_t _crc32c(const uint8_t* b, uint32_t n) noexcept nogil:
+    cdef uint32_t c = 0xffffffff
+    cdef uint32_t i
+    for i in range(n):
+        c = _crc32c_table[(c ^ b[i]) & 0xff] ^ (c >> 8)
+    return ~c
+
+
+cdef uint32_t _l4_len(fp_packet* p) noexcept nogil:
+    """Bytes from the L4 header to the end of the IP payload (0 = none)."""
+    cdef uint32_t end
+    if p.l4_ofs == NO_OFS or p.l3_ofs == NO_OFS:
+        return 0
+    if p.l3_kind == 4:
+        end = p.l3_ofs + rd16(p.data + p.l3_ofs + 2)
+    elif p.l3_kind == 6:
+        end = p.l3_ofs + 40 + rd16(p.data + p.l3_ofs + 4)
+    else:
+        return 0
+    if end > p.len or end < p.l4_ofs:
+        return 0
+    return end - p.l4_ofs
+
+cdef int _csum_ofs(uint8_t proto) noexcept nogil:
+    if proto == 6:
+        return 16
+    if proto == 17:
+        return 6
+    if proto == 1 or proto == 58:
+        return 2
+    return -1
+
+cdef void _sctp_fix(fp_packet* p) noexcept nogil:
+    cdef uint32_t n = _l4_len(p)
+    cdef uint8_t* h
+    cdef uint32_t c
+    if n < 12:
+        return
+    h = p.data + p.l4_ofs
+    memset(h + 8, 0, 4)
+    c = _crc32c(h, n)
+    h[8] = <uint8_t>c          # CRC32c is stored little-endian
+    h[9] = <uint8_t>(c >> 8)
+    h[10] = <uint8_t>(c >> 16)
+    h[11] = <uint8_t>(c >> 24)
+
+
+cdef int fp_csum_complete(fp_packet* p, fp_arena* a) noexcept nogil:
+    """Finish a CHECKSUM_PARTIAL TCP/UDP checksum in software."""
+    cdef uint32_t n = _l4_len(p)
+    cdef int co
+    cdef uint64_t s
+    cdef uint8_t* l3
+    cdef uint16_t c
+    p.flags &= ~FP_PKT_CSUM_PARTIAL
+    if n == 0 or (p.l4_proto != 6 and p.l4_proto != 17):
+        return 0
+    co = _csum_ofs(p.l4_proto)
+    if <uint32_t>co + 2 > n:
+        return 0
+    if fp_pkt_own(p, a) < 0:
+        return -1
+    l3 = p.data + p.l3_ofs
+    if p.l3_kind == 4:
+        s = _sum_buf(l3 + 12, 8)
+    else:
+        s = _sum_buf(l3 + 8, 32)
+    s += p.l4_proto + n
+    wr16(p.data + p.l4_ofs + co, 0)
+    s += _sum_buf(p.data + p.l4_ofs, n)
+    c = ~_fold(s)
+    if p.l4_proto == 17 and c == 0:
+        c = 0xffff
+    wr16(p.data + p.l4_ofs + co, c)
+    return 0
+
+
+# ---------------------------------------------------------------- SET
+
+cdef inline void _wmask(uint8_t* dst, const uint8_t* v, const uint8_t* m, uint32_t n) noexcept nogil:
+    cdef uint32_t i
+    for i in range(n):
+        dst[i] = (dst[i] & ~m[i]) | (v[i] & m[i])
+
+cdef uint64_t _write_region(uint8_t* base, uint32_t ofs, const uint8_t* v, const uint8_t* m,
+                            uint32_t n) noexcept nogil:
+    """Masked write of n bytes at base+ofs; returns the checksum diff over
+    the covering 16-bit words (aligned to base)."""
+    cdef uint32_t start = ofs & ~(<uint32_t>1)
+    cdef uint32_t end = (ofs + n + 1) & ~(<uint32_t>1)
+    cdef uint64_t diff = (end - start) // 2 * 0xffff - _sum_words(base, start, end)
+    _wmask(base + ofs, v, m, n)
+    return diff + _sum_words(base, start, end)
+
+
+cdef inline uint32_t _eth_payload(fp_packet* p) noexcept nogil:
+    """Offset of the ethertype that follows the VLAN tags."""
+    cdef uint32_t o = 12
+    cdef uint16_t t
+    while o + 4 <= p.len:
+        t = rd16(p.data + o)
+        if t != 0x8100 and t != 0x88a8:
+            break
+        o += 4
+    return o
+
+
+cdef void _l4_csum_adjust(fp_packet* p, uint64_t diff) noexcept nogil:
+    cdef int co = _csum_ofs(p.l4_proto)
+    cdef uint32_t n = _l4_len(p)
+    if co < 0 or n < <uint32_t>co + 2:
+        return
+    if p.l3_kind == 4 and p.l4_proto == 58:
+        return
+    if p.l3_kind == 6 and p.l4_proto == 1:
+        return
+    if p.l3_kind == 4 and p.l4_proto == 1:
+        return                                   # ICMPv4 has no pseudo-header
+    _csum_adjust(p.data + p.l4_ofs + co, diff, p.l4_proto == 17)
+
+
+cdef int _set_packet(fp_packet* p, uint32_t kofs, uint32_t size, const uint8_t* v,
+                     const uint8_t* m) noexcept nogil:
+    """Apply a masked set of key member at ``kofs`` to the packet headers."""
+    cdef uint8_t* d = p.data
+    cdef uint8_t* l3
+    cdef uint8_t* l4
+    cdef uint64_t diff
+    cdef uint32_t o, n4, old, new, vv, mm
+    cdef uint8_t mb[4]
+    cdef int co
+    if kofs == FK_OFS_DL_DST:
+        _wmask(d, v, m, 6)
+    elif kofs == FK_OFS_DL_SRC:
+        _wmask(d + 6, v, m, 6)
+    elif kofs == FK_OFS_VLAN0_TCI:
+        if p.len >= 18 and (rd16(d + 12) == 0x8100 or rd16(d + 12) == 0x88a8):
+            mb[0] = m[0] & ~(FLOW_VLAN_CFI >> 8)
+            mb[1] = m[1]
+            _wmask(d + 14, v, mb, 2)
+    elif kofs == FK_OFS_MPLS_LSE:
+        o = _eth_payload(p)
+        if o + 6 <= p.len and (rd16(d + o) == 0x8847 or rd16(d + o) == 0x8848):
+            _wmask(d + o + 2, v, m, 4)
+    elif p.l3_ofs == NO_OFS:
+        return 0
+    elif p.l3_kind == 4:
+        l3 = d + p.l3_ofs
+        if kofs == FK_OFS_NW_SRC or kofs == FK_OFS_NW_DST:
+            diff = _write_region(l3, 12 if kofs == FK_OFS_NW_SRC else 16, v, m, 4)
+            _csum_adjust(l3 + 10, diff, 0)
+            if p.l4_proto == 132:
+                return 0
+            _l4_csum_adjust(p, diff)
+        elif kofs == FK_OFS_NW_TOS:
+            _csum_adjust(l3 + 10, _write_region(l3, 1, v, m, 1), 0)
+        elif kofs == FK_OFS_NW_TTL:
+            _csum_adjust(l3 + 10, _write_region(l3, 8, v, m, 1), 0)
+        else:
+            return _set_l4(p, kofs, v, m)
+    elif p.l3_kind == 6:
+        l3 = d + p.l3_ofs
+        if kofs == FK_OFS_IPV6_SRC or kofs == FK_OFS_IPV6_DST:
+            diff = _write_region(l3, 8 if kofs == FK_OFS_IPV6_SRC else 24, v, m, 16)
+            if p.l4_proto != 132:
+                _l4_csum_adjust(p, diff)
+        elif kofs == FK_OFS_NW_TTL:
+            _wmask(l3 + 7, v, m, 1)
+        elif kofs == FK_OFS_NW_TOS:
+            old = ((l3[0] & 0x0f) << 4) | (l3[1] >> 4)
+            new = (old & ~m[0]) | (v[0] & m[0])
+            l3[0] = (l3[0] & 0xf0) | (new >> 4)
+            l3[1] = (l3[1] & 0x0f) | ((new & 0x0f) << 4)
+        elif kofs == FK_OFS_IPV6_LABEL:
+            vv = rd32(v) & 0xfffff
+            mm = rd32(m) & 0xfffff
+            old = rd32(l3)
+            wr32(l3, (old & ~mm) | (vv & mm))
+        else:
+            return _set_l4(p, kofs, v, m)
+    elif p.l3_kind == 1:
+        l3 = d + p.l3_ofs
+        if kofs == FK_OFS_NW_SRC:
+            _wmask(l3 + 14, v, m, 4)
+        elif kofs == FK_OFS_NW_DST:
+            _wmask(l3 + 24, v, m, 4)
+        elif kofs == FK_OFS_ARP_SHA:
+            _wmask(l3 + 8, v, m, 6)
+        elif kofs == FK_OFS_ARP_THA:
+            _wmask(l3 + 18, v, m, 6)
+        elif kofs == FK_OFS_NW_PROTO:
+            if v[0] & m[0]:
+                l3[6] = 0
+            _wmask(l3 + 7, v, m, 1)
+    return 0
+
+
+cdef int _set_l4(fp_packet* p, uint32_t kofs, const uint8_t* v, const uint8_t* m) noexcept nogil:
+    cdef uint32_t n = _l4_len(p)
+    cdef uint8_t* l4
+    cdef uint64_t diff
+    cdef int co
+    cdef uint8_t proto = p.l4_proto
+    if n == 0:
+        return 0
+    l4 = p.data + p.l4_ofs
+    if kofs == FK_OFS_TP_SRC or kofs == FK_OFS_TP_DST:
+        if proto == 6 or proto == 17 or proto == 132:
+            if n < 8:
+                return 0
+            diff = _write_region(l4, 0 if kofs == FK_OFS_TP_SRC else 2, v, m, 2)
+            if proto == 132:
+                _sctp_fix(p)
+            else:
+                co = _csum_ofs(proto)
+                if n >= <uint32_t>co + 2:
+                    _csum_adjust(l4 + co, diff, proto == 17)
+        elif (proto == 1 and p.l3_kind == 4) or (proto == 58 and p.l3_kind == 6):
+            if n < 4:
+                return 0
+            diff = _write_region(l4, 0 if kofs == FK_OFS_TP_SRC else 1, v + 1, m + 1, 1)
+            _csum_adjust(l4 + 2, diff, 0)
+    elif kofs == FK_OFS_ND_TARGET:
+        if proto == 58 and n >= 24 and (l4[0] == 135 or l4[0] == 136):
+            _csum_adjust(l4 + 2, _write_region(l4, 8, v, m, 16), 0)
+    return 0
+
+
+# ---------------------------------------------------------------- VLAN/MPLS
+
+cdef inline void _shift_ofs(fp_packet* p, int delta) noexcept nogil:
+    if p.l3_ofs != NO_OFS:
+        p.l3_ofs += delta
+    if p.l4_ofs != NO_OFS:
+        p.l4_ofs += delta
+
+cdef int _push_vlan(fp_dp* dp, fp_packet* p, uint64_t* key, uint16_t tpid, uint16_t tci) noexcept nogil:
+    cdef uint8_t* k = <uint8_t*>key
+    if p.len < 14 or fp_pkt_push(p, &dp.arena, 4) < 0:
+        return -1
+    memmove(p.data, p.data + 4, 12)
+    wr16(p.data + 12, tpid)
+    wr16(p.data + 14, tci & ~FLOW_VLAN_CFI)
+    _shift_ofs(p, 4)
+    p.l2_5_ofs = 12
+    memcpy(k + FK_OFS_VLAN1_TPID, k + FK_OFS_VLAN0_TPID, 4)
+    wr16(k + FK_OFS_VLAN0_TPID, tpid)
+    wr16(k + FK_OFS_VLAN0_TCI, tci | FLOW_VLAN_CFI)
+    return 0
+
+cdef int _pop_vlan(fp_dp* dp, fp_packet* p, uint64_t* key) noexcept nogil:
+    cdef uint8_t* k = <uint8_t*>key
+    cdef uint16_t t
+    if p.len < 18:
+        return 0
+    t = rd16(p.data + 12)
+    if t != 0x8100 and t != 0x88a8:
+        return 0
+    if fp_pkt_own(p, &dp.arena) < 0:
+        return -1
+    memmove(p.data + 4, p.data, 12)
+    p.data += 4
+    p.len -= 4
+    _shift_ofs(p, -4)
+    memcpy(k + FK_OFS_VLAN0_TPID, k + FK_OFS_VLAN1_TPID, 4)
+    memset(k + FK_OFS_VLAN1_TPID, 0, 4)
+    return 0
+
+cdef void _reparse(fp_packet* p, uint64_t* key) noexcept nogil:
+    """Re-extract headers into ``key``, keeping its metadata members."""
+    cdef uint8_t meta[META_END]
+    memcpy(meta, key, META_END)
+    fp_parse(p, <uint8_t*>key)
+    memcpy(key, meta, META_END)
+
+cdef int _push_mpls(fp_dp* dp, fp_packet* p, uint64_t* key, uint32_t lse, uint16_t etype) noexcept nogil:
+    cdef uint32_t o = _eth_payload(p)
+    if o + 2 > p.len or fp_pkt_push(p, &dp.arena, 4) < 0:
+        return -1
+    memmove(p.data, p.data + 4, o)
+    wr16(p.data + o, etype)
+    wr32(p.data + o + 2, lse)
+    _reparse(p, key)
+    return 0
+
+cdef int _pop_mpls(fp_dp* dp, fp_packet* p, uint64_t* key, uint16_t etype) noexcept nogil:
+    cdef uint32_t o = _eth_payload(p)
+    cdef uint16_t t
+    if o + 6 > p.len:
+        return 0
+    t = rd16(p.data + o)
+    if t != 0x8847 and t != 0x8848:
+        return 0
+    if fp_pkt_own(p, &dp.arena) < 0:
+        return -1
+    memmove(p.data + 4, p.data, o)
+    p.data += 4
+    p.len -= 4
+    wr16(p.data + o, etype)
+    _reparse(p, key)
+    return 0
+
+
+# ---------------------------------------------------------------- queues
+
+cdef int fp_upcall_add(fp_dp* dp, fp_packet* p, uint64_t* key, uint32_t reason,
+                       uint32_t arg, int copy) noexcept nogil:
+    cdef fp_upcall* u
+    cdef uint64_t* k
+    cdef uint8_t* d
+    if dp.n_upcalls >= dp.max_upcalls:
+        dp.stats.lost += 1
+        return -1
+    k = <uint64_t*>fp_arena_alloc(&dp.arena, FLOW_KEY_SIZE)
+    if k == NULL:
+        dp.stats.lost += 1
+        return -1
+    memcpy(k, key, FLOW_KEY_SIZE)
+    d = p.data
+    if copy:
+        d = fp_arena_alloc(&dp.arena, p.len)
+        if d == NULL:
+            dp.stats.lost += 1
+            return -1
+        memcpy(d, p.data, p.len)
+    u = &dp.upcalls[dp.n_upcalls]
+    dp.n_upcalls += 1
+    u.data = d
+    u.len = p.len
+    u.in_port = p.in_port
+    u.key = k
+    u.reason = reason
+    u.arg = arg
+    return 0
+
+
+cdef int _clone(fp_dp* dp, fp_packet* src, fp_packet* dst) noexcept nogil:
+    dst[0] = src[0]
+    dst.flags &= ~FP_PKT_OWNED
+    return fp_pkt_own(dst, &dp.arena)
+
+
+cdef int _recirc(fp_dp* dp, fp_packet* p, uint64_t* key, uint32_t rid, int depth) noexcept nogil:
+    cdef fp_pending* r
+    cdef uint64_t* k
+    if depth + 1 > FP_MAX_RECIRC_DEPTH or dp.n_recirc >= dp.max_recirc:
+        dp.stats.dropped += 1
+        return -1
+    k = <uint64_t*>fp_arena_alloc(&dp.arena, FLOW_KEY_SIZE)
+    if k == NULL:
+        dp.stats.dropped += 1
+        return -1
+    r = &dp.recirc[dp.n_recirc]
+    if _clone(dp, p, &r.pkt) < 0:
+        dp.stats.dropped += 1
+        return -1
+    memcpy(k, key, FLOW_KEY_SIZE)
+    _reparse(&r.pkt, k)
+    wr32(<uint8_t*>k + FK_OFS_RECIRC_ID, rid)
+    r.key = k
+    r.depth = depth + 1
+    dp.n_recirc += 1
+    dp.stats.recirc += 1
+    return 0
+
+
+cdef inline uint64_t _rand(fp_dp* dp) noexcept nogil:
+    cdef uint64_t x = dp.rng
+    x ^= x << 13
+    x ^= x >> 7
+    x ^= x << 17
+    dp.rng = x
+    return x
+
+
+cdef int _meter(fp_dp* dp, uint32_t mid, uint32_t nbytes) noexcept nogil:
+    """Token bucket: 0 = pass, 1 = drop (band exceeded)."""
+    cdef fp_meter* m
+    cdef uint64_t el, add, cost
+    if mid >= FP_MAX_METERS:
+        return 0
+    m = &dp.meters[mid]
+    if not m.active:
+        return 0
+    if dp.now_ns > m.last_ns:
+        el = dp.now_ns - m.last_ns
+        # tokens scaled by 1000: rate [units/s] * el [ns] / 1e6
+        if el > <uint64_t>100000000000:
+            el = <uint64_t>100000000000
+        add = m.rate * (el // 1000) // 1000
+        m.tokens = m.tokens + add
+        if m.tokens > m.burst:
+            m.tokens = m.burst
+        m.last_ns = dp.now_ns
+    cost = 1000 if m.pkts else <uint64_t>nbytes * 8000
+    if m.tokens >= cost:
+        m.tokens -= cost
+        m.passed += 1
+        return 0
+    m.dropped += 1
+    return 1
+
+
+cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
+    cdef const uint8_t* k = <const uint8_t*>key
+    cdef uint64_t h = basis
+    cdef uint32_t i
+    for i in range(FK_OFS_NW_SRC, FK_OFS_NW_DST + 4):
+        h = (h ^ k[i]) * <uint64_t>0x100000001b3
+    for i in range(FK_OFS_IPV6_SRC, FK_OFS_IPV6_DST + 16):
+        h = (h ^ k[i]) * <uint64_t>0x100000001b3
+    for i in range(FK_OFS_NW_PROTO, FK_OFS_TP_DST + 2):
+        if i < FK_OFS_TCP_FLAGS or i >= FK_OFS_TP_SRC:
+            h = (h ^ k[i]) * <uint64_t>0x100000001b3
+    h ^= h >> 32
+    return <uint32_t>h
+
+
+# ---------------------------------------------------------------- execute
+
+cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
+                    uint32_t alen, int depth) noexcept nogil:
+    """Run a compiled action block on one packet.  Returns 0, or 1 when
+    execution stopped early (meter drop, error)."""
+    cdef uint32_t pos = 0
+    cdef const fp_act* a
+    cdef fp_port* port
+    cdef uint32_t trunc = 0xffffffff
+    cdef uint32_t n
+    cdef fp_packet cp
+    cdef uint64_t ckey[KEY_WORDS]
+    cdef const uint8_t* v
+    while pos + ACT_HDR <= alen:
+        a = <const fp_act*>(acts + pos)
+        pos += a.len
+        if a.type == A_OUTPUT:
+            if a.arg < FP_MAX_PORTS and dp.ports[a.arg] != NULL:
+                n = p.len if p.len < trunc else trunc
+                fp_port_tx(dp.ports[a.arg], p.data, n)
+            else:
+                dp.stats.dropped += 1
+        elif a.type == A_SET:
+            v = (<const uint8_t*>a) + ACT_HDR
+            if fp_pkt_own(p, &dp.arena) < 0:
+                dp.stats.dropped += 1
+                return 1
+            _wmask((<uint8_t*>key) + a.ofs, v, v + a.size, a.size)
+            _set_packet(p, a.ofs, a.size, v, v + a.size)
+        elif a.type == A_PUSH_VLAN:
+            if _push_vlan(dp, p, key, <uint16_t>(a.arg >> 16), <uint16_t>a.arg) < 0:
+                dp.stats.dropped += 1
+                return 1
+        elif a.type == A_POP_VLAN:
+            if _pop_vlan(dp, p, key) < 0:
+                dp.stats.dropped += 1
+                return 1
+        elif a.type == A_TRUNC:
+            trunc = a.arg
+        elif a.type == A_USERSPACE:
+            fp_upcall_add(dp, p, key, UPCALL_ACTION, a.arg, 1)
+        elif a.type == A_RECIRC:
+            _recirc(dp, p, key, a.arg, depth)
+        elif a.type == A_METER:
+            if _meter(dp, a.arg, p.len):
+                return 1
+        elif a.type == A_HASH:
+            wr32((<uint8_t*>key) + FK_OFS_DP_HASH, _dp_hash(key, a.arg))
+        elif a.type == A_CLONE or a.type == A_SAMPLE:
+            if a.type == A_SAMPLE and a.arg != <uint32_t>0xffffffffU and <uint32_t>_rand(dp) > a.arg:
+                continue
+            if _clone(dp, p, &cp) < 0:
+                dp.stats.dropped += 1
+                continue
+            memcpy(ckey, key, FLOW_KEY_SIZE)
+            fp_execute(dp, &cp, ckey, (<const uint8_t*>a) + ACT_HDR, a.len - ACT_HDR, depth)
+        elif a.type == A_PUSH_MPLS:
+            if _push_mpls(dp, p, key, a.arg, <uint16_t>a.arg2) < 0:
+                dp.stats.dropped += 1
+                return 1
+        elif a.type == A_POP_MPLS:
+            if _pop_mpls(dp, p, key, <uint16_t>a.arg) < 0:
+                dp.stats.dropped += 1
+                return 1
+        elif a.type == A_SLOW:
+            fp_upcall_add(dp, p, key, UPCALL_SLOW, a.arg, 1)
+            return 1
+    return 0
+
+
+# ---------------------------------------------------------------- compile
+
+_HDR = _struct.Struct("<HHIIHH")
+_KEY_ONLY_CT = ("ct_state", "ct_zone", "ct_mark", "ct_label", "ct_nw_src", "ct_nw_dst",
+                "ct_ipv6_src", "ct_ipv6_dst", "ct_tp_src", "ct_tp_dst", "ct_nw_proto")
+
+
+def _rec(int t, uint32_t arg=0, uint32_t arg2=0, uint16_t ofs=0, uint16_t size=0,
+         bytes payload=b""):
+    pad = (-len(payload)) % 8
+    n = ACT_HDR + len(payload) + pad
+    if n > 0xffff:
+        raise ValueError("compiled action too large")
+    return _HDR.pack(t, n, arg, arg2, ofs, size) + payload + b"\0" * pad
+
+
+def _compile(actions, cookies):
+    from slowpath import dpactions as A
+    from slowpath.fields import MEMBERS
+    out = []
+    for a in actions:
+        if isinstance(a, A.Output):
+            if not 0 <= a.dp_port < FP_MAX_PORTS:
+                raise ValueError(f"dp_port {a.dp_port} out of range")
+            out.append(_rec(A_OUTPUT, a.dp_port))
+        elif isinstance(a, A.SetMasked):
+            o, s = MEMBERS[a.member]
+            full = (1 << (8 * s)) - 1
+            m = a.mask & full
+            out.append(_rec(A_SET, 0, 0, o, s,
+                            (a.value & m).to_bytes(s, "big") + m.to_bytes(s, "big")))
+        elif isinstance(a, A.PushVlan):
+            out.append(_rec(A_PUSH_VLAN, ((a.tpid & 0xffff) << 16) | (a.tci & 0xffff)))
+        elif isinstance(a, A.PopVlan):
+            out.append(_rec(A_POP_VLAN))
+        elif isinstance(a, A.Trunc):
+            out.append(_rec(A_TRUNC, a.max_len))
+        elif isinstance(a, A.Userspace):
+            out.append(_rec(A_USERSPACE, cookies(a)))
+        elif isinstance(a, A.Recirc):
+            out.append(_rec(A_RECIRC, a.recirc_id & 0xffffffff))
+        elif isinstance(a, A.Meter):
+            out.append(_rec(A_METER, a.meter_id))
+        elif isinstance(a, A.Hash):
+            out.append(_rec(A_HASH, a.basis & 0xffffffff))
+        elif isinstance(a, A.Clone):
+            out.append(_rec(A_CLONE, 0, 0, 0, 0, _compile(a.actions, cookies)))
+        elif isinstance(a, A.Sample):
+            out.append(_rec(A_SAMPLE, a.probability & 0xffffffff, 0, 0, 0,
+                            _compile(a.actions, cookies)))
+        elif isinstance(a, A.PushMpls):
+            out.append(_rec(A_PUSH_MPLS, a.lse & 0xffffffff, a.ethertype & 0xffff))
+        elif isinstance(a, A.PopMpls):
+            out.append(_rec(A_POP_MPLS, a.ethertype & 0xffff))
+        elif isinstance(a, A.CtClear):
+            for mem in _KEY_ONLY_CT:
+                o, s = MEMBERS[mem]
+                out.append(_rec(A_SET, 0, 0, o, s, bytes(s) + b"\xff" * s))
+        else:
+            # Ct, TunnelPush/Pop, ...: not executable here; the whole packet
+            # goes to the slow path with the offending action.
+            out.append(_rec(A_SLOW, cookies(a)))
+            break
+    return b"".join(out)
+
+
+cdef class CompiledActions:
+    """A compiled action block (immutable; owned by its megaflow)."""
+
+    def __cinit__(self, tuple actions, cookies):
+        data = _compile(actions, cookies)
+        self.actions = actions
+        self.length = len(data)
+        self.buf = <uint8_t*>malloc(self.length + 8)
+        if self.buf == NULL:
+            raise MemoryError()
+        # Layout: uint32 length, 4 bytes pad, then the records.
+        (<uint32_t*>self.buf)[0] = self.length
+        (<uint32_t*>self.buf)[1] = 0
+        memcpy(self.buf + 8, <char*>data, self.length)
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @property
+    def address(self):
+        return <size_t>self.buf
+
+    @property
+    def slow(self):
+        """True when the block hands packets to the slow path (A_SLOW)."""
+        cdef uint32_t pos = 0
+        cdef fp_act* a
+        while pos + ACT_HDR <= self.length:
+            a = <fp_act*>(self.buf + 8 + pos)
+            if a.type == A_SLOW:
+                return True
+            pos += a.len
+        return False
+
+    def __bytes__(self):
+        return bytes((<char*>self.buf + 8)[:self.length])

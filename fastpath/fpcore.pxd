@@ -1,0 +1,73 @@
+# Core C-level types shared by the fast path modules (no Python objects).
+#
+# A packet in flight is an ``fp_packet``: a pointer into either an RX ring
+# (read-only until copied) or the per-poll scratch arena (writable, with
+# headroom for pushes).  The arena is reset once per poll iteration, so
+# nothing here is ever freed per packet.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    FP_HEADROOM = 128          # bytes kept free before data in owned buffers
+    FP_MAX_FRAME = 65536 + 256
+
+# fp_packet.flags
+cdef enum:
+    FP_PKT_OWNED = 1           # data lives in the scratch arena (writable)
+    FP_PKT_CSUM_PARTIAL = 2    # L4 checksum not yet complete (CHECKSUM_PARTIAL)
+    FP_PKT_DROP = 4            # malformed or explicitly dropped
+
+ctypedef struct fp_packet:
+    uint8_t* data
+    uint32_t len
+    uint32_t in_port           # dp_port the packet came from
+    uint32_t flags
+    uint8_t* buf               # start of owned buffer (NULL if in a ring)
+    uint32_t bufsize           # capacity from buf
+    # Header offsets found by the key extractor (0xffff = absent).
+    uint16_t l2_5_ofs          # first VLAN/MPLS label or the ethertype
+    uint16_t l3_ofs
+    uint16_t l4_ofs
+    uint8_t l3_kind            # 0 none, 4 IPv4, 6 IPv6, 1 ARP
+    uint8_t l4_proto           # IP protocol (TCP 6, UDP 17, ...)
+    uint8_t depth              # recirculation depth
+
+ctypedef struct fp_arena:
+    uint8_t* base
+    size_t size
+    size_t used
+
+cdef inline uint8_t* fp_arena_alloc(fp_arena* a, size_t n) noexcept nogil:
+    cdef size_t need = (n + 63) & ~(<size_t>63)
+    if a.used + need > a.size:
+        return NULL
+    cdef uint8_t* p = a.base + a.used
+    a.used += need
+    return p
+
+from libc.string cimport memcpy
+
+cdef inline int fp_pkt_own(fp_packet* p, fp_arena* a) noexcept nogil:
+    """Make ``p`` writable (copy into the arena, with headroom); 0 or -1."""
+    if p.flags & FP_PKT_OWNED:
+        return 0
+    cdef uint32_t cap = FP_HEADROOM + p.len + 64
+    cdef uint8_t* b = fp_arena_alloc(a, cap)
+    if b == NULL:
+        return -1
+    memcpy(b + FP_HEADROOM, p.data, p.len)
+    p.buf = b
+    p.bufsize = cap
+    p.data = b + FP_HEADROOM
+    p.flags |= FP_PKT_OWNED
+    return 0
+
+cdef inline int fp_pkt_push(fp_packet* p, fp_arena* a, uint32_t n) noexcept nogil:
+    """Grow the packet by ``n`` bytes at the front (data moves back)."""
+    if fp_pkt_own(p, a) < 0:
+        return -1
+    if <size_t>(p.data - p.buf) < n:
+        return -1
+    p.data -= n
+    p.len += n
+    return 0

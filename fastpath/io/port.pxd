@@ -1,0 +1,71 @@
+# Port drivers: AF_PACKET (TPACKET_V3 RX ring + sendmmsg TX) and TAP.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from posix.uio cimport iovec
+from fastpath.fpcore cimport fp_packet, fp_arena
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    cdef struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    cdef struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+
+cdef enum:
+    FP_PORT_AFPACKET = 1
+    FP_PORT_TAP = 2
+    FP_PORT_AFXDP = 3
+    FP_TXQ = 256                # max packets queued per port before a flush
+    FP_TXBUF = 1 << 20          # bytes of TX staging per port
+
+ctypedef struct fp_port_stats:
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t rx_dropped
+    uint64_t rx_errors
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped
+    uint64_t tx_errors
+
+ctypedef struct fp_port:
+    int kind
+    int fd
+    uint32_t dp_port
+    int ifindex
+    # AF_PACKET TPACKET_V3 RX ring
+    uint8_t* ring
+    size_t ring_size
+    uint32_t block_size
+    uint32_t block_nr
+    uint32_t cur_block          # block being read (or next to read)
+    int reading                 # cur_block is open for reading
+    uint32_t pkt_left
+    uint8_t* next_pkt
+    uint32_t release_start      # first block consumed but not yet returned
+    uint32_t n_release
+    # TX staging (copies; sendmmsg or write per flush)
+    mmsghdr* tx_msgs
+    iovec* tx_iov
+    uint8_t* tx_buf
+    size_t tx_used
+    uint32_t tx_n
+    fp_port_stats stats
+
+cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
+                          fp_arena* arena) noexcept nogil
+cdef void fp_port_rx_done(fp_port* p) noexcept nogil
+cdef void fp_port_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept nogil
+cdef void fp_port_tx_flush(fp_port* p) noexcept nogil
+
+cdef class Port:
+    cdef fp_port* p
+    cdef readonly str name
+    cdef readonly str kind
+    cpdef close(self)
