@@ -1,0 +1,563 @@
+"""os-ken objects <-> slow-path objects, in one place.
+
+This is the only module that touches both worlds: handlers give it decoded
+os-ken matches/actions/instructions and get slow-path `Match`, action and
+instruction values back (and the reverse for stats replies and packet-ins).
+Matches travel through the raw TLV form `(oxm num, value bytes, mask bytes)`
+that os-ken parses for OXM (OF1.2+) and NXM (OF1.0 Nicira) alike, so both
+flavours land on the same field names (OXM/ovs-ofctl spelling, `_nxm` suffix
+dropped) with integer values.  OF1.0's fixed `ofp_match` and 16-bit port
+numbers are translated here too.
+
+Unsupported things raise `OFError` with the code OpenFlow wants
+(BAD_ACTION/BAD_TYPE, BAD_INSTRUCTION/UNKNOWN_INST, BAD_MATCH/BAD_FIELD).
+"""
+from __future__ import annotations
+
+import struct
+
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_v1_0 as of10
+from os_ken.ofproto import ofproto_v1_0_parser as p10
+from os_ken.ofproto import ofproto_v1_3 as of13
+from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+from . import codec, sp
+from .sp import OFError
+
+ALL32 = 0xFFFFFFFF
+OFPP_CONTROLLER = of13.OFPP_CONTROLLER
+OFPP_TABLE = of13.OFPP_TABLE
+OFPP_ANY = of13.OFPP_ANY
+
+
+# ---------------------------------------------------------------- port numbers
+def port_from10(p: int) -> int:
+    return p + 0xFFFF0000 if p >= 0xFF00 else p
+
+
+def port_to10(p: int) -> int:
+    return p - 0xFFFF0000 if p >= 0xFFFFFF00 else p & 0xFFFF
+
+
+# ---------------------------------------------------------------------- matches
+from slowpath import fields as _sf  # noqa: E402  (field table shared with the slow path)
+
+_NXM0 = _sf.OFPXMC_NXM_0
+
+
+def _int(b):
+    return None if b is None else int.from_bytes(b, "big")
+
+
+def make_match(fields: dict):
+    """{field name: (value, mask|None)} -> slow-path Match (prerequisites checked)."""
+    return sp.Match.from_fields(fields)
+
+
+def match_items(match) -> dict:
+    """Slow-path Match -> {canonical field name: (value, mask|None)}, one field per bit."""
+    return {f.name: (v, m) for f, v, m in _match_fields(match, nxm=False)}
+
+
+def match_from_tlvs(tlvs) -> "sp.Match":
+    """OXM/NXM TLVs [(os-ken num, value bytes, mask bytes|None)] -> Match."""
+    fields = {}
+    for num, value, mask in tlvs:
+        if not isinstance(num, int):
+            raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_FIELD)
+        cls, fld = num >> 7, num & 0x7F
+        f = _sf.BY_OXM.get((cls, fld))
+        if f is None:
+            raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_FIELD)
+        v, m = _int(value), _int(mask)
+        if f.name == "in_port" and cls == _NXM0:
+            v = port_from10(v)
+        if f.name in fields:
+            raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_DUP_FIELD)
+        if m is not None and v & ~m:
+            raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_WILDCARDS)
+        fields[f.name] = (v, m)
+    return make_match(fields)
+
+
+def match_from_ofp13(match) -> "sp.Match":
+    buf = bytearray()
+    match.serialize(buf, 0)
+    return match_from_tlvs(codec.parse_oxm_fields(bytes(buf), 4, match.length))
+
+
+_UNIQUE_FIELDS = list({id(f): f for f in _sf.FIELDS.values()}.values())
+_ORDER = sorted(_UNIQUE_FIELDS, key=lambda f: (f.n_bits, _UNIQUE_FIELDS.index(f)))
+
+
+def _match_fields(match, nxm: bool):
+    """Greedy cover of the match's bits by wire-encodable fields, narrowest
+    first (reg0 over xreg0, vlan_pcp+vlan_vid over vlan_tci), respecting
+    prerequisites (tcp_src only under tcp)."""
+    rest = match.mask
+    out = []
+    for f in _ORDER:
+        if f.oxm is None and f.nxm is None:
+            continue
+        if f.prereq and not match.prereq_ok(f.prereq):
+            continue
+        sh = _sf.field_shift(f)
+        fm = (rest >> sh) & f.valid_mask
+        if not fm:
+            continue
+        v = (match.value >> sh) & f.max
+        out.append((f, v, None if fm == f.valid_mask else fm))
+        rest &= ~(fm << sh)
+    return out
+
+
+def _wire_width(f) -> int:
+    return f.wire_bytes or (f.n_bits + 7) // 8
+
+
+def match_to_tlvs(match, nxm: bool = False) -> list:
+    out = []
+    for f, v, m in sorted(_match_fields(match, nxm), key=lambda x: _UNIQUE_FIELDS.index(x[0])):
+        code = (f.nxm or f.oxm) if nxm else (f.oxm or f.nxm)
+        width = _wire_width(f)
+        if nxm and f.name == "in_port":
+            v, width = port_to10(v), 2
+        num = (code[0] << 7) | code[1]
+        out.append((num, v.to_bytes(width, "big"),
+                    None if m is None else m.to_bytes(width, "big")))
+    return out
+
+
+def match_to_ofp13(match) -> p13.OFPMatch:
+    body = codec.serialize_oxm_fields(match_to_tlvs(match))
+    length = 4 + len(body)
+    buf = struct.pack("!HH", of13.OFPMT_OXM, length) + bytes(body) + b"\0" * (-length % 8)
+    return p13.OFPMatch.parser(buf, 0)
+
+
+# OF1.0 ofp_match <-> fields
+def match_from_ofp10(m) -> "sp.Match":
+    w = m.wildcards
+    f = {}
+    if not w & of10.OFPFW_IN_PORT:
+        f["in_port"] = (port_from10(m.in_port), None)
+    if not w & of10.OFPFW_DL_SRC:
+        f["eth_src"] = (_int(_mac(m.dl_src)), None)
+    if not w & of10.OFPFW_DL_DST:
+        f["eth_dst"] = (_int(_mac(m.dl_dst)), None)
+    if not w & of10.OFPFW_DL_VLAN:
+        f["vlan_vid"] = (0, None) if m.dl_vlan == 0xFFFF else (0x1000 | m.dl_vlan, None)
+    if not w & of10.OFPFW_DL_VLAN_PCP:
+        f["vlan_pcp"] = (m.dl_vlan_pcp, None)
+    if not w & of10.OFPFW_DL_TYPE:
+        f["eth_type"] = (m.dl_type, None)
+    if not w & of10.OFPFW_NW_TOS:
+        f["ip_dscp"] = (m.nw_tos >> 2, None)
+    if not w & of10.OFPFW_NW_PROTO:
+        f["ip_proto"] = (m.nw_proto, None)
+    for key, shift, val in (("ipv4_src", of10.OFPFW_NW_SRC_SHIFT, m.nw_src),
+                            ("ipv4_dst", of10.OFPFW_NW_DST_SHIFT, m.nw_dst)):
+        bits = (w >> shift) & 0x3F
+        if bits < 32:
+            mask = (ALL32 << bits) & ALL32
+            f[key] = (val & mask, None if bits == 0 else mask)
+    proto = f.get("ip_proto", (None,))[0]
+    l4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst"),
+          1: ("icmpv4_type", "icmpv4_code"), 132: ("sctp_src", "sctp_dst")}.get(proto)
+    if l4:
+        if not w & of10.OFPFW_TP_SRC:
+            f[l4[0]] = (m.tp_src, None)
+        if not w & of10.OFPFW_TP_DST:
+            f[l4[1]] = (m.tp_dst, None)
+    return make_match(f)
+
+
+def _mac(v):
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    from os_ken.lib import addrconv
+    return addrconv.mac.text_to_bin(v)
+
+
+def match_to_ofp10(match) -> p10.OFPMatch:
+    f = match_items(match)
+    w = of10.OFPFW_ALL
+    kw = {}
+
+    def take(name, bit, key, conv=lambda x: x):
+        nonlocal w
+        if name in f:
+            w &= ~bit
+            kw[key] = conv(f[name][0])
+    take("in_port", of10.OFPFW_IN_PORT, "in_port", port_to10)
+    take("eth_src", of10.OFPFW_DL_SRC, "dl_src", lambda v: v.to_bytes(6, "big"))
+    take("eth_dst", of10.OFPFW_DL_DST, "dl_dst", lambda v: v.to_bytes(6, "big"))
+    take("vlan_vid", of10.OFPFW_DL_VLAN, "dl_vlan", lambda v: v & 0xFFF if v else 0xFFFF)
+    take("vlan_pcp", of10.OFPFW_DL_VLAN_PCP, "dl_vlan_pcp")
+    take("eth_type", of10.OFPFW_DL_TYPE, "dl_type")
+    take("ip_dscp", of10.OFPFW_NW_TOS, "nw_tos", lambda v: v << 2)
+    take("nw_proto", of10.OFPFW_NW_PROTO, "nw_proto")
+    take("arp_op", of10.OFPFW_NW_PROTO, "nw_proto")
+    for name in ("tcp_src", "udp_src", "icmp_type", "sctp_src"):
+        take(name, of10.OFPFW_TP_SRC, "tp_src")
+    for name in ("tcp_dst", "udp_dst", "icmp_code", "sctp_dst"):
+        take(name, of10.OFPFW_TP_DST, "tp_dst")
+    for name, shift, key in (("ip_src", of10.OFPFW_NW_SRC_SHIFT, "nw_src"),
+                             ("ip_dst", of10.OFPFW_NW_DST_SHIFT, "nw_dst"),
+                             ("arp_spa", of10.OFPFW_NW_SRC_SHIFT, "nw_src"),
+                             ("arp_tpa", of10.OFPFW_NW_DST_SHIFT, "nw_dst")):
+        if name in f:
+            v, m = f[name]
+            bits = 0 if m is None else 32 - bin(m).count("1")
+            w = (w & ~(0x3F << shift)) | (bits << shift)
+            kw[key] = v
+    return p10.OFPMatch(wildcards=w, **kw)
+
+
+# ---------------------------------------------------------------------- actions
+def _bad_action(code=of13.OFPBAC_BAD_TYPE):
+    return OFError(of13.OFPET_BAD_ACTION, code)
+
+
+def _canon(name: str) -> str:
+    """os-ken field spelling (reg0, eth_dst_nxm, tunnel_id...) -> slow-path name."""
+    if name.endswith("_nxm"):
+        name = name[:-4]
+    f = _sf.FIELDS.get(name)
+    if f is None:
+        raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+    return f.name
+
+
+def _set_from_oxm(num, v, m):
+    f = _sf.BY_OXM.get((num >> 7, num & 0x7F)) if isinstance(num, int) else None
+    if f is None:
+        raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+    return sp.SetField(f.name, _int(v), _int(m))
+
+
+_CT_ALGS = {21: "ftp", 69: "tftp"}
+
+
+def action_from_oken(a, version: int):
+    """One os-ken action -> one slow-path action."""
+    n = type(a).__name__
+    if n == "OFPActionOutput":
+        port = port_from10(a.port) if version == codec.OFP10 else a.port
+        if port == OFPP_CONTROLLER:
+            return sp.Controller(max_len=a.max_len)
+        return sp.Output(port, a.max_len)
+    if n == "OFPActionSetField":
+        try:
+            num, v, m = of13.oxm_from_user(a.key, a.value)
+        except Exception:
+            raise _bad_action(of13.OFPBAC_BAD_SET_TYPE) from None
+        return _set_from_oxm(num, v, m)
+    if n == "OFPActionPushVlan":
+        return sp.PushVlan(a.ethertype)
+    if n in ("OFPActionPopVlan", "OFPActionStripVlan"):
+        return sp.PopVlan()
+    if n == "OFPActionPushMpls":
+        return sp.PushMpls(a.ethertype)
+    if n == "OFPActionPopMpls":
+        return sp.PopMpls(a.ethertype)
+    if n == "OFPActionSetMplsTtl":
+        return sp.SetMplsTtl(a.mpls_ttl)
+    if n == "OFPActionDecMplsTtl":
+        return sp.DecMplsTtl()
+    if n == "OFPActionSetNwTtl":
+        return sp.SetNwTtl(a.nw_ttl)
+    if n == "OFPActionCopyTtlOut":
+        return sp.CopyTtl(outward=True)
+    if n == "OFPActionCopyTtlIn":
+        return sp.CopyTtl(outward=False)
+    if n == "OFPActionGroup":
+        return sp.Group(a.group_id)
+    if n == "OFPActionSetQueue":
+        return sp.SetQueue(a.queue_id)
+    if n in ("OFPActionDecNwTtl", "NXActionDecTtl"):
+        return sp.DecTtl()
+    # OF1.0 set actions
+    if n == "OFPActionVlanVid":
+        return sp.SetField("vlan_vid", 0x1000 | a.vlan_vid)
+    if n == "OFPActionVlanPcp":
+        return sp.SetField("vlan_pcp", a.vlan_pcp)
+    if n in ("OFPActionSetDlSrc", "OFPActionSetDlDst"):
+        return sp.SetField("eth_src" if n.endswith("Src") else "eth_dst", _int(_mac(a.dl_addr)))
+    if n in ("OFPActionSetNwSrc", "OFPActionSetNwDst"):
+        return sp.SetField("ip_src" if n.endswith("Src") else "ip_dst", a.nw_addr)
+    if n == "OFPActionSetNwTos":
+        return sp.SetField("ip_dscp", a.tos >> 2)
+    if n in ("OFPActionSetTpSrc", "OFPActionSetTpDst"):
+        return sp.SetField("tp_src" if n.endswith("Src") else "tp_dst", a.tp)
+    if n == "OFPActionEnqueue":
+        return sp.SetQueue(a.queue_id)
+    # Nicira
+    if n == "NXActionResubmit":
+        return sp.Resubmit(in_port=port_from10(a.in_port), table=None)
+    if n == "NXActionResubmitTable":
+        return sp.Resubmit(in_port=port_from10(a.in_port),
+                           table=None if a.table_id == 0xFF else a.table_id)
+    if n == "NXActionCT":
+        if a.zone_src:
+            ofs, nbits = a.zone_ofs_nbits >> 6, (a.zone_ofs_nbits & 0x3F) + 1
+            zone_src = f"{_canon(a.zone_src)}[{ofs}..{ofs + nbits - 1}]"
+            zone = 0
+        else:
+            zone_src, zone = None, a.zone_ofs_nbits
+        nat = None
+        execs = []
+        for x in a.actions:
+            if type(x).__name__ == "NXActionNAT":
+                nat = _nat_text(x)
+            else:
+                execs.append(action_from_oken(x, version))
+        return sp.Ct(commit=bool(a.flags & nicira_ext.NX_CT_F_COMMIT), zone=zone,
+                     zone_src=zone_src, table=None if a.recirc_table == 0xFF else a.recirc_table,
+                     nat=nat, exec=tuple(execs), alg=_CT_ALGS.get(a.alg),
+                     force=bool(a.flags & getattr(nicira_ext, "NX_CT_F_FORCE", 2)))
+    if n == "NXActionCTClear":
+        return sp.CtClear()
+    if n == "NXActionRegLoad":
+        ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
+        mask = ((1 << nbits) - 1) << ofs
+        return sp.SetField(_canon(a.dst), a.value << ofs, mask)
+    if n == "NXActionRegLoad2":
+        num, v, m = of13.oxm_from_user(a.dst, a.value if a.mask is None else (a.value, a.mask))
+        return _set_from_oxm(num, v, m)
+    if n == "NXActionRegMove":
+        return sp.Move(src=_canon(a.src_field), dst=_canon(a.dst_field), n_bits=a.n_bits,
+                       src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
+    if n == "NXActionConjunction":
+        return sp.Conjunction(a.id, a.clause, a.n_clauses)
+    if n == "NXActionNote":
+        return sp.Note(bytes(a.note))
+    if n == "NXActionController":
+        return sp.Controller(max_len=a.max_len, reason=a.reason, controller_id=a.controller_id)
+    if n == "NXActionController2":
+        return sp.Controller(max_len=getattr(a, "max_len", 0xFFFF),
+                             reason=getattr(a, "reason", of13.OFPR_ACTION),
+                             controller_id=getattr(a, "controller_id", 0),
+                             userdata=bytes(getattr(a, "userdata", b"") or b""),
+                             pause=bool(getattr(a, "pause", False)))
+    raise _bad_action()
+
+
+def _nat_text(x) -> str:
+    """NXActionNAT -> the ovs-ofctl ``nat(...)`` body the slow path parses."""
+    from os_ken.ofproto import nicira_ext as nx
+    parts = []
+    kind = "src" if x.flags & nx.NX_NAT_F_SRC else "dst" if x.flags & nx.NX_NAT_F_DST else None
+    if kind:
+        rng = ""
+        lo = getattr(x, "range_ipv4_min", "") or getattr(x, "range_ipv6_min", "")
+        hi = getattr(x, "range_ipv4_max", "") or getattr(x, "range_ipv6_max", "")
+        if lo:
+            rng = f"={lo}" + (f"-{hi}" if hi and hi != lo else "")
+            if getattr(x, "range_proto_min", None):
+                rng += f":{x.range_proto_min}"
+                if x.range_proto_max and x.range_proto_max != x.range_proto_min:
+                    rng += f"-{x.range_proto_max}"
+        parts.append(kind + rng)
+    for flag, word in ((nx.NX_NAT_F_PERSISTENT, "persistent"), (nx.NX_NAT_F_PROTO_HASH, "hash"),
+                       (nx.NX_NAT_F_PROTO_RANDOM, "random")):
+        if x.flags & flag:
+            parts.append(word)
+    return ",".join(parts)
+
+
+def _nx_port(p):
+    return port_to10(p)
+
+
+def actions_from_oken(actions, version: int) -> tuple:
+    return tuple(action_from_oken(a, version) for a in actions)
+
+
+def _nxm_name(field: str) -> str:
+    """slow-path field name -> an os-ken name that encodes as NXM/OXM."""
+    for cand in (field + "_nxm", field):
+        try:
+            of13.oxm_get_field_info_by_name(cand)
+            return cand
+        except KeyError:
+            pass
+    f = _sf.FIELDS[field]
+    for alias in (f.name, *f.aliases):
+        for cand in (alias + "_nxm", alias):
+            try:
+                of13.oxm_get_field_info_by_name(cand)
+                return cand
+            except KeyError:
+                pass
+    raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+
+
+def action_to_oken(a, version: int):
+    """One slow-path action -> os-ken action for `version` (stats replies)."""
+    P = codec.datapath(version).ofproto_parser
+    is10 = version == codec.OFP10
+    n = type(a).__name__
+    if n == "Output":
+        return P.OFPActionOutput(port_to10(a.port) if is10 else a.port, a.max_len)
+    if n == "Controller":
+        if a.userdata or a.pause or a.controller_id or a.reason != of13.OFPR_ACTION:
+            kw = dict(max_len=a.max_len, controller_id=a.controller_id, reason=a.reason)
+            if a.userdata:
+                kw["userdata"] = list(a.userdata)
+            if a.pause:
+                kw["pause"] = True
+            return P.NXActionController2(**kw)
+        return P.OFPActionOutput(of10.OFPP_CONTROLLER if is10 else OFPP_CONTROLLER, a.max_len)
+    if n == "SetField":
+        f = _sf.FIELDS[a.field]
+        if is10 or a.mask is not None or f.oxm is None:
+            value, ofs, nbits = a.value, 0, f.n_bits
+            if a.mask is not None:
+                ofs = (a.mask & -a.mask).bit_length() - 1
+                nbits = a.mask.bit_length() - ofs
+                value = a.value >> ofs
+            return P.NXActionRegLoad(ofs_nbits=(ofs << 6) | (nbits - 1),
+                                     dst=_nxm_name(a.field), value=value)
+        num = (f.oxm[0] << 7) | f.oxm[1]
+        _, user = of13.oxm_to_user(num, a.value.to_bytes(_wire_width(f), "big"), None)
+        return P.OFPActionSetField(**{of13.oxm_to_user_header(num): user})
+    if n == "PushVlan":
+        return P.OFPActionPushVlan(a.ethertype)
+    if n == "PopVlan":
+        return P.OFPActionStripVlan() if is10 else P.OFPActionPopVlan()
+    if n == "PushMpls":
+        return P.OFPActionPushMpls(a.ethertype)
+    if n == "PopMpls":
+        return P.OFPActionPopMpls(a.ethertype)
+    if n == "SetMplsTtl":
+        return P.OFPActionSetMplsTtl(a.ttl)
+    if n == "DecMplsTtl":
+        return P.OFPActionDecMplsTtl()
+    if n == "SetNwTtl":
+        return P.OFPActionSetNwTtl(a.ttl)
+    if n == "CopyTtl":
+        return P.OFPActionCopyTtlOut() if a.outward else P.OFPActionCopyTtlIn()
+    if n == "Group":
+        return P.OFPActionGroup(a.group_id)
+    if n == "SetQueue":
+        return P.OFPActionEnqueue(0, a.queue_id) if is10 else P.OFPActionSetQueue(a.queue_id)
+    if n == "DecTtl":
+        return P.NXActionDecTtl() if is10 else P.OFPActionDecNwTtl()
+    if n == "Resubmit":
+        return P.NXActionResubmitTable(in_port=port_to10(a.in_port),
+                                       table_id=0xFF if a.table is None else a.table)
+    if n == "Ct":
+        flags = nicira_ext.NX_CT_F_COMMIT if a.commit else 0
+        zone_src, zone = "", a.zone
+        if a.zone_src:
+            name, _, rng = a.zone_src.partition("[")
+            lo, _, hi = rng.rstrip("]").partition("..")
+            lo = int(lo or 0)
+            hi = int(hi) if hi else _sf.FIELDS[name].n_bits - 1
+            zone_src, zone = _nxm_name(name), (lo << 6) | (hi - lo)
+        return P.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone,
+                            recirc_table=0xFF if a.table is None else a.table,
+                            alg={v: k for k, v in _CT_ALGS.items()}.get(a.alg, 0),
+                            actions=[action_to_oken(x, version) for x in a.exec])
+    if n == "CtClear":
+        return P.NXActionCTClear()
+    if n == "Move":
+        return P.NXActionRegMove(src_field=_nxm_name(a.src), dst_field=_nxm_name(a.dst),
+                                 n_bits=a.n_bits, src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
+    if n == "Conjunction":
+        return P.NXActionConjunction(clause=a.clause, n_clauses=a.n_clauses, id_=a.id)
+    if n == "Note":
+        return P.NXActionNote(note=list(a.data))
+    raise _bad_action()
+
+
+# ------------------------------------------------------------------ instructions
+def instructions_from_oken(insts, version: int) -> tuple:
+    out = []
+    for i in insts:
+        n = type(i).__name__
+        if n == "OFPInstructionActions":
+            acts = actions_from_oken(i.actions, version)
+            if i.type == of13.OFPIT_APPLY_ACTIONS:
+                out.append(sp.ApplyActions(acts))
+            elif i.type == of13.OFPIT_WRITE_ACTIONS:
+                out.append(sp.WriteActions(acts))
+            else:
+                out.append(sp.ClearActions())
+        elif n == "OFPInstructionGotoTable":
+            out.append(sp.GotoTable(i.table_id))
+        elif n == "OFPInstructionWriteMetadata":
+            out.append(sp.WriteMetadata(i.metadata, i.metadata_mask))
+        elif n == "OFPInstructionMeter":
+            out.append(sp.Meter(i.meter_id))
+        else:
+            raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_UNKNOWN_INST)
+    return tuple(out)
+
+
+def instructions_to_oken(insts, version: int) -> list:
+    P = codec.datapath(version).ofproto_parser
+    out = []
+    for i in insts:
+        n = type(i).__name__
+        if n == "ApplyActions":
+            out.append(P.OFPInstructionActions(of13.OFPIT_APPLY_ACTIONS,
+                                               [action_to_oken(a, version) for a in i.actions]))
+        elif n == "WriteActions":
+            out.append(P.OFPInstructionActions(of13.OFPIT_WRITE_ACTIONS,
+                                               [action_to_oken(a, version) for a in i.actions]))
+        elif n == "ClearActions":
+            out.append(P.OFPInstructionActions(of13.OFPIT_CLEAR_ACTIONS, []))
+        elif n == "GotoTable":
+            out.append(P.OFPInstructionGotoTable(i.table_id))
+        elif n == "WriteMetadata":
+            out.append(P.OFPInstructionWriteMetadata(i.metadata, i.mask))
+        elif n == "Meter":
+            out.append(P.OFPInstructionMeter(i.meter_id))
+    return out
+
+
+def instructions_to_actions10(insts, version=codec.OFP10) -> list:
+    """OF1.0 has only an action list: flatten apply-actions (+ goto as resubmit)."""
+    out = []
+    for i in insts:
+        n = type(i).__name__
+        if n in ("ApplyActions", "WriteActions"):
+            out.extend(action_to_oken(a, version) for a in i.actions)
+        elif n == "GotoTable":
+            out.append(action_to_oken(sp.Resubmit(table=i.table_id), version))
+    return out
+
+
+# ------------------------------------------------------------------ flow mods
+def flow_mod_from_oken(msg) -> "sp.FlowMod":
+    """OF1.3 OFPFlowMod, OF1.0 OFPFlowMod or NXTFlowMod -> slow-path FlowMod."""
+    n = type(msg).__name__
+    version = msg.version or msg.datapath.ofproto.OFP_VERSION
+    if version >= codec.OFP13 and n == "OFPFlowMod":
+        return sp.FlowMod(command=msg.command, table_id=msg.table_id, priority=msg.priority,
+                          match=match_from_ofp13(msg.match), cookie=msg.cookie,
+                          cookie_mask=msg.cookie_mask, idle_timeout=msg.idle_timeout,
+                          hard_timeout=msg.hard_timeout, flags=msg.flags, out_port=msg.out_port,
+                          out_group=msg.out_group,
+                          instructions=instructions_from_oken(msg.instructions, version),
+                          importance=getattr(msg, "importance", 0))
+    # OF1.0: command's high byte is the table id when NXT_FLOW_MOD_TABLE_ID is on
+    if n == "NXTFlowMod":
+        match = match_from_tlvs(msg.nxm)
+    else:
+        match = match_from_ofp10(msg.match)
+    command = msg.command & 0xFF
+    table_id = msg.command >> 8 if getattr(msg, "table_id_enabled", False) else 0xFF
+    if command in (of13.OFPFC_ADD, of13.OFPFC_MODIFY, of13.OFPFC_MODIFY_STRICT) and table_id == 0xFF:
+        table_id = 0
+    acts = actions_from_oken(msg.actions, codec.OFP10)
+    # OF1.0 delete has no cookie mask; NXM flow mods with cookie matching use cookie_mask
+    return sp.FlowMod(command=command, table_id=table_id, priority=msg.priority, match=match,
+                      cookie=msg.cookie, cookie_mask=0, idle_timeout=msg.idle_timeout,
+                      hard_timeout=msg.hard_timeout, flags=msg.flags,
+                      out_port=port_from10(msg.out_port), out_group=OFPP_ANY,
+                      instructions=(sp.ApplyActions(acts),) if acts else (),
+                      importance=0)

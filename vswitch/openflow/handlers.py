@@ -1,0 +1,757 @@
+"""OpenFlow semantics: decoded os-ken messages in, os-ken replies out.
+
+`Handlers.handle(channel, msg, now)` is called for every message a connection
+decodes.  It returns the replies for that connection (STYLE.md §3: build
+messages here, one sender in the manager sends them) and raises `OFError`
+for the caller to turn into an OFPT_ERROR carrying the offending bytes.
+Effects on *other* connections (FLOW_REMOVED after a delete, a new master
+demoting the old one) go through `SwitchContext.broadcast_flow_removed`.
+
+Per-connection state (role, async masks, flow/packet-in formats, open
+bundles, miss_send_len) lives in `Channel`; switch-wide state (datapath id,
+generation id, the pipeline and backend) lives in `SwitchContext`.  Slow-path
+objects are only built through `convert.py`.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_v1_0 as of10
+from os_ken.ofproto import ofproto_v1_0_parser as p10
+from os_ken.ofproto import ofproto_v1_3 as of13
+from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+from . import codec, convert, sp
+from .sp import OFError
+
+VERSION_STRING = "pyvswitch 0.1"
+N_TABLES = 254
+NO_BUFFER = 0xFFFFFFFF
+CAPABILITIES13 = (of13.OFPC_FLOW_STATS | of13.OFPC_TABLE_STATS | of13.OFPC_PORT_STATS
+                  | of13.OFPC_GROUP_STATS | of13.OFPC_QUEUE_STATS)
+CAPABILITIES10 = (of10.OFPC_FLOW_STATS | of10.OFPC_TABLE_STATS | of10.OFPC_PORT_STATS
+                  | of10.OFPC_QUEUE_STATS | of10.OFPC_ARP_MATCH_IP)
+ACTIONS10 = 0xFFF
+
+ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = of13.OFPCR_ROLE_EQUAL, of13.OFPCR_ROLE_MASTER, of13.OFPCR_ROLE_SLAVE
+PIF_STANDARD, PIF_NXT_PACKET_IN, PIF_NXT_PACKET_IN2 = 0, 1, 2
+
+# default async config, OF1.3 §7.3.10: [master/equal, slave]
+DEFAULT_ASYNC = {
+    "packet_in": [(1 << of13.OFPR_NO_MATCH) | (1 << of13.OFPR_ACTION), 0],
+    "port_status": [0x7, 0x7],
+    "flow_removed": [0xF, 0],
+}
+
+# messages a slave may not send (OF1.3 §6.3.5)
+_WRITE_MSGS = {"OFPFlowMod", "NXTFlowMod", "OFPPacketOut", "OFPGroupMod", "OFPPortMod",
+               "OFPTableMod", "OFPMeterMod", "ONFBundleCtrlMsg", "ONFBundleAddMsg"}
+
+
+@dataclass
+class Bundle:
+    flags: int
+    messages: list = field(default_factory=list)
+    closed: bool = False
+
+
+@dataclass
+class Channel:
+    """What the handlers remember about one controller connection."""
+    version: int
+    send_async: Callable[[Any], None] = lambda msg: None
+    role: int = ROLE_EQUAL
+    miss_send_len: int = 128
+    flow_format: int = nicira_ext.NXFF_OPENFLOW10
+    packet_in_format: int = PIF_STANDARD
+    table_id_enabled: bool = False
+    controller_id: int = 0
+    async_masks: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ASYNC.items()})
+    bundles: dict = field(default_factory=dict)
+
+    @property
+    def dp(self):
+        return codec.datapath(self.version)
+
+    def wants(self, kind: str, reason: int) -> bool:
+        idx = 1 if self.role == ROLE_SLAVE else 0
+        return bool(self.async_masks[kind][idx] & (1 << reason))
+
+
+class SwitchContext:
+    """Switch-wide facts shared by every connection of one bridge."""
+
+    def __init__(self, bridge_name: str, pipeline, backend, datapath_id: int):
+        self.bridge_name = bridge_name
+        self.pipeline = pipeline
+        self.backend = backend
+        self.datapath_id = datapath_id
+        self.frag_flags = 0
+        self.generation_id: Optional[int] = None
+        self.channels: list[Channel] = []
+
+    def broadcast_flow_removed(self, events, now: float) -> None:
+        for ch in self.channels:
+            for ev in events:
+                msg = flow_removed_msg(ch, ev, now)
+                if msg is not None:
+                    ch.send_async(msg)
+
+
+def _new(cls, dp, **kw):
+    """Build an os-ken message; OF1.0 reply classes only take `datapath`."""
+    try:
+        return cls(dp, **kw)
+    except TypeError:
+        obj = cls(dp)
+        for k, v in kw.items():
+            setattr(obj, k, v)
+        return obj
+
+
+def port_config(port) -> int:
+    """OFPPC_* bits of a slow-path Port (booleans there, bits on the wire)."""
+    if isinstance(getattr(port, "config", None), int):
+        return port.config
+    bits = 0
+    for attr, bit in (("port_down", of13.OFPPC_PORT_DOWN), ("no_recv", of13.OFPPC_NO_RECV),
+                      ("no_flood", of10.OFPPC_NO_FLOOD), ("no_fwd", of13.OFPPC_NO_FWD),
+                      ("no_packet_in", of13.OFPPC_NO_PACKET_IN)):
+        if getattr(port, attr, False):
+            bits |= bit
+    return bits
+
+
+def port_state(port) -> int:
+    if isinstance(getattr(port, "state", None), int):
+        return port.state
+    bits = 0
+    if getattr(port, "link_down", False):
+        bits |= of13.OFPPS_LINK_DOWN
+    if getattr(port, "blocked", False):
+        bits |= of13.OFPPS_BLOCKED
+    if getattr(port, "live", False):
+        bits |= of13.OFPPS_LIVE
+    return bits
+
+
+def _hw_text(port) -> str:
+    hw = getattr(port, "hw_addr", "00:00:00:00:00:00")
+    return hw if isinstance(hw, str) else ":".join(f"{b:02x}" for b in bytes(hw))
+
+
+def _port_obj(version, port, P):
+    hw = _hw_text(port)
+    cfg, state = port_config(port), port_state(port)
+    if version == codec.OFP10:
+        cfg &= 0x7F
+        state &= of10.OFPPS_LINK_DOWN
+    curr = getattr(port, "curr", 0)
+    name = port.name.encode()[:15]
+    if version == codec.OFP10:
+        return P.OFPPhyPort(convert.port_to10(port.ofport), hw, name, cfg, state, curr,
+                            getattr(port, "advertised", 0), getattr(port, "supported", 0),
+                            getattr(port, "peer", 0))
+    return P.OFPPort(port.ofport, hw, name, cfg, state, curr, getattr(port, "advertised", 0),
+                     getattr(port, "supported", 0), getattr(port, "peer", 0),
+                     getattr(port, "curr_speed", 0), getattr(port, "max_speed", 0))
+
+
+def _duration(obj, now):
+    d = getattr(obj, "duration", None)
+    if d is None:
+        created = getattr(obj, "created", now)
+        d = max(0.0, now - created)
+    sec = int(d)
+    return sec, int((d - sec) * 1e9)
+
+
+def flow_removed_msg(ch: Channel, ev, now: float):
+    """FLOW_REMOVED for one slow-path event, or None if `ch` does not want it."""
+    reason = getattr(ev, "reason", of13.OFPRR_DELETE)
+    if not ch.wants("flow_removed", reason):
+        return None
+    sec, nsec = _duration(ev, now)
+    P = ch.dp.ofproto_parser
+    if ch.version == codec.OFP10:
+        if ch.flow_format == nicira_ext.NXFF_NXM:
+            return None  # NXT_FLOW_REMOVED not encoded yet; std OF1.0 below otherwise
+        return _new(P.OFPFlowRemoved, ch.dp, cookie=getattr(ev, "cookie", 0),
+                    priority=getattr(ev, "priority", 0), reason=reason, duration_sec=sec,
+                    duration_nsec=nsec, idle_timeout=getattr(ev, "idle_timeout", 0),
+                    packet_count=getattr(ev, "packet_count", 0),
+                    byte_count=getattr(ev, "byte_count", 0),
+                    match=convert.match_to_ofp10(ev.match))
+    return P.OFPFlowRemoved(ch.dp, getattr(ev, "cookie", 0), getattr(ev, "priority", 0), reason,
+                            getattr(ev, "table_id", 0), sec, nsec, getattr(ev, "idle_timeout", 0),
+                            getattr(ev, "hard_timeout", 0), getattr(ev, "packet_count", 0),
+                            getattr(ev, "byte_count", 0), convert.match_to_ofp13(ev.match))
+
+
+def packet_in_msg(ch: Channel, ev):
+    """PACKET_IN (or NXT_PACKET_IN2) for one slow-path packet-in event, or None."""
+    reason = getattr(ev, "reason", of13.OFPR_NO_MATCH)
+    controller_id = getattr(ev, "controller_id", 0)
+    if controller_id != ch.controller_id and controller_id:
+        return None
+    if not ch.wants("packet_in", reason):
+        return None
+    data = bytes(ev.data)
+    max_len = getattr(ev, "max_len", None)
+    if max_len is None:
+        max_len = ch.miss_send_len if reason == of13.OFPR_NO_MATCH else 0xFFFF
+    if max_len != 0xFFFF:
+        data = data[:max_len]
+    total_len = getattr(ev, "total_len", len(ev.data))
+    in_port = ev.in_port
+    table_id = getattr(ev, "table_id", 0)
+    cookie = getattr(ev, "cookie", 0xFFFFFFFFFFFFFFFF)
+    fields = dict(getattr(ev, "fields", {}) or {})
+    fields.setdefault("in_port", (in_port, None))
+    fields = {k: (v if isinstance(v, tuple) else (v, None)) for k, v in fields.items()}
+    P = ch.dp.ofproto_parser
+    if ch.packet_in_format == PIF_NXT_PACKET_IN2 and ch.version >= codec.OFP13:
+        meta = codec.serialize_oxm_fields(convert.match_to_tlvs(convert.make_match(fields)))
+        props = [
+            _pi2_prop(P, nicira_ext.NXPINT_PACKET, bytes(data)),
+            _pi2_prop(P, nicira_ext.NXPINT_FULL_LEN, struct.pack("!I", total_len)),
+            _pi2_prop(P, nicira_ext.NXPINT_TABLE_ID, struct.pack("!B", table_id)),
+            _pi2_prop(P, nicira_ext.NXPINT_COOKIE, struct.pack("!Q", cookie)),
+            _pi2_prop(P, nicira_ext.NXPINT_REASON, struct.pack("!B", reason)),
+            _pi2_prop(P, nicira_ext.NXPINT_METADATA, bytes(meta)),
+        ]
+        userdata = getattr(ev, "userdata", b"")
+        if userdata:
+            props.append(_pi2_prop(P, nicira_ext.NXPINT_USERDATA, bytes(userdata)))
+        cont = getattr(ev, "continuation", None)
+        if cont:
+            props.append(_pi2_prop(P, nicira_ext.NXPINT_CONTINUATION, bytes(cont)))
+        return P.NXTPacketIn2(ch.dp, props)
+    if ch.version == codec.OFP10:
+        return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, convert.port_to10(in_port), reason, data)
+    return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, reason, table_id, cookie,
+                         convert.match_to_ofp13(convert.make_match(fields)), data)
+
+
+class _PI2Prop(p13.NXTPacketIn2Prop):
+    def __init__(self, type_, data):
+        super().__init__(type_)
+        self.data = data
+
+    def serialize_body(self):
+        return self.data
+
+
+def _pi2_prop(P, type_, data):
+    return _PI2Prop(type_, data)
+
+
+def port_status_msg(ch: Channel, reason: int, port):
+    if not ch.wants("port_status", reason):
+        return None
+    P = ch.dp.ofproto_parser
+    return P.OFPPortStatus(ch.dp, reason, _port_obj(ch.version, port, P))
+
+
+class Handlers:
+    def __init__(self, switch: SwitchContext):
+        self.sw = switch
+        self._table = {}
+        for name in dir(self):
+            if name.startswith("h_"):
+                self._table[name[2:]] = getattr(self, name)
+
+    def handle(self, ch: Channel, msg, now: float) -> list:
+        name = type(msg).__name__
+        fn = self._table.get(name)
+        if fn is None:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_TYPE)
+        if ch.role == ROLE_SLAVE and name in _WRITE_MSGS:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_IS_SLAVE)
+        replies = fn(ch, msg, now) or []
+        for r in replies:
+            if r.xid is None:
+                r.xid = msg.xid
+        return replies
+
+    # ---- switch description and config
+    def h_OFPFeaturesRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        if ch.version == codec.OFP10:
+            ports = {convert.port_to10(p.ofport): _port_obj(ch.version, p, P)
+                     for p in self._ports()}
+            return [P.OFPSwitchFeatures(ch.dp, self.sw.datapath_id, 0, N_TABLES,
+                                        CAPABILITIES10, ACTIONS10, ports)]
+        return [P.OFPSwitchFeatures(ch.dp, self.sw.datapath_id, 0, N_TABLES, 0, CAPABILITIES13)]
+
+    def h_OFPGetConfigRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        return [_new(P.OFPGetConfigReply, ch.dp, flags=self.sw.frag_flags,
+                     miss_send_len=ch.miss_send_len)]
+
+    def h_OFPSetConfig(self, ch, msg, now):
+        self.sw.frag_flags = msg.flags & 3
+        ch.miss_send_len = msg.miss_send_len
+        return []
+
+    def h_OFPBarrierRequest(self, ch, msg, now):
+        self.sw.backend.revalidate()
+        return [ch.dp.ofproto_parser.OFPBarrierReply(ch.dp)]
+
+    def _ports(self):
+        return sorted(self.sw.pipeline.ports.values(), key=lambda p: p.ofport)
+
+    # ---- stats
+    def h_OFPDescStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        body = P.OFPDescStats(b"pyvswitch", b"pyvswitch", VERSION_STRING.encode(), b"None",
+                              self.sw.bridge_name.encode())
+        return [_new(P.OFPDescStatsReply, ch.dp, body=body)]
+
+    def _flow_stats(self, ch, table_id, match, out_port, out_group, cookie, cookie_mask, now):
+        return self.sw.pipeline.flow_stats(table_id=table_id, match=match, out_port=out_port,
+                                           out_group=out_group, cookie=cookie,
+                                           cookie_mask=cookie_mask, now=now)
+
+    def _aggregate(self, table_id, match, out_port, out_group, cookie, cookie_mask, now):
+        r = self.sw.pipeline.aggregate_stats(table_id=table_id, match=match, out_port=out_port,
+                                             out_group=out_group, cookie=cookie,
+                                             cookie_mask=cookie_mask, now=now)
+        if isinstance(r, tuple):
+            return r
+        return r.packet_count, r.byte_count, r.flow_count
+
+    def h_OFPFlowStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        if ch.version == codec.OFP10:
+            match = convert.match_from_ofp10(msg.match)
+            rules = self._flow_stats(ch, msg.table_id, match, convert.port_from10(msg.out_port),
+                                     of13.OFPG_ANY, 0, 0, now)
+            body = []
+            for r in rules:
+                sec, nsec = _duration(r, now)
+                s = P.OFPFlowStats()
+                s.table_id, s.match, s.duration_sec, s.duration_nsec = r.table_id, \
+                    convert.match_to_ofp10(r.match), sec, nsec
+                s.priority, s.idle_timeout, s.hard_timeout = r.priority, r.idle_timeout, r.hard_timeout
+                s.cookie, s.packet_count, s.byte_count = r.cookie, r.packet_count, r.byte_count
+                s.actions = convert.instructions_to_actions10(r.instructions)
+                body.append(s)
+            return [_new(P.OFPFlowStatsReply, ch.dp, body=body)]
+        match = convert.match_from_ofp13(msg.match)
+        rules = self._flow_stats(ch, msg.table_id, match, msg.out_port, msg.out_group,
+                                 msg.cookie, msg.cookie_mask, now)
+        body = []
+        for r in rules:
+            sec, nsec = _duration(r, now)
+            body.append(P.OFPFlowStats(
+                table_id=r.table_id, duration_sec=sec, duration_nsec=nsec, priority=r.priority,
+                idle_timeout=r.idle_timeout, hard_timeout=r.hard_timeout, flags=r.flags,
+                cookie=r.cookie, packet_count=r.packet_count, byte_count=r.byte_count,
+                match=convert.match_to_ofp13(r.match),
+                instructions=convert.instructions_to_oken(r.instructions, ch.version)))
+        return [_new(P.OFPFlowStatsReply, ch.dp, body=body)]
+
+    def h_OFPAggregateStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        if ch.version == codec.OFP10:
+            pk, by, fl = self._aggregate(msg.table_id, convert.match_from_ofp10(msg.match),
+                                         convert.port_from10(msg.out_port), of13.OFPG_ANY, 0, 0, now)
+        else:
+            pk, by, fl = self._aggregate(msg.table_id, convert.match_from_ofp13(msg.match),
+                                         msg.out_port, msg.out_group, msg.cookie,
+                                         msg.cookie_mask, now)
+        body = P.OFPAggregateStats(pk, by, fl)
+        return [_new(P.OFPAggregateStatsReply, ch.dp, body=body)]
+
+    def h_NXFlowStatsRequest(self, ch, msg, now):
+        match = convert.match_from_tlvs(msg.nxm)
+        rules = self._flow_stats(ch, msg.table_id, match, convert.port_from10(msg.out_port),
+                                 of13.OFPG_ANY, 0, 0, now)
+        body = []
+        for r in rules:
+            sec, nsec = _duration(r, now)
+            s = p10.NXFlowStats()
+            s.table_id, s.duration_sec, s.duration_nsec = r.table_id, sec, nsec
+            s.priority, s.idle_timeout, s.hard_timeout = r.priority, r.idle_timeout, r.hard_timeout
+            s.idle_age = s.hard_age = 0
+            s.cookie, s.packet_count, s.byte_count = r.cookie, r.packet_count, r.byte_count
+            s.nxm = convert.match_to_tlvs(r.match, nxm=True)
+            s.actions = convert.instructions_to_actions10(r.instructions)
+            body.append(s)
+        reply = p10.NXFlowStatsReply(ch.dp)
+        reply.body = body
+        return [reply]
+
+    def h_NXAggregateStatsRequest(self, ch, msg, now):
+        pk, by, fl = self._aggregate(msg.table_id, convert.match_from_tlvs(msg.nxm),
+                                     convert.port_from10(msg.out_port), of13.OFPG_ANY, 0, 0, now)
+        reply = p10.NXAggregateStatsReply(ch.dp)
+        reply.body = p10.NXAggregateStats(pk, by, fl)
+        return [reply]
+
+    def h_OFPTableStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        stats = {s.table_id: s for s in self.sw.pipeline.table_stats()}
+        body = []
+        for t in range(N_TABLES):
+            s = stats.get(t)
+            active = getattr(s, "active_count", 0)
+            lookup = getattr(s, "lookup_count", 0)
+            matched = getattr(s, "matched_count", 0)
+            if ch.version == codec.OFP10:
+                body.append(P.OFPTableStats(t, f"table{t}".encode(), of10.OFPFW_ALL, 1000000,
+                                            active, lookup, matched))
+            else:
+                body.append(P.OFPTableStats(t, active, lookup, matched))
+        return [_new(P.OFPTableStatsReply, ch.dp, body=body)]
+
+    def h_OFPTableFeaturesStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        if getattr(msg, "set_request", False):
+            raise OFError(of13.OFPET_TABLE_FEATURES_FAILED, of13.OFPTFFC_EPERM)
+        return [_new(P.OFPTableFeaturesStatsReply, ch.dp, body=table_features13())]
+
+    _PORT_STAT_FIELDS13 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped",
+                           "tx_dropped", "rx_errors", "tx_errors", "rx_frame_err",
+                           "rx_over_err", "rx_crc_err", "collisions")
+
+    def h_OFPPortStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        port_no = convert.port_from10(msg.port_no) if ch.version == codec.OFP10 else msg.port_no
+        want = None if port_no == of13.OFPP_ANY else port_no
+        if want is not None and want not in self.sw.pipeline.ports:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_PORT)
+        body = []
+        for s in self.sw.backend.port_stats(want):
+            get = (lambda k: s.get(k, 0)) if isinstance(s, dict) else (lambda k: getattr(s, k, 0))
+            vals = [get(k) for k in self._PORT_STAT_FIELDS13]
+            if ch.version == codec.OFP10:
+                body.append((convert.port_to10(get("port_no")), *vals))
+            else:
+                body.append((get("port_no"), *vals, get("duration_sec"), get("duration_nsec")))
+        return [_new(P.OFPPortStatsReply, ch.dp, body=body)]
+
+    def h_OFPPortDescStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        return [_new(P.OFPPortDescStatsReply, ch.dp, body=[_port_obj(ch.version, p, P)
+                                                     for p in self._ports()])]
+
+    def h_OFPQueueStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        return [_new(P.OFPQueueStatsReply, ch.dp, body=[])]
+
+    def h_OFPGroupStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        fn = getattr(self.sw.pipeline, "group_stats", None)
+        body = []
+        for g in (fn(None if msg.group_id == of13.OFPG_ALL else msg.group_id, now=now) if fn else []):
+            sec, nsec = _duration(g, now)
+            body.append(P.OFPGroupStats(
+                length=0, group_id=g.group_id, ref_count=getattr(g, "ref_count", 0),
+                packet_count=getattr(g, "packet_count", 0), byte_count=getattr(g, "byte_count", 0),
+                duration_sec=sec, duration_nsec=nsec,
+                bucket_stats=[P.OFPBucketCounter(*b) for b in getattr(g, "bucket_stats", [])]))
+        return [_new(P.OFPGroupStatsReply, ch.dp, body=body)]
+
+    def h_OFPGroupDescStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        fn = getattr(self.sw.pipeline, "group_desc", None)
+        body = []
+        for g in (fn() if fn else []):
+            buckets = [P.OFPBucket(b.weight, b.watch_port, b.watch_group,
+                                   [convert.action_to_oken(a, ch.version) for a in b.actions])
+                       for b in g.buckets]
+            body.append(P.OFPGroupDescStats(g.type, g.group_id, buckets))
+        return [_new(P.OFPGroupDescStatsReply, ch.dp, body=body)]
+
+    def h_OFPGroupFeaturesStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        body = P.OFPGroupFeaturesStats(0xF, 0, [65535] * 4, [0x3FFF9] * 4)
+        return [_new(P.OFPGroupFeaturesStatsReply, ch.dp, body=body)]
+
+    def h_OFPMeterStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        fn = getattr(self.sw.pipeline, "meter_stats", None)
+        body = []
+        for m in (fn(None if msg.meter_id == of13.OFPM_ALL else msg.meter_id, now=now) if fn else []):
+            sec, nsec = _duration(m, now)
+            body.append(P.OFPMeterStats(
+                meter_id=m.meter_id, len_=0, flow_count=getattr(m, "flow_count", 0),
+                packet_in_count=getattr(m, "packet_count", 0), byte_in_count=getattr(m, "byte_count", 0),
+                duration_sec=sec, duration_nsec=nsec,
+                band_stats=[P.OFPMeterBandStats(*b) for b in getattr(m, "band_stats", [])]))
+        return [_new(P.OFPMeterStatsReply, ch.dp, body=body)]
+
+    def h_OFPMeterConfigStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        fn = getattr(self.sw.pipeline, "meter_config", None)
+        body = []
+        for m in (fn(None if msg.meter_id == of13.OFPM_ALL else msg.meter_id) if fn else []):
+            bands = [_band_to_oken(P, b) for b in m.bands]
+            body.append(P.OFPMeterConfigStats(flags=m.flags, meter_id=m.meter_id, bands=bands))
+        return [_new(P.OFPMeterConfigStatsReply, ch.dp, body=body)]
+
+    def h_OFPMeterFeaturesStatsRequest(self, ch, msg, now):
+        P = ch.dp.ofproto_parser
+        body = [P.OFPMeterFeaturesStats(max_meter=65536, band_types=(1 << of13.OFPMBT_DROP),
+                                        capabilities=of13.OFPMF_KBPS | of13.OFPMF_PKTPS
+                                        | of13.OFPMF_BURST | of13.OFPMF_STATS,
+                                        max_bands=1, max_color=0)]
+        return [_new(P.OFPMeterFeaturesStatsReply, ch.dp, body=body)]
+
+    # ---- modifications
+    def h_OFPFlowMod(self, ch, msg, now):
+        if msg.version == codec.OFP10:
+            msg.table_id_enabled = ch.table_id_enabled
+        fm = convert.flow_mod_from_oken(msg)
+        if msg.buffer_id != NO_BUFFER and msg.buffer_id is not None:
+            # we never buffer: OVS answers BUFFER_UNKNOWN after applying the mod
+            self._apply_flow_mod(fm, now)
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BUFFER_UNKNOWN)
+        self._apply_flow_mod(fm, now)
+        return []
+
+    h_NXTFlowMod = h_OFPFlowMod
+
+    def _apply_flow_mod(self, fm, now):
+        removed = self.sw.pipeline.flow_mod(fm, now) or []
+        if removed:
+            self.sw.broadcast_flow_removed(removed, now)
+
+    def h_OFPGroupMod(self, ch, msg, now):
+        buckets = tuple(sp.Bucket(weight=b.weight, watch_port=b.watch_port,
+                                  watch_group=b.watch_group,
+                                  actions=convert.actions_from_oken(b.actions, ch.version))
+                        for b in msg.buckets)
+        self.sw.pipeline.group_mod(sp.GroupMod(command=msg.command, type=msg.type,
+                                               group_id=msg.group_id, buckets=buckets))
+        return []
+
+    def h_OFPMeterMod(self, ch, msg, now):
+        bands = tuple(sp.MeterBand(type=b.type, rate=b.rate, burst_size=b.burst_size,
+                                   prec_level=getattr(b, "prec_level", 0)) for b in msg.bands)
+        self.sw.pipeline.meter_mod(sp.MeterMod(command=msg.command, flags=msg.flags,
+                                               meter_id=msg.meter_id, bands=bands))
+        return []
+
+    def h_OFPTableMod(self, ch, msg, now):
+        self.sw.pipeline.table_mod(msg.table_id, msg.config)
+        return []
+
+    def h_OFPPortMod(self, ch, msg, now):
+        port_no = convert.port_from10(msg.port_no) if ch.version == codec.OFP10 else msg.port_no
+        port = self.sw.pipeline.ports.get(port_no)
+        if port is None:
+            raise OFError(of13.OFPET_PORT_MOD_FAILED, of13.OFPPMFC_BAD_PORT)
+        if msg.hw_addr.lower() != _hw_text(port).lower():
+            raise OFError(of13.OFPET_PORT_MOD_FAILED, of13.OFPPMFC_BAD_HW_ADDR)
+        self.sw.backend.port_mod(port_no, msg.config, msg.mask)
+        return []
+
+    def h_OFPPacketOut(self, ch, msg, now):
+        if msg.buffer_id != NO_BUFFER:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BUFFER_UNKNOWN)
+        in_port = convert.port_from10(msg.in_port) if ch.version == codec.OFP10 else msg.in_port
+        if in_port not in (of13.OFPP_CONTROLLER, of13.OFPP_ANY, of13.OFPP_LOCAL) \
+                and in_port not in self.sw.pipeline.ports:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_PORT)
+        actions = list(convert.actions_from_oken(msg.actions, ch.version))
+        self.sw.backend.execute_packet_out(in_port, actions, bytes(msg.data or b""))
+        return []
+
+    # ---- roles and async config
+    def h_OFPRoleRequest(self, ch, msg, now):
+        role = msg.role
+        if role not in (of13.OFPCR_ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE):
+            raise OFError(of13.OFPET_ROLE_REQUEST_FAILED, of13.OFPRRFC_BAD_ROLE)
+        if role in (ROLE_MASTER, ROLE_SLAVE):
+            gen = self.sw.generation_id
+            if gen is not None and ((msg.generation_id - gen) & 0xFFFFFFFFFFFFFFFF) >= (1 << 63):
+                raise OFError(of13.OFPET_ROLE_REQUEST_FAILED, of13.OFPRRFC_STALE)
+            self.sw.generation_id = msg.generation_id
+        if role != of13.OFPCR_ROLE_NOCHANGE:
+            self._set_role(ch, role)
+        gen = self.sw.generation_id if self.sw.generation_id is not None else 0xFFFFFFFFFFFFFFFF
+        return [ch.dp.ofproto_parser.OFPRoleReply(ch.dp, ch.role, gen)]
+
+    def _set_role(self, ch, role):
+        if role == ROLE_MASTER:
+            for other in self.sw.channels:
+                if other is not ch and other.role == ROLE_MASTER:
+                    other.role = ROLE_SLAVE
+        ch.role = role
+
+    def h_NXTRoleRequest(self, ch, msg, now):
+        # NX roles: 0 other(equal), 1 master, 2 slave
+        role = {0: ROLE_EQUAL, 1: ROLE_MASTER, 2: ROLE_SLAVE}.get(msg.role)
+        if role is None:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
+        self._set_role(ch, role)
+        return [p10.NXTRoleReply(ch.dp, {ROLE_EQUAL: 0, ROLE_MASTER: 1, ROLE_SLAVE: 2}[role])]
+
+    def h_OFPGetAsyncRequest(self, ch, msg, now):
+        m = ch.async_masks
+        return [ch.dp.ofproto_parser.OFPGetAsyncReply(
+            ch.dp, list(m["packet_in"]), list(m["port_status"]), list(m["flow_removed"]))]
+
+    def h_OFPSetAsync(self, ch, msg, now):
+        ch.async_masks = {"packet_in": list(msg.packet_in_mask),
+                          "port_status": list(msg.port_status_mask),
+                          "flow_removed": list(msg.flow_removed_mask)}
+        return []
+
+    # ---- Nicira session settings
+    def h_NXTSetFlowFormat(self, ch, msg, now):
+        if msg.format not in (nicira_ext.NXFF_OPENFLOW10, nicira_ext.NXFF_NXM):
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
+        ch.flow_format = msg.format
+        return []
+
+    def h_NXTFlowModTableId(self, ch, msg, now):
+        ch.table_id_enabled = bool(msg.set)
+        return []
+
+    def h_NXTSetPacketInFormat(self, ch, msg, now):
+        if msg.format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
+        ch.packet_in_format = msg.format
+        return []
+
+    def h_NXTSetPacketInFormatMsg(self, ch, msg, now):
+        if msg.format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
+        ch.packet_in_format = msg.format
+        return []
+
+    # ---- bundles (ONF extension for OF1.3)
+    def h_ONFBundleCtrlMsg(self, ch, msg, now):
+        bid, t = msg.bundle_id, msg.type
+        b = ch.bundles.get(bid)
+        reply_type = t + 1
+        if t == of13.ONF_BCT_OPEN_REQUEST:
+            if b is not None:
+                raise _bundle_error(ch, 3)          # BAD_ID? OVS: OFPBFC_BUNDLE_EXIST
+            ch.bundles[bid] = Bundle(msg.flags)
+        elif t == of13.ONF_BCT_CLOSE_REQUEST:
+            if b is None:
+                raise _bundle_error(ch, 2)          # OFPBFC_BAD_ID
+            if b.closed:
+                raise _bundle_error(ch, 5)          # OFPBFC_BUNDLE_CLOSED
+            b.closed = True
+        elif t == of13.ONF_BCT_COMMIT_REQUEST:
+            if b is None:
+                raise _bundle_error(ch, 2)
+            del ch.bundles[bid]
+            self._commit(ch, b, now)
+        elif t == of13.ONF_BCT_DISCARD_REQUEST:
+            if b is None:
+                raise _bundle_error(ch, 2)
+            del ch.bundles[bid]
+        else:
+            raise _bundle_error(ch, 4)              # OFPBFC_BAD_TYPE
+        return [p13.ONFBundleCtrlMsg(ch.dp, bid, reply_type, msg.flags, [])]
+
+    def h_ONFBundleAddMsg(self, ch, msg, now):
+        b = ch.bundles.get(msg.bundle_id)
+        if b is None:
+            b = ch.bundles[msg.bundle_id] = Bundle(msg.flags)   # implicit open, like OVS
+        if b.closed:
+            raise _bundle_error(ch, 5)
+        inner = msg.message
+        if type(inner).__name__ not in ("OFPFlowMod", "OFPGroupMod", "OFPPortMod", "OFPMeterMod"):
+            raise _bundle_error(ch, 7)              # OFPBFC_MSG_UNSUP
+        # convert now so a bad message fails at add time, as OVS does
+        if type(inner).__name__ == "OFPFlowMod":
+            b.messages.append(("flow", convert.flow_mod_from_oken(inner)))
+        else:
+            b.messages.append(("msg", inner))
+        return []
+
+    def _commit(self, ch, b: Bundle, now):
+        flow_mods = [m for kind, m in b.messages if kind == "flow"]
+        others = [m for kind, m in b.messages if kind != "flow"]
+        commit = getattr(self.sw.pipeline, "bundle_commit", None)
+        if commit is not None:
+            removed = commit(flow_mods, now) or []  # atomic in the pipeline
+        else:
+            removed = []
+            for fm in flow_mods:
+                removed.extend(self.sw.pipeline.flow_mod(fm, now) or [])
+        for m in others:
+            self.handle(ch, m, now)
+        if removed:
+            self.sw.broadcast_flow_removed(removed, now)
+
+
+def _bundle_error(ch, code):
+    # OF1.3 ONF extension: experimenter error ONF, exp_type 2300 + code
+    e = OFError(of13.OFPET_EXPERIMENTER, 2300 + code)
+    e.experimenter = codec.ONF
+    return e
+
+
+def _band_to_oken(P, b):
+    if b.type == of13.OFPMBT_DROP:
+        return P.OFPMeterBandDrop(b.rate, b.burst_size)
+    return P.OFPMeterBandDscpRemark(b.rate, b.burst_size, getattr(b, "prec_level", 0))
+
+
+_TABLE_FEATURES = None
+
+
+def table_features13() -> list:
+    """What every table supports (all tables are alike here), built once."""
+    global _TABLE_FEATURES
+    if _TABLE_FEATURES is not None:
+        return _TABLE_FEATURES
+    from slowpath import fields as sf
+    P = p13
+    insts = [P.OFPInstructionId(t) for t in (
+        of13.OFPIT_GOTO_TABLE, of13.OFPIT_WRITE_METADATA, of13.OFPIT_WRITE_ACTIONS,
+        of13.OFPIT_APPLY_ACTIONS, of13.OFPIT_CLEAR_ACTIONS, of13.OFPIT_METER)]
+    acts = [P.OFPActionId(t) for t in (
+        of13.OFPAT_OUTPUT, of13.OFPAT_COPY_TTL_OUT, of13.OFPAT_COPY_TTL_IN,
+        of13.OFPAT_SET_MPLS_TTL, of13.OFPAT_DEC_MPLS_TTL, of13.OFPAT_PUSH_VLAN,
+        of13.OFPAT_POP_VLAN, of13.OFPAT_PUSH_MPLS, of13.OFPAT_POP_MPLS, of13.OFPAT_SET_QUEUE,
+        of13.OFPAT_GROUP, of13.OFPAT_SET_NW_TTL, of13.OFPAT_DEC_NW_TTL, of13.OFPAT_SET_FIELD)]
+    match_ids, set_ids = [], []
+    seen = set()
+    for f in sf.FIELDS.values():
+        if f.oxm is None or f.oxm[0] != sf.OFPXMC_OPENFLOW_BASIC or id(f) in seen:
+            continue
+        seen.add(id(f))
+        try:
+            name = of13.oxm_to_user_header((f.oxm[0] << 7) | f.oxm[1])
+        except KeyError:
+            continue
+        match_ids.append(P.OFPOxmId(name, hasmask=f.maskable))
+        if f.writable:
+            set_ids.append(P.OFPOxmId(name))
+    T = of13
+    out = []
+    for t in range(N_TABLES):
+        nxt = list(range(t + 1, N_TABLES))
+        props = [
+            P.OFPTableFeaturePropInstructions(T.OFPTFPT_INSTRUCTIONS, insts),
+            P.OFPTableFeaturePropInstructions(T.OFPTFPT_INSTRUCTIONS_MISS, insts),
+            P.OFPTableFeaturePropNextTables(T.OFPTFPT_NEXT_TABLES, nxt),
+            P.OFPTableFeaturePropNextTables(T.OFPTFPT_NEXT_TABLES_MISS, nxt),
+            P.OFPTableFeaturePropActions(T.OFPTFPT_WRITE_ACTIONS, acts),
+            P.OFPTableFeaturePropActions(T.OFPTFPT_WRITE_ACTIONS_MISS, acts),
+            P.OFPTableFeaturePropActions(T.OFPTFPT_APPLY_ACTIONS, acts),
+            P.OFPTableFeaturePropActions(T.OFPTFPT_APPLY_ACTIONS_MISS, acts),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_MATCH, match_ids),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_WILDCARDS, match_ids),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_WRITE_SETFIELD, set_ids),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_WRITE_SETFIELD_MISS, set_ids),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_APPLY_SETFIELD, set_ids),
+            P.OFPTableFeaturePropOxm(T.OFPTFPT_APPLY_SETFIELD_MISS, set_ids),
+        ]
+        out.append(P.OFPTableFeaturesStats(t, f"table{t}".encode(), 0xFFFFFFFFFFFFFFFF,
+                                           0xFFFFFFFFFFFFFFFF, 0, 1000000, props))
+    _TABLE_FEATURES = out
+    return out
