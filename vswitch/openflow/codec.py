@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 from os_ken.lib import addrconv
-from os_ken.ofproto import nicira_ext, ofproto_common, ofproto_protocol
+from os_ken.ofproto import nicira_ext, nx_match, ofproto_common, ofproto_protocol
 from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_0_parser as p10
 from os_ken.ofproto import ofproto_v1_3 as of13
@@ -435,7 +435,7 @@ def _p10_vendor(dp, version, msg_type, msg_len, xid, buf):
         off += (match_len + 7) // 8 * 8
         actions = _parse_actions(p10, buf, off, msg_len)
         msg = p10.NXTFlowMod(dp, cookie, command, idle, hard, priority, buffer_id,
-                             out_port, flags, None, actions)
+                             out_port, flags, nx_match.ClsRule(), actions)
         msg.nxm = nxm
     else:
         raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)

@@ -273,6 +273,8 @@ class OpenFlowConnection:
 
 
 def _error_text(err) -> str:
+    if isinstance(getattr(err, "msg", None), str):
+        return err.msg
     args = getattr(err, "args", ())
     return str(args[2]) if len(args) > 2 and args[2] else ""
 

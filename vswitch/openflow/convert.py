@@ -81,6 +81,22 @@ def match_from_tlvs(tlvs) -> "sp.Match":
     return make_match(fields)
 
 
+NXM_NX_COOKIE = (1 << 7) | 30   # shares its number with mpls_ttl; told apart by length
+
+
+def split_nxm_cookie(tlvs):
+    """NXM matches in flow mods/stats requests may carry the cookie pseudo-field."""
+    cookie = cookie_mask = 0
+    rest = []
+    for num, value, mask in tlvs:
+        if num == NXM_NX_COOKIE and len(value) == 8:
+            cookie = _int(value)
+            cookie_mask = 0xFFFFFFFFFFFFFFFF if mask is None else _int(mask)
+        else:
+            rest.append((num, value, mask))
+    return rest, cookie & cookie_mask, cookie_mask
+
+
 def match_from_ofp13(match) -> "sp.Match":
     buf = bytearray()
     match.serialize(buf, 0)
@@ -545,8 +561,12 @@ def flow_mod_from_oken(msg) -> "sp.FlowMod":
                           instructions=instructions_from_oken(msg.instructions, version),
                           importance=getattr(msg, "importance", 0))
     # OF1.0: command's high byte is the table id when NXT_FLOW_MOD_TABLE_ID is on
+    cookie, cookie_mask = msg.cookie, 0
     if n == "NXTFlowMod":
-        match = match_from_tlvs(msg.nxm)
+        tlvs, nx_cookie, nx_mask = split_nxm_cookie(msg.nxm)
+        match = match_from_tlvs(tlvs)
+        if nx_mask and (msg.command & 0xFF) != of13.OFPFC_ADD:
+            cookie, cookie_mask = nx_cookie, nx_mask
     else:
         match = match_from_ofp10(msg.match)
     command = msg.command & 0xFF
@@ -556,7 +576,7 @@ def flow_mod_from_oken(msg) -> "sp.FlowMod":
     acts = actions_from_oken(msg.actions, codec.OFP10)
     # OF1.0 delete has no cookie mask; NXM flow mods with cookie matching use cookie_mask
     return sp.FlowMod(command=command, table_id=table_id, priority=msg.priority, match=match,
-                      cookie=msg.cookie, cookie_mask=0, idle_timeout=msg.idle_timeout,
+                      cookie=cookie, cookie_mask=cookie_mask, idle_timeout=msg.idle_timeout,
                       hard_timeout=msg.hard_timeout, flags=msg.flags,
                       out_port=port_from10(msg.out_port), out_group=OFPP_ANY,
                       instructions=(sp.ApplyActions(acts),) if acts else (),

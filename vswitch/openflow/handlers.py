@@ -368,9 +368,10 @@ class Handlers:
         return [_new(P.OFPAggregateStatsReply, ch.dp, body=body)]
 
     def h_NXFlowStatsRequest(self, ch, msg, now):
-        match = convert.match_from_tlvs(msg.nxm)
-        rules = self._flow_stats(ch, msg.table_id, match, convert.port_from10(msg.out_port),
-                                 of13.OFPG_ANY, 0, 0, now)
+        tlvs, cookie, cookie_mask = convert.split_nxm_cookie(msg.nxm)
+        rules = self._flow_stats(ch, msg.table_id, convert.match_from_tlvs(tlvs),
+                                 convert.port_from10(msg.out_port), of13.OFPG_ANY, cookie,
+                                 cookie_mask, now)
         body = []
         for r in rules:
             sec, nsec = _duration(r, now)
@@ -387,8 +388,10 @@ class Handlers:
         return [reply]
 
     def h_NXAggregateStatsRequest(self, ch, msg, now):
-        pk, by, fl = self._aggregate(msg.table_id, convert.match_from_tlvs(msg.nxm),
-                                     convert.port_from10(msg.out_port), of13.OFPG_ANY, 0, 0, now)
+        tlvs, cookie, cookie_mask = convert.split_nxm_cookie(msg.nxm)
+        pk, by, fl = self._aggregate(msg.table_id, convert.match_from_tlvs(tlvs),
+                                     convert.port_from10(msg.out_port), of13.OFPG_ANY, cookie,
+                                     cookie_mask, now)
         reply = p10.NXAggregateStatsReply(ch.dp)
         reply.body = p10.NXAggregateStats(pk, by, fl)
         return [reply]
