@@ -208,7 +208,8 @@ cdef class Dpif:
         """Open a port; returns its dp_port number (>= 1).
 
         kind: "afpacket"/"system" (existing interface), "tap"/"internal"
-        (creates a non-persistent TAP device named ``name``)."""
+        (creates a non-persistent TAP device named ``name``), "dummy" (no
+        device: frames through ``dummy_peer(dp_port)``, for tests)."""
         cdef Port port
         with self.lock:
             if any((<Port>p).name == name for p in self._ports.values()):
@@ -244,6 +245,12 @@ cdef class Dpif:
     def port_stats(self, int dp_port):
         with self.lock:
             return (<Port>self._ports[dp_port]).stats()
+
+    def dummy_peer(self, int dp_port):
+        """The test's socket of a "dummy" port: send() injects a frame,
+        recv() returns one the datapath transmitted."""
+        with self.lock:
+            return (<Port>self._ports[dp_port]).peer
 
     def port_ifindex(self, int dp_port):
         with self.lock:

@@ -68,4 +68,5 @@ cdef class Port:
     cdef fp_port* p
     cdef readonly str name
     cdef readonly str kind
+    cdef readonly object peer       # "dummy" ports: the test's end of the socketpair
     cpdef close(self)

@@ -8,6 +8,9 @@ batched TX with ``sendmmsg`` (``PACKET_QDISC_BYPASS``).  Frames the kernel
 delivered with the VLAN tag in metadata (``TP_STATUS_VLAN_VALID``) get the
 tag put back inline, as OVS does.
 
+``dummy``: no device; frames go in and out through ``Port.peer``, the other
+end of a datagram socketpair (OVS's netdev-dummy, for tests).
+
 ``tap``: a non-persistent TAP device (IFF_TAP|IFF_NO_PI) created by name; it
 disappears when the port is closed.
 
@@ -420,6 +423,17 @@ cdef class Port:
             elif kind in ("tap", "internal"):
                 p.kind = FP_PORT_TAP
                 _open_tap(p, name)
+            elif kind == "dummy":
+                # Like OVS netdev-dummy: frames in and out through the other
+                # end of a datagram socketpair (self.peer); no device.
+                import socket
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                a.setblocking(False)
+                a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+                p.kind = FP_PORT_TAP
+                p.fd = a.detach()
+                self.peer = b
             else:
                 raise ValueError(f"unknown port kind {kind!r} for {name}")
         except BaseException:
@@ -437,6 +451,8 @@ cdef class Port:
             fp_port_tx_flush(self.p)
             _free_port(self.p)
             self.p = NULL
+        if self.peer is not None:
+            self.peer.close()
 
     @property
     def fd(self):
