@@ -1,0 +1,203 @@
+"""OpenFlow actions and instructions as small frozen values.
+
+Independent of os-ken so the slow path can be driven and tested with plain
+values; ``vswitch/openflow`` converts os-ken messages into these.  Ports are
+32-bit OpenFlow port numbers (reserved ones from ``slowpath.fields``:
+OFPP_NORMAL, OFPP_FLOOD, ...).  Field names are ``slowpath.fields`` names.
+Validation against the switch (ports, groups, prerequisites) happens in
+``pipeline.py`` when a flow-mod is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from slowpath.fields import OFPP_IN_PORT
+
+# ---- actions -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+    max_len: int = 0xffff
+
+
+@dataclass(frozen=True)
+class Controller:
+    """Send to controller (OFPP_CONTROLLER output or NXAST_CONTROLLER2)."""
+    max_len: int = 0xffff
+    reason: int = ofp.OFPR_ACTION
+    userdata: bytes = b""
+    pause: bool = False
+    controller_id: int = 0
+
+
+@dataclass(frozen=True)
+class SetField:
+    """set_field / NXAST_REG_LOAD (``mask`` None = whole field)."""
+    field: str
+    value: int
+    mask: int | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """NXAST_REG_MOVE: copy n_bits from src[src_ofs] to dst[dst_ofs]."""
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    ethertype: int = 0x8100
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    pass
+
+
+@dataclass(frozen=True)
+class PushMpls:
+    ethertype: int = 0x8847
+
+
+@dataclass(frozen=True)
+class PopMpls:
+    ethertype: int
+
+
+@dataclass(frozen=True)
+class SetMplsTtl:
+    ttl: int
+
+
+@dataclass(frozen=True)
+class DecMplsTtl:
+    pass
+
+
+@dataclass(frozen=True)
+class SetNwTtl:
+    ttl: int
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    controller_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyTtl:
+    """copy_ttl_out (outward=True) / copy_ttl_in."""
+    outward: bool
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class SetQueue:
+    queue_id: int
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """NXAST_RESUBMIT(_TABLE): in_port OFPP_IN_PORT keeps the port, table
+    None means the current table."""
+    in_port: int = OFPP_IN_PORT
+    table: int | None = None
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    id: int
+    clause: int       # 0-based
+    n_clauses: int
+
+
+@dataclass(frozen=True)
+class Ct:
+    commit: bool = False
+    zone: int = 0
+    zone_src: str | None = None     # field to take the zone from (zone=NXM_NX_REG0[0..15])
+    table: int | None = None        # recirculate to this table after conntrack
+    nat: str | None = None          # ovs-ofctl nat(...) body; "" = plain nat
+    exec: tuple = ()                # actions (SetField on ct_mark / ct_label)
+    alg: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class CtClear:
+    pass
+
+
+@dataclass(frozen=True)
+class Note:
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Meter:
+    """OpenFlow 1.3 meter instruction (also the 1.5 meter action)."""
+    meter_id: int
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    field: str
+    ofs: int = 0
+    n_bits: int = 32
+    max_len: int = 0xffff
+
+
+@dataclass(frozen=True)
+class Clone:
+    actions: tuple = ()
+
+
+@dataclass(frozen=True)
+class Learn:
+    """NXAST_LEARN (not executed yet: translated as a slow-path action)."""
+    spec: str = ""
+
+
+# ---- instructions ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyActions:
+    actions: tuple = ()
+
+
+@dataclass(frozen=True)
+class WriteActions:
+    actions: tuple = ()
+
+
+@dataclass(frozen=True)
+class ClearActions:
+    pass
+
+
+@dataclass(frozen=True)
+class WriteMetadata:
+    metadata: int
+    mask: int = 0xffffffffffffffff
+
+
+@dataclass(frozen=True)
+class GotoTable:
+    table_id: int
+
+
+INSTRUCTION_TYPES = (Meter, ApplyActions, ClearActions, WriteActions, WriteMetadata, GotoTable)

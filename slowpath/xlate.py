@@ -1,0 +1,636 @@
+"""Translation: run the OpenFlow pipeline for one flow key, produce a megaflow.
+
+Shaped after OVS ``ofproto/ofproto-dpif-xlate.c``.  ``XlateCtx`` carries the
+flow as OpenFlow sees it (``key``, modified by actions), the flow as the
+datapath packet currently is (``committed``), and ``wc``: every bit of the
+*incoming* key that the translation consulted.  All reads of the key go
+through ``XlateCtx.read`` (or a classifier lookup), which marks the bits in
+``wc`` -- except bits that actions already wrote, whose value no longer
+depends on the packet.  The megaflow's mask is therefore a by-product of
+translation, never recomputed.
+
+Header rewrites are accumulated and *committed* as masked ``SetMasked``
+datapath actions just before anything that emits the packet (output,
+userspace, conntrack, recirculation), like OVS's ``commit_odp_actions``; VLAN
+stack changes are committed as pops and pushes.
+
+Side effects (rule/table/group counters, MAC learning, packet-ins) happen
+only when ``side_effects`` is true; revalidation re-translates without them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from slowpath import actions as A
+from slowpath import dpactions as dp
+from slowpath.classifier import Rule, Wildcards
+from slowpath.fields import (
+    FIELDS, FLOW_KEY_SIZE, MEMBERS, OFPP_ALL, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD,
+    OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, PREREQS, VLAN_CFI, Field,
+    field_int_mask, member_int_mask,
+)
+from slowpath.flow import FlowKey
+from slowpath.match import Match, member_shift
+
+MAX_RESUBMIT_DEPTH = 64
+MAX_RESUBMITS = 4096
+
+# Members whose rewrites become SetMasked datapath actions (packet headers
+# and datapath metadata the executors know).  Pipeline metadata (regs,
+# metadata, conj_id...) never leaves the slow path.
+EMIT_MEMBERS = ("dl_dst", "dl_src", "vlan0_tci", "mpls_lse", "nw_tos", "nw_ttl", "nw_src",
+                "nw_dst", "ipv6_label", "ipv6_src", "ipv6_dst", "tp_src", "tp_dst",
+                "arp_sha", "arp_tha", "nd_target", "pkt_mark", "tun_id", "tun_src",
+                "tun_dst", "tun_ipv6_src", "tun_ipv6_dst", "tun_flags", "tun_tos",
+                "tun_ttl", "tun_tp_src", "tun_tp_dst", "tun_gbp_id", "tun_gbp_flags",
+                "tun_md_opts", "tun_md_data")
+_EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
+_VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
+              | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
+_ALWAYS = member_int_mask("in_port") | member_int_mask("recirc_id")
+_FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
+_F = FIELDS
+
+
+@dataclass(frozen=True)
+class Megaflow:
+    """What the fast paths cache: packets whose key ``k`` satisfies
+    ``k & mask == match`` get ``actions``.  ``match``/``mask`` are packed keys."""
+
+    match: bytes
+    mask: bytes
+    actions: tuple
+
+    def matches(self, key) -> bool:
+        k = int(key) if not isinstance(key, (bytes, bytearray)) else int.from_bytes(key, "big")
+        return k & int.from_bytes(self.mask, "big") == int.from_bytes(self.match, "big")
+
+    def __str__(self):
+        m = Match(int.from_bytes(self.match, "big"), int.from_bytes(self.mask, "big"))
+        return f"{m.to_string()}, actions:{dp.format_actions(self.actions)}"
+
+
+@dataclass
+class PacketIn:
+    """A packet-in for the controller(s).  ``key`` is the flow as the
+    pipeline saw it at the controller action (in_port, metadata, regs,
+    tunnel: the OXM match of OFPT_PACKET_IN)."""
+
+    reason: int
+    table_id: int
+    cookie: int
+    key: FlowKey
+    data: bytes
+    total_len: int
+    max_len: int = 0xffff
+    userdata: bytes = b""
+    pause: bool = False
+    controller_id: int = 0
+
+    @property
+    def in_port(self) -> int:
+        return self.key.in_port
+
+
+@dataclass
+class XlateOutput:
+    megaflow: Megaflow
+    packet_ins: list[PacketIn] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)       # credit cache hits to these
+    groups: list = field(default_factory=list)            # (Group, bucket index)
+    macs: list = field(default_factory=list)              # (mac, vlan, ofport) NORMAL learned
+    slow: bool = False     # megaflow must not be cached (untranslatable per-packet work)
+    version: int = 0       # pipeline.version the translation saw
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def actions(self) -> tuple:
+        return self.megaflow.actions
+
+
+class _Stop(Exception):
+    """Abort the whole translation (e.g. dec_ttl hit zero)."""
+
+
+class XlateCtx:
+    def __init__(self, pipeline, key: FlowKey, packet: bytes | None, now: float,
+                 side_effects: bool, trace: bool):
+        self.p = pipeline
+        self.base = key.copy()
+        self.key = key.copy()
+        self.committed = key.copy()
+        self.packet = packet
+        self.now = now
+        self.side_effects = side_effects
+        self.tracing = trace
+        self.wc = Wildcards(_ALWAYS)
+        self.written = 0      # bits of key set by actions (no longer packet-dependent)
+        self.pending = 0      # written bits not yet committed to the datapath
+        self.odp: list = []
+        self.out = XlateOutput(Megaflow(b"", b"", ()))
+        self.action_set: dict = {}
+        self.depth = 0
+        self.n_resubmits = 0
+        self.table_id = 0
+        self.rule: Rule | None = None
+        self.in_group = 0
+
+    # --- the one accessor -------------------------------------------------
+    def read(self, f: Field | str) -> int:
+        """Read a field of the current flow and mark it consulted."""
+        if isinstance(f, str):
+            f = _F[f]
+        self.wc.mask |= field_int_mask(f) & ~self.written
+        return self.key.get(f)
+
+    def read_bits(self, f: Field | str, mask: int) -> int:
+        """Read only ``mask`` bits of a field (e.g. the VLAN CFI bit)."""
+        if isinstance(f, str):
+            f = _F[f]
+        from slowpath.fields import field_shift
+        self.wc.mask |= ((mask & f.max) << field_shift(f)) & ~self.written
+        return self.key.get(f) & mask
+
+    def write(self, f: Field | str, value: int, mask: int | None = None) -> None:
+        if isinstance(f, str):
+            f = _F[f]
+        from slowpath.fields import field_shift
+        m = f.max if mask is None else mask & f.max
+        self.key.set(f, value, m)
+        bits = m << field_shift(f)
+        self.written |= bits
+        self.pending |= bits
+
+    def lookup(self, table) -> Rule | None:
+        tmp = Wildcards()
+        rule = table.classifier.lookup(int(self.key), tmp)
+        self.wc.mask |= tmp.mask & ~self.written
+        return rule
+
+    def note(self, text: str) -> None:
+        if self.tracing:
+            self.out.trace.append("    " * self.depth + text)
+
+    # --- committing to the datapath ---------------------------------------
+    def commit(self) -> None:
+        k, c = self.key, self.committed
+        stack_k = _vlan_stack(k)
+        stack_c = _vlan_stack(c)
+        pending = self.pending
+        if stack_k != stack_c:
+            if len(stack_k) == len(stack_c) and all(
+                    a[0] == b[0] for a, b in zip(stack_k, stack_c)) and len(stack_k) == 1:
+                pass   # same shape: a TCI rewrite, emitted as SetMasked below
+            else:
+                # the stacks' values decide the pops/pushes: consult them
+                self.wc.mask |= _VLAN_MASK & ~self.written
+                common = 0
+                while (common < min(len(stack_k), len(stack_c))
+                       and stack_k[-1 - common] == stack_c[-1 - common]):
+                    common += 1
+                for _ in range(len(stack_c) - common):
+                    self.odp.append(dp.PopVlan())
+                for tpid, tci in reversed(stack_k[:len(stack_k) - common]):
+                    self.odp.append(dp.PushVlan(tpid, tci))
+                pending &= ~_VLAN_MASK
+        if pending:
+            ki, ci = int(k), int(c)
+            for member, mmask, sh in _EMIT_MASKS:
+                w = pending & mmask
+                if w:
+                    self.odp.append(dp.SetMasked(member, (ki & w) >> sh, w >> sh))
+        self.pending = 0
+        self.committed = k.copy()
+
+    def emit(self, action) -> None:
+        self.commit()
+        self.odp.append(action)
+
+    # --- outputs -----------------------------------------------------------
+    def output(self, ofport: int, max_len: int = 0xffff) -> None:
+        in_port = self.key.in_port
+        if ofport == OFPP_IN_PORT:
+            ofport = in_port
+        elif ofport == OFPP_NORMAL:
+            return self.p.normal(self)
+        elif ofport == OFPP_FLOOD or ofport == OFPP_ALL:
+            for port in self.p.sorted_ports():
+                if port.ofport == in_port or (ofport == OFPP_FLOOD and port.no_flood):
+                    continue
+                self._output_port(port)
+            return
+        elif ofport == OFPP_CONTROLLER:
+            return self.controller(A.Controller(max_len=max_len))
+        elif ofport == OFPP_TABLE:
+            return self.run_pipeline(0)
+        elif ofport == OFPP_ANY or ofport == 0:
+            return
+        elif ofport == in_port:
+            self.note(f"skipping output to input port {ofport}")
+            return
+        port = self.p.ports.get(ofport)
+        if port is None:
+            self.note(f"output to nonexistent port {ofport}")
+            return
+        self._output_port(port)
+
+    def _output_port(self, port) -> None:
+        if port.no_fwd:
+            self.note(f"port {port.ofport} is no_fwd: dropping")
+            return
+        self.note(f"output:{port.ofport}")
+        self.emit(dp.Output(port.dp_port))
+
+    def controller(self, act: A.Controller, reason: int | None = None) -> None:
+        in_port = self.p.ports.get(self.key.in_port)
+        if in_port is not None and in_port.no_packet_in:
+            return
+        reason = act.reason if reason is None else reason
+        self.note(f"controller(reason={reason})")
+        self.emit(dp.Userspace("controller", (act.controller_id, reason, act.max_len)))
+        if self.side_effects:
+            data = self.packet or b""
+            cookie = self.rule.cookie if self.rule is not None else 0xffffffffffffffff
+            self.out.packet_ins.append(PacketIn(
+                reason, self.table_id, cookie, self.key.copy(), data, len(data),
+                act.max_len, act.userdata, act.pause, act.controller_id))
+
+    # --- pipeline ------------------------------------------------------------
+    def run_pipeline(self, table_id: int) -> None:
+        """Walk tables from ``table_id`` following goto_table; then run the
+        action set (OpenFlow 1.3 §5.1)."""
+        if self.run_table(table_id, top=True):
+            self.execute_action_set()
+
+    def run_table(self, table_id: int, top: bool = False) -> bool:
+        """Look up one table and run the matched rule's instructions; returns
+        False if the packet was dropped by a table miss."""
+        while True:
+            table = self.p.table(table_id)
+            self.table_id = table_id
+            rule = self.lookup(table)
+            if self.side_effects:
+                table.lookup_count += 1
+            if rule is None:
+                self.note(f"{table_id}. No match.")
+                if self.p.miss_to_controller:
+                    self.rule = None
+                    self.controller(A.Controller(max_len=self.p.miss_send_len), ofp.OFPR_NO_MATCH)
+                return False
+            self.note(f"{table_id}. {rule.match.to_string() or '(any)'}, priority {rule.priority}"
+                      + (f", cookie {rule.cookie:#x}" if rule.cookie else ""))
+            self.rule = rule
+            self.out.rules.append(rule)
+            if self.side_effects:
+                table.matched_count += 1
+                self.p.credit_rule(rule, 1, len(self.packet or b""), self.now)
+            goto = None
+            for inst in rule.instructions:
+                if isinstance(inst, A.Meter):
+                    self.emit(dp.Meter(inst.meter_id))
+                elif isinstance(inst, A.ApplyActions):
+                    self.depth += 1
+                    self.do_actions(inst.actions)
+                    self.depth -= 1
+                elif isinstance(inst, A.ClearActions):
+                    self.action_set.clear()
+                elif isinstance(inst, A.WriteActions):
+                    for a in inst.actions:
+                        self.action_set[_set_slot(a)] = a
+                elif isinstance(inst, A.WriteMetadata):
+                    self.write("metadata", inst.metadata, inst.mask)
+                elif isinstance(inst, A.GotoTable):
+                    goto = inst.table_id
+            if goto is None:
+                return True
+            table_id = goto
+
+    def execute_action_set(self) -> None:
+        if not self.action_set:
+            return
+        acts = sorted(self.action_set.items(), key=lambda kv: _SET_ORDER.get(kv[0][0], 99))
+        self.action_set = {}
+        ordered = [a for _, a in acts]
+        # group wins over output (OpenFlow 1.3 §5.10)
+        if any(isinstance(a, A.Group) for a in ordered):
+            ordered = [a for a in ordered if not isinstance(a, A.Output)]
+        self.note("action set: " + ", ".join(type(a).__name__ for a in ordered))
+        self.do_actions(ordered)
+
+    def do_actions(self, actions) -> None:
+        for a in actions:
+            h = _HANDLERS.get(type(a))
+            if h is None:
+                self.note(f"unsupported action {a!r}: slow path")
+                self.out.slow = True
+                continue
+            h(self, a)
+
+    # --- cloning for groups and clone() ----------------------------------
+    def save(self):
+        return self.key.copy(), self.written
+
+    def restore(self, saved) -> None:
+        key, written = saved
+        diff = (int(key) ^ int(self.key)) & _FULL
+        self.key = key
+        self.pending |= diff & self.written
+        self.written |= written
+
+
+def _vlan_stack(k: FlowKey) -> list[tuple[int, int]]:
+    out = []
+    if k.vlan0_tci & VLAN_CFI:
+        out.append((k.vlan0_tpid, k.vlan0_tci))
+        if k.vlan1_tci & VLAN_CFI:
+            out.append((k.vlan1_tpid, k.vlan1_tci))
+    return out
+
+
+_SET_ORDER = {"copy_ttl_in": 0, "pop": 1, "push_mpls": 2, "push_vlan": 3, "copy_ttl_out": 4,
+              "dec_ttl": 5, "set": 6, "qos": 7, "group": 8, "output": 9, "other": 10}
+
+
+def _set_slot(a):
+    """Action-set slot: one action of each type (set_field: one per field)."""
+    if isinstance(a, A.CopyTtl):
+        return ("copy_ttl_out" if a.outward else "copy_ttl_in", None)
+    if isinstance(a, (A.PopVlan, A.PopMpls)):
+        return ("pop", None)
+    if isinstance(a, A.PushMpls):
+        return ("push_mpls", None)
+    if isinstance(a, A.PushVlan):
+        return ("push_vlan", None)
+    if isinstance(a, (A.DecTtl, A.DecMplsTtl)):
+        return ("dec_ttl", type(a).__name__)
+    if isinstance(a, (A.SetField, A.SetNwTtl, A.SetMplsTtl)):
+        return ("set", getattr(a, "field", type(a).__name__))
+    if isinstance(a, A.SetQueue):
+        return ("qos", None)
+    if isinstance(a, A.Group):
+        return ("group", None)
+    if isinstance(a, A.Output):
+        return ("output", None)
+    return ("other", type(a).__name__)
+
+
+# --- action handlers --------------------------------------------------------
+
+def _prereqs_ok(ctx: XlateCtx, prereq: str) -> bool:
+    """Check a field's prerequisites on the current flow, consulting them."""
+    for alt in PREREQS[prereq]:
+        if all(ctx.read_bits(n, mk) == v for n, v, mk in alt):
+            return True
+    return False
+
+
+def _x_output(ctx, a: A.Output):
+    ctx.output(a.port, a.max_len)
+
+
+def _x_controller(ctx, a: A.Controller):
+    ctx.controller(a)
+
+
+def _x_set_field(ctx, a: A.SetField):
+    f = _F[a.field]
+    if f.prereq and not _prereqs_ok(ctx, f.prereq):
+        ctx.note(f"set_field {a.field}: prerequisites not met, skipped")
+        return
+    value, mask = a.value, a.mask
+    if f.name == "vlan_vid":
+        if not ctx.read_bits("vlan_tci", VLAN_CFI):
+            _x_push_vlan(ctx, A.PushVlan())    # OF1.0 set_vlan_vid semantics
+        value |= VLAN_CFI
+        mask = (f.max if mask is None else mask) & 0xfff
+    elif f.name in ("vlan_pcp", "dl_vlan_pcp", "dl_vlan"):
+        if not ctx.read_bits("vlan_tci", VLAN_CFI):
+            _x_push_vlan(ctx, A.PushVlan())
+    ctx.write(f, value, mask)
+
+
+def _x_move(ctx, a: A.Move):
+    src = ctx.read_bits(a.src, ((1 << a.n_bits) - 1) << a.src_ofs) >> a.src_ofs
+    ctx.write(a.dst, src << a.dst_ofs, ((1 << a.n_bits) - 1) << a.dst_ofs)
+
+
+def _x_push_vlan(ctx, a: A.PushVlan):
+    tci = ctx.read("vlan_tci")          # the new tag copies VID/PCP of the old outer tag
+    k = ctx.key
+    tpid = k.vlan0_tpid
+    tci = tci if tci & VLAN_CFI else 0
+    for n in ("vlan0_tpid", "vlan0_tci", "vlan1_tpid", "vlan1_tci"):
+        ctx.written |= member_int_mask(n)
+        ctx.pending |= member_int_mask(n)
+    k.vlan1_tpid, k.vlan1_tci = (tpid, tci) if tci else (0, 0)
+    k.vlan0_tpid, k.vlan0_tci = a.ethertype, tci | VLAN_CFI
+
+
+def _x_pop_vlan(ctx, a: A.PopVlan):
+    if not ctx.read_bits("vlan_tci", VLAN_CFI):
+        return
+    k = ctx.key
+    inner_tpid, inner_tci = k.vlan1_tpid, k.vlan1_tci
+    for n in ("vlan0_tpid", "vlan0_tci", "vlan1_tpid", "vlan1_tci"):
+        ctx.written |= member_int_mask(n)
+        ctx.pending |= member_int_mask(n)
+    # inner tag (if any) becomes outer: its presence is consulted
+    ctx.wc.mask |= (VLAN_CFI << member_shift("vlan1_tci")) & ~ctx.written
+    k.vlan0_tpid, k.vlan0_tci = inner_tpid, inner_tci
+    k.vlan1_tpid, k.vlan1_tci = 0, 0
+
+
+def _x_push_mpls(ctx, a: A.PushMpls):
+    ctx.commit()
+    if ctx.read_bits("eth_type", 0xffff) in (0x8847, 0x8848):
+        ctx.wc.mask |= member_int_mask("mpls_lse") & ~ctx.written
+        lse = ctx.key.mpls_lse & ~0x100          # copy the outer LSE, bos=0
+    elif ctx.read_bits("eth_type", 0xffff) in (0x0800, 0x86dd):
+        lse = 0x100 | ctx.read("nw_ttl")
+    else:
+        lse = 0x100 | 64
+    ctx.odp.append(dp.PushMpls(lse, a.ethertype))
+    for k in (ctx.key, ctx.committed):
+        k.dl_type = a.ethertype
+        k.mpls_lse = lse
+    ctx.written |= member_int_mask("dl_type") | member_int_mask("mpls_lse")
+
+
+def _x_pop_mpls(ctx, a: A.PopMpls):
+    if ctx.read_bits("eth_type", 0xffff) not in (0x8847, 0x8848):
+        return
+    ctx.commit()
+    ctx.odp.append(dp.PopMpls(a.ethertype))
+    for k in (ctx.key, ctx.committed):
+        k.dl_type = a.ethertype
+        k.mpls_lse = 0
+    # L3 fields of the inner packet stay unknown (zero) until reparsed
+    ctx.written |= member_int_mask("dl_type") | member_int_mask("mpls_lse")
+
+
+def _x_set_mpls_ttl(ctx, a: A.SetMplsTtl):
+    if ctx.read_bits("eth_type", 0xffff) in (0x8847, 0x8848):
+        ctx.write("mpls_ttl", a.ttl)
+
+
+def _x_dec_mpls_ttl(ctx, a: A.DecMplsTtl):
+    if ctx.read_bits("eth_type", 0xffff) not in (0x8847, 0x8848):
+        return
+    ttl = ctx.read("mpls_ttl")
+    if ttl <= 1:
+        ctx.controller(A.Controller(), ofp.OFPR_INVALID_TTL)
+        raise _Stop
+    ctx.write("mpls_ttl", ttl - 1)
+
+
+def _x_set_nw_ttl(ctx, a: A.SetNwTtl):
+    if _prereqs_ok(ctx, "ip_any"):
+        ctx.write("nw_ttl", a.ttl)
+
+
+def _x_dec_ttl(ctx, a: A.DecTtl):
+    if not _prereqs_ok(ctx, "ip_any"):
+        return
+    ttl = ctx.read("nw_ttl")
+    if ttl <= 1:
+        for cid in a.controller_ids or (0,):
+            ctx.controller(A.Controller(controller_id=cid), ofp.OFPR_INVALID_TTL)
+        raise _Stop
+    ctx.write("nw_ttl", ttl - 1)
+
+
+def _x_copy_ttl(ctx, a: A.CopyTtl):
+    if ctx.read_bits("eth_type", 0xffff) not in (0x8847, 0x8848):
+        return
+    if a.outward:
+        return   # inner IP TTL unknown without reparsing: no-op
+    ctx.note("copy_ttl_in: inner header not parsed, ignored")
+
+
+def _x_group(ctx, a: A.Group):
+    ctx.p.xlate_group(ctx, a.group_id)
+
+
+def _x_set_queue(ctx, a: A.SetQueue):
+    ctx.write("skb_priority", a.queue_id)
+
+
+def _x_resubmit(ctx, a: A.Resubmit):
+    if ctx.depth >= MAX_RESUBMIT_DEPTH or ctx.n_resubmits >= MAX_RESUBMITS:
+        ctx.note("resubmit: recursion limit reached, dropping")
+        ctx.odp.clear()
+        raise _Stop
+    ctx.n_resubmits += 1
+    table = ctx.table_id if a.table is None else a.table
+    saved_port, saved_table, saved_rule = ctx.key.in_port, ctx.table_id, ctx.rule
+    if a.in_port != OFPP_IN_PORT:
+        ctx.key.in_port = a.in_port
+    ctx.depth += 1
+    ctx.note(f"resubmit({'' if a.in_port == OFPP_IN_PORT else a.in_port},{table})")
+    ctx.run_table(table)
+    ctx.depth -= 1
+    ctx.key.in_port = saved_port
+    ctx.table_id, ctx.rule = saved_table, saved_rule
+
+
+def _x_ct(ctx, a: A.Ct):
+    zone = ctx.read(a.zone_src) & 0xffff if a.zone_src else a.zone
+    mark = label = None
+    for e in a.exec:
+        if isinstance(e, A.SetField) and _F[e.field].name == "ct_mark":
+            mark = (e.value, 0xffffffff if e.mask is None else e.mask)
+        elif isinstance(e, A.SetField) and _F[e.field].name == "ct_label":
+            label = (e.value, (1 << 128) - 1 if e.mask is None else e.mask)
+    ctx.emit(dp.Ct(a.commit, zone, mark, label, a.nat, a.alg, a.force))
+    if a.table is not None:
+        rid = ctx.p.alloc_recirc(a.table, ctx.key)
+        ctx.emit(dp.Recirc(rid))
+
+
+def _x_ct_clear(ctx, a: A.CtClear):
+    for n in ("ct_state", "ct_zone", "ct_mark", "ct_label"):
+        o, s = MEMBERS[n]
+        ctx.key.buf[o:o + s] = bytes(s)
+        ctx.written |= member_int_mask(n)
+    ctx.emit(dp.CtClear())
+
+
+def _x_meter(ctx, a: A.Meter):
+    ctx.emit(dp.Meter(a.meter_id))
+
+
+def _x_output_reg(ctx, a: A.OutputReg):
+    port = ctx.read_bits(a.field, ((1 << a.n_bits) - 1) << a.ofs) >> a.ofs
+    ctx.output(port, a.max_len)
+
+
+def _x_clone(ctx, a: A.Clone):
+    saved = ctx.save()
+    ctx.do_actions(a.actions)
+    ctx.restore(saved)
+
+
+def _x_nothing(ctx, a):
+    pass
+
+
+_HANDLERS = {
+    A.Output: _x_output, A.Controller: _x_controller, A.SetField: _x_set_field,
+    A.Move: _x_move, A.PushVlan: _x_push_vlan, A.PopVlan: _x_pop_vlan,
+    A.PushMpls: _x_push_mpls, A.PopMpls: _x_pop_mpls, A.SetMplsTtl: _x_set_mpls_ttl,
+    A.DecMplsTtl: _x_dec_mpls_ttl, A.SetNwTtl: _x_set_nw_ttl, A.DecTtl: _x_dec_ttl,
+    A.CopyTtl: _x_copy_ttl, A.Group: _x_group, A.SetQueue: _x_set_queue,
+    A.Resubmit: _x_resubmit, A.Ct: _x_ct, A.CtClear: _x_ct_clear, A.Meter: _x_meter,
+    A.OutputReg: _x_output_reg, A.Clone: _x_clone, A.Note: _x_nothing,
+    A.Conjunction: _x_nothing,
+}
+
+
+def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0, *,
+          actions=None, side_effects: bool = True, trace: bool = False) -> XlateOutput:
+    """Translate ``key`` (``key.in_port`` is the OpenFlow port) through
+    ``pipeline`` from table 0, or run ``actions`` (packet-out).  Returns the
+    megaflow and the packet-ins and rules it produced."""
+    ctx = XlateCtx(pipeline, key, packet, now, side_effects, trace)
+    ctx.out.version = pipeline.version
+    in_port = pipeline.ports.get(key.in_port)
+    try:
+        if in_port is not None and in_port.no_recv and actions is None:
+            ctx.note(f"port {key.in_port} is no_recv: dropping")
+        elif key.recirc_id:
+            state = pipeline.recirc_states.get(key.recirc_id)
+            if state is None:
+                ctx.note(f"unknown recirc_id {key.recirc_id:#x}: dropping")
+            else:
+                table_id, frozen = state
+                for n in ("metadata", "regs"):
+                    setattr(ctx.key, n, getattr(frozen, n))
+                    ctx.written |= member_int_mask(n)   # constants of the recirc_id
+                ctx.run_pipeline(table_id)
+        elif actions is not None:
+            ctx.do_actions(actions)
+        else:
+            ctx.run_pipeline(0)
+    except _Stop:
+        pass
+    mask = ctx.wc.mask
+    ctx.out.megaflow = Megaflow((int(ctx.base) & mask).to_bytes(FLOW_KEY_SIZE, "big"),
+                                mask.to_bytes(FLOW_KEY_SIZE, "big"), tuple(ctx.odp))
+    return ctx.out
+
+
+def vlan_group_hash_fields():
+    return ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst", "ipv6_src",
+            "ipv6_dst", "nw_proto", "tp_src", "tp_dst")
+
+
+def select_hash(ctx: XlateCtx, basis: int = 0) -> int:
+    """Symmetric-ish 5-tuple hash for select groups; consults its fields."""
+    parts = []
+    for n in vlan_group_hash_fields():
+        parts.append(ctx.read(n).to_bytes(16, "big"))
+    return zlib.crc32(b"".join(parts), basis)
