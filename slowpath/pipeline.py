@@ -472,11 +472,7 @@ class Pipeline:
         ctx.out.groups.append((g, tuple(chosen)))
         ctx.in_group += 1
         for i in chosen:
-            saved = ctx.save()   # each bucket acts on its own copy (OVS xlate_group_bucket)
-            ctx.depth += 1
-            ctx.do_actions(g.buckets[i].actions)
-            ctx.depth -= 1
-            ctx.restore(saved)
+            ctx.run_clone(g.buckets[i].actions)   # each bucket acts on its own copy
         ctx.in_group -= 1
 
     def group_stats(self, group_id: int = OFPG_ALL) -> list[Group]:

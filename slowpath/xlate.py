@@ -177,34 +177,33 @@ class XlateCtx:
 
     # --- committing to the datapath ---------------------------------------
     def commit(self) -> None:
-        k, c = self.key, self.committed
-        stack_k = _vlan_stack(k)
-        stack_c = _vlan_stack(c)
         pending = self.pending
-        if stack_k != stack_c:
-            if len(stack_k) == len(stack_c) and all(
-                    a[0] == b[0] for a, b in zip(stack_k, stack_c)) and len(stack_k) == 1:
-                pass   # same shape: a TCI rewrite, emitted as SetMasked below
-            else:
-                # the stacks' values decide the pops/pushes: consult them
-                self.wc.mask |= _VLAN_MASK & ~self.written
-                common = 0
-                while (common < min(len(stack_k), len(stack_c))
-                       and stack_k[-1 - common] == stack_c[-1 - common]):
-                    common += 1
-                for _ in range(len(stack_c) - common):
-                    self.odp.append(dp.PopVlan())
-                for tpid, tci in reversed(stack_k[:len(stack_k) - common]):
-                    self.odp.append(dp.PushVlan(tpid, tci))
-                pending &= ~_VLAN_MASK
+        if pending & _VLAN_MASK:
+            # Which pops/pushes/rewrites are needed depends on the tags
+            # themselves: consult them all (only when VLANs were touched).
+            self.wc.mask |= _VLAN_MASK
+            sk, sc = _vlan_stack(self.key), _vlan_stack(self.committed)
+            if sk != sc:
+                if len(sk) == len(sc) == 1 and sk[0][0] == sc[0][0]:
+                    diff = sk[0][1] ^ sc[0][1]
+                    self.odp.append(dp.SetMasked("vlan0_tci", sk[0][1] & diff, diff))
+                else:
+                    common = 0
+                    while common < min(len(sk), len(sc)) and sk[-1 - common] == sc[-1 - common]:
+                        common += 1
+                    for _ in range(len(sc) - common):
+                        self.odp.append(dp.PopVlan())
+                    for tpid, tci in reversed(sk[:len(sk) - common]):
+                        self.odp.append(dp.PushVlan(tpid, tci))
+            pending &= ~_VLAN_MASK
         if pending:
-            ki, ci = int(k), int(c)
+            ki = int(self.key)
             for member, mmask, sh in _EMIT_MASKS:
                 w = pending & mmask
                 if w:
                     self.odp.append(dp.SetMasked(member, (ki & w) >> sh, w >> sh))
         self.pending = 0
-        self.committed = k.copy()
+        self.committed = self.key.copy()
 
     def emit(self, action) -> None:
         self.commit()
@@ -335,11 +334,35 @@ class XlateCtx:
         return self.key.copy(), self.written
 
     def restore(self, saved) -> None:
+        """Undo key changes made since ``save`` (the datapath packet keeps
+        them until the next commit rewrites it back)."""
         key, written = saved
-        diff = (int(key) ^ int(self.key)) & _FULL
-        self.key = key
+        diff = int(key) ^ int(self.key)
+        # restoring to packet values that were never consulted makes the
+        # rewrite-back depend on them
+        self.wc.mask |= diff & self.written & ~written
         self.pending |= diff & self.written
+        self.key = key
         self.written |= written
+
+    def run_clone(self, actions) -> None:
+        """Run ``actions`` on a copy of the packet (group buckets, clone()):
+        nothing they change is visible afterwards.  Emitted flat when they
+        only output, else inside a datapath ``Clone``."""
+        self.commit()
+        key, written, odp = self.key.copy(), self.written, self.odp
+        self.odp = []
+        self.depth += 1
+        try:
+            self.do_actions(actions)
+        finally:
+            self.depth -= 1
+            inner = self.odp
+            if not all(isinstance(a, (dp.Output, dp.Userspace, dp.Meter)) for a in inner):
+                inner = [dp.Clone(tuple(inner))]
+            self.odp = odp + inner
+            self.key, self.written = key, written
+            self.committed, self.pending = key.copy(), 0
 
 
 def _vlan_stack(k: FlowKey) -> list[tuple[int, int]]:
@@ -569,9 +592,7 @@ def _x_output_reg(ctx, a: A.OutputReg):
 
 
 def _x_clone(ctx, a: A.Clone):
-    saved = ctx.save()
-    ctx.do_actions(a.actions)
-    ctx.restore(saved)
+    ctx.run_clone(a.actions)
 
 
 def _x_nothing(ctx, a):
