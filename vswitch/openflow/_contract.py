@@ -159,10 +159,10 @@ class Meter:
     meter_id: int
 
 
-# ---- pipeline requests ----------------------------------------------------
-@dataclass(frozen=True)
+# ---- pipeline requests (slowpath/pipeline.py spelling: commands/types/flags as words)
+@dataclass
 class FlowMod:
-    command: int
+    command: str = "add"
     table_id: int = 0
     priority: int = 0x8000
     match: Match = field(default_factory=Match)
@@ -170,7 +170,7 @@ class FlowMod:
     cookie_mask: int = 0
     idle_timeout: int = 0
     hard_timeout: int = 0
-    flags: int = 0
+    flags: frozenset = frozenset()
     out_port: int = 0xFFFFFFFF
     out_group: int = 0xFFFFFFFF
     instructions: tuple = ()
@@ -179,44 +179,56 @@ class FlowMod:
 
 @dataclass(frozen=True)
 class Bucket:
+    actions: tuple = ()
     weight: int = 0
     watch_port: int = 0xFFFFFFFF
     watch_group: int = 0xFFFFFFFF
-    actions: tuple = ()
 
 
-@dataclass(frozen=True)
+@dataclass
 class GroupMod:
-    command: int
-    type: int
-    group_id: int
+    command: str = "add"
+    type: str = "all"
+    group_id: int = 0
     buckets: tuple = ()
 
 
 @dataclass(frozen=True)
 class MeterBand:
-    type: int
-    rate: int
+    type: str = "drop"
+    rate: int = 0
     burst_size: int = 0
     prec_level: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class MeterMod:
-    command: int
-    flags: int
-    meter_id: int
+    command: str = "add"
+    meter_id: int = 1
+    flags: frozenset = frozenset({"kbps"})
     bands: tuple = ()
+
+
+@dataclass
+class TableMod:
+    table_id: int
+    config: int = 0
 
 
 @dataclass
 class Port:
     ofport: int
-    name: str
-    dp_port: int = 0
-    hw_addr: bytes = b"\0" * 6
-    config: int = 0
-    state: int = 0
+    name: str = ""
+    dp_port: Optional[int] = None
+    hw_addr: str = "00:00:00:00:00:00"
+    port_down: bool = False
+    no_recv: bool = False
+    no_fwd: bool = False
+    no_flood: bool = False
+    no_packet_in: bool = False
+    link_down: bool = False
+    blocked: bool = False
+    live: bool = True
 
 
 @dataclass(frozen=True)

@@ -512,6 +512,12 @@ def hello(version: int, versions: set):
     return msg
 
 
+@_encoder(p10.NXTRoleReply)
+def _e_nx_role_reply(msg):
+    return struct.pack(nicira_ext.NICIRA_HEADER_PACK_STR, NX, nicira_ext.NXT_ROLE_REPLY) + \
+        struct.pack(nicira_ext.NX_ROLE_PACK_STR, msg.role)
+
+
 @_encoder(p13.OFPSwitchFeatures)
 def _e_features13(msg):
     return struct.pack(of13.OFP_SWITCH_FEATURES_PACK_STR, msg.datapath_id, msg.n_buffers,

@@ -165,7 +165,12 @@ class OpenFlowConnection:
         data = bytes(offending[:ERROR_DATA_MAX])
         if etype == of13.OFPET_HELLO_FAILED:
             data = _error_text(err).encode()
-        msg = dp.ofproto_parser.OFPErrorMsg(dp, type_=etype, code=ecode, data=data)
+        if etype == of13.OFPET_EXPERIMENTER and version >= codec.OFP13:
+            msg = dp.ofproto_parser.OFPErrorMsg(
+                dp, type_=etype, code=None, data=data, exp_type=ecode,
+                experimenter=getattr(err, "experimenter", codec.NX))
+        else:
+            msg = dp.ofproto_parser.OFPErrorMsg(dp, type_=etype, code=ecode, data=data)
         msg.xid = xid
         self._tx += codec.serialize(msg)
         self._events.append(ErrorSent(etype, ecode, xid))

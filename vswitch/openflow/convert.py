@@ -97,6 +97,24 @@ def split_nxm_cookie(tlvs):
     return rest, cookie & cookie_mask, cookie_mask
 
 
+_PI_FIELDS = (["in_port", "metadata", "tun_id", "tun_src", "tun_dst", "tun_ipv6_src",
+               "tun_ipv6_dst", "tun_flags", "pkt_mark", "ct_state", "ct_zone", "ct_mark",
+               "ct_label"] + [f"reg{i}" for i in range(16)]
+              + [f"tun_metadata{i}" for i in range(8)])
+
+
+def packet_in_match(key):
+    """The OXM match of a PACKET_IN: in_port plus the pipeline metadata that is set."""
+    k = int(key)
+    fields = {}
+    for name in _PI_FIELDS:
+        f = _sf.FIELDS[name]
+        v = (k >> _sf.field_shift(f)) & f.max
+        if v or name == "in_port":
+            fields[name] = (v, None)
+    return sp.Match.from_fields(fields)
+
+
 def match_from_ofp13(match) -> "sp.Match":
     buf = bytearray()
     match.serialize(buf, 0)
@@ -263,7 +281,7 @@ def action_from_oken(a, version: int):
         port = port_from10(a.port) if version == codec.OFP10 else a.port
         if port == OFPP_CONTROLLER:
             return sp.Controller(max_len=a.max_len)
-        return sp.Output(port, a.max_len)
+        return sp.Output(port)   # max_len only means something towards the controller
     if n == "OFPActionSetField":
         try:
             num, v, m = of13.oxm_from_user(a.key, a.value)
@@ -547,16 +565,109 @@ def instructions_to_actions10(insts, version=codec.OFP10) -> list:
     return out
 
 
+# ------------------------------------------------- flow/group/meter mod words
+FLOW_COMMANDS = {of13.OFPFC_ADD: "add", of13.OFPFC_MODIFY: "modify",
+                 of13.OFPFC_MODIFY_STRICT: "modify_strict", of13.OFPFC_DELETE: "delete",
+                 of13.OFPFC_DELETE_STRICT: "delete_strict"}
+FLOW_FLAGS = {of13.OFPFF_SEND_FLOW_REM: "send_flow_rem", of13.OFPFF_CHECK_OVERLAP: "check_overlap",
+              of13.OFPFF_RESET_COUNTS: "reset_counts", of13.OFPFF_NO_PKT_COUNTS: "no_pkt_counts",
+              of13.OFPFF_NO_BYT_COUNTS: "no_byt_counts"}
+GROUP_COMMANDS = {of13.OFPGC_ADD: "add", of13.OFPGC_MODIFY: "modify", of13.OFPGC_DELETE: "delete"}
+GROUP_TYPES = {of13.OFPGT_ALL: "all", of13.OFPGT_SELECT: "select",
+               of13.OFPGT_INDIRECT: "indirect", of13.OFPGT_FF: "ff"}
+METER_COMMANDS = {of13.OFPMC_ADD: "add", of13.OFPMC_MODIFY: "modify", of13.OFPMC_DELETE: "delete"}
+METER_FLAGS = {of13.OFPMF_KBPS: "kbps", of13.OFPMF_PKTPS: "pktps", of13.OFPMF_BURST: "burst",
+               of13.OFPMF_STATS: "stats"}
+BAND_TYPES = {of13.OFPMBT_DROP: "drop", of13.OFPMBT_DSCP_REMARK: "dscp_remark"}
+
+
+def _word(table, value, err):
+    w = table.get(value)
+    if w is None:
+        raise err
+    return w
+
+
+def _bits_to_words(table, bits, err) -> frozenset:
+    out = set()
+    for bit, word in table.items():
+        if bits & bit:
+            out.add(word)
+            bits &= ~bit
+    if bits:
+        raise err
+    return frozenset(out)
+
+
+def words_to_bits(table, words) -> int:
+    if isinstance(words, int):
+        return words
+    rev = {w: b for b, w in table.items()}
+    return sum(rev.get(w, 0) for w in words)
+
+
+def _inverse(table):
+    return {w: v for v, w in table.items()}
+
+
+def group_mod_from_oken(msg, version: int):
+    buckets = tuple(sp.Bucket(actions=actions_from_oken(b.actions, version), weight=b.weight,
+                              watch_port=b.watch_port, watch_group=b.watch_group)
+                    for b in msg.buckets)
+    return sp.GroupMod(
+        command=_word(GROUP_COMMANDS, msg.command,
+                      OFError(of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_COMMAND)),
+        type=_word(GROUP_TYPES, msg.type,
+                   OFError(of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_TYPE)),
+        group_id=msg.group_id, buckets=buckets)
+
+
+def meter_mod_from_oken(msg):
+    bands = []
+    for b in msg.bands:
+        bands.append(sp.MeterBand(
+            type=_word(BAND_TYPES, b.type, OFError(of13.OFPET_METER_MOD_FAILED,
+                                                   of13.OFPMMFC_BAD_BAND)),
+            rate=b.rate, burst_size=b.burst_size, prec_level=getattr(b, "prec_level", 0)))
+    return sp.MeterMod(
+        command=_word(METER_COMMANDS, msg.command,
+                      OFError(of13.OFPET_METER_MOD_FAILED, of13.OFPMMFC_BAD_COMMAND)),
+        meter_id=msg.meter_id,
+        flags=_bits_to_words(METER_FLAGS, msg.flags,
+                             OFError(of13.OFPET_METER_MOD_FAILED, of13.OFPMMFC_BAD_FLAGS)),
+        bands=tuple(bands))
+
+
+def band_to_oken(P, b):
+    if b.type == "drop":
+        return P.OFPMeterBandDrop(b.rate, b.burst_size)
+    return P.OFPMeterBandDscpRemark(b.rate, b.burst_size, b.prec_level)
+
+
 # ------------------------------------------------------------------ flow mods
+def _flow_command(cmd):
+    return _word(FLOW_COMMANDS, cmd, OFError(of13.OFPET_FLOW_MOD_FAILED, of13.OFPFMFC_BAD_COMMAND))
+
+
+def _flow_flags(bits, version):
+    if version == codec.OFP10:
+        if bits & of10.OFPFF_EMERG:
+            raise OFError(of13.OFPET_FLOW_MOD_FAILED, of13.OFPFMFC_BAD_FLAGS)
+        bits &= of10.OFPFF_SEND_FLOW_REM | of10.OFPFF_CHECK_OVERLAP
+    return _bits_to_words(FLOW_FLAGS, bits,
+                          OFError(of13.OFPET_FLOW_MOD_FAILED, of13.OFPFMFC_BAD_FLAGS))
+
+
 def flow_mod_from_oken(msg) -> "sp.FlowMod":
     """OF1.3 OFPFlowMod, OF1.0 OFPFlowMod or NXTFlowMod -> slow-path FlowMod."""
     n = type(msg).__name__
     version = msg.version or msg.datapath.ofproto.OFP_VERSION
     if version >= codec.OFP13 and n == "OFPFlowMod":
-        return sp.FlowMod(command=msg.command, table_id=msg.table_id, priority=msg.priority,
-                          match=match_from_ofp13(msg.match), cookie=msg.cookie,
-                          cookie_mask=msg.cookie_mask, idle_timeout=msg.idle_timeout,
-                          hard_timeout=msg.hard_timeout, flags=msg.flags, out_port=msg.out_port,
+        return sp.FlowMod(command=_flow_command(msg.command), table_id=msg.table_id,
+                          priority=msg.priority, match=match_from_ofp13(msg.match),
+                          cookie=msg.cookie, cookie_mask=msg.cookie_mask,
+                          idle_timeout=msg.idle_timeout, hard_timeout=msg.hard_timeout,
+                          flags=_flow_flags(msg.flags, version), out_port=msg.out_port,
                           out_group=msg.out_group,
                           instructions=instructions_from_oken(msg.instructions, version),
                           importance=getattr(msg, "importance", 0))
@@ -569,15 +680,14 @@ def flow_mod_from_oken(msg) -> "sp.FlowMod":
             cookie, cookie_mask = nx_cookie, nx_mask
     else:
         match = match_from_ofp10(msg.match)
-    command = msg.command & 0xFF
+    command = _flow_command(msg.command & 0xFF)
     table_id = msg.command >> 8 if getattr(msg, "table_id_enabled", False) else 0xFF
-    if command in (of13.OFPFC_ADD, of13.OFPFC_MODIFY, of13.OFPFC_MODIFY_STRICT) and table_id == 0xFF:
+    if not command.startswith("delete") and table_id == 0xFF:
         table_id = 0
     acts = actions_from_oken(msg.actions, codec.OFP10)
-    # OF1.0 delete has no cookie mask; NXM flow mods with cookie matching use cookie_mask
     return sp.FlowMod(command=command, table_id=table_id, priority=msg.priority, match=match,
                       cookie=cookie, cookie_mask=cookie_mask, idle_timeout=msg.idle_timeout,
-                      hard_timeout=msg.hard_timeout, flags=msg.flags,
+                      hard_timeout=msg.hard_timeout, flags=_flow_flags(msg.flags, codec.OFP10),
                       out_port=port_from10(msg.out_port), out_group=OFPP_ANY,
                       instructions=(sp.ApplyActions(acts),) if acts else (),
                       importance=0)

@@ -14,6 +14,7 @@ objects are only built through `convert.py`.
 """
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -170,11 +171,12 @@ def _duration(obj, now):
 
 
 def flow_removed_msg(ch: Channel, ev, now: float):
-    """FLOW_REMOVED for one slow-path event, or None if `ch` does not want it."""
+    """FLOW_REMOVED for one slow-path FlowRemoved(rule, reason, duration), or None."""
     reason = getattr(ev, "reason", of13.OFPRR_DELETE)
     if not ch.wants("flow_removed", reason):
         return None
     sec, nsec = _duration(ev, now)
+    ev = getattr(ev, "rule", ev)
     P = ch.dp.ofproto_parser
     if ch.version == codec.OFP10:
         if ch.flow_format == nicira_ext.NXFF_NXM:
@@ -209,12 +211,13 @@ def packet_in_msg(ch: Channel, ev):
     in_port = ev.in_port
     table_id = getattr(ev, "table_id", 0)
     cookie = getattr(ev, "cookie", 0xFFFFFFFFFFFFFFFF)
-    fields = dict(getattr(ev, "fields", {}) or {})
-    fields.setdefault("in_port", (in_port, None))
-    fields = {k: (v if isinstance(v, tuple) else (v, None)) for k, v in fields.items()}
+    if getattr(ev, "key", None) is not None:
+        pi_match = convert.packet_in_match(ev.key)
+    else:
+        pi_match = convert.make_match({"in_port": (in_port, None)})
     P = ch.dp.ofproto_parser
     if ch.packet_in_format == PIF_NXT_PACKET_IN2 and ch.version >= codec.OFP13:
-        meta = codec.serialize_oxm_fields(convert.match_to_tlvs(convert.make_match(fields)))
+        meta = codec.serialize_oxm_fields(convert.match_to_tlvs(pi_match))
         props = [
             _pi2_prop(P, nicira_ext.NXPINT_PACKET, bytes(data)),
             _pi2_prop(P, nicira_ext.NXPINT_FULL_LEN, struct.pack("!I", total_len)),
@@ -233,7 +236,7 @@ def packet_in_msg(ch: Channel, ev):
     if ch.version == codec.OFP10:
         return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, convert.port_to10(in_port), reason, data)
     return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, reason, table_id, cookie,
-                         convert.match_to_ofp13(convert.make_match(fields)), data)
+                         convert.match_to_ofp13(pi_match), data)
 
 
 class _PI2Prop(p13.NXTPacketIn2Prop):
@@ -314,12 +317,12 @@ class Handlers:
     def _flow_stats(self, ch, table_id, match, out_port, out_group, cookie, cookie_mask, now):
         return self.sw.pipeline.flow_stats(table_id=table_id, match=match, out_port=out_port,
                                            out_group=out_group, cookie=cookie,
-                                           cookie_mask=cookie_mask, now=now)
+                                           cookie_mask=cookie_mask)
 
     def _aggregate(self, table_id, match, out_port, out_group, cookie, cookie_mask, now):
         r = self.sw.pipeline.aggregate_stats(table_id=table_id, match=match, out_port=out_port,
                                              out_group=out_group, cookie=cookie,
-                                             cookie_mask=cookie_mask, now=now)
+                                             cookie_mask=cookie_mask)
         if isinstance(r, tuple):
             return r
         return r.packet_count, r.byte_count, r.flow_count
@@ -349,7 +352,8 @@ class Handlers:
             sec, nsec = _duration(r, now)
             body.append(P.OFPFlowStats(
                 table_id=r.table_id, duration_sec=sec, duration_nsec=nsec, priority=r.priority,
-                idle_timeout=r.idle_timeout, hard_timeout=r.hard_timeout, flags=r.flags,
+                idle_timeout=r.idle_timeout, hard_timeout=r.hard_timeout,
+                flags=convert.words_to_bits(convert.FLOW_FLAGS, r.flags),
                 cookie=r.cookie, packet_count=r.packet_count, byte_count=r.byte_count,
                 match=convert.match_to_ofp13(r.match),
                 instructions=convert.instructions_to_oken(r.instructions, ch.version)))
@@ -398,13 +402,14 @@ class Handlers:
 
     def h_OFPTableStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        stats = {s.table_id: s for s in self.sw.pipeline.table_stats()}
+        stats = {}
+        for s in self.sw.pipeline.table_stats():
+            t = tuple(s) if isinstance(s, tuple) else (
+                s.table_id, s.active_count, s.lookup_count, s.matched_count)
+            stats[t[0]] = t
         body = []
         for t in range(N_TABLES):
-            s = stats.get(t)
-            active = getattr(s, "active_count", 0)
-            lookup = getattr(s, "lookup_count", 0)
-            matched = getattr(s, "matched_count", 0)
+            _, active, lookup, matched = stats.get(t, (t, 0, 0, 0))
             if ch.version == codec.OFP10:
                 body.append(P.OFPTableStats(t, f"table{t}".encode(), of10.OFPFW_ALL, 1000000,
                                             active, lookup, matched))
@@ -449,26 +454,26 @@ class Handlers:
 
     def h_OFPGroupStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        fn = getattr(self.sw.pipeline, "group_stats", None)
         body = []
-        for g in (fn(None if msg.group_id == of13.OFPG_ALL else msg.group_id, now=now) if fn else []):
+        for g in self.sw.pipeline.group_stats(msg.group_id):
             sec, nsec = _duration(g, now)
+            counts = list(getattr(g, "bucket_counts", [])) or [[0, 0] for _ in g.buckets]
             body.append(P.OFPGroupStats(
-                length=0, group_id=g.group_id, ref_count=getattr(g, "ref_count", 0),
-                packet_count=getattr(g, "packet_count", 0), byte_count=getattr(g, "byte_count", 0),
+                length=0, group_id=g.group_id, ref_count=self._group_refs(g.group_id),
+                packet_count=g.packet_count, byte_count=g.byte_count,
                 duration_sec=sec, duration_nsec=nsec,
-                bucket_stats=[P.OFPBucketCounter(*b) for b in getattr(g, "bucket_stats", [])]))
+                bucket_stats=[P.OFPBucketCounter(*c) for c in counts]))
         return [_new(P.OFPGroupStatsReply, ch.dp, body=body)]
 
     def h_OFPGroupDescStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        fn = getattr(self.sw.pipeline, "group_desc", None)
         body = []
-        for g in (fn() if fn else []):
+        types = convert._inverse(convert.GROUP_TYPES)
+        for g in self.sw.pipeline.group_stats(of13.OFPG_ALL):
             buckets = [P.OFPBucket(b.weight, b.watch_port, b.watch_group,
                                    [convert.action_to_oken(a, ch.version) for a in b.actions])
                        for b in g.buckets]
-            body.append(P.OFPGroupDescStats(g.type, g.group_id, buckets))
+            body.append(P.OFPGroupDescStats(types.get(g.type, g.type), g.group_id, buckets))
         return [_new(P.OFPGroupDescStatsReply, ch.dp, body=body)]
 
     def h_OFPGroupFeaturesStatsRequest(self, ch, msg, now):
@@ -478,24 +483,24 @@ class Handlers:
 
     def h_OFPMeterStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        fn = getattr(self.sw.pipeline, "meter_stats", None)
         body = []
-        for m in (fn(None if msg.meter_id == of13.OFPM_ALL else msg.meter_id, now=now) if fn else []):
+        for m, flow_count in self.sw.pipeline.meter_stats(msg.meter_id):
             sec, nsec = _duration(m, now)
             body.append(P.OFPMeterStats(
-                meter_id=m.meter_id, len_=0, flow_count=getattr(m, "flow_count", 0),
-                packet_in_count=getattr(m, "packet_count", 0), byte_in_count=getattr(m, "byte_count", 0),
+                meter_id=m.meter_id, len_=0, flow_count=flow_count,
+                packet_in_count=m.packet_in_count, byte_in_count=m.byte_in_count,
                 duration_sec=sec, duration_nsec=nsec,
-                band_stats=[P.OFPMeterBandStats(*b) for b in getattr(m, "band_stats", [])]))
+                band_stats=[P.OFPMeterBandStats(*b) for b in m.band_counts]))
         return [_new(P.OFPMeterStatsReply, ch.dp, body=body)]
 
     def h_OFPMeterConfigStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        fn = getattr(self.sw.pipeline, "meter_config", None)
         body = []
-        for m in (fn(None if msg.meter_id == of13.OFPM_ALL else msg.meter_id) if fn else []):
-            bands = [_band_to_oken(P, b) for b in m.bands]
-            body.append(P.OFPMeterConfigStats(flags=m.flags, meter_id=m.meter_id, bands=bands))
+        for m, _ in self.sw.pipeline.meter_stats(msg.meter_id):
+            bands = [convert.band_to_oken(P, b) for b in m.bands]
+            body.append(P.OFPMeterConfigStats(
+                flags=convert.words_to_bits(convert.METER_FLAGS, m.flags), meter_id=m.meter_id,
+                bands=bands))
         return [_new(P.OFPMeterConfigStatsReply, ch.dp, body=body)]
 
     def h_OFPMeterFeaturesStatsRequest(self, ch, msg, now):
@@ -511,6 +516,9 @@ class Handlers:
         if msg.version == codec.OFP10:
             msg.table_id_enabled = ch.table_id_enabled
         fm = convert.flow_mod_from_oken(msg)
+        if msg.version == codec.OFP10 and fm.command.startswith("modify") and not \
+                self.sw.pipeline.flow_stats(table_id=fm.table_id, match=fm.match):
+            fm.command = "add"   # OF1.0: modifying nothing adds the flow
         if msg.buffer_id != NO_BUFFER and msg.buffer_id is not None:
             # we never buffer: OVS answers BUFFER_UNKNOWN after applying the mod
             self._apply_flow_mod(fm, now)
@@ -526,24 +534,28 @@ class Handlers:
             self.sw.broadcast_flow_removed(removed, now)
 
     def h_OFPGroupMod(self, ch, msg, now):
-        buckets = tuple(sp.Bucket(weight=b.weight, watch_port=b.watch_port,
-                                  watch_group=b.watch_group,
-                                  actions=convert.actions_from_oken(b.actions, ch.version))
-                        for b in msg.buckets)
-        self.sw.pipeline.group_mod(sp.GroupMod(command=msg.command, type=msg.type,
-                                               group_id=msg.group_id, buckets=buckets))
+        removed = self.sw.pipeline.group_mod(convert.group_mod_from_oken(msg, ch.version), now)
+        if removed:
+            self.sw.broadcast_flow_removed(removed, now)
         return []
 
     def h_OFPMeterMod(self, ch, msg, now):
-        bands = tuple(sp.MeterBand(type=b.type, rate=b.rate, burst_size=b.burst_size,
-                                   prec_level=getattr(b, "prec_level", 0)) for b in msg.bands)
-        self.sw.pipeline.meter_mod(sp.MeterMod(command=msg.command, flags=msg.flags,
-                                               meter_id=msg.meter_id, bands=bands))
+        removed = self.sw.pipeline.meter_mod(convert.meter_mod_from_oken(msg), now)
+        if removed:
+            self.sw.broadcast_flow_removed(removed, now)
         return []
 
     def h_OFPTableMod(self, ch, msg, now):
-        self.sw.pipeline.table_mod(msg.table_id, msg.config)
+        self.sw.pipeline.table_mod(sp.TableMod(msg.table_id, msg.config))
         return []
+
+    def _group_refs(self, group_id):
+        n = 0
+        for r in self.sw.pipeline.flow_stats():
+            for i in r.instructions:
+                n += any(type(a).__name__ == "Group" and a.group_id == group_id
+                         for a in getattr(i, "actions", ()))
+        return n
 
     def h_OFPPortMod(self, ch, msg, now):
         port_no = convert.port_from10(msg.port_no) if ch.version == codec.OFP10 else msg.port_no
@@ -563,6 +575,9 @@ class Handlers:
                 and in_port not in self.sw.pipeline.ports:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_PORT)
         actions = list(convert.actions_from_oken(msg.actions, ch.version))
+        validate = getattr(self.sw.pipeline, "validate_actions", None)
+        if validate is not None:
+            validate(actions)
         self.sw.backend.execute_packet_out(in_port, actions, bytes(msg.data or b""))
         return []
 
@@ -625,9 +640,9 @@ class Handlers:
         return []
 
     def h_NXTSetPacketInFormatMsg(self, ch, msg, now):
-        if msg.format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
+        if msg.packet_in_format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
-        ch.packet_in_format = msg.format
+        ch.packet_in_format = msg.packet_in_format
         return []
 
     # ---- bundles (ONF extension for OF1.3)
@@ -677,17 +692,31 @@ class Handlers:
     def _commit(self, ch, b: Bundle, now):
         flow_mods = [m for kind, m in b.messages if kind == "flow"]
         others = [m for kind, m in b.messages if kind != "flow"]
-        commit = getattr(self.sw.pipeline, "bundle_commit", None)
+        pipeline = self.sw.pipeline
+        commit = getattr(pipeline, "bundle_commit", None)
         if commit is not None:
             removed = commit(flow_mods, now) or []  # atomic in the pipeline
         else:
+            # All or nothing: snapshot what flow-mods touch, restore on failure.
+            saved = {k: copy.deepcopy(getattr(pipeline, k)) for k in _SNAPSHOT
+                     if hasattr(pipeline, k)}
             removed = []
-            for fm in flow_mods:
-                removed.extend(self.sw.pipeline.flow_mod(fm, now) or [])
+            try:
+                for fm in flow_mods:
+                    removed.extend(pipeline.flow_mod(fm, now) or [])
+            except Exception:
+                for k, v in saved.items():
+                    setattr(pipeline, k, v)
+                if hasattr(pipeline, "version"):
+                    pipeline.version += 1
+                raise
         for m in others:
             self.handle(ch, m, now)
         if removed:
             self.sw.broadcast_flow_removed(removed, now)
+
+
+_SNAPSHOT = ("tables",)
 
 
 def _bundle_error(ch, code):
@@ -695,12 +724,6 @@ def _bundle_error(ch, code):
     e = OFError(of13.OFPET_EXPERIMENTER, 2300 + code)
     e.experimenter = codec.ONF
     return e
-
-
-def _band_to_oken(P, b):
-    if b.type == of13.OFPMBT_DROP:
-        return P.OFPMeterBandDrop(b.rate, b.burst_size)
-    return P.OFPMeterBandDscpRemark(b.rate, b.burst_size, getattr(b, "prec_level", 0))
 
 
 _TABLE_FEATURES = None

@@ -26,8 +26,9 @@ Port = _pick("slowpath.port", "Port")
 FlowMod = _pick("slowpath.pipeline", "FlowMod")
 GroupMod = _pick("slowpath.pipeline", "GroupMod")
 MeterMod = _pick("slowpath.pipeline", "MeterMod")
-Bucket = _pick("slowpath.actions", "Bucket")
-MeterBand = _pick("slowpath.actions", "MeterBand")
+TableMod = _pick("slowpath.pipeline", "TableMod")
+Bucket = _pick("slowpath.pipeline", "Bucket")
+MeterBand = _pick("slowpath.pipeline", "MeterBand")
 
 _ACTIONS = ("Output", "Controller", "SetField", "PushVlan", "PopVlan", "Group", "PushMpls",
             "PopMpls", "SetMplsTtl", "DecMplsTtl", "SetNwTtl", "CopyTtl",

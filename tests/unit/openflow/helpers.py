@@ -11,7 +11,7 @@ import struct
 
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as of13
 
-from tests.unit.openflow.fake_pipeline import FakeBackend, FakePipeline, default_ports
+from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
 from vswitch.openflow import codec
 from vswitch.openflow.connection import Connected, MessageReceived, OpenFlowConnection
 from vswitch.openflow.handlers import Channel, Handlers, SwitchContext
@@ -40,7 +40,7 @@ class Harness:
     def __init__(self, version=codec.OFP13, allowed=(codec.OFP10, codec.OFP13), switch=None,
                  probe=None):
         self.now = 0.0
-        self.pipeline = FakePipeline(default_ports())
+        self.pipeline = make_pipeline()
         self.backend = FakeBackend()
         self.switch = switch or SwitchContext("br0", self.pipeline, self.backend, 0x1234)
         if switch is not None:
