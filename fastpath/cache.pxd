@@ -47,6 +47,13 @@ cdef uint32_t fp_key_hash(const uint64_t* key) noexcept nogil
 cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t hash) noexcept nogil
 cdef void fp_cache_rank(fp_cache* c) noexcept nogil
 
+cdef class Megaflow:
+    cdef fp_megaflow* mf
+    cdef readonly bytes match
+    cdef readonly bytes mask
+    cdef public object actions      # the actions tuple as given
+    cdef public object compiled     # owner of mf.actions memory
+
 cdef class FlowCache:
     cdef fp_cache* c
     cdef dict flows                 # (mask bytes, match bytes) -> Megaflow
@@ -58,11 +65,7 @@ cdef class FlowCache:
     cdef int _st_insert(self, fp_subtable* st, fp_megaflow* mf) except -1
     cdef void _st_remove(self, fp_subtable* st, fp_megaflow* mf)
     cdef void _emc_forget(self, fp_megaflow* mf)
+    cdef _unlink(self, Megaflow obj)
+    cdef void _emc_purge_dead(self)
     cpdef quiesce(self)
 
-cdef class Megaflow:
-    cdef fp_megaflow* mf
-    cdef readonly bytes match
-    cdef readonly bytes mask
-    cdef public object actions      # the actions tuple as given
-    cdef public object compiled     # owner of mf.actions memory

@@ -165,6 +165,18 @@ cdef class Megaflow:
         return {"packets": self.mf.packets, "bytes": self.mf.bytes, "used": self.used}
 
 
+cdef bytes _and(bytes a, bytes b):
+    """a & b bytewise (both FLOW_KEY_SIZE long)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, FLOW_KEY_SIZE)
+    cdef uint64_t* o = <uint64_t*><char*>out
+    cdef const uint64_t* x = <const uint64_t*><char*>a
+    cdef const uint64_t* y = <const uint64_t*><char*>b
+    cdef int i
+    for i in range(KEY_WORDS):
+        o[i] = x[i] & y[i]
+    return out
+
+
 def _words_of(bytes b):
     if len(b) != FLOW_KEY_SIZE:
         raise ValueError(f"flow keys and masks are {FLOW_KEY_SIZE} bytes, got {len(b)}")
@@ -293,8 +305,7 @@ cdef class FlowCache:
         cdef int i
         _words_of(match)
         _words_of(mask)
-        match = bytes(a & b for a, b in zip(match, mask)) if any(
-            a & ~b for a, b in zip(match, mask)) else match
+        match = _and(match, mask)
         old = self.flows.get((mask, match))
         if old is not None:
             # Atomic replacement of the actions pointer; the old compiled
@@ -327,21 +338,29 @@ cdef class FlowCache:
         return obj
 
     def get(self, bytes match, bytes mask):
-        match = bytes(a & b for a, b in zip(match, mask))
+        _words_of(match)
+        _words_of(mask)
+        match = _and(match, mask)
         return self.flows.get((mask, match))
 
     def delete(self, bytes match, bytes mask):
         """Remove a megaflow; returns its Megaflow object (stats) or None."""
-        cdef Megaflow obj
-        cdef fp_subtable* st
-        cdef int i, j
-        match = bytes(a & b for a, b in zip(match, mask))
-        obj = self.flows.pop((mask, match), None)
+        _words_of(match)
+        _words_of(mask)
+        match = _and(match, mask)
+        obj = self.flows.get((mask, match))
         if obj is None:
             return None
-        st = <fp_subtable*>obj.mf.st
+        self._unlink(obj)
+        self._emc_forget((<Megaflow>obj).mf)
+        return obj
+
+    cdef _unlink(self, Megaflow obj):
+        """Take ``obj`` out of its subtable (EMC left to the caller)."""
+        cdef fp_subtable* st = <fp_subtable*>obj.mf.st
+        cdef int i, j
+        del self.flows[(obj.mask, obj.match)]
         self._st_remove(st, obj.mf)
-        self._emc_forget(obj.mf)
         obj.mf.dead = 1
         self.c.n_flows -= 1
         # The Megaflow (and its C struct) stays readable by the caller; a
@@ -354,14 +373,22 @@ cdef class FlowCache:
                         self.c.subtables[j] = self.c.subtables[j + 1]
                     self.c.n_subtables -= 1
                     break
-            del self.subtables[mask]
+            del self.subtables[obj.mask]
             self.graveyard.append(_block(st.slots))
             self.graveyard.append(_block(st))
-        return obj
+
+    cdef void _emc_purge_dead(self):
+        cdef int i
+        for i in range(EMC_SIZE):
+            if self.c.emc[i].mf != NULL and self.c.emc[i].mf.dead:
+                self.c.emc[i].mf = NULL
 
     def flush(self):
-        for mask, match in list(self.flows):
-            self.delete(match, mask)
+        """Delete every megaflow (one EMC pass, not one per flow)."""
+        cdef Megaflow obj
+        for obj in list(self.flows.values()):
+            self._unlink(obj)
+        memset(self.c.emc, 0, EMC_SIZE * sizeof(fp_emc_entry))
 
     def values(self):
         return list(self.flows.values())
@@ -399,8 +426,10 @@ cdef class FlowCache:
         for obj in list(self.flows.values()):
             last = obj.mf.used_ms if obj.mf.used_ms else obj.mf.created_ms
             if last < limit:
-                self.delete(obj.match, obj.mask)
+                self._unlink(obj)
                 out.append(obj)
+        if out:
+            self._emc_purge_dead()
         return out
 
 
