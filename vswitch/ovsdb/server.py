@@ -175,7 +175,19 @@ def main(argv=None) -> None:
 
 
 def bump_cur_cfg(db: Database, changes: dict) -> None:
-    """Listener that acknowledges every configuration change at once."""
+    """Stand-in for the daemon's reconciler (tests only): give every new
+    interface an ofport and acknowledge each configuration change at once, so
+    ovs-vsctl without --no-wait returns cleanly."""
+    ports = [r.scalar("ofport") for r in db.tables["Interface"].rows.values()]
+    nxt = max([p for p in ports if p is not None and p < 65000] + [0]) + 1
+    for u, row in db.tables["Interface"].rows.items():
+        if row.scalar("ofport") is None:
+            ofport = 65534 if row.type == "internal" and any(
+                b.name == row.name for b in db.tables["Bridge"].rows.values()) else nxt
+            nxt += ofport == nxt
+            db.transact_local([{"op": "update", "table": "Interface",
+                                "where": [["_uuid", "==", ["uuid", str(u)]]],
+                                "row": {"ofport": ofport}}])
     for u, row in db.tables["Open_vSwitch"].rows.items():
         if row.cur_cfg != row.next_cfg:
             db.transact_local([{"op": "update", "table": "Open_vSwitch",
