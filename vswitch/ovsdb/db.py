@@ -31,7 +31,7 @@ import json
 import re
 import time
 import uuid as uuidlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -176,6 +176,7 @@ def _c_div(a: int, b: int) -> int:
 
 class Database:
     """One OVSDB database: schema, tables, optional storage, listeners."""
+    HISTORY = 200
 
     def __init__(self, schema: DbSchema, storage=None, read_only: bool = False):
         self.schema = schema
@@ -184,6 +185,8 @@ class Database:
         self.storage = storage
         self.read_only = read_only
         self.last_txn_id: uuidlib.UUID = uuidlib.UUID(int=0)
+        # recent (txn id, changes), for monitor_cond_since resumption
+        self.history: deque = deque(maxlen=self.HISTORY)
         self._strong_in: dict[uuidlib.UUID, set] = {}
         self._weak_in: dict[uuidlib.UUID, set] = {}
         self._listeners: list[Callable] = []
@@ -633,6 +636,27 @@ class Database:
                         nd[cname] = nv
             return nd
 
+        def check_ri():
+            """Strong references must resolve; deleted rows must be unreferenced.
+            Checked before garbage collection, as ovsdb-server does."""
+            for (tn, u), new in applied.items():
+                if new is None:
+                    if txn.committed(tn, u) is None:
+                        continue
+                    s = strong_ov[u] if u in strong_ov else self._strong_in.get(u)
+                    if s:
+                        raise OvsdbError("referential integrity violation",
+                                         f"cannot delete {tn} row {u} because of {len(s)} "
+                                         f"remaining reference(s)")
+                    continue
+                for cname, ty in self._ref_cols[tn]:
+                    for rt, target in refs_of(ty, new[cname], "strong"):
+                        if txn.get(rt, target) is None:
+                            raise OvsdbError("referential integrity violation",
+                                             f"Table {tn} column {cname} row {u} references "
+                                             f"nonexistent row {target} in table {rt}.")
+
+        first = True
         while True:
             while pending:
                 tn, u = pending.pop()
@@ -669,6 +693,9 @@ class Database:
                             pending.append((rtn, ru))
                 elif not self.schema.tables[tn].is_root:
                     gc_cands.add((tn, u))
+            if first:
+                check_ri()
+                first = False
             collected = False
             for tn, u in gc_cands:
                 if self.schema.tables[tn].is_root or txn.get(tn, u) is None:
@@ -682,23 +709,6 @@ class Database:
             if not collected:
                 break
 
-        # strong references must resolve; deleted rows must be unreferenced
-        for (tn, u), new in applied.items():
-            if new is None:
-                if txn.committed(tn, u) is None:
-                    continue
-                s = strong_ov[u] if u in strong_ov else self._strong_in.get(u)
-                if s:
-                    raise OvsdbError("referential integrity violation",
-                                     f"cannot delete {tn} row {u} because of {len(s)} "
-                                     f"remaining reference(s)")
-                continue
-            for cname, ty in self._ref_cols[tn]:
-                for rt, target in refs_of(ty, new[cname], "strong"):
-                    if txn.get(rt, target) is None:
-                        raise OvsdbError("referential integrity violation",
-                                         f"Table {tn} column {cname} row {u} references "
-                                         f"nonexistent row {target} in table {rt}.")
         for tn, u in weak_fixed:
             d = txn.get(tn, u)
             if d is not None:
@@ -828,7 +838,25 @@ class Database:
                 else:
                     base.pop(target, None)
         self.last_txn_id = uuidlib.uuid4()
+        self.history.append((self.last_txn_id, changes))
         self._notify(changes)
+
+    def changes_since(self, txn_id: uuidlib.UUID) -> dict | None:
+        """Net changes committed after ``txn_id``, or None if it is too old
+        (or unknown) to answer from history."""
+        if txn_id == self.last_txn_id:
+            return {}
+        ids = [t for t, _ in self.history]
+        if txn_id not in ids:
+            return None
+        merged: dict = {}
+        for _, ch in list(self.history)[ids.index(txn_id) + 1:]:
+            for tn, rows in ch.items():
+                mt = merged.setdefault(tn, {})
+                for u, (old, new) in rows.items():
+                    mt[u] = (mt[u][0] if u in mt else old, new)
+        return {tn: {u: on for u, on in rows.items() if on != (None, None)}
+                for tn, rows in merged.items()}
 
     def _rebuild_refs(self) -> None:
         self._strong_in.clear()

@@ -418,10 +418,20 @@ class OvsdbService:
         s.conn.send_result(req.id, m.initial())
 
     def _m_monitor_cond_since(self, s, req, now):
+        last = req.params[3] if len(req.params) > 3 else None
+        try:
+            since = m_changes = None
+            since = uuidlib.UUID(last) if isinstance(last, str) else None
+        except ValueError:
+            pass
         m = self._monitor(s, req, 3)
-        # We keep no transaction history: always answer "not found" with a
-        # full initial snapshot, which every client must accept.
-        s.conn.send_result(req.id, [False, str(m.db.last_txn_id), m.initial()])
+        if since is not None:
+            m_changes = m.db.changes_since(since)
+        if m_changes is None:
+            # unknown or too old: a full snapshot, "found" false
+            s.conn.send_result(req.id, [False, str(m.db.last_txn_id), m.initial()])
+        else:
+            s.conn.send_result(req.id, [True, str(m.db.last_txn_id), m.updates_for(m_changes)])
 
     def _m_monitor_cond_change(self, s, req, now):
         p = req.params

@@ -334,3 +334,8 @@ def test_read_only_database():
     from vswitch.ovsdb.schema import server_schema
     db = Database(server_schema(), read_only=True)
     assert err(db, ins("Database", {"name": "x"})) == "not allowed"
+
+
+def test_dangling_strong_ref_fails_even_if_row_would_be_collected(vdb):
+    # ovsdb-server checks references before garbage collection
+    assert err(vdb, ins("Port", {"name": "p"})) == "referential integrity violation"

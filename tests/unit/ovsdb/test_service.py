@@ -219,3 +219,24 @@ def test_local_commit_reaches_monitors_and_wakes_session(svc):
     a.call("monitor_cond", "T", "m", {"Other": [{}]})
     svc.dbs["T"].transact_local([ins("Other", {"name": "daemon"})])
     assert woke and a.recv()[0]["method"] == "update2"
+
+
+def test_monitor_cond_since_resumes_from_history(svc):
+    a, b = Client(svc), Client(svc)
+    u1 = b.call("transact", "T", ins("Other", {"name": "one"}))["result"][0]["uuid"][1]
+    r = a.call("monitor_cond_since", "T", "m", {"Other": [{}]}, "00000000-0000-0000-0000-000000000000")
+    last = r["result"][1]
+    a.s.close()                                     # client goes away...
+    u2 = b.call("transact", "T", ins("Other", {"name": "two"}))["result"][0]["uuid"][1]
+    b.call("transact", "T", {"op": "update", "table": "Other", "where": [["name", "==", "one"]],
+                             "row": {"name": "uno"}})
+    u3 = b.call("transact", "T", ins("Other", {"name": "tmp"}))["result"][0]["uuid"][1]
+    b.call("transact", "T", {"op": "delete", "table": "Other", "where": [["name", "==", "tmp"]]})
+    c = Client(svc)                                 # ...and resumes: only the net changes
+    r = c.call("monitor_cond_since", "T", "m", {"Other": [{}]}, last)
+    found, new_last, upd = r["result"]
+    assert found is True and new_last == str(svc.dbs["T"].last_txn_id)
+    assert upd == {"Other": {u2: {"insert": {"name": "two"}}, u1: {"modify": {"name": "uno"}}}}
+    assert u3 not in upd["Other"]
+    r = c.call("monitor_cond_since", "T", "m2", {"Other": [{}]}, new_last)
+    assert r["result"] == [True, new_last, {}]
