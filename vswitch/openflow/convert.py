@@ -335,9 +335,11 @@ def action_from_oken(a, version: int):
                            table=None if a.table_id == 0xFF else a.table_id)
     if n == "NXActionCT":
         if a.zone_src:
+            # the slow path takes the zone from the field's low 16 bits
             ofs, nbits = a.zone_ofs_nbits >> 6, (a.zone_ofs_nbits & 0x3F) + 1
-            zone_src = f"{_canon(a.zone_src)}[{ofs}..{ofs + nbits - 1}]"
-            zone = 0
+            if ofs != 0 or nbits != 16:
+                raise _bad_action(of13.OFPBAC_BAD_ARGUMENT)
+            zone_src, zone = _canon(a.zone_src), 0
         else:
             zone_src, zone = None, a.zone_ofs_nbits
         nat = None
@@ -486,11 +488,7 @@ def action_to_oken(a, version: int):
         flags = nicira_ext.NX_CT_F_COMMIT if a.commit else 0
         zone_src, zone = "", a.zone
         if a.zone_src:
-            name, _, rng = a.zone_src.partition("[")
-            lo, _, hi = rng.rstrip("]").partition("..")
-            lo = int(lo or 0)
-            hi = int(hi) if hi else _sf.FIELDS[name].n_bits - 1
-            zone_src, zone = _nxm_name(name), (lo << 6) | (hi - lo)
+            zone_src, zone = _nxm_name(a.zone_src), 15   # bits 0..15
         return P.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone,
                             recirc_table=0xFF if a.table is None else a.table,
                             alg={v: k for k, v in _CT_ALGS.items()}.get(a.alg, 0),

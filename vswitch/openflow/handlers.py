@@ -222,7 +222,8 @@ def packet_in_msg(ch: Channel, ev):
             _pi2_prop(P, nicira_ext.NXPINT_PACKET, bytes(data)),
             _pi2_prop(P, nicira_ext.NXPINT_FULL_LEN, struct.pack("!I", total_len)),
             _pi2_prop(P, nicira_ext.NXPINT_TABLE_ID, struct.pack("!B", table_id)),
-            _pi2_prop(P, nicira_ext.NXPINT_COOKIE, struct.pack("!Q", cookie)),
+            # 64-bit properties carry 4 pad bytes first (OVS ofpprop_put_be64)
+            _pi2_prop(P, nicira_ext.NXPINT_COOKIE, struct.pack("!4xQ", cookie)),
             _pi2_prop(P, nicira_ext.NXPINT_REASON, struct.pack("!B", reason)),
             _pi2_prop(P, nicira_ext.NXPINT_METADATA, bytes(meta)),
         ]
