@@ -184,7 +184,9 @@ class Database:
         self.tables: dict[str, Table] = {n: Table(t) for n, t in schema.tables.items()}
         self.storage = storage
         self.read_only = read_only
-        self.last_txn_id: uuidlib.UUID = uuidlib.UUID(int=0)
+        # Random, never the all-zeros id clients send when they know nothing:
+        # a restarted server must not claim to continue an old history.
+        self.last_txn_id: uuidlib.UUID = uuidlib.uuid4()
         # recent (txn id, changes), for monitor_cond_since resumption
         self.history: deque = deque(maxlen=self.HISTORY)
         self._strong_in: dict[uuidlib.UUID, set] = {}

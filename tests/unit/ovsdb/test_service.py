@@ -240,3 +240,12 @@ def test_monitor_cond_since_resumes_from_history(svc):
     assert u3 not in upd["Other"]
     r = c.call("monitor_cond_since", "T", "m2", {"Other": [{}]}, new_last)
     assert r["result"] == [True, new_last, {}]
+
+
+def test_monitor_cond_since_zero_id_gets_snapshot(svc):
+    b = Client(svc)
+    b.call("transact", "T", ins("Other", {"name": "one"}))
+    svc.dbs["T"].history.clear()          # as after a restart: rows, no history
+    r = Client(svc).call("monitor_cond_since", "T", "m", {"Other": [{}]},
+                         "00000000-0000-0000-0000-000000000000")
+    assert r["result"][0] is False and len(r["result"][2]["Other"]) == 1
