@@ -19,20 +19,35 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
 import uuid as uuidlib
 
-from slowpath.pipeline import Pipeline
+from slowpath.flow import FlowKey, parse_packet
+from slowpath.match import Match
+from slowpath.pipeline import FlowMod, Pipeline
 from slowpath.port import Port
+from slowpath.revalidator import Revalidator
+from slowpath.xlate import Megaflow
 from vswitch import __version__
+from vswitch.openflow.manager import (PORT_ADD, PORT_DELETE, PORT_MODIFY,
+                                      ConnectionManager)
 from vswitch.ports import NETDEV_TYPES, PortError, netdev_for
 
 log = logging.getLogger(__name__)
 
 OFPP_LOCAL = 0xfffffffe  # the bridge-local port, 32-bit (OF1.1+ numbering)
+OFPP_LOCAL_DB = 0xfffe  # how OVSDB's Interface.ofport spells it (16-bit)
 OFPP_MAX = 0xfeff  # highest ofport we hand out (OVS keeps 16-bit ports)
+OF_VERSIONS = {"OpenFlow10": 1, "OpenFlow11": 2, "OpenFlow12": 3, "OpenFlow13": 4,
+               "OpenFlow14": 5, "OpenFlow15": 6}
+DEFAULT_OF_VERSIONS = {1, 2, 3, 4, 5, 6}  # an empty Bridge.protocols, as OVS
+SWEEP_INTERVAL = 1.0  # seconds between revalidator sweeps when nothing changed
+# OFPPC_* config bits a PORT_MOD may change, and the Port flag each sets.
+PORT_CONFIG_BITS = {0x1: "port_down", 0x4: "no_recv", 0x10: "no_flood",
+                    0x20: "no_fwd", 0x40: "no_packet_in"}
 
 
 def col(row, name: str):
@@ -70,6 +85,7 @@ class BridgeConfig:
     fail_mode: str
     protocols: frozenset
     controllers: list[str]
+    datapath_id: int | None  # other_config:datapath-id
     ifaces: dict[str, IfaceConfig]
 
 
@@ -104,10 +120,16 @@ def read_config(db) -> dict[str, BridgeConfig]:
             controllers = [col(tables["Controller"][c], "target")
                            for c in col(br, "controller") if c in tables["Controller"]]
             name = col(br, "name")
+            dpid = col(br, "other_config").get("datapath-id")
+            try:
+                dpid = int(dpid, 16) if dpid else None
+            except ValueError:
+                log.warning("%s: ignoring bad other_config:datapath-id %r", name, dpid)
+                dpid = None
             bridges[name] = BridgeConfig(
                 name=name, uuid=br_uuid, fail_mode=opt(col(br, "fail_mode")) or "standalone",
                 protocols=frozenset(col(br, "protocols")), controllers=controllers,
-                ifaces=ifaces)
+                datapath_id=dpid, ifaces=ifaces)
     return bridges
 
 
@@ -127,16 +149,52 @@ class LivePort:
     ofport: int  # -1 when it could not be opened
     dp_port: int | None
     error: str | None = None
+    mac: str | None = None
+
+
+class LockedPipeline:
+    """The pipeline as the OpenFlow handlers see it: every method call holds
+    the ofproto lock, since the datapath thread translates concurrently."""
+
+    def __init__(self, pipeline: Pipeline, lock: threading.RLock):
+        self._pipeline = pipeline
+        self._lock = lock
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._pipeline, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def locked(*args, **kw):
+            with self._lock:
+                return attr(*args, **kw)
+        return locked
 
 
 class Bridge:
+    """One OpenFlow bridge: its pipeline, its ports and its OpenFlow channel.
+
+    It is also the backend the OpenFlow handlers call for what needs the
+    datapath (packet-out, barrier, port-mod, port stats).
+    """
+
     def __init__(self, name: str, reconciler: "BridgeReconciler"):
         self.name = name
         self.reconciler = reconciler
+        self.lock = reconciler.ofproto_lock
         self.pipeline = Pipeline()
         self.ports: dict[str, LivePort] = {}
-        self.fail_mode = ""
-        self.controllers: list[str] = []
+        self.fail_mode: str | None = None
+        self.controllers: list[str] | None = None
+        self.versions: set[int] | None = None
+        self.datapath_id = 0
+        self.connmgr: ConnectionManager | None = None
+        self.revalidated_version = -1
+
+    @property
+    def mgmt_target(self) -> str:
+        return f"punix:{self.reconciler.rundir}/{self.name}.mgmt"
 
     # --- ports -------------------------------------------------------------
     def _alloc_ofport(self, cfg: IfaceConfig) -> int:
@@ -149,25 +207,22 @@ class Bridge:
         return next(n for n in range(1, OFPP_MAX + 1) if n not in used)
 
     def add_port(self, cfg: IfaceConfig) -> LivePort:
-        datapath = self.reconciler.datapath
         try:
             netdev = netdev_for(cfg.type)
-            dp_port = datapath.call(netdev.open, cfg.name, cfg.options)
+            dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options)
         except PortError as e:
             log.warning("%s: %s", self.name, e)
-            live = LivePort(cfg, -1, None, str(e))
-            self.ports[cfg.name] = live
+            live = self.ports[cfg.name] = LivePort(cfg, -1, None, str(e))
             return live
         ofport = self._alloc_ofport(cfg)
-        live = LivePort(cfg, ofport, dp_port)
-        self.ports[cfg.name] = live
-        with self.reconciler.ofproto_lock:
-            self.pipeline.ports[ofport] = Port(
-                ofport=ofport, name=cfg.name, dp_port=dp_port,
-                hw_addr=_mac_of(cfg.name), tag=cfg.tag, trunks=cfg.trunks,
-                vlan_mode=cfg.vlan_mode)
-            self.pipeline.port_changed()
+        live = self.ports[cfg.name] = LivePort(cfg, ofport, dp_port, mac=_mac_of(cfg.name))
+        port = Port(ofport=ofport, name=cfg.name, dp_port=dp_port, hw_addr=live.mac,
+                    tag=cfg.tag, trunks=cfg.trunks, vlan_mode=cfg.vlan_mode)
+        with self.lock:
+            self.pipeline.set_port(port)
         self.reconciler.dp_ports[dp_port] = (self, ofport)
+        if self.connmgr is not None:
+            self.connmgr.port_status(PORT_ADD, port)
         log.info("%s: added %s port %s", self.name, netdev.type, cfg.name,
                  extra={"fields": {"ofport": ofport, "dp_port": dp_port}})
         return live
@@ -177,23 +232,28 @@ class Bridge:
         if live.dp_port is None:
             return
         self.reconciler.dp_ports.pop(live.dp_port, None)
-        with self.reconciler.ofproto_lock:
-            self.pipeline.ports.pop(live.ofport, None)
-            self.pipeline.port_changed()
+        with self.lock:
+            port = self.pipeline.ports.get(live.ofport)
+            self.pipeline.remove_port(live.ofport)
         try:
             self.reconciler.datapath.call(lambda dpif: dpif.del_port(live.dp_port))
         except OSError as e:
             log.warning("%s: removing %s: %s", self.name, name, e)
-        self.reconciler.revalidate()
+        self.revalidate()
+        if self.connmgr is not None and port is not None:
+            self.connmgr.port_status(PORT_DELETE, port)
         log.info("%s: deleted port %s", self.name, name)
 
+    def _update_port(self, live: LivePort, **changes) -> None:
+        with self.lock:
+            port = dataclasses.replace(self.pipeline.ports[live.ofport], **changes)
+            self.pipeline.set_port(port)
+        self.revalidate()
+        if self.connmgr is not None:
+            self.connmgr.port_status(PORT_MODIFY, port)
+
+    # --- reconcile -----------------------------------------------------------
     def reconcile(self, cfg: BridgeConfig) -> None:
-        if cfg.fail_mode != self.fail_mode:
-            self.fail_mode = cfg.fail_mode
-            with self.reconciler.ofproto_lock:
-                self.pipeline.fail_mode = cfg.fail_mode
-                if cfg.fail_mode != "secure" and not cfg.controllers:
-                    self.pipeline.install_default_flows()
         for name in [n for n, p in self.ports.items()
                      if n not in cfg.ifaces
                      or (p.config.type, p.config.options)
@@ -205,18 +265,96 @@ class Bridge:
                 self.add_port(icfg)
                 continue
             old, live.config = live.config, icfg  # uuids may change on re-creation
-            if live.dp_port is not None and (old.tag, old.trunks, old.vlan_mode) != (
-                    icfg.tag, icfg.trunks, icfg.vlan_mode):
-                with self.reconciler.ofproto_lock:
-                    port = self.pipeline.ports[live.ofport]
-                    port.tag, port.trunks, port.vlan_mode = (
-                        icfg.tag, icfg.trunks, icfg.vlan_mode)
-                    self.pipeline.port_changed()
-                self.reconciler.revalidate()
+            vlan = (icfg.tag, icfg.trunks, icfg.vlan_mode)
+            if live.dp_port is not None and (old.tag, old.trunks, old.vlan_mode) != vlan:
+                self._update_port(live, tag=icfg.tag, trunks=icfg.trunks,
+                                  vlan_mode=icfg.vlan_mode)
+        self._reconcile_flows(cfg)
+        self._reconcile_openflow(cfg)
 
-    def close(self) -> None:
+    def _reconcile_flows(self, cfg: BridgeConfig) -> None:
+        """OVS's default behaviour: with no controller, a standalone bridge
+        is a MAC-learning switch (``priority=0,actions=NORMAL``); whenever
+        the fail mode or the presence of controllers changes, rules are
+        flushed first."""
+        state = (cfg.fail_mode, bool(cfg.controllers))
+        if state == (self.fail_mode, bool(self.controllers)):
+            return
+        with self.lock:
+            self.pipeline.fail_mode = cfg.fail_mode
+            if self.fail_mode is not None:
+                self.pipeline.flow_mod(FlowMod("delete", 0xff, 0, Match()), time.monotonic())
+            if not cfg.controllers:
+                self.pipeline.install_default_flows(time.monotonic())
+        self.fail_mode = cfg.fail_mode
+        self.revalidate()
+
+    def _reconcile_openflow(self, cfg: BridgeConfig) -> None:
+        versions = {OF_VERSIONS[p] for p in cfg.protocols if p in OF_VERSIONS} \
+            or DEFAULT_OF_VERSIONS
+        local = self.ports.get(self.name)
+        dpid = cfg.datapath_id or _dpid_from_mac(local.mac if local and local.mac else None,
+                                                 self.name)
+        targets = [self.mgmt_target] + cfg.controllers
+        if self.connmgr is not None and (versions, dpid) != (self.versions, self.datapath_id):
+            # Versions and datapath id are fixed per connection: reconnect all.
+            old, self.connmgr = self.connmgr, None
+            asyncio.ensure_future(old.stop())
+            self.controllers = None
+        if self.connmgr is None:
+            self.connmgr = ConnectionManager(
+                self.name, LockedPipeline(self.pipeline, self.lock), self,
+                datapath_id=dpid, allowed_versions=versions)
+            self.versions, self.datapath_id = versions, dpid
+        if targets != self.controllers:
+            self.controllers = targets[1:]
+            self.connmgr.set_controllers(targets)
+
+    async def close(self) -> None:
+        if self.connmgr is not None:
+            await self.connmgr.stop()
+            self.connmgr = None
         for name in list(self.ports):
             self.del_port(name)
+
+    # --- backend of the OpenFlow handlers ----------------------------------
+    def revalidate(self) -> None:
+        """Return once the datapath obeys this bridge's current pipeline."""
+        self.reconciler.datapath.call(self.reconciler.sweep)
+
+    def execute_packet_out(self, in_port: int, actions: list, data: bytes) -> None:
+        key = parse_packet(data, in_port)
+        with self.lock:
+            out = self.pipeline.packet_out(key, data, actions, time.monotonic())
+        self.reconciler.datapath.call(lambda dpif: dpif.execute(data, out.actions))
+        self.send_packet_ins(out.packet_ins)
+
+    def port_mod(self, ofport: int, config: int, mask: int) -> None:
+        live = next((p for p in self.ports.values() if p.ofport == ofport), None)
+        if live is None:
+            return
+        self._update_port(live, **{flag: bool(config & bit)
+                                   for bit, flag in PORT_CONFIG_BITS.items() if mask & bit})
+
+    def port_stats(self, ofport: int | None) -> list[dict]:
+        wanted = [p for p in self.ports.values() if p.dp_port is not None
+                  and (ofport is None or p.ofport == ofport)]
+        stats = self.reconciler.datapath.call(
+            lambda dpif: [dpif.port_stats(p.dp_port) for p in wanted])
+        return [dict(s, port_no=p.ofport) for p, s in zip(wanted, stats)]
+
+    def send_packet_ins(self, packet_ins: list) -> None:
+        """From any thread: hand packet-ins to the OpenFlow side."""
+        connmgr = self.connmgr
+        for pin in packet_ins if connmgr is not None else ():
+            self.reconciler.loop.call_soon_threadsafe(connmgr.send_packet_in, pin)
+
+
+def _dpid_from_mac(mac: str | None, name: str) -> int:
+    """OVS derives the datapath id from the bridge's Ethernet address."""
+    if mac:
+        return int(mac.replace(":", ""), 16)
+    return int.from_bytes(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, name).bytes[:6], "big")
 
 
 class BridgeReconciler:
@@ -228,18 +366,26 @@ class BridgeReconciler:
         self.bridges: dict[str, Bridge] = {}
         self.dp_ports: dict[int, tuple[Bridge, int]] = {}
         self.ofproto_lock = threading.RLock()
+        self.revalidator = Revalidator()
         self._pending = False
+        self._last_sweep = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         datapath.upcall_handler = self.handle_upcall
+        datapath.after_poll = self.maybe_sweep
 
     async def start(self) -> None:
         self.db.ensure_open_vswitch_row()
         self._write_system_info()
         self.db.add_listener(self._on_commit)
         self.reconcile()
+        self._expire_tick()
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.db.remove_listener(self._on_commit)
         for br in list(self.bridges.values()):
-            br.close()
+            await br.close()
         self.bridges.clear()
 
     def _on_commit(self, _db, _changes) -> None:
@@ -260,14 +406,14 @@ class BridgeReconciler:
         desired = read_config(self.db)
         for name in [n for n in self.bridges if n not in desired]:
             log.info("deleting bridge %s", name)
-            self.bridges.pop(name).close()
+            asyncio.ensure_future(self.bridges.pop(name).close())
         for name, cfg in desired.items():
             br = self.bridges.get(name)
             if br is None:
                 log.info("adding bridge %s", name)
                 br = self.bridges[name] = Bridge(name, self)
             br.reconcile(cfg)
-        self._write_back(desired)
+        self._write_back()
 
     def _write_system_info(self) -> None:
         ovs_uuid = next(iter(self.db.tables["Open_vSwitch"].rows))
@@ -279,95 +425,146 @@ class BridgeReconciler:
                     "iface_types": ["set", sorted(t for t in NETDEV_TYPES if t)]},
         }])
 
-    def _write_back(self, desired: dict[str, BridgeConfig]) -> None:
-        """Report what happened: ofports, errors, and cur_cfg = next_cfg."""
+    def _write_back(self) -> None:
+        """Report what happened: ofports, errors, MACs, datapath ids and
+        ``cur_cfg = next_cfg`` (what ``ovs-vsctl`` waits for)."""
         ops = []
+
+        def update(table: str, row_uuid, row: dict, want: dict) -> None:
+            have = {k: opt(col(row, k)) for k in want}
+            if have != want:
+                ops.append({"op": "update", "table": table,
+                            "where": [["_uuid", "==", ["uuid", str(row_uuid)]]],
+                            "row": {k: (["set", []] if v is None else v)
+                                    for k, v in want.items()}})
+
         iface_rows = self.db.tables["Interface"].rows
+        bridge_rows = self.db.tables["Bridge"].rows
         for br in self.bridges.values():
             for live in br.ports.values():
                 row = iface_rows.get(live.config.uuid)
-                if row is None:
-                    continue
-                want = {"ofport": live.ofport,
+                if row is not None:
+                    ok = live.error is None
+                    update("Interface", live.config.uuid, row, {
+                        "ofport": OFPP_LOCAL_DB if live.ofport == OFPP_LOCAL else live.ofport,
                         "error": live.error,
-                        "admin_state": None if live.error else "up",
-                        "link_state": None if live.error else "up"}
-                have = {k: opt(col(row, k)) for k in want}
-                if want != have:
-                    ops.append({
-                        "op": "update", "table": "Interface",
-                        "where": [["_uuid", "==", ["uuid", str(live.config.uuid)]]],
-                        "row": {k: (["set", []] if v is None else v)
-                                for k, v in want.items()}})
+                        "mac_in_use": live.mac if ok else None,
+                        "admin_state": "up" if ok else None,
+                        "link_state": "up" if ok else None})
+            for row_uuid, row in bridge_rows.items():
+                if col(row, "name") == br.name and br.connmgr is not None:
+                    update("Bridge", row_uuid, row,
+                           {"datapath_id": "%016x" % br.datapath_id})
         for ovs_uuid, row in self.db.tables["Open_vSwitch"].rows.items():
-            if col(row, "cur_cfg") != col(row, "next_cfg"):
-                ops.append({"op": "update", "table": "Open_vSwitch",
-                            "where": [["_uuid", "==", ["uuid", str(ovs_uuid)]]],
-                            "row": {"cur_cfg": col(row, "next_cfg")}})
+            update("Open_vSwitch", ovs_uuid, row, {"cur_cfg": col(row, "next_cfg")})
         if ops:
             result = self.db.transact_local(ops)
             errors = [r for r in result if isinstance(r, dict) and "error" in r]
             if errors:
                 log.error("write-back failed: %s", errors)
 
+    # --- timers on the control thread ----------------------------------------
+    def _expire_tick(self) -> None:
+        """Idle/hard timeouts of rules, once a second (OVS does the same)."""
+        now = time.monotonic()
+        for br in list(self.bridges.values()):
+            with self.ofproto_lock:
+                removed = br.pipeline.expire(now)
+            if removed and br.connmgr is not None:
+                br.connmgr.flow_removed(removed)
+        self._timer = self.loop.call_later(1.0, self._expire_tick)
+
     # --- the slow path, on the datapath thread ------------------------------
     def handle_upcall(self, datapath, upcall) -> None:
-        from slowpath.flow import FlowKey
-
         entry = self.dp_ports.get(upcall.dp_port)
         if entry is None:
             return  # the port is going away
         bridge, ofport = entry
         key = FlowKey(upcall.key)
         key.in_port = ofport
+        now = time.monotonic()
         with self.ofproto_lock:
-            version = bridge.pipeline.version
-            out = bridge.pipeline.xlate(key, upcall.packet, time.monotonic())
-            changed = bridge.pipeline.version != version
-        dpif = datapath.dpif
-        if changed:
-            # MAC learning (or another side effect) changed what earlier
-            # megaflows decided: drop them; they come back on their next miss.
-            dpif.flow_flush()
-        mf = out.megaflow
-        match = FlowKey(mf.match)
-        match.in_port = upcall.dp_port
-        dpif.flow_put(bytes(match), bytes(mf.mask), mf.actions)
+            out = bridge.pipeline.xlate(key, upcall.packet, now)
+            dpif = datapath.dpif
+            mf = out.megaflow
+            if not out.slow:
+                match = FlowKey(mf.match)
+                match.in_port = upcall.dp_port
+                match = bytes(match)
+                dpif.flow_put(match, mf.mask, mf.actions)
+                self.revalidator.installed(match, mf.mask, bridge.pipeline, ofport, out, now)
         dpif.execute(upcall.packet, mf.actions)
+        bridge.send_packet_ins(out.packet_ins)
 
-    def revalidate(self) -> None:
-        """Make the datapath obey the current pipelines before returning."""
-        self.datapath.call(lambda dpif: dpif.flow_flush())
+    def maybe_sweep(self, dpif) -> None:
+        """After each poll: sweep if a pipeline moved on, or every second."""
+        if (time.monotonic() - self._last_sweep > SWEEP_INTERVAL
+                or any(br.pipeline.version != br.revalidated_version
+                       for br in tuple(self.bridges.values()))):
+            self.sweep(dpif)
+
+    def sweep(self, dpif, force: bool = False) -> None:
+        """Revalidate every megaflow; on the datapath thread."""
+        now = time.monotonic()
+        with self.ofproto_lock:
+            versions = [(br, br.pipeline.version) for br in tuple(self.bridges.values())]
+            doomed = self.revalidator.sweep(dpif.flow_dump(), now, force)
+        for match, mask in doomed:
+            dpif.flow_del(match, mask)
+        for br, version in versions:
+            br.revalidated_version = version
+        self._last_sweep = now
 
     # --- control commands ----------------------------------------------------
     def register_commands(self, ctl) -> None:
         ctl.register("dpctl/dump-flows", "[--kernel]", self._cmd_dump_flows)
         ctl.register("dpctl/show", "", self._cmd_show)
         ctl.register("dpctl/del-flows", "", self._cmd_del_flows)
+        ctl.register("revalidator/purge", "", self._cmd_del_flows)
+        ctl.register("fdb/show", "BRIDGE", self._cmd_fdb_show)
 
     def _cmd_dump_flows(self, args: list[str]) -> str:
-        from slowpath.flow import format_megaflow
-
+        """Megaflows like ``ovs-appctl dpctl/dump-flows``: in_port and
+        outputs are datapath port numbers (see dpctl/show)."""
         if "--kernel" in args:
             return "no kernel (XDP) flow cache on this datapath\n"
         flows = self.datapath.call(lambda dpif: dpif.flow_dump())
-        lines = []
         now = time.monotonic()
-        names = {dp: f"{br.name}:{ofp}" for dp, (br, ofp) in self.dp_ports.items()}
+        lines = []
         for match, mask, actions, packets, nbytes, used in flows:
-            lines.append(format_megaflow(match, mask, actions, port_names=names)
-                         + f", packets:{packets}, bytes:{nbytes}, used:"
-                         + (f"{now - used:.3f}s" if used else "never"))
-        return "".join(line + "\n" for line in lines)
+            text = str(Megaflow(match, mask, tuple(actions)))
+            flow, _, acts = text.rpartition(", actions:")
+            lines.append(f"{flow}, packets:{packets}, bytes:{nbytes}, used:"
+                         + (f"{now - used:.3f}s" if used else "never")
+                         + f", actions:{acts}\n")
+        return "".join(lines)
 
     def _cmd_del_flows(self, _args: list[str]) -> str:
-        self.revalidate()
+        def purge(dpif):
+            dpif.flow_flush()
+            with self.ofproto_lock:
+                self.revalidator.clear()
+        self.datapath.call(purge)
         return ""
+
+    def _cmd_fdb_show(self, args: list[str]) -> str:
+        from vswitch.unixctl import UnixctlError
+
+        if len(args) != 1 or args[0] not in self.bridges:
+            raise UnixctlError(f"no such bridge {' '.join(args)!r}")
+        with self.ofproto_lock:
+            entries = self.bridges[args[0]].pipeline.mac_learning.dump(time.monotonic())
+        lines = [" port  VLAN  MAC                Age\n"]
+        for port, vlan, mac, age in entries:
+            mac_s = ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
+            port_s = "LOCAL" if port == OFPP_LOCAL else str(port)
+            lines.append(f"{port_s:>5}  {vlan:>4}  {mac_s}  {int(age):>3}\n")
+        return "".join(lines)
 
     def _cmd_show(self, _args: list[str]) -> str:
         ports = self.datapath.call(lambda dpif: {dp: (name, dpif.port_stats(dp))
                                                  for dp, name in dpif.ports().items()})
-        n_flows = self.datapath.call(lambda dpif: len(dpif.flow_dump()))
+        n_flows = self.datapath.call(lambda dpif: dpif.flow_count())
         out = [f"netdev@pyvswitch:\n  upcalls:{self.datapath.upcalls} "
                f"upcall_errors:{self.datapath.upcall_errors} flows:{n_flows}\n"]
         for dp, (name, st) in sorted(ports.items()):

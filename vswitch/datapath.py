@@ -32,6 +32,8 @@ class Datapath:
 
         self.dpif = Dpif()
         self.upcall_handler = upcall_handler
+        #: Called as ``after_poll(dpif)`` after every poll (revalidation).
+        self.after_poll: Callable[[Any], None] | None = None
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +89,11 @@ class Datapath:
                     self.upcall_errors += 1
                     log.exception("upcall on dp port %d failed", upcall.dp_port)
             self._drain_commands()
+            if self.after_poll is not None:
+                try:
+                    self.after_poll(dpif)
+                except Exception:
+                    log.exception("after-poll hook failed")
         self._drain_commands()
 
     def _drain_commands(self) -> None:

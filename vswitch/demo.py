@@ -91,7 +91,15 @@ def run_demo(args) -> int:
     return 0 if failures == 0 and rc == 0 else 1
 
 
-def _interrupt(*_args) -> None:
+_DEMO_PID = os.getpid()
+
+
+def _interrupt(signum, _frame) -> None:
+    if os.getpid() != _DEMO_PID:
+        # A helper process forked by pyroute2 (namespace set-up): die as if
+        # we had no handler, never run the demo's teardown twice.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
     raise KeyboardInterrupt
 
 

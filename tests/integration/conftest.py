@@ -1,0 +1,58 @@
+"""Fixtures that build real namespaces and run real daemons.
+
+Every fixture tears down what it made — namespaces, veths, daemons — also when
+the test fails, and checks that the daemon left no link behind.
+"""
+
+import os
+import secrets
+import shutil
+
+import pytest
+
+from vswitch.process import DaemonProcess
+from vswitch.topology import Topology, link_exists
+
+
+def require(condition: bool, what: str) -> None:
+    if not condition:
+        pytest.fail(f"missing capability: {what}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _needs_root():
+    require(os.geteuid() == 0, "root (network namespaces, AF_PACKET, XDP)")
+    require(os.path.isdir("/var/run/netns") or os.access("/var/run", os.W_OK),
+            "network namespaces (/var/run/netns)")
+    for tool, pkg in (("ip", "iproute2"), ("ping", "iputils-ping"),
+                      ("ovs-vsctl", "openvswitch-common"), ("ovs-ofctl", "openvswitch-common")):
+        require(shutil.which(tool) is not None, f"{tool} (Debian package {pkg})")
+
+
+@pytest.fixture
+def topology():
+    with Topology() as topo:
+        yield topo
+
+
+@pytest.fixture
+def daemon(tmp_path, bridge_name):
+    # Depends on bridge_name so that its leftover check runs after the
+    # daemon has stopped.
+    d = DaemonProcess(rundir=str(tmp_path / "run"))
+    os.makedirs(d.rundir)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.cleanup()
+        if d.proc is None and os.path.exists(d.log_path):
+            print("daemon log tail:\n" + d.log_tail())
+
+
+@pytest.fixture
+def bridge_name():
+    """A bridge name no other test (or host) uses: its TAP device is created."""
+    name = "pvsbr" + secrets.token_hex(3)
+    yield name
+    assert not link_exists(name), f"bridge-local device {name} left behind"

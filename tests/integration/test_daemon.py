@@ -1,0 +1,122 @@
+"""The daemon as a user meets it: start, refuse a second start, forward
+pings and UDP between namespaces with actions=NORMAL, report bad ports,
+shut down leaving no links."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from vswitch.pidfile import read_pid
+from vswitch.topology import link_exists
+
+
+def add_bridge(daemon, bridge, topo):
+    daemon.vsctl("add-br", bridge)
+    for h in topo.hosts.values():
+        daemon.vsctl("add-port", bridge, h.port)
+
+
+def test_second_daemon_on_same_rundir_is_refused(daemon):
+    p = subprocess.run([sys.executable, "-m", "vswitch.cli", "run", "--rundir", daemon.rundir],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    assert f"already running on {daemon.rundir}" in p.stderr
+    assert f"pid {daemon.proc.pid}" in p.stderr
+    assert daemon.appctl("version").startswith("pyvswitch ")  # first one unharmed
+
+
+def test_ping_and_udp_cross_the_bridge(daemon, topology, bridge_name):
+    for i in (1, 2, 3):
+        topology.add_host(f"h{i}", f"10.0.0.{i}/24")
+    add_bridge(daemon, bridge_name, topology)
+    h1, h2, h3 = topology["h1"], topology["h2"], topology["h3"]
+    for a, b in ((h1, h2), (h2, h3), (h3, h1)):
+        p = a.ping(b.addr, count=2)
+        assert p.returncode == 0, p.stdout + p.stderr + daemon.log_tail()
+
+    # UDP: 200 datagrams from h1, counted by a receiver in h3.
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", h3.netns, sys.executable, "-c", textwrap.dedent("""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("0.0.0.0", 9999)); s.settimeout(3)
+            n = 0
+            try:
+                while True:
+                    s.recv(2048); n += 1
+            except socket.timeout:
+                print(n)
+        """)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    h1.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(200):
+            s.sendto(b"x" * 64, ("{h3.addr}", 9999))
+            time.sleep(0.001)
+    """))
+    out, _ = receiver.communicate(timeout=30)
+    assert int(out) == 200
+
+    flows = daemon.appctl("dpctl/dump-flows")
+    assert "packets:" in flows and "actions:" in flows, flows
+
+
+def test_missing_port_gets_an_error_and_the_daemon_keeps_running(daemon, topology, bridge_name):
+    topology.add_host("h1", "10.0.1.1/24")
+    topology.add_host("h2", "10.0.1.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    daemon.vsctl("add-port", bridge_name, "pvsnosuchdev")
+    err = daemon.vsctl("get", "Interface", "pvsnosuchdev", "error").stdout
+    assert "could not open network device pvsnosuchdev (No such device)" in err
+    assert daemon.vsctl("get", "Interface", "pvsnosuchdev", "ofport").stdout.strip() == "-1"
+    p = topology["h1"].ping("10.0.1.2", count=2)
+    assert p.returncode == 0, p.stdout
+    assert daemon.proc.poll() is None
+
+
+def test_ofports_are_reported(daemon, topology, bridge_name):
+    topology.add_host("h1", "10.0.2.1/24")
+    topology.add_host("h2", "10.0.2.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    ofports = {h.port: int(daemon.vsctl("get", "Interface", h.port, "ofport").stdout)
+               for h in topology.hosts.values()}
+    assert sorted(ofports.values()) == [1, 2]
+    assert daemon.vsctl("get", "Interface", bridge_name, "ofport").stdout.strip() == "65534"
+
+
+def test_sigterm_removes_every_link_and_socket(daemon, topology, bridge_name):
+    topology.add_host("h1", "10.0.3.1/24")
+    add_bridge(daemon, bridge_name, topology)
+    assert link_exists(bridge_name)  # the bridge-local internal (TAP) port
+    assert daemon.stop() == 0
+    assert not link_exists(bridge_name)
+    for leftover in ("pyvswitch.pid", "pyvswitch.ctl", "db.sock", f"{bridge_name}.mgmt"):
+        assert not os.path.exists(os.path.join(daemon.rundir, leftover)), leftover
+    assert link_exists(topology["h1"].port)  # not ours: untouched
+
+
+def test_detach_returns_when_ready_and_writes_pidfile(tmp_path):
+    rundir = str(tmp_path / "run")
+    p = subprocess.run([sys.executable, "-m", "vswitch.cli", "run", "--detach",
+                        "--rundir", rundir], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid = read_pid(os.path.join(rundir, "pyvswitch.pid"))
+    try:
+        assert pid and f"pid {pid}" in p.stdout
+        assert os.path.exists(os.path.join(rundir, "db.sock"))
+        assert os.path.exists(os.path.join(rundir, "pyvswitch.log"))
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("detached daemon did not stop on SIGTERM")
