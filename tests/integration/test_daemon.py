@@ -3,6 +3,7 @@ pings and UDP between namespaces with actions=NORMAL, report bad ports,
 shut down leaving no links."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,3 +121,27 @@ def test_detach_returns_when_ready_and_writes_pidfile(tmp_path):
         else:
             os.kill(pid, signal.SIGKILL)
             raise AssertionError("detached daemon did not stop on SIGTERM")
+
+
+def test_openflow_rules_from_ovs_ofctl_change_forwarding(daemon, topology, bridge_name):
+    """A drop rule added with ovs-ofctl stops pings at once (cached
+    megaflows are revalidated before the barrier reply); deleting it
+    brings them back."""
+    h1 = topology.add_host("h1", "10.0.4.1/24")
+    h2 = topology.add_host("h2", "10.0.4.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    assert h1.ping(h2.addr, count=2).returncode == 0
+    daemon.ofctl("add-flow", bridge_name, "priority=100,icmp,actions=drop")
+    assert h1.ping(h2.addr, count=2, wait=1).returncode != 0
+    dump = daemon.ofctl("dump-flows", bridge_name).stdout
+    (line,) = [ln for ln in dump.splitlines() if "priority=100,icmp actions=drop" in ln]
+    assert int(re.search(r"n_packets=(\d+)", line).group(1)) >= 2, dump
+    daemon.ofctl("del-flows", bridge_name, "icmp")
+    assert h1.ping(h2.addr, count=2).returncode == 0
+
+
+def test_demo_command():
+    p = subprocess.run([sys.executable, "-m", "vswitch.cli", "demo", "--hosts", "2",
+                        "--count", "1"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "h1 -> h2 (10.0.0.2): ok" in p.stdout and "all pings passed" in p.stdout
