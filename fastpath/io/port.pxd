@@ -34,6 +34,18 @@ ctypedef struct fp_port_stats:
     uint64_t tx_dropped
     uint64_t tx_errors
 
+ctypedef struct fp_xring:           # one AF_XDP ring (rx, tx, fill, completion)
+    uint32_t* producer
+    uint32_t* consumer
+    uint32_t* flags
+    void* desc
+    uint32_t mask
+    uint32_t size
+    uint32_t cached_prod
+    uint32_t cached_cons
+    void* map
+    size_t map_len
+
 ctypedef struct fp_port:
     int kind
     int fd
@@ -57,6 +69,22 @@ ctypedef struct fp_port:
     size_t tx_used
     uint32_t tx_n
     fp_port_stats stats
+    # AF_XDP (copy or zero-copy): UMEM, four rings, frame pool, XDP program
+    uint8_t* umem
+    size_t umem_size
+    fp_xring xrx
+    fp_xring xtx
+    fp_xring xfq
+    fp_xring xcq
+    uint64_t* xfree                 # free UMEM frame addresses (TX pool)
+    uint32_t n_xfree
+    uint64_t* xheld                 # RX frames to give back to the fill ring
+    uint32_t n_xheld
+    uint32_t tx_inflight            # submitted to TX, not yet completed
+    int prog_fd
+    int map_fd
+    int link_fd
+    int xdp_mode                    # 1 native (driver), 2 generic (skb)
 
 cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
                           fp_arena* arena) noexcept nogil

@@ -8,6 +8,13 @@ batched TX with ``sendmmsg`` (``PACKET_QDISC_BYPASS``).  Frames the kernel
 delivered with the VLAN tag in metadata (``TP_STATUS_VLAN_VALID``) get the
 tag put back inline, as OVS does.
 
+``afxdp``: AF_XDP socket on queue 0 (copy mode, need_wakeup) with its own
+UMEM and a 6-instruction XDP program (``bpf_redirect_map`` to an XSKMAP,
+XDP_PASS otherwise) attached through a BPF link, so it detaches when the port
+closes.  Native XDP first, generic as fallback (``afxdp-native`` /
+``afxdp-generic`` force one).  Copy-mode TX sends only ~32 frames per kick,
+so every poll kicks while TX frames are in flight.
+
 ``dummy``: no device; frames go in and out through ``Port.peer``, the other
 end of a datagram socketpair (OVS's netdev-dummy, for tests).
 
@@ -23,7 +30,8 @@ from libc.stdlib cimport calloc, malloc, free
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS, ENODEV
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
 from posix.fcntl cimport open as c_open, O_RDWR, O_NONBLOCK
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED,
+                         MAP_PRIVATE, MAP_ANONYMOUS, MAP_POPULATE)
 from posix.uio cimport iovec
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_HEADROOM,
@@ -228,6 +236,348 @@ cdef int _rx_tap(fp_port* p, fp_packet* pkts, int max_n, fp_arena* arena) noexce
     return n
 
 
+# ---------------------------------------------------------------- AF_XDP
+
+cdef extern from *:
+    """
+    #include <linux/bpf.h>
+    #include <linux/if_xdp.h>
+    #include <linux/if_link.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #include <string.h>
+    #ifndef SOL_XDP
+    #define SOL_XDP 283
+    #endif
+    #ifndef AF_XDP
+    #define AF_XDP 44
+    #endif
+    static long fp_bpf(int cmd, union bpf_attr *attr) {
+        return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+    }
+    static int fp_xsk_map_create(void) {
+        union bpf_attr a; memset(&a, 0, sizeof(a));
+        a.map_type = BPF_MAP_TYPE_XSKMAP; a.key_size = 4; a.value_size = 4;
+        a.max_entries = 64;
+        strncpy(a.map_name, "pvs_xsks", sizeof(a.map_name) - 1);
+        return (int)fp_bpf(BPF_MAP_CREATE, &a);
+    }
+    /* return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS); */
+    static int fp_xsk_prog_load(int map_fd, char *log, unsigned log_size) {
+        struct bpf_insn insns[6];
+        memset(insns, 0, sizeof(insns));
+        insns[0].code = BPF_LDX | BPF_MEM | BPF_W; insns[0].dst_reg = 2; insns[0].src_reg = 1;
+        insns[0].off = 16;                                   /* xdp_md.rx_queue_index */
+        insns[1].code = BPF_LD | BPF_DW | BPF_IMM; insns[1].dst_reg = 1;
+        insns[1].src_reg = BPF_PSEUDO_MAP_FD; insns[1].imm = map_fd;
+        insns[3].code = BPF_ALU64 | BPF_MOV | BPF_K; insns[3].dst_reg = 3; insns[3].imm = XDP_PASS;
+        insns[4].code = BPF_JMP | BPF_CALL; insns[4].imm = BPF_FUNC_redirect_map;
+        insns[5].code = BPF_JMP | BPF_EXIT;
+        union bpf_attr a; memset(&a, 0, sizeof(a));
+        a.prog_type = BPF_PROG_TYPE_XDP; a.insns = (unsigned long)insns; a.insn_cnt = 6;
+        a.license = (unsigned long)"GPL";
+        a.log_buf = (unsigned long)log; a.log_size = log_size; a.log_level = log ? 1 : 0;
+        strncpy(a.prog_name, "pvs_xsk", sizeof(a.prog_name) - 1);
+        return (int)fp_bpf(BPF_PROG_LOAD, &a);
+    }
+    static int fp_map_update_u32(int map_fd, unsigned key, unsigned val) {
+        union bpf_attr a; memset(&a, 0, sizeof(a));
+        a.map_fd = map_fd; a.key = (unsigned long)&key; a.value = (unsigned long)&val;
+        return (int)fp_bpf(BPF_MAP_UPDATE_ELEM, &a);
+    }
+    static int fp_xdp_link(int prog_fd, int ifindex, unsigned flags) {
+        union bpf_attr a; memset(&a, 0, sizeof(a));
+        a.link_create.prog_fd = prog_fd; a.link_create.target_ifindex = ifindex;
+        a.link_create.attach_type = BPF_XDP; a.link_create.flags = flags;
+        return (int)fp_bpf(BPF_LINK_CREATE, &a);
+    }
+    static int fp_xsk_setup_umem(int fd, void *area, unsigned long long len, unsigned chunk) {
+        struct xdp_umem_reg r; memset(&r, 0, sizeof(r));
+        r.addr = (unsigned long)area; r.len = len; r.chunk_size = chunk; r.headroom = 0;
+        return setsockopt(fd, SOL_XDP, XDP_UMEM_REG, &r, sizeof(r));
+    }
+    static int fp_xsk_ring_size(int fd, int which, unsigned n) {
+        return setsockopt(fd, SOL_XDP, which, &n, sizeof(n));
+    }
+    static int fp_xsk_offsets(int fd, struct xdp_mmap_offsets *o) {
+        socklen_t l = sizeof(*o);
+        return getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, o, &l);
+    }
+    static int fp_xsk_bind(int fd, int ifindex, unsigned queue, unsigned flags) {
+        struct sockaddr_xdp s; memset(&s, 0, sizeof(s));
+        s.sxdp_family = AF_XDP; s.sxdp_ifindex = ifindex; s.sxdp_queue_id = queue;
+        s.sxdp_flags = flags;
+        return bind(fd, (struct sockaddr *)&s, sizeof(s));
+    }
+    static int fp_xsk_socket(void) { return socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0); }
+    static void fp_xsk_kick_tx(int fd) { sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0); }
+    static void fp_xsk_kick_rx(int fd) { recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL); }
+    """
+    struct xdp_ring_offset:
+        uint64_t producer
+        uint64_t consumer
+        uint64_t desc
+        uint64_t flags
+    struct xdp_mmap_offsets:
+        xdp_ring_offset rx
+        xdp_ring_offset tx
+        xdp_ring_offset fr
+        xdp_ring_offset cr
+    struct xdp_desc:
+        uint64_t addr
+        uint32_t len
+        uint32_t options
+    int fp_xsk_map_create() nogil
+    int fp_xsk_prog_load(int map_fd, char* log, unsigned log_size) nogil
+    int fp_map_update_u32(int map_fd, unsigned key, unsigned val) nogil
+    int fp_xdp_link(int prog_fd, int ifindex, unsigned flags) nogil
+    int fp_xsk_setup_umem(int fd, void* area, unsigned long long length, unsigned chunk) nogil
+    int fp_xsk_ring_size(int fd, int which, unsigned n) nogil
+    int fp_xsk_offsets(int fd, xdp_mmap_offsets* o) nogil
+    int fp_xsk_bind(int fd, int ifindex, unsigned queue, unsigned flags) nogil
+    int fp_xsk_socket() nogil
+    void fp_xsk_kick_tx(int fd) nogil
+    void fp_xsk_kick_rx(int fd) nogil
+    int XDP_RX_RING, XDP_TX_RING, XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING
+    int XDP_COPY, XDP_USE_NEED_WAKEUP, XDP_RING_NEED_WAKEUP
+    unsigned long long XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING
+    unsigned long long XDP_UMEM_PGOFF_FILL_RING, XDP_UMEM_PGOFF_COMPLETION_RING
+    unsigned XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
+
+cdef enum:
+    XSK_FRAME = 2048
+    XSK_FRAMES = 8192
+    XSK_RING = 2048                  # rx, tx, fill, completion ring sizes
+    XSK_FILL = 4096                  # frames owned by the kernel for RX
+
+
+cdef inline uint64_t* _xaddr(fp_xring* r, uint32_t i) noexcept nogil:
+    return &(<uint64_t*>r.desc)[i & r.mask]
+
+cdef inline xdp_desc* _xdesc(fp_xring* r, uint32_t i) noexcept nogil:
+    return &(<xdp_desc*>r.desc)[i & r.mask]
+
+
+cdef void _xsk_reclaim(fp_port* p) noexcept nogil:
+    """Completed TX frames back to the free pool."""
+    cdef fp_xring* cq = &p.xcq
+    cdef uint32_t prod = fp_load_acquire_u32(cq.producer)
+    cdef uint32_t cons = cq.cached_cons
+    while cons != prod:
+        p.xfree[p.n_xfree] = _xaddr(cq, cons)[0]
+        p.n_xfree += 1
+        cons += 1
+        p.tx_inflight -= 1
+    if cons != cq.cached_cons:
+        cq.cached_cons = cons
+        fp_store_release_u32(cq.consumer, cons)
+
+
+cdef void _xsk_tx_flush(fp_port* p) noexcept nogil:
+    if p.xtx.cached_prod != p.xtx.cached_cons:
+        fp_store_release_u32(p.xtx.producer, p.xtx.cached_prod)
+        p.xtx.cached_cons = p.xtx.cached_prod
+    # Copy mode sends only ~32 frames per kick: kick while anything is in flight.
+    if p.tx_inflight:
+        fp_xsk_kick_tx(p.fd)
+        _xsk_reclaim(p)
+
+
+cdef void _xsk_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept nogil:
+    cdef uint64_t addr
+    cdef xdp_desc* d
+    cdef uint32_t cons
+    if length > XSK_FRAME:
+        p.stats.tx_dropped += 1
+        return
+    if p.n_xfree == 0:
+        _xsk_tx_flush(p)
+        if p.n_xfree == 0:
+            p.stats.tx_dropped += 1
+            return
+    cons = fp_load_acquire_u32(p.xtx.consumer)
+    if p.xtx.cached_prod - cons >= p.xtx.size:
+        _xsk_tx_flush(p)
+        cons = fp_load_acquire_u32(p.xtx.consumer)
+        if p.xtx.cached_prod - cons >= p.xtx.size:
+            p.stats.tx_dropped += 1
+            return
+    p.n_xfree -= 1
+    addr = p.xfree[p.n_xfree]
+    memcpy(p.umem + addr, data, length)
+    d = _xdesc(&p.xtx, p.xtx.cached_prod)
+    d.addr = addr
+    d.len = length
+    d.options = 0
+    p.xtx.cached_prod += 1
+    p.tx_inflight += 1
+    p.stats.tx_packets += 1
+    p.stats.tx_bytes += length
+
+
+cdef int _rx_xsk(fp_port* p, fp_packet* pkts, int max_n) noexcept nogil:
+    cdef fp_xring* rx = &p.xrx
+    cdef uint32_t prod, cons, n, i
+    cdef xdp_desc* d
+    if p.tx_inflight:
+        _xsk_tx_flush(p)
+    if p.xfq.flags[0] & XDP_RING_NEED_WAKEUP:
+        fp_xsk_kick_rx(p.fd)
+    prod = fp_load_acquire_u32(rx.producer)
+    cons = rx.cached_cons
+    n = prod - cons
+    if n > <uint32_t>max_n:
+        n = max_n
+    for i in range(n):
+        d = _xdesc(rx, cons + i)
+        pkts[i].data = p.umem + d.addr
+        pkts[i].len = d.len
+        pkts[i].buf = NULL
+        pkts[i].bufsize = 0
+        pkts[i].flags = 0
+        pkts[i].in_port = p.dp_port
+        p.xheld[p.n_xheld] = d.addr & ~(<uint64_t>XSK_FRAME - 1)
+        p.n_xheld += 1
+        p.stats.rx_packets += 1
+        p.stats.rx_bytes += d.len
+    if n:
+        rx.cached_cons = cons + n
+        fp_store_release_u32(rx.consumer, cons + n)
+    return n
+
+
+cdef void _xsk_rx_done(fp_port* p) noexcept nogil:
+    """Give the frames of the last burst back to the fill ring."""
+    cdef fp_xring* fq = &p.xfq
+    cdef uint32_t i
+    if p.n_xheld == 0:
+        return
+    for i in range(p.n_xheld):
+        _xaddr(fq, fq.cached_prod)[0] = p.xheld[i]
+        fq.cached_prod += 1
+    p.n_xheld = 0
+    fp_store_release_u32(fq.producer, fq.cached_prod)
+
+
+cdef int _map_ring(fp_port* p, fp_xring* r, xdp_ring_offset* o, unsigned long long pgoff,
+                   uint32_t size, size_t desc_size, str name) except -1:
+    r.map_len = o.desc + <size_t>size * desc_size
+    cdef void* m = mmap(NULL, r.map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                        p.fd, pgoff)
+    if m == MAP_FAILED:
+        e = errno
+        raise OSError(e, f"mmap AF_XDP ring of {name}: {os.strerror(e)}", name)
+    r.map = m
+    r.producer = <uint32_t*>(<uint8_t*>m + o.producer)
+    r.consumer = <uint32_t*>(<uint8_t*>m + o.consumer)
+    r.flags = <uint32_t*>(<uint8_t*>m + o.flags)
+    r.desc = <uint8_t*>m + o.desc
+    r.size = size
+    r.mask = size - 1
+    r.cached_prod = r.producer[0]
+    r.cached_cons = r.consumer[0]
+    return 0
+
+
+cdef _open_afxdp(fp_port* p, str name, str mode):
+    cdef bytes bname = name.encode()
+    cdef xdp_mmap_offsets off
+    cdef char log[4096]
+    cdef int ifindex = if_nametoindex(bname)
+    cdef uint32_t i
+    if ifindex == 0:
+        raise OSError(ENODEV, f"no such network device: {name}", name)
+    p.ifindex = ifindex
+    p.prog_fd = p.map_fd = p.link_fd = -1
+    p.fd = fp_xsk_socket()
+    if p.fd < 0:
+        e = errno
+        raise OSError(e, f"AF_XDP socket for {name}: {os.strerror(e)}", name)
+    p.umem_size = <size_t>XSK_FRAME * XSK_FRAMES
+    cdef void* m = mmap(NULL, p.umem_size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+    if m == MAP_FAILED:
+        e = errno
+        raise OSError(e, f"UMEM for {name}: {os.strerror(e)}", name)
+    p.umem = <uint8_t*>m
+    if fp_xsk_setup_umem(p.fd, p.umem, p.umem_size, XSK_FRAME) < 0:
+        e = errno
+        raise OSError(e, f"XDP_UMEM_REG on {name}: {os.strerror(e)}", name)
+    for which, what in ((XDP_UMEM_FILL_RING, "fill"), (XDP_UMEM_COMPLETION_RING, "completion"),
+                        (XDP_RX_RING, "rx"), (XDP_TX_RING, "tx")):
+        if fp_xsk_ring_size(p.fd, which, XSK_RING if which != XDP_UMEM_FILL_RING else XSK_FILL) < 0:
+            e = errno
+            raise OSError(e, f"AF_XDP {what} ring on {name}: {os.strerror(e)}", name)
+    if fp_xsk_offsets(p.fd, &off) < 0:
+        e = errno
+        raise OSError(e, f"XDP_MMAP_OFFSETS on {name}: {os.strerror(e)}", name)
+    _map_ring(p, &p.xrx, &off.rx, XDP_PGOFF_RX_RING, XSK_RING, sizeof(xdp_desc), name)
+    _map_ring(p, &p.xtx, &off.tx, XDP_PGOFF_TX_RING, XSK_RING, sizeof(xdp_desc), name)
+    _map_ring(p, &p.xfq, &off.fr, XDP_UMEM_PGOFF_FILL_RING, XSK_FILL, sizeof(uint64_t), name)
+    _map_ring(p, &p.xcq, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, XSK_RING, sizeof(uint64_t), name)
+    p.xfree = <uint64_t*>malloc(XSK_FRAMES * sizeof(uint64_t))
+    p.xheld = <uint64_t*>malloc(XSK_FRAMES * sizeof(uint64_t))
+    if p.xfree == NULL or p.xheld == NULL:
+        raise MemoryError()
+    # Frames [0, XSK_FILL) go to the kernel for RX, the rest form the TX pool.
+    for i in range(XSK_FILL):
+        _xaddr(&p.xfq, p.xfq.cached_prod)[0] = <uint64_t>i * XSK_FRAME
+        p.xfq.cached_prod += 1
+    fp_store_release_u32(p.xfq.producer, p.xfq.cached_prod)
+    for i in range(XSK_FILL, XSK_FRAMES):
+        p.xfree[p.n_xfree] = <uint64_t>i * XSK_FRAME
+        p.n_xfree += 1
+    if fp_xsk_bind(p.fd, ifindex, 0, XDP_COPY | XDP_USE_NEED_WAKEUP) < 0:
+        e = errno
+        raise OSError(e, f"bind AF_XDP to {name} queue 0: {os.strerror(e)}", name)
+    p.map_fd = fp_xsk_map_create()
+    if p.map_fd < 0:
+        e = errno
+        raise OSError(e, f"XSKMAP for {name}: {os.strerror(e)}", name)
+    p.prog_fd = fp_xsk_prog_load(p.map_fd, log, sizeof(log))
+    if p.prog_fd < 0:
+        e = errno
+        raise OSError(e, f"load XDP program for {name}: {os.strerror(e)}: "
+                         f"{log[:200].decode(errors='replace')}", name)
+    if fp_map_update_u32(p.map_fd, 0, p.fd) < 0:
+        e = errno
+        raise OSError(e, f"XSKMAP update for {name}: {os.strerror(e)}", name)
+    # A BPF link detaches the program when this port closes (or we die).
+    modes = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
+             "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[mode]
+    e = 0
+    for flags in modes:
+        p.link_fd = fp_xdp_link(p.prog_fd, ifindex, flags)
+        if p.link_fd >= 0:
+            p.xdp_mode = 1 if flags == XDP_FLAGS_DRV_MODE else 2
+            break
+        e = errno
+    if p.link_fd < 0:
+        raise OSError(e, f"attach XDP program to {name}: {os.strerror(e)}"
+                         + (" (another XDP program is attached?)" if e == 16 else ""), name)
+
+
+cdef void _close_afxdp(fp_port* p) noexcept:
+    if p.xrx.map != NULL:
+        munmap(p.xrx.map, p.xrx.map_len)
+    if p.xtx.map != NULL:
+        munmap(p.xtx.map, p.xtx.map_len)
+    if p.xfq.map != NULL:
+        munmap(p.xfq.map, p.xfq.map_len)
+    if p.xcq.map != NULL:
+        munmap(p.xcq.map, p.xcq.map_len)
+    if p.link_fd >= 0:
+        c_close(p.link_fd)
+    if p.prog_fd >= 0:
+        c_close(p.prog_fd)
+    if p.map_fd >= 0:
+        c_close(p.map_fd)
+    if p.umem != NULL:
+        munmap(p.umem, p.umem_size)
+    free(p.xfree)
+    free(p.xheld)
+
+
 cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
                           fp_arena* arena) noexcept nogil:
     """Receive up to ``max_n`` packets; they stay valid until rx_done()."""
@@ -235,12 +585,17 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
         return _rx_afpacket(p, pkts, max_n, arena)
     elif p.kind == FP_PORT_TAP:
         return _rx_tap(p, pkts, max_n, arena)
+    elif p.kind == FP_PORT_AFXDP:
+        return _rx_xsk(p, pkts, max_n)
     return 0
 
 
 cdef void fp_port_rx_done(fp_port* p) noexcept nogil:
     """Give consumed RX ring blocks back to the kernel."""
     cdef uint32_t i
+    if p.kind == FP_PORT_AFXDP:
+        _xsk_rx_done(p)
+        return
     if p.kind != FP_PORT_AFPACKET:
         return
     while p.n_release:
@@ -255,6 +610,9 @@ cdef void fp_port_tx_flush(fp_port* p) noexcept nogil:
     cdef int r
     cdef uint32_t i
     cdef ssize_t w
+    if p.kind == FP_PORT_AFXDP:
+        _xsk_tx_flush(p)
+        return
     if p.tx_n == 0:
         return
     if p.kind == FP_PORT_AFPACKET:
@@ -289,6 +647,9 @@ cdef void fp_port_tx_flush(fp_port* p) noexcept nogil:
 cdef void fp_port_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept nogil:
     """Queue a copy of one frame for transmission (flushed by tx_flush)."""
     cdef size_t need = (length + 63) & ~(<size_t>63)
+    if p.kind == FP_PORT_AFXDP:
+        _xsk_tx(p, data, length)
+        return
     if length > FP_TXBUF:
         p.stats.tx_dropped += 1
         return
@@ -307,6 +668,7 @@ cdef fp_port* _alloc_port() except NULL:
     if p == NULL:
         raise MemoryError()
     p.fd = -1
+    p.prog_fd = p.map_fd = p.link_fd = -1
     p.tx_msgs = <mmsghdr*>calloc(FP_TXQ, sizeof(mmsghdr))
     p.tx_iov = <iovec*>calloc(FP_TXQ, sizeof(iovec))
     p.tx_buf = <uint8_t*>malloc(FP_TXBUF)
@@ -323,6 +685,8 @@ cdef fp_port* _alloc_port() except NULL:
 cdef void _free_port(fp_port* p) noexcept:
     if p == NULL:
         return
+    if p.kind == FP_PORT_AFXDP:
+        _close_afxdp(p)
     if p.ring != NULL:
         munmap(p.ring, p.ring_size)
     if p.fd >= 0:
@@ -423,6 +787,10 @@ cdef class Port:
             elif kind in ("tap", "internal"):
                 p.kind = FP_PORT_TAP
                 _open_tap(p, name)
+            elif kind in ("afxdp", "afxdp-native", "afxdp-generic"):
+                p.kind = FP_PORT_AFXDP
+                _open_afxdp(p, name, {"afxdp": "auto", "afxdp-native": "native",
+                                      "afxdp-generic": "generic"}[kind])
             elif kind == "dummy":
                 # Like OVS netdev-dummy: frames in and out through the other
                 # end of a datagram socketpair (self.peer); no device.
@@ -461,6 +829,13 @@ cdef class Port:
     @property
     def ifindex(self):
         return 0 if self.p == NULL else self.p.ifindex
+
+    @property
+    def xdp_mode(self):
+        """AF_XDP ports: "native" or "generic" XDP attachment; else None."""
+        if self.p == NULL or self.p.kind != FP_PORT_AFXDP:
+            return None
+        return "native" if self.p.xdp_mode == 1 else "generic"
 
     def stats(self):
         if self.p == NULL:
