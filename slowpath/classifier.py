@@ -99,46 +99,56 @@ class Rule:
         return f"Rule(table={self.table_id}, priority={self.priority}, {self.match.to_string()})"
 
 
+def _tz(mask: int) -> int:
+    """Trailing zero bits: masked values are stored shifted right by this, so
+    dict keys are a few bytes instead of the whole 456-byte key (cheaper hashing)."""
+    return (mask & -mask).bit_length() - 1 if mask else 0
+
+
 class Subtable:
-    __slots__ = ("mask", "stages", "rules", "max_priority", "n_rules")
+    __slots__ = ("mask", "shift", "stages", "rules", "max_priority", "n_rules")
 
     def __init__(self, mask: int):
         self.mask = mask
-        # (stage mask, {masked value: refcount}) for all but the last stage;
-        # stages adding no bits are dropped.
-        self.stages: list[tuple[int, dict[int, int]]] = []
+        self.shift = _tz(mask)
+        # (stage mask, shift, {masked value >> shift: refcount}) for all but
+        # the last stage; stages adding no bits are dropped.
+        self.stages: list[tuple[int, int, dict[int, int]]] = []
         prev = 0
         for cm in _CUMULATIVE:
             sm = mask & cm
             if sm != prev and sm != mask:
-                self.stages.append((sm, {}))
+                self.stages.append((sm, _tz(sm), {}))
                 prev = sm
-        self.rules: dict[int, list[Rule]] = {}   # masked value -> rules, priority desc
+        # masked value >> shift -> rules, priority descending
+        self.rules: dict[int, list[Rule]] = {}
         self.max_priority = -1
         self.n_rules = 0
 
     def insert(self, rule: Rule) -> None:
         v = rule.match.value
-        lst = self.rules.setdefault(v, [])
+        lst = self.rules.setdefault(v >> self.shift, [])
         lst.append(rule)
         lst.sort(key=lambda r: -r.priority)
-        for sm, counts in self.stages:
-            counts[v & sm] = counts.get(v & sm, 0) + 1
+        for sm, sh, counts in self.stages:
+            k = (v & sm) >> sh
+            counts[k] = counts.get(k, 0) + 1
         self.n_rules += 1
         self.max_priority = max(self.max_priority, rule.priority)
 
     def remove(self, rule: Rule) -> None:
         v = rule.match.value
-        lst = self.rules[v]
+        lst = self.rules[v >> self.shift]
         lst.remove(rule)
         if not lst:
-            del self.rules[v]
-        for sm, counts in self.stages:
-            c = counts[v & sm] - 1
+            del self.rules[v >> self.shift]
+        for sm, sh, counts in self.stages:
+            k = (v & sm) >> sh
+            c = counts[k] - 1
             if c:
-                counts[v & sm] = c
+                counts[k] = c
             else:
-                del counts[v & sm]
+                del counts[k]
         self.n_rules -= 1
         if rule.priority == self.max_priority:
             self.max_priority = max((r[0].priority for r in self.rules.values()), default=-1)
@@ -190,7 +200,7 @@ class Classifier:
         st = self.subtables.get(match.mask)
         if st is None:
             return None
-        for r in st.rules.get(match.value, ()):
+        for r in st.rules.get(match.value >> st.shift, ()):
             if r.priority == priority:
                 return r
         return None
@@ -200,8 +210,8 @@ class Classifier:
         for st in list(self.subtables.values()):
             if st.mask & match.mask != match.mask:
                 continue
-            for v, lst in list(st.rules.items()):
-                if v & match.mask == match.value:
+            for lst in list(st.rules.values()):
+                if lst[0].match.value & match.mask == match.value:
                     yield from list(lst)
 
     def iter_overlapping(self, match: Match, priority: int):
@@ -209,8 +219,8 @@ class Classifier:
         ``match`` (OFPFF_CHECK_OVERLAP)."""
         for st in self.subtables.values():
             common = st.mask & match.mask
-            for v, lst in st.rules.items():
-                if v & common == match.value & common:
+            for lst in st.rules.values():
+                if lst[0].match.value & common == match.value & common:
                     for r in lst:
                         if r.priority == priority:
                             yield r
@@ -229,13 +239,13 @@ class Classifier:
         for st in self.ranked():
             if st.max_priority <= best_pri:
                 break   # no later subtable can win: early exit
-            for sm, counts in st.stages:
-                if key & sm not in counts:
+            for sm, sh, counts in st.stages:
+                if (key & sm) >> sh not in counts:
                     consulted |= sm
                     break
             else:
                 consulted |= st.mask
-                lst = st.rules.get(key & st.mask)
+                lst = st.rules.get((key & st.mask) >> st.shift)
                 if lst and lst[0].priority > best_pri:
                     best, best_pri = lst[0], lst[0].priority
         if wc is not None:

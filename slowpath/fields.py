@@ -35,7 +35,8 @@ Layout rules (why they are what they are):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from functools import cached_property
 
 # (name, size in bytes).  Offsets are computed below; names starting with
 # "pad" are padding and always zero.
@@ -128,20 +129,31 @@ class Field:
     valid: int | None = None
     writable: bool = True
 
-    @property
+    @cached_property
     def max(self) -> int:
         return (1 << self.n_bits) - 1
 
-    @property
+    @cached_property
     def valid_mask(self) -> int:
         return self.max if self.valid is None else self.valid
 
-    @property
+    @cached_property
     def member_mask(self) -> int:
         """Bits of the member (as int) this field covers."""
         return self.valid_mask << self.ofs
 
-    @property
+    @cached_property
+    def shift(self) -> int:
+        """Left shift placing a field value in the whole-key integer."""
+        o, s = MEMBERS[self.member]
+        return self.ofs + (FLOW_KEY_SIZE - o - s) * 8
+
+    @cached_property
+    def int_mask(self) -> int:
+        """The field's bits as a mask over the whole key as one big-endian int."""
+        return self.member_mask << (self.shift - self.ofs)
+
+    @cached_property
     def key_range(self) -> tuple[int, int]:
         """(byte offset, byte size) of the member in the key."""
         return MEMBERS[self.member]
@@ -321,14 +333,12 @@ def member_get(key: bytes, member: str) -> int:
 
 def field_int_mask(f: Field) -> int:
     """The field's bits as a mask over the whole key read as one big-endian int."""
-    o, s = MEMBERS[f.member]
-    return f.member_mask << ((FLOW_KEY_SIZE - o - s) * 8)
+    return f.int_mask
 
 
 def field_shift(f: Field) -> int:
     """Left shift that places a field value in the whole-key integer."""
-    o, s = MEMBERS[f.member]
-    return f.ofs + (FLOW_KEY_SIZE - o - s) * 8
+    return f.shift
 
 
 def member_int_mask(member: str) -> int:

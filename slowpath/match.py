@@ -145,17 +145,18 @@ class Match:
         belongs to some field whose prerequisites this match pins (OpenFlow
         1.3 §7.2.3.6).  Works on bits, not names, because several fields share
         a member (tp_src is tcp_src, udp_src, icmp_type...)."""
-        for member, fs in MEMBER_FIELDS.items():
-            mb = (self.mask >> member_shift(member)) & member_max(member)
-            if not mb:
-                continue
-            covered = 0
-            for f in fs:
-                if not f.prereq or self.prereq_ok(f.prereq):
-                    covered |= f.member_mask
-            if mb & ~covered:
-                raise bad_match(ofp.OFPBMC_BAD_PREREQ,
-                                f"{fs[0].name}: prerequisite {fs[0].prereq} not met")
+        if self.mask & _PREREQ_BITS:
+            for mmask, sh, mx, fs in _PREREQ_MEMBERS:
+                if not self.mask & mmask:
+                    continue
+                mb = (self.mask >> sh) & mx
+                covered = 0
+                for f in fs:
+                    if not f.prereq or self.prereq_ok(f.prereq):
+                        covered |= f.member_mask
+                if mb & ~covered:
+                    raise bad_match(ofp.OFPBMC_BAD_PREREQ,
+                                    f"{fs[0].name}: prerequisite {fs[0].prereq} not met")
         for name in names:   # fields named by the caller: their own prerequisites
             f = FIELDS[name]
             if f.prereq and not self.prereq_ok(f.prereq) and not (
@@ -169,8 +170,8 @@ class Match:
         return False
 
     def _pins(self, name, v, mk):
-        mv, mm = self.get(name)
-        return mm & mk == mk and mv & mk == v
+        sh = FIELDS[name].shift
+        return (self.mask >> sh) & mk == mk and (self.value >> sh) & mk == v
 
     # -- text -----------------------------------------------------------
     def to_string(self) -> str:
@@ -230,6 +231,7 @@ for _f in {id(f): f for f in FIELDS.values()}.values():
 
 
 def member_shift(member: str) -> int:
+    """Left shift of a member within the whole-key integer."""
     o, s = MEMBERS[member]
     return (FLOW_KEY_SIZE - o - s) * 8
 
@@ -237,6 +239,24 @@ def member_shift(member: str) -> int:
 def member_max(member: str) -> int:
     return (1 << (8 * MEMBERS[member][1])) - 1
 
+
+def _prereq_members():
+    out, bits = [], 0
+    for member, fs in MEMBER_FIELDS.items():
+        free = 0
+        for f in fs:
+            if not f.prereq:
+                free |= f.member_mask
+        mx = member_max(member)
+        if free & mx == mx:
+            continue    # some prerequisite-free field covers every bit
+        mmask = mx << member_shift(member)
+        out.append((mmask, member_shift(member), mx, fs))
+        bits |= mmask
+    return out, bits
+
+
+_PREREQ_MEMBERS, _PREREQ_BITS = _prereq_members()
 
 _DISPLAY = (
     ["recirc_id", "dp_hash", "conj_id", "ct_state", "ct_zone", "ct_mark", "ct_label",

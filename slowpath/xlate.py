@@ -280,8 +280,10 @@ class XlateCtx:
                     self.rule = None
                     self.controller(A.Controller(max_len=self.p.miss_send_len), ofp.OFPR_NO_MATCH)
                 return False
-            self.note(f"{table_id}. {rule.match.to_string() or '(any)'}, priority {rule.priority}"
-                      + (f", cookie {rule.cookie:#x}" if rule.cookie else ""))
+            if self.tracing:
+                self.note(f"{table_id}. {rule.match.to_string() or '(any)'}, "
+                          f"priority {rule.priority}"
+                          + (f", cookie {rule.cookie:#x}" if rule.cookie else ""))
             self.rule = rule
             self.out.rules.append(rule)
             if self.side_effects:
