@@ -32,7 +32,7 @@ class FlowKey:
             if len(data) != FLOW_KEY_SIZE:
                 raise ValueError(f"flow key must be {FLOW_KEY_SIZE} bytes, got {len(data)}")
             buf = bytearray(data)
-        object.__setattr__(self, "buf", buf)
+        self.buf = buf
 
     @classmethod
     def from_int(cls, v: int) -> "FlowKey":
@@ -72,32 +72,43 @@ class FlowKey:
         cur = (cur & ~(m << f.ofs)) | ((v & m) << f.ofs)
         self.buf[o:o + s] = cur.to_bytes(s, "big")
 
-    def __getattr__(self, name: str) -> int:
-        m = MEMBERS.get(name)
-        if m is not None:
-            o, s = m
-            return int.from_bytes(self.buf[o:o + s], "big")
-        f = FIELDS.get(name)
-        if f is None:
-            raise AttributeError(name)
-        return self.get(f)
-
-    def __setattr__(self, name: str, v: int) -> None:
-        m = MEMBERS.get(name)
-        if m is not None:
-            o, s = m
-            self.buf[o:o + s] = int(v).to_bytes(s, "big")
-        elif name in FIELDS:
-            self.set(FIELDS[name], int(v))
-        else:
-            raise AttributeError(name)
-
     def __repr__(self) -> str:
         from slowpath.fields import FLOW_MEMBERS
         parts = [f"{n}={int.from_bytes(self.buf[o:o + s], 'big'):#x}"
                  for n, s, o in FLOW_MEMBERS
                  if any(self.buf[o:o + s])]
         return f"FlowKey({', '.join(parts)})"
+
+
+def _member_property(name: str):
+    o, s = MEMBERS[name]
+    end = o + s
+
+    def get(self) -> int:
+        return int.from_bytes(self.buf[o:end], "big")
+
+    def set_(self, v: int) -> None:
+        self.buf[o:end] = int(v).to_bytes(s, "big")
+    return property(get, set_, doc=f"key member {name} ({s} bytes at {o})")
+
+
+def _field_property(f: Field):
+    def get(self) -> int:
+        return self.get(f)
+
+    def set_(self, v: int) -> None:
+        self.set(f, int(v))
+    return property(get, set_, doc=f"field {f.name}")
+
+
+# Attribute access per member and per field name (members win on clashes,
+# e.g. ``nw_src`` is both; they denote the same bits).
+for _name in FIELDS:
+    if _name not in MEMBERS:
+        setattr(FlowKey, _name, _field_property(FIELDS[_name]))
+for _name in MEMBERS:
+    setattr(FlowKey, _name, _member_property(_name))
+del _name
 
 
 # ---------------------------------------------------------------------------

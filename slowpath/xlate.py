@@ -2,7 +2,7 @@
 
 Shaped after OVS ``ofproto/ofproto-dpif-xlate.c``.  ``XlateCtx`` carries the
 flow as OpenFlow sees it (``key``, modified by actions), the flow as the
-datapath packet currently is (``committed``), and ``wc``: every bit of the
+datapath packet's VLAN stack currently is (``committed_vlans``), and ``wc``: every bit of the
 *incoming* key that the translation consulted.  All reads of the key go
 through ``XlateCtx.read`` (or a classifier lookup), which marks the bits in
 ``wc`` -- except bits that actions already wrote, whose value no longer
@@ -120,9 +120,9 @@ class XlateCtx:
     def __init__(self, pipeline, key: FlowKey, packet: bytes | None, now: float,
                  side_effects: bool, trace: bool):
         self.p = pipeline
-        self.base = key.copy()
+        self.base = key          # never mutated
         self.key = key.copy()
-        self.committed = key.copy()
+        self.committed_vlans = _vlan_stack(key)
         self.packet = packet
         self.now = now
         self.side_effects = side_effects
@@ -182,7 +182,7 @@ class XlateCtx:
             # Which pops/pushes/rewrites are needed depends on the tags
             # themselves: consult them all (only when VLANs were touched).
             self.wc.mask |= _VLAN_MASK
-            sk, sc = _vlan_stack(self.key), _vlan_stack(self.committed)
+            sk, sc = _vlan_stack(self.key), self.committed_vlans
             if sk != sc:
                 if len(sk) == len(sc) == 1 and sk[0][0] == sc[0][0]:
                     diff = sk[0][1] ^ sc[0][1]
@@ -195,6 +195,7 @@ class XlateCtx:
                         self.odp.append(dp.PopVlan())
                     for tpid, tci in reversed(sk[:len(sk) - common]):
                         self.odp.append(dp.PushVlan(tpid, tci))
+            self.committed_vlans = sk
             pending &= ~_VLAN_MASK
         if pending:
             ki = int(self.key)
@@ -203,7 +204,6 @@ class XlateCtx:
                 if w:
                     self.odp.append(dp.SetMasked(member, (ki & w) >> sh, w >> sh))
         self.pending = 0
-        self.committed = self.key.copy()
 
     def emit(self, action) -> None:
         self.commit()
@@ -364,7 +364,7 @@ class XlateCtx:
                 inner = [dp.Clone(tuple(inner))]
             self.odp = odp + inner
             self.key, self.written = key, written
-            self.committed, self.pending = key.copy(), 0
+            self.committed_vlans, self.pending = _vlan_stack(key), 0
 
 
 def _vlan_stack(k: FlowKey) -> list[tuple[int, int]]:
@@ -479,9 +479,8 @@ def _x_push_mpls(ctx, a: A.PushMpls):
     else:
         lse = 0x100 | 64
     ctx.odp.append(dp.PushMpls(lse, a.ethertype))
-    for k in (ctx.key, ctx.committed):
-        k.dl_type = a.ethertype
-        k.mpls_lse = lse
+    ctx.key.dl_type = a.ethertype
+    ctx.key.mpls_lse = lse
     ctx.written |= member_int_mask("dl_type") | member_int_mask("mpls_lse")
 
 
@@ -490,9 +489,8 @@ def _x_pop_mpls(ctx, a: A.PopMpls):
         return
     ctx.commit()
     ctx.odp.append(dp.PopMpls(a.ethertype))
-    for k in (ctx.key, ctx.committed):
-        k.dl_type = a.ethertype
-        k.mpls_lse = 0
+    ctx.key.dl_type = a.ethertype
+    ctx.key.mpls_lse = 0
     # L3 fields of the inner packet stay unknown (zero) until reparsed
     ctx.written |= member_int_mask("dl_type") | member_int_mask("mpls_lse")
 
