@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(OFCTL is None, reason="ovs-ofctl not installed")
 
 
 class Switch:
-    def __init__(self, versions=(1, 4)):
+    def __init__(self, versions=(1, 4, 5, 6)):
         self.dir = tempfile.mkdtemp(prefix="pyvs-of-", dir="/tmp")
         self.sock = os.path.join(self.dir, "br0.mgmt")
         self.target = "unix:" + self.sock
@@ -81,7 +81,10 @@ def flows(sw, *extra):
             for line in out.splitlines() if "actions=" in line]
 
 
-@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13"])
+ALL = ["OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15"]
+
+
+@pytest.mark.parametrize("proto", ALL)
 def test_show(sw, proto):
     out = sw.ofctl("-O", proto, "show", sw.target).stdout
     assert "dpid:0000000000000abc" in out
@@ -89,7 +92,7 @@ def test_show(sw, proto):
     assert "miss_send_len=128" in out
 
 
-@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13"])
+@pytest.mark.parametrize("proto", ALL)
 def test_add_mod_del_flows(sw, proto):
     t = sw.target
     sw.ofctl("-O", proto, "add-flow", t, "priority=10,in_port=1,ip,nw_dst=10.0.0.0/8,actions=output:2")
@@ -128,15 +131,17 @@ def test_many_flows_multipart(sw):
     assert len(flows(sw)) == 3000
 
 
-def test_bundle_add_flows(sw):
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow14", "OpenFlow15"])
+def test_bundle_add_flows(sw, proto):
     lines = "in_port=1,actions=output:2\nin_port=2,actions=output:1\n"
-    sw.ofctl("-O", "OpenFlow13", "--bundle", "add-flows", sw.target, "-", stdin=lines)
+    sw.ofctl("-O", proto, "--bundle", "add-flows", sw.target, "-", stdin=lines)
     assert len(sw.pipeline.flow_stats()) == 2
     # one bad flow: nothing of the bundle is applied
     bad = "in_port=1,actions=output:3\ntable=1,in_port=1,actions=group:77\n"
-    r = sw.ofctl("-O", "OpenFlow13", "--bundle", "add-flows", sw.target, "-", stdin=bad, ok=False)
-    assert r.returncode != 0
+    r = sw.ofctl("-O", proto, "--bundle", "add-flows", sw.target, "-", stdin=bad, ok=False)
+    assert r.returncode != 0 and "OFPBAC_BAD_OUT_GROUP" in r.stderr
     assert len(sw.pipeline.flow_stats()) == 2
+    assert "output:2" in " ".join(flows(sw, "-O", proto))
 
 
 def test_dump_ports_and_tables(sw):
@@ -150,30 +155,42 @@ def test_dump_ports_and_tables(sw):
     assert "table 0" in sw.ofctl("dump-tables", sw.target).stdout
 
 
-def test_groups_and_meters(sw):
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow14", "OpenFlow15"])
+def test_groups_and_meters(sw, proto):
     t = sw.target
-    sw.ofctl("-O", "OpenFlow13", "add-group", t, "group_id=1,type=all,bucket=output:1,bucket=output:2")
-    out = sw.ofctl("-O", "OpenFlow13", "dump-groups", t).stdout
-    assert "group_id=1,type=all,bucket=actions=output:1,bucket=actions=output:2" in out
-    sw.ofctl("-O", "OpenFlow13", "add-flow", t, "in_port=1,actions=group:1")
-    out = sw.ofctl("-O", "OpenFlow13", "dump-group-stats", t).stdout
+    sw.ofctl("-O", proto, "add-group", t,
+             "group_id=1,type=select,bucket=weight:5,output:1,bucket=weight:3,output:2")
+    out = sw.ofctl("-O", proto, "dump-groups", t).stdout
+    assert "group_id=1,type=select" in out and "weight:5" in out and "actions=output:2" in out
+    (g,) = sw.pipeline.group_stats()
+    assert [b.weight for b in g.buckets] == [5, 3]
+    sw.ofctl("-O", proto, "add-flow", t, "in_port=1,actions=group:1")
+    out = sw.ofctl("-O", proto, "dump-group-stats", t).stdout
     assert "group_id=1" in out and "ref_count=1" in out
-    r = sw.ofctl("-O", "OpenFlow13", "add-group", t, "group_id=1,type=all,bucket=output:1", ok=False)
+    r = sw.ofctl("-O", proto, "add-group", t, "group_id=1,type=all,bucket=output:1", ok=False)
     assert "OFPGMFC_GROUP_EXISTS" in r.stderr
-    sw.ofctl("-O", "OpenFlow13", "add-meter", t, "meter=1,kbps,band=type=drop,rate=1000")
-    out = sw.ofctl("-O", "OpenFlow13", "dump-meters", t).stdout
+    sw.ofctl("-O", proto, "add-meter", t, "meter=1,kbps,band=type=drop,rate=1000")
+    out = sw.ofctl("-O", proto, "dump-meters", t).stdout
     assert "meter=1 kbps bands=" in out and "type=drop rate=1000" in out
-    sw.ofctl("-O", "OpenFlow13", "del-groups", t)
+    assert "meter:1 flow_count:0" in sw.ofctl("-O", proto, "meter-stats", t).stdout
+    assert "max_meter:65536" in sw.ofctl("-O", proto, "meter-features", t).stdout
+    sw.ofctl("-O", proto, "del-groups", t)
     assert sw.pipeline.groups == {}
+    assert sw.pipeline.flow_stats() == []      # deleting the group removed its flow
+    sw.ofctl("-O", proto, "del-meters", t)
+    assert sw.pipeline.meters == {}
 
 
 def test_packet_out_reaches_backend(sw):
     pkt = "ffffffffffff020000000001" + "0800" + "45" + "00" * 40
     sw.ofctl("-O", "OpenFlow13", "packet-out", sw.target, "CONTROLLER", "output:2", pkt)
     sw.ofctl("packet-out", sw.target, "1", "output:2", pkt)
-    ((p1, a1, d1), (p2, a2, d2)) = sw.backend.packet_outs
+    sw.ofctl("-O", "OpenFlow15", "packet-out", sw.target,
+             f"in_port=2 packet={pkt} actions=output:1")
+    ((p1, a1, d1), (p2, a2, d2), (p3, a3, d3)) = sw.backend.packet_outs
     assert (p1, [type(a).__name__ for a in a1], d1.hex()) == (0xfffffffd, ["Output"], pkt)
     assert p2 == 1 and a2[0].port == 2
+    assert (p3, a3[0].port, d3.hex()) == (2, 1, pkt)
 
 
 def test_mod_port(sw):
@@ -217,9 +234,10 @@ class _PI:
         self.__dict__.update(kw)
 
 
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow15"])
 @pytest.mark.parametrize("fmt", ["standard", "nxt_packet_in2"])
-def test_monitor_receives_packet_in(sw, fmt):
-    args = [OFCTL, "-O", "OpenFlow13", "--unixctl=" + os.path.join(sw.dir, "ofctl.ctl"),
+def test_monitor_receives_packet_in(sw, fmt, proto):
+    args = [OFCTL, "-O", proto, "--unixctl=" + os.path.join(sw.dir, "ofctl.ctl"),
             "monitor", sw.target, "65534", "-P", fmt]
     mon = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

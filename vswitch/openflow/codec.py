@@ -32,7 +32,7 @@ OFP10 = 0x01
 OFP13 = 0x04
 OFP14 = 0x05
 OFP15 = 0x06
-SUPPORTED_VERSIONS = frozenset({OFP10, OFP13})
+SUPPORTED_VERSIONS = frozenset({OFP10, OFP13, OFP14, OFP15})
 HEADER_PACK_STR = ofproto_common.OFP_HEADER_PACK_STR
 HEADER_SIZE = ofproto_common.OFP_HEADER_SIZE
 MAX_MESSAGE = 0xFFFF
@@ -313,8 +313,15 @@ def _p13_multipart(dp, version, msg_type, msg_len, xid, buf):
 
 @_parser(OFP13, of13.OFPT_EXPERIMENTER)
 def _p13_experimenter(dp, version, msg_type, msg_len, xid, buf):
+    return _experimenter_common(dp, version, msg_type, msg_len, xid, buf, onf_bundles=True)
+
+
+def _experimenter_common(dp, version, msg_type, msg_len, xid, buf, onf_bundles):
+    P = dp.ofproto_parser
     experimenter, exp_type = _unpack(of13.OFP_EXPERIMENTER_HEADER_PACK_STR, buf)
     off = HEADER_SIZE + struct.calcsize(of13.OFP_EXPERIMENTER_HEADER_PACK_STR)
+    if not onf_bundles and experimenter == ONF:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)
     if experimenter == ONF and exp_type == of13.ONF_ET_BUNDLE_CONTROL:
         bundle_id, ctrl_type, flags = _unpack(of13.ONF_BUNDLE_CTRL_PACK_STR, buf, off)
         msg = p13.ONFBundleCtrlMsg(dp, bundle_id, ctrl_type, flags, [])
@@ -331,7 +338,7 @@ def _p13_experimenter(dp, version, msg_type, msg_len, xid, buf):
         msg = p13.ONFBundleAddMsg(dp, bundle_id, flags, inner, [])
     elif experimenter == NX and exp_type == nicira_ext.NXT_SET_PACKET_IN_FORMAT:
         (fmt,) = _unpack(nicira_ext.NX_SET_PACKET_IN_FORMAT_PACK_STR, buf, off)
-        msg = p13.NXTSetPacketInFormatMsg(dp, fmt)
+        msg = P.NXTSetPacketInFormatMsg(dp, fmt)
     elif experimenter in (NX, ONF):
         raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)
     else:
@@ -855,3 +862,6 @@ def encode(msg) -> list[bytes]:
     if is_multipart_reply(msg):
         return serialize_multipart(msg)
     return [serialize(msg)]
+
+
+from . import codec15  # noqa: E402,F401  (registers the OpenFlow 1.4/1.5 codecs)

@@ -608,10 +608,43 @@ def _inverse(table):
     return {w: v for v, w in table.items()}
 
 
+def _bucket_from_oken(b, version):
+    if version < codec.OFP15:
+        return sp.Bucket(actions=actions_from_oken(b.actions, version), weight=b.weight,
+                         watch_port=b.watch_port, watch_group=b.watch_group)
+    from os_ken.ofproto import ofproto_v1_5 as of15
+    weight, watch_port, watch_group = 0, OFPP_ANY, OFPP_ANY
+    for p in b.properties or ():
+        if p.type == of15.OFPGBPT_WEIGHT:
+            weight = p.weight
+        elif p.type == of15.OFPGBPT_WATCH_PORT:
+            watch_port = p.watch
+        elif p.type == of15.OFPGBPT_WATCH_GROUP:
+            watch_group = p.watch
+    return sp.Bucket(actions=actions_from_oken(b.actions, version), weight=weight,
+                     watch_port=watch_port, watch_group=watch_group)
+
+
+def bucket_to_oken(P, bucket_id, b, version):
+    acts = [action_to_oken(a, version) for a in b.actions]
+    if version < codec.OFP15:
+        return P.OFPBucket(b.weight, b.watch_port, b.watch_group, acts)
+    from os_ken.ofproto import ofproto_v1_5 as of15
+    props = []
+    if b.weight:
+        props.append(P.OFPGroupBucketPropWeight(type_=of15.OFPGBPT_WEIGHT, weight=b.weight))
+    if b.watch_port != OFPP_ANY:
+        props.append(P.OFPGroupBucketPropWatch(type_=of15.OFPGBPT_WATCH_PORT, watch=b.watch_port))
+    if b.watch_group != OFPP_ANY:
+        props.append(P.OFPGroupBucketPropWatch(type_=of15.OFPGBPT_WATCH_GROUP,
+                                               watch=b.watch_group))
+    return P.OFPBucket(bucket_id, acts, props)
+
+
 def group_mod_from_oken(msg, version: int):
-    buckets = tuple(sp.Bucket(actions=actions_from_oken(b.actions, version), weight=b.weight,
-                              watch_port=b.watch_port, watch_group=b.watch_group)
-                    for b in msg.buckets)
+    if msg.command not in GROUP_COMMANDS:   # 1.5 insert/remove bucket
+        raise OFError(of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_COMMAND)
+    buckets = tuple(_bucket_from_oken(b, version) for b in msg.buckets)
     return sp.GroupMod(
         command=_word(GROUP_COMMANDS, msg.command,
                       OFError(of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_COMMAND)),

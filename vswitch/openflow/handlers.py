@@ -24,6 +24,7 @@ from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_0_parser as p10
 from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
+from os_ken.ofproto import ofproto_v1_4 as of14
 
 from . import codec, convert, sp
 from .sp import OFError
@@ -45,11 +46,21 @@ DEFAULT_ASYNC = {
     "packet_in": [(1 << of13.OFPR_NO_MATCH) | (1 << of13.OFPR_ACTION), 0],
     "port_status": [0x7, 0x7],
     "flow_removed": [0xF, 0],
+    "role_status": [0x7, 0x7],
+    "table_status": [0x3, 0x3],
+    "requestforward": [0x3, 0x3],
 }
 
 # messages a slave may not send (OF1.3 §6.3.5)
 _WRITE_MSGS = {"OFPFlowMod", "NXTFlowMod", "OFPPacketOut", "OFPGroupMod", "OFPPortMod",
                "OFPTableMod", "OFPMeterMod", "ONFBundleCtrlMsg", "ONFBundleAddMsg"}
+
+
+class _Rec:
+    """Plain attribute bag for reply bodies os-ken has no constructor for."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
 
 
 @dataclass
@@ -93,8 +104,12 @@ class SwitchContext:
         self.frag_flags = 0
         self.generation_id: Optional[int] = None
         self.channels: list[Channel] = []
+        self.deferred: Optional[list] = None
 
     def broadcast_flow_removed(self, events, now: float) -> None:
+        if self.deferred is not None:
+            self.deferred.extend(events)
+            return
         for ch in self.channels:
             for ev in events:
                 msg = flow_removed_msg(ch, ev, now)
@@ -156,9 +171,10 @@ def _port_obj(version, port, P):
         return P.OFPPhyPort(convert.port_to10(port.ofport), hw, name, cfg, state, curr,
                             getattr(port, "advertised", 0), getattr(port, "supported", 0),
                             getattr(port, "peer", 0))
-    return P.OFPPort(port.ofport, hw, name, cfg, state, curr, getattr(port, "advertised", 0),
-                     getattr(port, "supported", 0), getattr(port, "peer", 0),
-                     getattr(port, "curr_speed", 0), getattr(port, "max_speed", 0))
+    # the 1.3 namedtuple carries the data for the 1.3 and 1.4/1.5 (property) encoders
+    return p13.OFPPort(port.ofport, hw, name, cfg, state, curr, getattr(port, "advertised", 0),
+                       getattr(port, "supported", 0), getattr(port, "peer", 0),
+                       getattr(port, "curr_speed", 0), getattr(port, "max_speed", 0))
 
 
 def _duration(obj, now):
@@ -187,10 +203,13 @@ def flow_removed_msg(ch: Channel, ev, now: float):
                     packet_count=getattr(ev, "packet_count", 0),
                     byte_count=getattr(ev, "byte_count", 0),
                     match=convert.match_to_ofp10(ev.match))
-    return P.OFPFlowRemoved(ch.dp, getattr(ev, "cookie", 0), getattr(ev, "priority", 0), reason,
-                            getattr(ev, "table_id", 0), sec, nsec, getattr(ev, "idle_timeout", 0),
-                            getattr(ev, "hard_timeout", 0), getattr(ev, "packet_count", 0),
-                            getattr(ev, "byte_count", 0), convert.match_to_ofp13(ev.match))
+    return _new(P.OFPFlowRemoved, ch.dp, cookie=getattr(ev, "cookie", 0),
+                priority=getattr(ev, "priority", 0), reason=reason,
+                table_id=getattr(ev, "table_id", 0), duration_sec=sec, duration_nsec=nsec,
+                idle_timeout=getattr(ev, "idle_timeout", 0),
+                hard_timeout=getattr(ev, "hard_timeout", 0),
+                packet_count=getattr(ev, "packet_count", 0),
+                byte_count=getattr(ev, "byte_count", 0), match=convert.match_to_ofp13(ev.match))
 
 
 def packet_in_msg(ch: Channel, ev):
@@ -351,14 +370,29 @@ class Handlers:
         body = []
         for r in rules:
             sec, nsec = _duration(r, now)
-            body.append(P.OFPFlowStats(
-                table_id=r.table_id, duration_sec=sec, duration_nsec=nsec, priority=r.priority,
-                idle_timeout=r.idle_timeout, hard_timeout=r.hard_timeout,
-                flags=convert.words_to_bits(convert.FLOW_FLAGS, r.flags),
-                cookie=r.cookie, packet_count=r.packet_count, byte_count=r.byte_count,
-                match=convert.match_to_ofp13(r.match),
-                instructions=convert.instructions_to_oken(r.instructions, ch.version)))
+            kw = dict(table_id=r.table_id, duration_sec=sec, duration_nsec=nsec,
+                      priority=r.priority, idle_timeout=r.idle_timeout,
+                      hard_timeout=r.hard_timeout,
+                      flags=convert.words_to_bits(convert.FLOW_FLAGS, r.flags),
+                      cookie=r.cookie, packet_count=r.packet_count, byte_count=r.byte_count,
+                      match=convert.match_to_ofp13(r.match),
+                      instructions=convert.instructions_to_oken(r.instructions, ch.version))
+            if ch.version == codec.OFP14:
+                kw["importance"] = r.importance
+            if ch.version >= codec.OFP15:
+                from .codec15 import _stats15
+                kw["importance"] = r.importance
+                kw["stats_bytes"] = bytes(_stats15(duration=(sec, nsec),
+                                                   packet_count=r.packet_count,
+                                                   byte_count=r.byte_count))
+                body.append(_Rec(**kw))
+            else:
+                body.append(P.OFPFlowStats(**kw))
+        if ch.version >= codec.OFP15:
+            return [P.OFPFlowDescStatsReply(ch.dp, body=body)]
         return [_new(P.OFPFlowStatsReply, ch.dp, body=body)]
+
+    h_OFPFlowDescStatsRequest = h_OFPFlowStatsRequest
 
     def h_OFPAggregateStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
@@ -369,7 +403,10 @@ class Handlers:
             pk, by, fl = self._aggregate(msg.table_id, convert.match_from_ofp13(msg.match),
                                          msg.out_port, msg.out_group, msg.cookie,
                                          msg.cookie_mask, now)
-        body = P.OFPAggregateStats(pk, by, fl)
+        if ch.version >= codec.OFP15:
+            body = _Rec(packet_count=pk, byte_count=by, flow_count=fl)
+        else:
+            body = P.OFPAggregateStats(pk, by, fl)
         return [_new(P.OFPAggregateStatsReply, ch.dp, body=body)]
 
     def h_NXFlowStatsRequest(self, ch, msg, now):
@@ -471,9 +508,7 @@ class Handlers:
         body = []
         types = convert._inverse(convert.GROUP_TYPES)
         for g in self.sw.pipeline.group_stats(of13.OFPG_ALL):
-            buckets = [P.OFPBucket(b.weight, b.watch_port, b.watch_group,
-                                   [convert.action_to_oken(a, ch.version) for a in b.actions])
-                       for b in g.buckets]
+            buckets = [convert.bucket_to_oken(P, n, b, ch.version) for n, b in enumerate(g.buckets)]
             body.append(P.OFPGroupDescStats(types.get(g.type, g.type), g.group_id, buckets))
         return [_new(P.OFPGroupDescStatsReply, ch.dp, body=body)]
 
@@ -487,11 +522,13 @@ class Handlers:
         body = []
         for m, flow_count in self.sw.pipeline.meter_stats(msg.meter_id):
             sec, nsec = _duration(m, now)
-            body.append(P.OFPMeterStats(
-                meter_id=m.meter_id, len_=0, flow_count=flow_count,
-                packet_in_count=m.packet_in_count, byte_in_count=m.byte_in_count,
-                duration_sec=sec, duration_nsec=nsec,
-                band_stats=[P.OFPMeterBandStats(*b) for b in m.band_counts]))
+            kw = dict(meter_id=m.meter_id, len_=0, packet_in_count=m.packet_in_count,
+                      byte_in_count=m.byte_in_count, duration_sec=sec, duration_nsec=nsec,
+                      band_stats=[P.OFPMeterBandStats(*b) for b in m.band_counts])
+            kw["ref_count" if ch.version >= codec.OFP15 else "flow_count"] = flow_count
+            st = P.OFPMeterStats(**kw)
+            st.flow_count = flow_count       # 1.5 calls it ref_count; same place on the wire
+            body.append(st)
         return [_new(P.OFPMeterStatsReply, ch.dp, body=body)]
 
     def h_OFPMeterConfigStatsRequest(self, ch, msg, now):
@@ -499,17 +536,22 @@ class Handlers:
         body = []
         for m, _ in self.sw.pipeline.meter_stats(msg.meter_id):
             bands = [convert.band_to_oken(P, b) for b in m.bands]
-            body.append(P.OFPMeterConfigStats(
-                flags=convert.words_to_bits(convert.METER_FLAGS, m.flags), meter_id=m.meter_id,
-                bands=bands))
-        return [_new(P.OFPMeterConfigStatsReply, ch.dp, body=body)]
+            cls = getattr(P, "OFPMeterConfigStats", None) or P.OFPMeterDescStats
+            body.append(cls(flags=convert.words_to_bits(convert.METER_FLAGS, m.flags),
+                            meter_id=m.meter_id, bands=bands))
+        reply = getattr(P, "OFPMeterConfigStatsReply", None) or P.OFPMeterDescStatsReply
+        return [reply(ch.dp, body=body)]
+
+    h_OFPMeterDescStatsRequest = h_OFPMeterConfigStatsRequest
 
     def h_OFPMeterFeaturesStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
-        body = [P.OFPMeterFeaturesStats(max_meter=65536, band_types=(1 << of13.OFPMBT_DROP),
-                                        capabilities=of13.OFPMF_KBPS | of13.OFPMF_PKTPS
-                                        | of13.OFPMF_BURST | of13.OFPMF_STATS,
-                                        max_bands=1, max_color=0)]
+        kw = dict(max_meter=65536, band_types=(1 << of13.OFPMBT_DROP),
+                  capabilities=of13.OFPMF_KBPS | of13.OFPMF_PKTPS | of13.OFPMF_BURST
+                  | of13.OFPMF_STATS, max_bands=1, max_color=0)
+        if "features" in P.OFPMeterFeaturesStats._fields:
+            kw["features"] = 0
+        body = [P.OFPMeterFeaturesStats(**kw)]
         return [_new(P.OFPMeterFeaturesStatsReply, ch.dp, body=body)]
 
     # ---- modifications
@@ -595,6 +637,8 @@ class Handlers:
         if role != of13.OFPCR_ROLE_NOCHANGE:
             self._set_role(ch, role)
         gen = self.sw.generation_id if self.sw.generation_id is not None else 0xFFFFFFFFFFFFFFFF
+        if ch.version >= codec.OFP15:
+            return [ch.dp.ofproto_parser.OFPRoleReply(ch.dp, ch.role, 0, gen)]
         return [ch.dp.ofproto_parser.OFPRoleReply(ch.dp, ch.role, gen)]
 
     def _set_role(self, ch, role):
@@ -614,10 +658,24 @@ class Handlers:
 
     def h_OFPGetAsyncRequest(self, ch, msg, now):
         m = ch.async_masks
-        return [ch.dp.ofproto_parser.OFPGetAsyncReply(
+        P = ch.dp.ofproto_parser
+        if ch.version >= codec.OFP14:
+            from .codec15 import ASYNC_PROPS
+            props = [P.OFPAsyncConfigPropReasons(t, 8, m.get(kind, [0, 0])[idx])
+                     for t, (kind, idx) in sorted(ASYNC_PROPS.items())]
+            return [P.OFPGetAsyncReply(ch.dp, props)]
+        return [P.OFPGetAsyncReply(
             ch.dp, list(m["packet_in"]), list(m["port_status"]), list(m["flow_removed"]))]
 
     def h_OFPSetAsync(self, ch, msg, now):
+        if ch.version >= codec.OFP14:
+            from .codec15 import ASYNC_PROPS
+            masks = {k: list(v) for k, v in ch.async_masks.items()}
+            for p in msg.properties:
+                kind, idx = ASYNC_PROPS[p.type]
+                masks.setdefault(kind, [0, 0])[idx] = p.mask
+            ch.async_masks = masks
+            return []
         ch.async_masks = {"packet_in": list(msg.packet_in_mask),
                           "port_status": list(msg.port_status_mask),
                           "flow_removed": list(msg.flow_removed_mask)}
@@ -646,82 +704,108 @@ class Handlers:
         ch.packet_in_format = msg.packet_in_format
         return []
 
-    # ---- bundles (ONF extension for OF1.3)
+    # ---- bundles (OF1.4+ standard, ONF extension for OF1.3)
     def h_ONFBundleCtrlMsg(self, ch, msg, now):
+        return self._bundle_ctrl(ch, msg, now)
+
+    h_OFPBundleCtrlMsg = h_ONFBundleCtrlMsg
+
+    def _bundle_ctrl(self, ch, msg, now):
         bid, t = msg.bundle_id, msg.type
         b = ch.bundles.get(bid)
-        reply_type = t + 1
-        if t == of13.ONF_BCT_OPEN_REQUEST:
+        if t == of14.OFPBCT_OPEN_REQUEST:
             if b is not None:
-                raise _bundle_error(ch, 3)          # BAD_ID? OVS: OFPBFC_BUNDLE_EXIST
+                raise _bundle_error(ch, of14.OFPBFC_BUNDLE_EXIST)
             ch.bundles[bid] = Bundle(msg.flags)
-        elif t == of13.ONF_BCT_CLOSE_REQUEST:
+        elif t == of14.OFPBCT_CLOSE_REQUEST:
             if b is None:
-                raise _bundle_error(ch, 2)          # OFPBFC_BAD_ID
+                raise _bundle_error(ch, of14.OFPBFC_BAD_ID)
             if b.closed:
-                raise _bundle_error(ch, 5)          # OFPBFC_BUNDLE_CLOSED
+                raise _bundle_error(ch, of14.OFPBFC_BUNDLE_CLOSED)
             b.closed = True
-        elif t == of13.ONF_BCT_COMMIT_REQUEST:
+        elif t == of14.OFPBCT_COMMIT_REQUEST:
             if b is None:
-                raise _bundle_error(ch, 2)
+                raise _bundle_error(ch, of14.OFPBFC_BAD_ID)
+            if b.flags != msg.flags:
+                del ch.bundles[bid]
+                raise _bundle_error(ch, of14.OFPBFC_BAD_FLAGS)
             del ch.bundles[bid]
             self._commit(ch, b, now)
-        elif t == of13.ONF_BCT_DISCARD_REQUEST:
+        elif t == of14.OFPBCT_DISCARD_REQUEST:
             if b is None:
-                raise _bundle_error(ch, 2)
+                raise _bundle_error(ch, of14.OFPBFC_BAD_ID)
             del ch.bundles[bid]
         else:
-            raise _bundle_error(ch, 4)              # OFPBFC_BAD_TYPE
-        return [p13.ONFBundleCtrlMsg(ch.dp, bid, reply_type, msg.flags, [])]
+            raise _bundle_error(ch, of14.OFPBFC_BAD_TYPE)
+        if ch.version == codec.OFP13:
+            return [p13.ONFBundleCtrlMsg(ch.dp, bid, t + 1, msg.flags, [])]
+        return [ch.dp.ofproto_parser.OFPBundleCtrlMsg(ch.dp, bid, t + 1, msg.flags, [])]
 
     def h_ONFBundleAddMsg(self, ch, msg, now):
         b = ch.bundles.get(msg.bundle_id)
         if b is None:
             b = ch.bundles[msg.bundle_id] = Bundle(msg.flags)   # implicit open, like OVS
         if b.closed:
-            raise _bundle_error(ch, 5)
+            raise _bundle_error(ch, of14.OFPBFC_BUNDLE_CLOSED)
+        if b.flags != msg.flags:
+            raise _bundle_error(ch, of14.OFPBFC_BAD_FLAGS)
         inner = msg.message
-        if type(inner).__name__ not in ("OFPFlowMod", "OFPGroupMod", "OFPPortMod", "OFPMeterMod"):
-            raise _bundle_error(ch, 7)              # OFPBFC_MSG_UNSUP
+        name = type(inner).__name__
+        if name not in _BUNDLEABLE:
+            raise _bundle_error(ch, of14.OFPBFC_MSG_UNSUP)
+        if inner.xid != msg.xid:
+            raise _bundle_error(ch, of14.OFPBFC_MSG_BAD_XID)
         # convert now so a bad message fails at add time, as OVS does
-        if type(inner).__name__ == "OFPFlowMod":
+        if name in ("OFPFlowMod", "NXTFlowMod"):
+            if inner.version == codec.OFP10:
+                inner.table_id_enabled = ch.table_id_enabled
             b.messages.append(("flow", convert.flow_mod_from_oken(inner)))
         else:
             b.messages.append(("msg", inner))
         return []
 
+    h_OFPBundleAddMsg = h_ONFBundleAddMsg
+
     def _commit(self, ch, b: Bundle, now):
-        flow_mods = [m for kind, m in b.messages if kind == "flow"]
-        others = [m for kind, m in b.messages if kind != "flow"]
+        """Apply in order; on any error restore the pipeline as it was."""
         pipeline = self.sw.pipeline
         commit = getattr(pipeline, "bundle_commit", None)
-        if commit is not None:
-            removed = commit(flow_mods, now) or []  # atomic in the pipeline
+        if commit is not None and all(kind == "flow" for kind, _ in b.messages):
+            removed = commit([m for _, m in b.messages], now) or []   # atomic in the pipeline
         else:
-            # All or nothing: snapshot what flow-mods touch, restore on failure.
             saved = {k: copy.deepcopy(getattr(pipeline, k)) for k in _SNAPSHOT
-                     if hasattr(pipeline, k)}
+                     if hasattr(pipeline, k)} if b.messages else {}
             removed = []
+            self.sw.deferred = []        # FLOW_REMOVED only once the bundle stands
             try:
-                for fm in flow_mods:
-                    removed.extend(pipeline.flow_mod(fm, now) or [])
+                for kind, m in b.messages:
+                    if kind == "flow":
+                        removed.extend(pipeline.flow_mod(m, now) or [])
+                    else:
+                        self._table[type(m).__name__](ch, m, now)
             except Exception:
                 for k, v in saved.items():
                     setattr(pipeline, k, v)
                 if hasattr(pipeline, "version"):
                     pipeline.version += 1
                 raise
-        for m in others:
-            self.handle(ch, m, now)
+            finally:
+                removed.extend(self.sw.deferred)
+                self.sw.deferred = None
         if removed:
             self.sw.broadcast_flow_removed(removed, now)
 
 
-_SNAPSHOT = ("tables",)
+_BUNDLEABLE = {"OFPFlowMod", "NXTFlowMod", "OFPGroupMod", "OFPPortMod", "OFPMeterMod",
+               "OFPTableMod"}
+_SNAPSHOT = ("tables", "groups", "meters")
 
 
 def _bundle_error(ch, code):
-    # OF1.3 ONF extension: experimenter error ONF, exp_type 2300 + code
+    """OFPET_BUNDLE_FAILED (OF1.4+); the ONF 1.3 extension sends it as an
+    experimenter error, exp_type 2300 + code (OVS lib/ofp-errors.h)."""
+    if ch.version >= codec.OFP14:
+        return OFError(of14.OFPET_BUNDLE_FAILED, code)
     e = OFError(of13.OFPET_EXPERIMENTER, 2300 + code)
     e.experimenter = codec.ONF
     return e
