@@ -230,6 +230,26 @@ class Classifier:
             self._ranked = sorted(self.subtables.values(), key=lambda s: -s.max_priority)
         return self._ranked
 
+    def lookup_all(self, key: int, wc: Wildcards, floor: int) -> list[Rule]:
+        """Every rule with priority > ``floor`` matching ``key`` (for
+        conjunctive matches); ORs the consulted bits into ``wc``."""
+        out = []
+        consulted = 0
+        for st in self.ranked():
+            if st.max_priority <= floor:
+                break
+            for sm, sh, counts in st.stages:
+                if (key & sm) >> sh not in counts:
+                    consulted |= sm
+                    break
+            else:
+                consulted |= st.mask
+                for r in st.rules.get((key & st.mask) >> st.shift, ()):
+                    if r.priority > floor:
+                        out.append(r)
+        wc.mask |= consulted
+        return out
+
     def lookup(self, key: int, wc: Wildcards | None = None) -> Rule | None:
         """Highest-priority rule matching ``key`` (a whole-key int); ORs the
         consulted bits into ``wc``."""

@@ -138,15 +138,45 @@ class TableMod:
     config: int = 0
 
 
+def is_conjunctive(instructions) -> bool:
+    """Rules whose only actions are conjunction(...) are clauses of a
+    conjunctive match, kept apart from ordinary rules (OVS semantics)."""
+    acts = [a for i in instructions if isinstance(i, A.ApplyActions) for a in i.actions]
+    return bool(acts) and all(isinstance(a, A.Conjunction) for a in acts) and all(
+        isinstance(i, A.ApplyActions) for i in instructions)
+
+
 class Table:
-    __slots__ = ("table_id", "classifier", "lookup_count", "matched_count", "config")
+    """One OpenFlow table: ordinary rules in ``classifier``, conjunction
+    clauses in ``conj``."""
+
+    __slots__ = ("table_id", "classifier", "conj", "lookup_count", "matched_count", "config")
 
     def __init__(self, table_id: int):
         self.table_id = table_id
         self.classifier = Classifier()
+        self.conj = Classifier()
         self.lookup_count = 0
         self.matched_count = 0
         self.config = 0
+
+    def __len__(self):
+        return len(self.classifier) + len(self.conj)
+
+    def __iter__(self):
+        yield from self.classifier
+        yield from self.conj
+
+    def classifier_for(self, rule: Rule) -> Classifier:
+        return self.conj if is_conjunctive(rule.instructions) else self.classifier
+
+    def find_exact(self, match: Match, priority: int) -> Rule | None:
+        return (self.classifier.find_exact(match, priority)
+                or self.conj.find_exact(match, priority))
+
+    def iter_loose(self, match: Match):
+        yield from self.classifier.iter_loose(match)
+        yield from self.conj.iter_loose(match)
 
 
 class Pipeline:
@@ -203,7 +233,7 @@ class Pipeline:
         ids = sorted(self.tables) if table_id == OFPTT_ALL else [table_id]
         for tid in ids:
             if tid in self.tables:
-                yield from self.tables[tid].classifier
+                yield from self.tables[tid]
 
     # ---- flow mods -----------------------------------------------------------
     def flow_mod(self, fm: FlowMod, now: float) -> list[FlowRemoved]:
@@ -229,20 +259,20 @@ class Pipeline:
         return []
 
     def _add(self, fm: FlowMod, now: float) -> None:
-        cls = self.table(fm.table_id).classifier
+        table = self.table(fm.table_id)
         if "check_overlap" in fm.flags:
-            for _ in cls.iter_overlapping(fm.match, fm.priority):
-                raise flow_mod_failed(ofp.OFPFMFC_OVERLAP, "overlapping rule")
+            for cls in (table.classifier, table.conj):
+                for _ in cls.iter_overlapping(fm.match, fm.priority):
+                    raise flow_mod_failed(ofp.OFPFMFC_OVERLAP, "overlapping rule")
         rule = Rule(fm.priority, Match(fm.match.value, fm.match.mask), fm.table_id, fm.cookie,
                     fm.idle_timeout, fm.hard_timeout, frozenset(fm.flags), fm.importance,
                     tuple(fm.instructions), created=now, used=now)
-        old = cls.find_exact(fm.match, fm.priority)
+        old = table.find_exact(fm.match, fm.priority)
         if old is not None:
             if "reset_counts" not in fm.flags:
                 rule.packet_count, rule.byte_count = old.packet_count, old.byte_count
-            cls.replace(old, rule)
-        else:
-            cls.insert(rule)
+            table.classifier_for(old).remove(old)
+        table.classifier_for(rule).insert(rule)
         self.version += 1
 
     def _select(self, fm: FlowMod, strict: bool):
@@ -253,10 +283,10 @@ class Pipeline:
             if t is None:
                 continue
             if strict:
-                r = t.classifier.find_exact(fm.match, fm.priority)
+                r = t.find_exact(fm.match, fm.priority)
                 cands = [r] if r is not None else []
             else:
-                cands = list(t.classifier.iter_loose(fm.match))
+                cands = list(t.iter_loose(fm.match))
             for r in cands:
                 if (r.cookie ^ fm.cookie) & fm.cookie_mask:
                     continue
@@ -266,7 +296,12 @@ class Pipeline:
     def _modify(self, fm: FlowMod, now: float) -> None:
         rules = self._select(fm, fm.command == "modify_strict")
         for r in rules:
+            t = self.tables[r.table_id]
+            old_cls = t.classifier_for(r)
             r.instructions = tuple(fm.instructions)
+            if t.classifier_for(r) is not old_cls:
+                old_cls.remove(r)
+                t.classifier_for(r).insert(r)
             if "reset_counts" in fm.flags:
                 r.packet_count = r.byte_count = 0
         if rules:
@@ -283,7 +318,8 @@ class Pipeline:
         return removed
 
     def _remove_rule(self, r: Rule, reason: int, now: float) -> list[FlowRemoved]:
-        self.tables[r.table_id].classifier.remove(r)
+        t = self.tables[r.table_id]
+        t.classifier_for(r).remove(r)
         self.version += 1
         if "send_flow_rem" in r.flags:
             return [FlowRemoved(r, reason, now - r.created)]
@@ -557,7 +593,7 @@ class Pipeline:
         out = []
         for tid in range(N_TABLES):
             t = self.tables.get(tid)
-            out.append((tid, len(t.classifier), t.lookup_count, t.matched_count) if t
+            out.append((tid, len(t), t.lookup_count, t.matched_count) if t
                        else (tid, 0, 0, 0))
         return out
 

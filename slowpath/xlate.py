@@ -52,6 +52,7 @@ _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
 _ALWAYS = member_int_mask("in_port") | member_int_mask("recirc_id")
+_CONJ_MASK = member_int_mask("conj_id")
 _FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
 _F = FIELDS
 
@@ -167,9 +168,42 @@ class XlateCtx:
 
     def lookup(self, table) -> Rule | None:
         tmp = Wildcards()
-        rule = table.classifier.lookup(int(self.key), tmp)
-        self.wc.mask |= tmp.mask & ~self.written
+        key = int(self.key)
+        rule = table.classifier.lookup(key, tmp)
+        if table.conj.n_rules:
+            rule = self._conj_lookup(table, key, rule, tmp)
+        # conj_id is pipeline state, never part of a packet's key
+        self.wc.mask |= tmp.mask & ~self.written & ~_CONJ_MASK
         return rule
+
+    def _conj_lookup(self, table, key: int, hard: Rule | None, tmp: Wildcards) -> Rule | None:
+        """Conjunctive match (OVS): among clause rules with priority above
+        the best ordinary match, the highest priority whose conjunction has
+        every clause matched sets conj_id, and the table is looked up again."""
+        floor = hard.priority if hard is not None else -1
+        clauses = table.conj.lookup_all(key, tmp, floor)
+        if not clauses:
+            return hard
+        by_prio: dict[int, dict[int, tuple[int, set]]] = {}
+        for r in clauses:
+            sets = by_prio.setdefault(r.priority, {})
+            for inst in r.instructions:
+                for a in inst.actions:
+                    n, seen = sets.setdefault(a.id, (a.n_clauses, set()))
+                    seen.add(a.clause)
+        conj_mask = _CONJ_MASK
+        for prio in sorted(by_prio, reverse=True):
+            for cid, (n, seen) in sorted(by_prio[prio].items()):
+                if len(seen) < n:
+                    continue
+                probe = Wildcards()
+                r = table.classifier.lookup((key & ~conj_mask) | (cid << member_shift("conj_id")),
+                                            probe)
+                tmp.mask |= probe.mask & ~conj_mask   # conj_id is ours, not the packet's
+                if r is not None:
+                    self.note(f"conjunction({cid}) complete at priority {prio}")
+                    return r
+        return hard
 
     def note(self, text: str) -> None:
         if self.tracing:

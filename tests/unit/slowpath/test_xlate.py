@@ -242,11 +242,11 @@ ACTIONS = [
     [A.Output(1)], [A.Output(2)], [A.Output(OFPP_NORMAL)], [A.SetField("eth_dst", 5), A.Output(3)],
     [A.Output(OFPP_FLOOD)], [A.DecTtl(), A.Output(2)], [A.PushVlan(), A.Output(1)],
     [A.PopVlan(), A.Output(3)], [A.SetField("reg0", 5), A.Resubmit(table=1)],
-    [A.Output(OFPP_CONTROLLER)], [],
+    [A.Output(OFPP_CONTROLLER)], [], [A.Conjunction(1, 0, 2)], [A.Conjunction(1, 1, 2)],
 ]
 MATCHES = ["", "in_port=1", "in_port=2", f"dl_dst={A2}", f"dl_src={A1}", "ip",
            "ip,nw_dst=10.0.0.0/24", "ip,nw_dst=10.0.0.2", "udp,tp_dst=2", "reg0=5",
-           "dl_vlan=10", "vlan_tci=0/0x1000", "tcp", "ip,nw_ttl=1"]
+           "dl_vlan=10", "vlan_tci=0/0x1000", "tcp", "ip,nw_ttl=1", "conj_id=1"]
 
 
 @st.composite
@@ -295,3 +295,29 @@ def test_any_key_matching_the_megaflow_gets_the_same_actions(rules, pkts, rnd):
             # random keys that agree on the mask
             k2 = FlowKey.from_int((int(key) & mask) | (rnd.getrandbits(8 * FLOW_KEY_SIZE) & ~mask))
             assert p.xlate(k2, None, 1.0, side_effects=False).actions == x.actions
+
+
+def test_conjunctive_match():
+    p = bridge(4)
+    # allow (src in {A1, A2}) x (tp_dst in {22, 80}) -> output:4, else drop
+    for src in (A1, A2):
+        add(p, f"dl_src={src}", [A.Conjunction(7, 0, 2)], priority=100)
+    for port in (22, 80):
+        add(p, f"tcp,tp_dst={port}", [A.Conjunction(7, 1, 2)], priority=100)
+    add(p, "conj_id=7", [A.Output(4)], priority=100)
+    add(p, "", [A.Output(3)], priority=1)
+
+    def go(src, dport):
+        return run(p, bytes(Ether(src=src, dst=A3) / IP() / TCP(dport=dport)), 1).actions
+
+    assert go(A1, 22) == (dp.Output(104),)
+    assert go(A2, 80) == (dp.Output(104),)
+    assert go(A1, 23) == (dp.Output(103),)        # one clause only: falls to lower priority
+    assert go(A3, 80) == (dp.Output(103),)
+    x = run(p, bytes(Ether(src=A1, dst=A3) / IP() / TCP(dport=22)), 1)
+    mask = int.from_bytes(x.megaflow.mask, "big")
+    assert not mask & member_int_mask("conj_id")
+    assert mask & field_int_mask(FIELDS["eth_src"]) and mask & field_int_mask(FIELDS["tp_dst"])
+    assert len(list(p.rules())) == 6
+    p.flow_mod(FlowMod("delete", 0xff, match=Match.parse("tcp")), 0)
+    assert go(A1, 22) == (dp.Output(103),)
