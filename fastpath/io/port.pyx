@@ -621,10 +621,14 @@ cdef void fp_port_tx_flush(fp_port* p) noexcept nogil:
             if r < 0:
                 if errno == EINTR:
                     continue
-                if errno != EAGAIN and errno != ENOBUFS:
-                    p.stats.tx_errors += 1
-                p.stats.tx_dropped += p.tx_n - sent
-                break
+                if errno == EAGAIN or errno == ENOBUFS:
+                    p.stats.tx_dropped += p.tx_n - sent
+                    break
+                # This one message is bad (e.g. EMSGSIZE): skip it, go on.
+                p.stats.tx_errors += 1
+                p.stats.tx_dropped += 1
+                sent += 1
+                continue
             for i in range(<uint32_t>sent, <uint32_t>(sent + r)):
                 p.stats.tx_packets += 1
                 p.stats.tx_bytes += p.tx_iov[i].iov_len
