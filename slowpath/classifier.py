@@ -11,18 +11,25 @@ is what makes megaflows correct: two keys equal under the returned wildcards
 probe the same subtables with the same results.  To keep megaflows wide each
 subtable is searched in *stages* (metadata, L2, L3, L4, as OVS does): if the
 key's metadata-stage bits already match no rule of the subtable, only the
-metadata bits are added to the wildcards, not the L3/L4 ones.  OVS's prefix
-tries for IP addresses are not implemented: a miss in an L3 stage
-unwildcards the subtable's full L3 mask.
+metadata bits are added to the wildcards, not the L3/L4 ones.
+
+Prefix tracking (OVS's tries) keeps IP-address megaflows wide: for
+nw_src/nw_dst/ipv6_src/ipv6_dst the classifier keeps, per prefix length, the
+sorted prefixes its rules use.  Before probing a subtable that matches such
+a field as a /L prefix, it checks whether any /L prefix covers the packet's
+address; if none does, the subtable is skipped and only the leading address
+bits that prove it (the longest common prefix with any rule's prefix, plus
+one bit) are added to the wildcards, instead of the subtable's whole mask.
 
 Keys and masks are whole-key integers (``int(FlowKey)``); see ``match.py``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 
-from slowpath.fields import MEMBERS, member_int_mask
+from slowpath.fields import FIELDS, MEMBERS, Field, member_int_mask
 from slowpath.match import Match
 
 # Stage boundaries: members consulted first to last.
@@ -53,6 +60,69 @@ def _stage_masks() -> list[int]:
 
 
 _CUMULATIVE = _stage_masks()   # the last stage (L4) is the whole mask
+
+
+#: fields with prefix tracking
+TRIE_FIELDS: tuple[Field, ...] = tuple(FIELDS[n] for n in ("ip_src", "ip_dst", "ipv6_src", "ipv6_dst"))
+
+
+def _prefix_len(f: Field, mask: int) -> int | None:
+    """L if ``mask`` covers field ``f`` as a /L prefix (L > 0), else None."""
+    bits = (mask >> f.shift) & f.max
+    if not bits:
+        return None
+    n = bits.bit_length()
+    inv = (~bits) & f.max
+    if n != f.n_bits or inv & (inv + 1):
+        return None    # not contiguous from the top
+    return f.n_bits - (inv.bit_length())
+
+
+class PrefixSet:
+    """Prefixes of one field, by length: what a trie lookup needs."""
+
+    __slots__ = ("f", "by_len")
+
+    def __init__(self, f: Field):
+        self.f = f
+        self.by_len: dict[int, tuple[dict[int, int], list[int]]] = {}
+
+    def add(self, plen: int, v: int) -> None:
+        counts, lst = self.by_len.setdefault(plen, ({}, []))
+        c = counts.get(v, 0)
+        if not c:
+            insort(lst, v)
+        counts[v] = c + 1
+
+    def remove(self, plen: int, v: int) -> None:
+        counts, lst = self.by_len[plen]
+        c = counts[v] - 1
+        if c:
+            counts[v] = c
+            return
+        del counts[v]
+        del lst[bisect_left(lst, v)]
+        if not counts:
+            del self.by_len[plen]
+
+    def lookup(self, addr: int) -> tuple[set[int], int]:
+        """(prefix lengths with a prefix covering ``addr``, number of leading
+        bits of ``addr`` that decide this)."""
+        w = self.f.n_bits
+        matched, needed = set(), 0
+        for plen, (counts, lst) in self.by_len.items():
+            v = addr >> (w - plen)
+            if v in counts:
+                matched.add(plen)
+                needed = max(needed, plen)
+                continue
+            i = bisect_left(lst, v)
+            common = 0
+            for j in (i - 1, i):
+                if 0 <= j < len(lst):
+                    common = max(common, plen - (v ^ lst[j]).bit_length())
+            needed = max(needed, min(common + 1, plen))
+        return matched, needed
 
 
 class Wildcards:
@@ -106,11 +176,14 @@ def _tz(mask: int) -> int:
 
 
 class Subtable:
-    __slots__ = ("mask", "shift", "stages", "rules", "max_priority", "n_rules")
+    __slots__ = ("mask", "shift", "stages", "rules", "max_priority", "n_rules", "plens")
 
     def __init__(self, mask: int):
         self.mask = mask
         self.shift = _tz(mask)
+        # (trie index, prefix length) for address fields matched as prefixes
+        self.plens = tuple((i, L) for i, f in enumerate(TRIE_FIELDS)
+                           if (L := _prefix_len(f, mask)) is not None)
         # (stage mask, shift, {masked value >> shift: refcount}) for all but
         # the last stage; stages adding no bits are dropped.
         self.stages: list[tuple[int, int, dict[int, int]]] = []
@@ -161,6 +234,7 @@ class Classifier:
         self.subtables: dict[int, Subtable] = {}
         self._ranked: list[Subtable] | None = []
         self.n_rules = 0
+        self.tries = [PrefixSet(f) for f in TRIE_FIELDS]
 
     def __len__(self):
         return self.n_rules
@@ -176,6 +250,9 @@ class Classifier:
             st = self.subtables[rule.match.mask] = Subtable(rule.match.mask)
         old_max = st.max_priority
         st.insert(rule)
+        for i, plen in st.plens:
+            f = TRIE_FIELDS[i]
+            self.tries[i].add(plen, ((rule.match.value >> f.shift) & f.max) >> (f.n_bits - plen))
         if st.max_priority != old_max:
             self._ranked = None
         self.n_rules += 1
@@ -184,6 +261,9 @@ class Classifier:
         st = self.subtables[rule.match.mask]
         old_max = st.max_priority
         st.remove(rule)
+        for i, plen in st.plens:
+            f = TRIE_FIELDS[i]
+            self.tries[i].remove(plen, ((rule.match.value >> f.shift) & f.max) >> (f.n_bits - plen))
         if not st.n_rules:
             del self.subtables[rule.match.mask]
             self._ranked = None
@@ -235,9 +315,15 @@ class Classifier:
         conjunctive matches); ORs the consulted bits into ``wc``."""
         out = []
         consulted = 0
+        tries: dict = {}
         for st in self.ranked():
             if st.max_priority <= floor:
                 break
+            if st.plens:
+                skip = self._trie_skip(st, key, tries)
+                if skip:
+                    consulted |= skip
+                    continue
             for sm, sh, counts in st.stages:
                 if (key & sm) >> sh not in counts:
                     consulted |= sm
@@ -256,9 +342,15 @@ class Classifier:
         best = None
         best_pri = -1
         consulted = 0
+        tries: dict = {}
         for st in self.ranked():
             if st.max_priority <= best_pri:
                 break   # no later subtable can win: early exit
+            if st.plens:
+                skip = self._trie_skip(st, key, tries)
+                if skip:
+                    consulted |= skip
+                    continue
             for sm, sh, counts in st.stages:
                 if (key & sm) >> sh not in counts:
                     consulted |= sm
@@ -271,3 +363,17 @@ class Classifier:
         if wc is not None:
             wc.mask |= consulted
         return best
+
+    def _trie_skip(self, st: Subtable, key: int, cache: dict) -> int:
+        """If a prefix lookup proves ``st`` cannot match ``key``, the key bits
+        that prove it (nonzero); else 0."""
+        for i, plen in st.plens:
+            r = cache.get(i)
+            if r is None:
+                f = TRIE_FIELDS[i]
+                matched, needed = self.tries[i].lookup((key >> f.shift) & f.max)
+                bits = ((1 << needed) - 1) << (f.n_bits - needed)
+                r = cache[i] = (matched, bits << f.shift)
+            if plen not in r[0]:
+                return r[1]   # never 0: an unmatched length needs >= 1 bit
+        return 0

@@ -120,3 +120,26 @@ def test_exact_and_loose():
     assert {id(r) for r in cls.iter_loose(Match.parse("ip,nw_dst=10.0.0.0/24"))} == {id(a), id(b)}
     assert list(cls.iter_loose(Match.parse("ip,nw_dst=10.0.0.1"))) == [b]
     assert {id(r) for r in cls.iter_loose(Match())} == {id(a), id(b)}
+
+
+def test_prefix_tracking_keeps_address_megaflows_wide():
+    cls = Classifier()
+    cls.insert(Rule(10, Match.parse("ip,nw_dst=10.0.0.0/24")))
+    cls.insert(Rule(10, Match.parse("ip,nw_dst=10.0.1.0/24")))
+    cls.insert(Rule(5, Match.parse("ip,nw_dst=10.1.0.0/16")))
+    wc = Wildcards()
+    k = FlowKey.from_fields(eth_type=0x800, nw_dst=0xc0a80001)        # 192.168.0.1
+    assert cls.lookup(int(k), wc) is None
+    # one bit of nw_dst (192 vs 10 differ in the top bit) proves no rule matches
+    assert wc.mask == Match.parse("ip,nw_dst=128.0.0.0/1").mask & field_int_mask(FIELDS["ip_dst"])
+    wc = Wildcards()
+    k.nw_dst = 0x0a000205                                               # 10.0.2.5
+    assert cls.lookup(int(k), wc) is None
+    m = Match(0, wc.mask)
+    # 10.0.2.x differs from 10.0.0/24 and 10.0.1/24 in bit 23, from 10.1/16 in bit 16
+    assert m.get("ip_dst")[1] == 0xfffffe00
+    k.nw_dst = 0x0a000105
+    assert cls.lookup(int(k)).match == Match.parse("ip,nw_dst=10.0.1.0/24")
+    for r in list(cls):
+        cls.remove(r)
+    assert all(not t.by_len for t in cls.tries)
