@@ -255,3 +255,27 @@ def test_monitor_receives_packet_in(sw, fmt, proto):
     assert "in_port=1" in out and "arp" in out
     if fmt != "standard":
         assert "userdata=01.02" in out
+
+
+@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
+def test_tlv_map_and_tun_metadata_flows(sw, proto):
+    t = sw.target
+    sw.ofctl("-O", proto, "add-tlv-map", t, "{class=0x102,type=0x80,len=4}->tun_metadata0")
+    out = sw.ofctl("-O", proto, "dump-tlv-map", t).stdout
+    assert "0x102  0x80       4  tun_metadata0" in out
+    assert sw.backend.tlv_maps[-1] == {0: (0x102, 0x80, 4)}
+    r = sw.ofctl("-O", proto, "add-tlv-map", t, "{class=0x102,type=0x81,len=4}->tun_metadata0",
+                 ok=False)
+    assert "NXTTMFC_ALREADY_MAPPED" in r.stderr or r.returncode != 0
+    sw.ofctl("-O", proto, "add-flow", t, "tun_metadata0=0x1234,actions=drop")
+    sw.ofctl("-O", proto, "add-flow", t, "priority=5,tun_metadata0=0x10/0xf0,actions=drop")
+    got = flows(sw, "-O", proto)
+    assert "tun_metadata0=0x1234 actions=drop" in got
+    assert "priority=5,tun_metadata0=0x10/0xf0 actions=drop" in got
+    sw.ofctl("-O", proto, "del-tlv-map", t)
+    assert "allocated option space=0" in sw.ofctl("-O", proto, "dump-tlv-map", t).stdout
+
+
+def test_ct_flush_zone(sw):
+    sw.ofctl("-O", "OpenFlow15", "ct-flush-zone", sw.target, "7")
+    assert sw.backend.ct_flushes == [7]

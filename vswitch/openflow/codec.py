@@ -26,6 +26,7 @@ from os_ken.ofproto import ofproto_v1_0_parser as p10
 from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 
+from . import nx
 from .sp import OFError
 
 OFP10 = 0x01
@@ -339,6 +340,8 @@ def _experimenter_common(dp, version, msg_type, msg_len, xid, buf, onf_bundles):
     elif experimenter == NX and exp_type == nicira_ext.NXT_SET_PACKET_IN_FORMAT:
         (fmt,) = _unpack(nicira_ext.NX_SET_PACKET_IN_FORMAT_PACK_STR, buf, off)
         msg = P.NXTSetPacketInFormatMsg(dp, fmt)
+    elif experimenter == NX and (nxm := nx.parse(dp, exp_type, buf, off, msg_len)) is not None:
+        msg = nxm
     elif experimenter in (NX, ONF):
         raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)
     else:
@@ -444,6 +447,8 @@ def _p10_vendor(dp, version, msg_type, msg_len, xid, buf):
         msg = p10.NXTFlowMod(dp, cookie, command, idle, hard, priority, buffer_id,
                              out_port, flags, nx_match.ClsRule(), actions)
         msg.nxm = nxm
+    elif (nxm := nx.parse(dp, subtype, buf, off, msg_len)) is not None:
+        msg = nxm
     else:
         raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)
     return _finish(msg, version, msg_type, msg_len, xid, buf)

@@ -73,6 +73,13 @@ def match_from_tlvs(tlvs) -> "sp.Match":
         v, m = _int(value), _int(mask)
         if f.name == "in_port" and cls == _NXM0:
             v = port_from10(v)
+        if f.name.startswith("tun_metadata"):
+            # GENEVE option data is left-aligned in the slow path's 64-bit slot
+            shift = 8 * (8 - len(value))
+            if shift < 0:
+                raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_LEN)
+            m = ((1 << 8 * len(value)) - 1 if m is None else m) << shift
+            v <<= shift
         if f.name in fields:
             raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_DUP_FIELD)
         if m is not None and v & ~m:
@@ -157,6 +164,14 @@ def match_to_tlvs(match, nxm: bool = False) -> list:
         width = _wire_width(f)
         if nxm and f.name == "in_port":
             v, width = port_to10(v), 2
+        if f.name.startswith("tun_metadata"):
+            # option width = the mask's significant bytes (left-aligned slot)
+            mm = f.max if m is None else m
+            trailing = (((mm & -mm).bit_length() - 1) // 8) if mm else 0
+            width = 8 - trailing
+            v >>= 8 * trailing
+            m = None if m is None or (m >> 8 * trailing) == (1 << 8 * width) - 1 \
+                else m >> 8 * trailing
         num = (code[0] << 7) | code[1]
         out.append((num, v.to_bytes(width, "big"),
                     None if m is None else m.to_bytes(width, "big")))

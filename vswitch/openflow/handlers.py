@@ -26,7 +26,7 @@ from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_4 as of14
 
-from . import codec, convert, sp
+from . import codec, convert, nx, sp
 from .sp import OFError
 
 VERSION_STRING = "pyvswitch 0.1"
@@ -105,6 +105,8 @@ class SwitchContext:
         self.generation_id: Optional[int] = None
         self.channels: list[Channel] = []
         self.deferred: Optional[list] = None
+        #: GENEVE option -> tun_metadataN map (NXT_TLV_TABLE_MOD): index -> (class, type, len)
+        self.tlv_map: dict[int, tuple[int, int, int]] = {}
 
     def broadcast_flow_removed(self, events, now: float) -> None:
         if self.deferred is not None:
@@ -704,6 +706,46 @@ class Handlers:
         ch.packet_in_format = msg.packet_in_format
         return []
 
+    # ---- Nicira: GENEVE option map, conntrack flush
+    def h_NXTTlvTableMod(self, ch, msg, now):
+        new = dict(self.sw.tlv_map)
+        if msg.command == nx.NXTTMC_CLEAR:
+            new = {}
+        elif msg.command in (nx.NXTTMC_ADD, nx.NXTTMC_DELETE):
+            seen = set()
+            for cls, typ, length, index in msg.mappings:
+                if index in seen:
+                    raise _nx_error(NXTTMFC_DUP_ENTRY)
+                seen.add(index)
+                if msg.command == nx.NXTTMC_DELETE:
+                    new.pop(index, None)
+                    continue
+                if index >= TLV_MAX_FIELDS:
+                    raise _nx_error(NXTTMFC_TABLE_FULL)
+                if length % 4 or not 0 < length <= TLV_MAX_LEN:
+                    raise _nx_error(NXTTMFC_BAD_OPT_LEN)
+                if new.get(index, (cls, typ, length)) != (cls, typ, length):
+                    raise _nx_error(NXTTMFC_ALREADY_MAPPED)
+                new[index] = (cls, typ, length)
+        else:
+            raise _nx_error(NXTTMFC_BAD_COMMAND)
+        self.sw.tlv_map = new
+        hook = getattr(self.sw.backend, "tlv_map_changed", None)
+        if hook is not None:
+            hook(dict(new))
+        return []
+
+    def h_NXTTlvTableRequest(self, ch, msg, now):
+        maps = [(c, t, ln, i) for i, (c, t, ln) in sorted(self.sw.tlv_map.items())]
+        return [nx.NXTTlvTableReply(ch.dp, max_option_space=TLV_MAX_FIELDS * TLV_MAX_LEN,
+                                    max_fields=TLV_MAX_FIELDS, mappings=maps)]
+
+    def h_NXTCtFlushZone(self, ch, msg, now):
+        hook = getattr(self.sw.backend, "ct_flush_zone", None)
+        if hook is not None:
+            hook(msg.zone_id)
+        return []
+
     # ---- bundles (OF1.4+ standard, ONF extension for OF1.3)
     def h_ONFBundleCtrlMsg(self, ch, msg, now):
         return self._bundle_ctrl(ch, msg, now)
@@ -794,6 +836,19 @@ class Handlers:
                 self.sw.deferred = None
         if removed:
             self.sw.broadcast_flow_removed(removed, now)
+
+
+# the slow path keeps 8 option slots of at most 8 bytes (slowpath/fields.py)
+TLV_MAX_FIELDS, TLV_MAX_LEN = 8, 8
+# Nicira TLV-table errors (OVS lib/ofp-errors.h, NXTTMFC_*): NX experimenter codes
+NXTTMFC_BAD_COMMAND, NXTTMFC_BAD_OPT_LEN, NXTTMFC_BAD_FIELD_IDX = 16, 17, 18
+NXTTMFC_TABLE_FULL, NXTTMFC_ALREADY_MAPPED, NXTTMFC_DUP_ENTRY = 19, 20, 21
+
+
+def _nx_error(code):
+    e = OFError(of13.OFPET_EXPERIMENTER, code)
+    e.experimenter = codec.NX
+    return e
 
 
 _BUNDLEABLE = {"OFPFlowMod", "NXTFlowMod", "OFPGroupMod", "OFPPortMod", "OFPMeterMod",

@@ -17,6 +17,8 @@ class FakeBackend:
         self.packet_outs = []
         self.revalidations = 0
         self.port_mods = []
+        self.ct_flushes = []
+        self.tlv_maps = []
 
     def execute_packet_out(self, in_port, actions, data):
         self.packet_outs.append((in_port, list(actions), data))
@@ -26,6 +28,12 @@ class FakeBackend:
 
     def port_mod(self, ofport, config, mask):
         self.port_mods.append((ofport, config, mask))
+
+    def ct_flush_zone(self, zone):
+        self.ct_flushes.append(zone)
+
+    def tlv_map_changed(self, tlv_map):
+        self.tlv_maps.append(tlv_map)
 
     def port_stats(self, ofport):
         ports = [1, 2] if ofport is None else [ofport]
