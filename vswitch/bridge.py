@@ -25,6 +25,8 @@ import threading
 import time
 import uuid as uuidlib
 
+from slowpath import dpactions as dp
+from slowpath import odp_execute
 from slowpath.flow import FlowKey, parse_packet
 from slowpath.match import Match
 from slowpath.pipeline import FlowMod, Pipeline
@@ -350,6 +352,38 @@ class Bridge:
             self.reconciler.loop.call_soon_threadsafe(connmgr.send_packet_in, pin)
 
 
+# Datapath actions the Cython fast path executes itself (fastpath/execute.pyx);
+# a megaflow with any other action is executed by slowpath/odp_execute.py.
+FAST_ACTIONS = (dp.Output, dp.SetMasked, dp.PushVlan, dp.PopVlan, dp.Trunc, dp.Recirc,
+                dp.Meter, dp.Hash, dp.PushMpls, dp.PopMpls, dp.CtClear)
+SLOW_PATH = (dp.Userspace("slow_path"),)
+
+
+def fast_path_can_execute(actions) -> bool:
+    return all(isinstance(a, FAST_ACTIONS)
+               or (isinstance(a, (dp.Clone, dp.Sample)) and fast_path_can_execute(a.actions))
+               for a in actions)
+
+
+class _SlowEnv:
+    """odp_execute's view of the datapath, for packets run in Python."""
+
+    def __init__(self, reconciler: "BridgeReconciler", datapath):
+        self.reconciler = reconciler
+        self.datapath = datapath
+
+    def output(self, dp_port: int, frame: bytes, key: FlowKey) -> None:
+        self.datapath.dpif.execute(frame, (dp.Output(dp_port),))
+
+    def recirculate(self, frame: bytes, key: FlowKey) -> None:
+        # Back through the caches with the new metadata (recirc_id, ct_*).
+        self.reconciler._handle_upcalls(self.datapath, self.datapath.dpif.execute(
+            frame, (dp.Recirc(key.recirc_id),), bytes(key)))
+
+    def meter(self, meter_id: int, frame: bytes) -> bool:
+        return True  # meters in the Python path are not enforced yet
+
+
 def _dpid_from_mac(mac: str | None, name: str) -> int:
     """OVS derives the datapath id from the bridge's Ethernet address."""
     if mac:
@@ -476,6 +510,8 @@ class BridgeReconciler:
 
     # --- the slow path, on the datapath thread ------------------------------
     def handle_upcall(self, datapath, upcall) -> None:
+        """A packet no megaflow covered, or one whose megaflow says "slow
+        path": translate it, cache the result, and execute it."""
         entry = self.dp_ports.get(upcall.dp_port)
         if entry is None:
             return  # the port is going away
@@ -483,18 +519,30 @@ class BridgeReconciler:
         key = FlowKey(upcall.key)
         key.in_port = ofport
         now = time.monotonic()
+        dpif = datapath.dpif
         with self.ofproto_lock:
             out = bridge.pipeline.xlate(key, upcall.packet, now)
-            dpif = datapath.dpif
-            mf = out.megaflow
-            if not out.slow:
-                match = FlowKey(mf.match)
+            actions = tuple(out.megaflow.actions)
+            fast = fast_path_can_execute(actions)
+            if not out.slow and upcall.reason == "miss":
+                match = FlowKey(out.megaflow.match)
                 match.in_port = upcall.dp_port
                 match = bytes(match)
-                dpif.flow_put(match, mf.mask, mf.actions)
-                self.revalidator.installed(match, mf.mask, bridge.pipeline, ofport, out, now)
-        dpif.execute(upcall.packet, mf.actions)
+                # Megaflows the fast path cannot execute still get cached,
+                # as "send to the slow path", so they cost no miss lookups.
+                dpif.flow_put(match, out.megaflow.mask, actions if fast else SLOW_PATH)
+                self.revalidator.installed(match, out.megaflow.mask, bridge.pipeline,
+                                           ofport, out, now)
+        if fast:
+            self._handle_upcalls(datapath, dpif.execute(upcall.packet, actions, upcall.key))
+        else:
+            odp_execute.execute(upcall.packet, FlowKey(upcall.key), actions,
+                                _SlowEnv(self, datapath))
         bridge.send_packet_ins(out.packet_ins)
+
+    def _handle_upcalls(self, datapath, upcalls) -> None:
+        for u in upcalls or ():
+            self.handle_upcall(datapath, u)
 
     def maybe_sweep(self, dpif) -> None:
         """After each poll: sweep if a pipeline moved on, or every second."""

@@ -145,3 +145,49 @@ def test_demo_command():
                         "--count", "1"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "h1 -> h2 (10.0.0.2): ok" in p.stdout and "all pings passed" in p.stdout
+
+
+def test_controller_action_runs_in_the_slow_path(daemon, topology, bridge_name):
+    """actions=controller,output:2 — the fast path hands such packets back
+    (it cannot send packet-ins); each one still reaches h2 exactly once
+    and reaches an ovs-ofctl monitor as a packet-in."""
+    h1 = topology.add_host("h1", "10.0.5.1/24")
+    h2 = topology.add_host("h2", "10.0.5.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    daemon.ofctl("add-flow", bridge_name, "priority=100,udp,actions=controller,output:2")
+    monitor = subprocess.Popen(
+        ["ovs-ofctl", "-O", "OpenFlow13", f"--unixctl={daemon.rundir}/ofctl.ctl", "monitor",
+         daemon.mgmt(bridge_name), "65534"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", h2.netns, sys.executable, "-c", textwrap.dedent("""
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("0.0.0.0", 7777)); s.settimeout(3)
+                n = 0
+                try:
+                    while True:
+                        s.recv(2048); n += 1
+                except socket.timeout:
+                    print(n)
+            """)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        # Static neighbour entry: the test is about UDP, not ARP.
+        h1.run("ip", "neigh", "add", h2.addr, "lladdr", h2.mac, "dev", "eth0")
+        h1.run(sys.executable, "-c", textwrap.dedent(f"""
+            import socket, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for i in range(5):
+                s.sendto(b"hello", ("{h2.addr}", 7777)); time.sleep(0.05)
+        """))
+        out, _ = receiver.communicate(timeout=30)
+        assert int(out) == 5
+        time.sleep(0.5)
+    finally:
+        monitor.terminate()
+        log, _ = monitor.communicate(timeout=10)
+    # ovs-ofctl monitor asks for NXT_PACKET_IN2, as with Open vSwitch.
+    assert log.count("PACKET_IN") == 5, log + daemon.log_tail()
+    assert "udp" in log and "tp_dst=7777" in log
