@@ -27,9 +27,9 @@ Keys and masks are whole-key integers (``int(FlowKey)``); see ``match.py``.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from slowpath.fields import FIELDS, MEMBERS, Field, member_int_mask
+from slowpath.fields import FIELDS, Field, member_int_mask
 from slowpath.match import Match
 
 # Stage boundaries: members consulted first to last.

@@ -10,7 +10,7 @@ compared and deduplicated; ``str()`` gives ovs-dpctl syntax, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from slowpath.fields import MEMBERS, VLAN_CFI
 

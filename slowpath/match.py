@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from slowpath.errors import OFError, bad_match
+from slowpath.errors import bad_match
 from slowpath.fields import (
     CS, FIELDS, FLOW_KEY_SIZE, FLOW_MEMBERS, MEMBERS, PREREQS, PROTOCOLS, TCP_FLAGS, VLAN_CFI, Field,
     field_shift, format_value, parse_value,

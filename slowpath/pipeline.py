@@ -24,11 +24,11 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from slowpath import actions as A
 from slowpath.classifier import Classifier, Rule
 from slowpath.errors import (
-    OFError, bad_action, bad_instruction, bad_match, flow_mod_failed, group_mod_failed,
+    OFError, bad_action, bad_instruction, flow_mod_failed, group_mod_failed,
     meter_mod_failed,
 )
 from slowpath.fields import (
-    FIELDS, OFPP_ANY, OFPP_CONTROLLER, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL,
+    FIELDS, OFPP_ANY, OFPP_MAX, OFPP_NORMAL,
     PORT_NAMES, VLAN_CFI,
 )
 from slowpath.flow import FlowKey

@@ -30,8 +30,7 @@ from slowpath import dpactions as dp
 from slowpath.classifier import Rule, Wildcards
 from slowpath.fields import (
     FIELDS, FLOW_KEY_SIZE, MEMBERS, OFPP_ALL, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD,
-    OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, PREREQS, VLAN_CFI, Field,
-    field_int_mask, member_int_mask,
+    OFPP_IN_PORT, OFPP_NORMAL, OFPP_TABLE, PREREQS, VLAN_CFI, Field, member_int_mask,
 )
 from slowpath.flow import FlowKey
 from slowpath.match import Match, member_shift
@@ -145,24 +144,22 @@ class XlateCtx:
         """Read a field of the current flow and mark it consulted."""
         if isinstance(f, str):
             f = _F[f]
-        self.wc.mask |= field_int_mask(f) & ~self.written
-        return self.key.get(f)
+        self.wc.mask |= f.int_mask & ~self.written
+        return self.key.get(f) & f.valid_mask
 
     def read_bits(self, f: Field | str, mask: int) -> int:
         """Read only ``mask`` bits of a field (e.g. the VLAN CFI bit)."""
         if isinstance(f, str):
             f = _F[f]
-        from slowpath.fields import field_shift
-        self.wc.mask |= ((mask & f.max) << field_shift(f)) & ~self.written
+        self.wc.mask |= ((mask & f.max) << f.shift) & ~self.written
         return self.key.get(f) & mask
 
     def write(self, f: Field | str, value: int, mask: int | None = None) -> None:
         if isinstance(f, str):
             f = _F[f]
-        from slowpath.fields import field_shift
         m = f.max if mask is None else mask & f.max
         self.key.set(f, value, m)
-        bits = m << field_shift(f)
+        bits = m << f.shift
         self.written |= bits
         self.pending |= bits
 
@@ -678,14 +675,12 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
     return ctx.out
 
 
-def vlan_group_hash_fields():
-    return ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst", "ipv6_src",
-            "ipv6_dst", "nw_proto", "tp_src", "tp_dst")
+SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst",
+                      "ipv6_src", "ipv6_dst", "nw_proto", "tp_src", "tp_dst")
 
 
 def select_hash(ctx: XlateCtx, basis: int = 0) -> int:
-    """Symmetric-ish 5-tuple hash for select groups; consults its fields."""
-    parts = []
-    for n in vlan_group_hash_fields():
-        parts.append(ctx.read(n).to_bytes(16, "big"))
+    """Hash of the L2-L4 fields for select groups (OVS's default selection
+    method hashes the same); consults them all."""
+    parts = [ctx.read(n).to_bytes(16, "big") for n in SELECT_HASH_FIELDS]
     return zlib.crc32(b"".join(parts), basis)

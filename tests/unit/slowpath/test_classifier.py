@@ -1,12 +1,10 @@
 """Classifier == brute-force scan; keys equal under the returned wildcards
 get the same rule (the megaflow invariant at the lookup level)."""
 
-import random
-
 from hypothesis import given, settings, strategies as st
 
 from slowpath.classifier import Classifier, Rule, Wildcards
-from slowpath.fields import FIELDS, field_int_mask, field_shift
+from slowpath.fields import FIELDS, field_int_mask
 from slowpath.flow import FlowKey
 from slowpath.match import Match
 

@@ -1,6 +1,5 @@
 """The key layout is defined once; the generated C/Cython views must agree."""
 
-import os
 import shutil
 import subprocess
 

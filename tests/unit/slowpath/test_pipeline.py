@@ -5,11 +5,11 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from slowpath import actions as A
 from slowpath.errors import OFError
-from slowpath.fields import OFPP_ANY, OFPP_CONTROLLER, OFPP_NORMAL
+from slowpath.fields import OFPP_NORMAL
 from slowpath.flow import FlowKey
 from slowpath.match import Match
 from slowpath.pipeline import (
-    Bucket, FlowMod, GroupMod, MeterBand, MeterMod, Pipeline, TableMod,
+    Bucket, FlowMod, GroupMod, MeterBand, MeterMod, Pipeline,
 )
 from slowpath.port import Port
 

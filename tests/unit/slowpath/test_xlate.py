@@ -1,7 +1,5 @@
 """xlate: NORMAL, actions, megaflow masks, and the megaflow invariant."""
 
-import random
-
 from hypothesis import given, settings, strategies as st
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from scapy.layers.inet import ICMP, IP, TCP, UDP
