@@ -1,0 +1,307 @@
+"""Desired OpenFlow rules of one host, computed from the desired `State`.
+
+Pure functions, no I/O (Faucet's ``valve`` style): `host_flows(state, host,
+view)` returns the list of `Flow` values the host's bridge should hold.  A
+`Flow` is a small hashable value in a neutral vocabulary (os-ken OpenFlow 1.3
+field names, action tuples); `controller_stub.ofmsg` compiles it into os-ken
+flow mods and `diff()` (in that module) turns two sets of flows into the
+minimal list of flow mods.
+
+The per-host pipeline (an OVN-like logical pipeline mapped to OpenFlow):
+
+=====  ==================  ===============================================
+table  name                what it does
+=====  ==================  ===============================================
+0      CLASSIFY            VIF ofport -> reg14 = logical inport key,
+                           metadata = VNI; tunnel ofport + tun_id=VNI ->
+                           metadata = VNI, to REMOTE_L2; else drop
+1      PORT_SEC_L2         inport's eth_src must be its MAC
+2      PORT_SEC_L3         IPv4 source / ARP spa+sha must be the port's
+                           (anything else from a secured port is dropped)
+3      ARP_RESPONDER       the directory: ARP requests for any known IP of
+                           the logical switch are answered here, at the
+                           source (no ARP broadcast crosses the overlay)
+4      IN_CT               IPv4 -> ct(zone=inport key, table=5)
+5      IN_CT_COMMIT        +inv drop; +new committed in the inport's zone
+6      L2_LOOKUP           eth_dst -> reg15 = outport key; local: to
+                           OUT_CT; remote: tun_id=VNI, output to the
+                           GENEVE port of the destination's host;
+                           broadcast: every local port (+ tunnels, except
+                           ARP which never leaves the host)
+7      REMOTE_L2           from a tunnel: eth_dst of a local port -> reg15
+8      OUT_CT              IPv4 -> ct(zone=outport key, table=9)
+9      OUT_ACL             +est/+rel pass, +inv drop; ports in an ACL'd
+                           group: allow rules commit +new, rest dropped
+                           (default deny); other ports: commit +new
+10     OUTPUT              reg15 -> output to the VIF
+=====  ==================  ===============================================
+
+Conntrack zones are per logical port (the zone number is the port key), as
+OVN does: a connection is committed once in the source port's zone at the
+source and once in the destination port's zone at the destination, so the
+source-side commit never lets a packet past the destination's ACL even when
+both ports share a host, and replies are +est on both sides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from typing import Iterable, Optional
+
+from .state import State
+
+CLASSIFY, PORT_SEC_L2, PORT_SEC_L3, ARP_RESPONDER, IN_CT, IN_CT_COMMIT, L2_LOOKUP, \
+    REMOTE_L2, OUT_CT, OUT_ACL, OUTPUT = range(11)
+TABLE_NAMES = {0: "CLASSIFY", 1: "PORT_SEC_L2", 2: "PORT_SEC_L3", 3: "ARP_RESPONDER",
+               4: "IN_CT", 5: "IN_CT_COMMIT", 6: "L2_LOOKUP", 7: "REMOTE_L2",
+               8: "OUT_CT", 9: "OUT_ACL", 10: "OUTPUT"}
+
+REG_INPORT, REG_OUTPORT = "reg14", "reg15"
+ETH_IP, ETH_ARP = 0x0800, 0x0806
+PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+# ct_state bits (nicira_ext / OVS)
+CS_NEW, CS_EST, CS_REL, CS_RPL, CS_INV, CS_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+# Cookies: top byte marks the controller's rules, next byte the entity kind,
+# low bits the entity's key, so one logical entity's rules can be found (and
+# are dumped) by cookie.
+COOKIE_PREFIX = 0xC5 << 56
+COOKIE_MASK = 0xFF << 56
+K_PIPELINE, K_SWITCH, K_PORT, K_ACL, K_TUNNEL = 1, 2, 3, 4, 5
+
+
+def cookie(kind: int, key: int = 0) -> int:
+    return COOKIE_PREFIX | kind << 48 | (key & 0xFFFFFFFFFFFF)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    """One desired rule.  `match` is a sorted tuple of (field, value) with
+    value an int/str or a (value, mask) pair; `actions` a tuple of:
+    ("output", ofport|"IN_PORT"), ("set", field, value), ("move", src, dst),
+    ("resubmit", table), ("ct", zone, commit, table|None), ("goto", table)
+    (last only).  Setting "metadata" becomes a write-metadata instruction."""
+    table: int
+    priority: int
+    match: tuple
+    actions: tuple = ()
+    cookie: int = COOKIE_PREFIX
+
+    @property
+    def key(self) -> tuple:
+        return (self.table, self.priority, self.match)
+
+    def __str__(self):
+        m = ",".join(f"{k}={_fmt(v)}" for k, v in self.match)
+        a = ",".join(":".join(str(x) for x in act) for act in self.actions) or "drop"
+        return f"table={self.table},priority={self.priority}{',' if m else ''}{m} actions={a}"
+
+
+def _fmt(v):
+    if isinstance(v, tuple):
+        return f"{v[0]}/{v[1]}"
+    return str(v)
+
+
+def flow(table, priority, match: dict, actions=(), cookie_=COOKIE_PREFIX) -> Flow:
+    return Flow(table, priority, tuple(sorted(match.items())), tuple(actions), cookie_)
+
+
+@dataclasses.dataclass
+class HostView:
+    """What the controller knows of one host's bridge: interface name ->
+    ofport (from OpenFlow port descriptions), and remote host -> ofport of
+    the GENEVE tunnel port towards it."""
+    ofports: dict = dataclasses.field(default_factory=dict)
+
+    def vif(self, iface: str) -> Optional[int]:
+        p = self.ofports.get(iface)
+        return p if p is not None and 0 < p < 0xFFFFFF00 else None
+
+    def tunnel(self, remote_host: str) -> Optional[int]:
+        return self.vif(tunnel_port_name(remote_host))
+
+
+def tunnel_port_name(remote_host: str) -> str:
+    """Name of the GENEVE port towards `remote_host` (<= 15 bytes)."""
+    name = "gnv-" + remote_host
+    if len(name) <= 15:
+        return name
+    return "gnv-" + hashlib.sha1(remote_host.encode()).hexdigest()[:11]
+
+
+def _ct_state(*, on=0, off=0) -> tuple:
+    return (on, on | off)
+
+
+def _cidr(src: str):
+    net = ipaddress.IPv4Network(src)
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return (str(net.network_address), str(net.netmask))
+
+
+def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
+    """Every rule `host`'s bridge should hold, given what it reports."""
+    out: list[Flow] = []
+    add = out.append
+    local = [p for p in state.ports.values()
+             if p.host == host and view.vif(p.ifname) is not None]
+    local_keys = {p.name: state.port_key(p.name) for p in local}
+    switches = sorted({p.switch for p in local})
+    remote_hosts = sorted(h for h in state.hosts if h != host and view.tunnel(h) is not None)
+    pc = cookie(K_PIPELINE)
+
+    # table 0: classification
+    add(flow(CLASSIFY, 0, {}, (), pc))
+    for p in local:
+        k = local_keys[p.name]
+        vni = state.switches[p.switch].vni
+        add(flow(CLASSIFY, 100, {"in_port": view.vif(p.ifname)},
+                 (("set", REG_INPORT, k), ("set", "metadata", vni), ("goto", PORT_SEC_L2)),
+                 cookie(K_PORT, k)))
+    for r in remote_hosts:
+        for ls in switches:
+            vni = state.switches[ls].vni
+            add(flow(CLASSIFY, 100, {"in_port": view.tunnel(r), "tunnel_id": vni},
+                     (("set", "metadata", vni), ("goto", REMOTE_L2)), cookie(K_TUNNEL, vni)))
+
+    # tables 1-2: port security
+    for p in local:
+        k = local_keys[p.name]
+        ck = cookie(K_PORT, k)
+        if not p.port_security:
+            add(flow(PORT_SEC_L2, 100, {REG_INPORT: k}, (("goto", PORT_SEC_L3),), ck))
+            add(flow(PORT_SEC_L3, 100, {REG_INPORT: k}, (("goto", ARP_RESPONDER),), ck))
+            continue
+        add(flow(PORT_SEC_L2, 100, {REG_INPORT: k, "eth_src": p.mac},
+                 (("goto", PORT_SEC_L3),), ck))
+        for ip in p.ips:
+            add(flow(PORT_SEC_L3, 100, {REG_INPORT: k, "eth_type": ETH_IP, "ipv4_src": ip},
+                     (("goto", ARP_RESPONDER),), ck))
+            add(flow(PORT_SEC_L3, 100, {REG_INPORT: k, "eth_type": ETH_ARP, "arp_spa": ip,
+                                        "arp_sha": p.mac}, (("goto", ARP_RESPONDER),), ck))
+        add(flow(PORT_SEC_L3, 50, {REG_INPORT: k}, (), ck))   # anything else: drop
+
+    # table 3: ARP responder from the directory of each local logical switch
+    add(flow(ARP_RESPONDER, 0, {}, (("goto", IN_CT),), pc))
+    for ls in switches:
+        vni = state.switches[ls].vni
+        for q in state.ports_on(ls):
+            if q.host is None:
+                continue
+            kq = state.port_key(q.name)
+            for ip in q.ips:
+                m = {"metadata": vni, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip}
+                if q.name in local_keys:  # a port asking for its own address: let it be
+                    add(flow(ARP_RESPONDER, 110, {**m, REG_INPORT: kq},
+                             (("goto", IN_CT),), cookie(K_PORT, kq)))
+                add(flow(ARP_RESPONDER, 100, m, (
+                    ("move", "eth_src", "eth_dst"), ("set", "eth_src", q.mac),
+                    ("set", "arp_op", 2), ("move", "arp_sha", "arp_tha"),
+                    ("move", "arp_spa", "arp_tpa"), ("set", "arp_sha", q.mac),
+                    ("set", "arp_spa", ip), ("output", "IN_PORT")), cookie(K_PORT, kq)))
+
+    # tables 4-5: ingress conntrack, in the inport's zone
+    add(flow(IN_CT, 0, {}, (("goto", L2_LOOKUP),), pc))
+    add(flow(IN_CT_COMMIT, 200, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
+    add(flow(IN_CT_COMMIT, 0, {}, (("goto", L2_LOOKUP),), pc))
+    for p in local:
+        k = local_keys[p.name]
+        add(flow(IN_CT, 100, {REG_INPORT: k, "eth_type": ETH_IP},
+                 (("ct", k, False, IN_CT_COMMIT),), cookie(K_PORT, k)))
+        add(flow(IN_CT_COMMIT, 100, {REG_INPORT: k, "eth_type": ETH_IP,
+                                     "ct_state": _ct_state(on=CS_NEW | CS_TRK)},
+                 (("ct", k, True, None), ("goto", L2_LOOKUP)), cookie(K_PORT, k)))
+
+    # table 6: L2 lookup (from local ports); table 7: from tunnels
+    for ls in switches:
+        vni = state.switches[ls].vni
+        ck = cookie(K_SWITCH, vni)
+        members = [q for q in state.ports_on(ls) if q.host is not None]
+        local_members = [q for q in members if q.name in local_keys]
+        for q in members:
+            kq = state.port_key(q.name)
+            m = {"metadata": vni, "eth_dst": q.mac}
+            if q.name in local_keys:
+                acts = (("set", REG_OUTPORT, kq), ("goto", OUT_CT))
+                add(flow(L2_LOOKUP, 100, m, acts, cookie(K_PORT, kq)))
+                add(flow(REMOTE_L2, 100, m, acts, cookie(K_PORT, kq)))
+            elif q.host != host and view.tunnel(q.host) is not None:
+                add(flow(L2_LOOKUP, 100, m, (("set", REG_OUTPORT, kq), ("set", "tunnel_id", vni),
+                                             ("output", view.tunnel(q.host))),
+                         cookie(K_PORT, kq)))
+        flood_local = tuple(a for q in local_members for a in (
+            ("set", REG_OUTPORT, local_keys[q.name]), ("resubmit", OUT_CT)))
+        tunnels = tuple(a for r in remote_hosts
+                        if any(q.host == r for q in members)
+                        for a in (("set", "tunnel_id", vni), ("output", view.tunnel(r))))
+        add(flow(L2_LOOKUP, 50, {"metadata": vni, "eth_dst": MULTICAST},
+                 flood_local + tunnels, ck))
+        add(flow(L2_LOOKUP, 60, {"metadata": vni, "eth_type": ETH_ARP, "eth_dst": MULTICAST},
+                 flood_local, ck))
+        add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
+
+    # tables 8-9: egress conntrack and ACLs, in the outport's zone
+    add(flow(OUT_CT, 0, {}, (("goto", OUTPUT),), pc))
+    add(flow(OUT_ACL, 2000, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
+    add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_EST | CS_TRK, off=CS_INV)},
+             (("goto", OUTPUT),), pc))
+    add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_REL | CS_TRK, off=CS_INV)},
+             (("goto", OUTPUT),), pc))
+    add(flow(OUT_ACL, 0, {}, (("goto", OUTPUT),), pc))
+    acl_groups = {a.group for a in state.acls}
+    for q in local:
+        kq = local_keys[q.name]
+        add(flow(OUT_CT, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP},
+                 (("ct", kq, False, OUT_ACL),), cookie(K_PORT, kq)))
+        new = {REG_OUTPORT: kq, "eth_type": ETH_IP,
+               "ct_state": _ct_state(on=CS_NEW | CS_TRK, off=CS_INV)}
+        commit = (("ct", kq, True, None), ("goto", OUTPUT))
+        groups = [g for g in sorted(acl_groups) if q.name in state.port_groups[g]]
+        if not groups:
+            add(flow(OUT_ACL, 50, new, commit, cookie(K_PORT, kq)))
+        else:
+            ck = cookie(K_ACL, kq)
+            add(flow(OUT_ACL, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP}, (), ck))  # default deny
+            for a in state.acls:
+                if a.group not in groups:
+                    continue
+                for m in _acl_matches(state, a):
+                    add(flow(OUT_ACL, 1000 + a.priority, {**new, **m}, commit, ck))
+        add(flow(OUTPUT, 100, {REG_OUTPORT: kq}, (("output", view.vif(q.ifname)),),
+                 cookie(K_PORT, kq)))
+    return _dedup(out)
+
+
+def _acl_matches(state: State, a) -> Iterable[dict]:
+    if a.src is None:
+        srcs = [None]
+    elif a.src.startswith("@"):
+        srcs = state.group_ips(a.src[1:])
+        if not srcs:
+            return
+    else:
+        srcs = [_cidr(a.src)]
+    for src in srcs:
+        m = {} if src is None else {"ipv4_src": src}
+        if a.proto == "ip":
+            yield m
+            continue
+        m["ip_proto"] = PROTO_NUM[a.proto]
+        if not a.ports:
+            yield m
+        for port in a.ports:
+            yield {**m, f"{a.proto}_dst": port}
+
+
+def _dedup(flows: list[Flow]) -> list[Flow]:
+    seen: dict = {}
+    for f in flows:
+        if f.key in seen and seen[f.key] != f:
+            raise ValueError(f"conflicting rules:\n  {seen[f.key]}\n  {f}")
+        seen[f.key] = f
+    return list(seen.values())

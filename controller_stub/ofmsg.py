@@ -1,0 +1,175 @@
+"""`Flow` values <-> os-ken OpenFlow 1.3 messages, and the reconciling diff.
+
+os-ken's ``ofproto_v1_3_parser`` (plus its Nicira actions: ct, resubmit,
+move) is the codec; nothing here packs a struct.  `diff(installed, desired)`
+is the one place that decides what to send: rules only in `installed` are
+removed with DELETE_STRICT, rules new or changed in `desired` are (re)added
+with ADD (which replaces a rule of the same table/priority/match, new cookie
+included); identical rules produce nothing.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from .flows import COOKIE_MASK, COOKIE_PREFIX, Flow
+
+OFP_VERSION = ofp.OFP_VERSION
+DP = ofproto_protocol.ProtocolDesc(OFP_VERSION)   # os-ken's (ofproto, parser) holder
+parser = DP.ofproto_parser
+_FULL64 = 0xFFFFFFFFFFFFFFFF
+
+# field names os-ken wants for NXM moves (OXM ones where OF1.3 has them)
+_MOVE_NAMES = {"eth_src": "eth_src_nxm", "eth_dst": "eth_dst_nxm", "arp_sha": "arp_sha_nxm",
+               "arp_tha": "arp_tha_nxm", "arp_spa": "arp_spa_nxm", "arp_tpa": "arp_tpa_nxm"}
+_MOVE_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
+              "arp_spa": 32, "arp_tpa": 32}
+
+
+def _action(a):
+    kind = a[0]
+    if kind == "output":
+        port = ofp.OFPP_IN_PORT if a[1] == "IN_PORT" else int(a[1])
+        return parser.OFPActionOutput(port, 0)
+    if kind == "set":
+        return parser.OFPActionSetField(**{a[1]: a[2]})
+    if kind == "move":
+        n = _MOVE_BITS[a[1]]
+        return parser.NXActionRegMove(src_field=_MOVE_NAMES.get(a[1], a[1]),
+                                      dst_field=_MOVE_NAMES.get(a[2], a[2]),
+                                      n_bits=n, src_ofs=0, dst_ofs=0)
+    if kind == "resubmit":
+        return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=a[1])
+    if kind == "ct":
+        zone, commit, table = a[1], a[2], a[3]
+        return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT if commit else 0,
+                                 zone_src="", zone_ofs_nbits=zone,
+                                 recirc_table=0xFF if table is None else table,
+                                 alg=0, actions=[])
+    raise ValueError(f"unknown action {a!r}")
+
+
+def instructions(f: Flow) -> list:
+    acts, insts = [], []
+    for a in f.actions:
+        if a[0] == "goto":
+            continue
+        if a[0] == "set" and a[1] == "metadata":
+            insts.append(parser.OFPInstructionWriteMetadata(a[2], _FULL64))
+            continue
+        acts.append(_action(a))
+    if acts:
+        insts.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
+    gotos = [a for a in f.actions if a[0] == "goto"]
+    if gotos:
+        assert f.actions[-1] == gotos[0] and len(gotos) == 1, f
+        insts.append(parser.OFPInstructionGotoTable(gotos[0][1]))
+    return insts
+
+
+def match(f: Flow):
+    return parser.OFPMatch(**dict(f.match))
+
+
+def add_msg(f: Flow):
+    return parser.OFPFlowMod(DP, cookie=f.cookie, table_id=f.table, command=ofp.OFPFC_ADD,
+                             priority=f.priority, match=match(f), instructions=instructions(f))
+
+
+def delete_msg(f: Flow):
+    return parser.OFPFlowMod(DP, cookie=f.cookie, cookie_mask=0, table_id=f.table,
+                             command=ofp.OFPFC_DELETE_STRICT, priority=f.priority,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match(f))
+
+
+def dump_request():
+    """Flow-stats request for every rule carrying the controller's cookie prefix."""
+    return parser.OFPFlowStatsRequest(DP, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      COOKIE_PREFIX, COOKIE_MASK, parser.OFPMatch())
+
+
+def diff(installed: Iterable[Flow], desired: Iterable[Flow]) -> list:
+    """Flow mods that turn `installed` into `desired`, deletions first."""
+    have = {f.key: f for f in installed}
+    want = {f.key: f for f in desired}
+    msgs = [delete_msg(f) for k, f in sorted(have.items(), key=_order) if k not in want]
+    msgs += [add_msg(f) for k, f in sorted(want.items(), key=_order) if have.get(k) != f]
+    return msgs
+
+
+def _order(item):
+    k, f = item
+    return (f.table, -f.priority, repr(f.match))
+
+
+# ---------------------------------------------------------------- decoding
+_MOVE_BACK = {v: k for k, v in _MOVE_NAMES.items()}
+
+
+def _norm_value(v):
+    if isinstance(v, list):
+        v = tuple(v)
+    if isinstance(v, tuple) and len(v) == 2:
+        val, mask = v
+        if mask in (_FULL64, 0xFFFFFFFF, "255.255.255.255", "ff:ff:ff:ff:ff:ff"):
+            return _norm_value(val)
+        return (_norm_value(val), _norm_value(mask))
+    if isinstance(v, str):
+        return v.lower()
+    return v
+
+
+def _norm_field(name):
+    return {"tunnel_id_nxm": "tunnel_id", "eth_src_nxm": "eth_src", "eth_dst_nxm": "eth_dst",
+            "arp_spa_nxm": "arp_spa", "arp_tpa_nxm": "arp_tpa", "arp_sha_nxm": "arp_sha",
+            "arp_tha_nxm": "arp_tha"}.get(name, name)
+
+
+def _decode_action(a) -> tuple:
+    n = type(a).__name__
+    if n == "OFPActionOutput":
+        return ("output", "IN_PORT" if a.port == ofp.OFPP_IN_PORT else a.port)
+    if n == "OFPActionSetField":
+        return ("set", _norm_field(a.key), _norm_value(a.value))
+    if n in ("NXActionRegLoad2",):
+        return ("set", _norm_field(a.dst), _norm_value(a.value))
+    if n == "NXActionRegMove":
+        return ("move", _MOVE_BACK.get(a.src_field, _norm_field(a.src_field)),
+                _MOVE_BACK.get(a.dst_field, _norm_field(a.dst_field)))
+    if n == "NXActionResubmitTable":
+        return ("resubmit", a.table_id)
+    if n == "NXActionCT":
+        return ("ct", a.zone_ofs_nbits, bool(a.flags & nicira_ext.NX_CT_F_COMMIT),
+                None if a.recirc_table == 0xFF else a.recirc_table)
+    return ("unknown", n)
+
+
+def flow_from_stats(s) -> Flow:
+    """An OFPFlowStats (as dumped by the switch) -> the `Flow` it installs."""
+    m = tuple(sorted((_norm_field(k), _norm_value(v)) for k, v in s.match.items()))
+    acts, meta, goto = [], [], []
+    for inst in s.instructions:
+        n = type(inst).__name__
+        if n == "OFPInstructionActions" and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            acts += [_decode_action(a) for a in inst.actions]
+        elif n == "OFPInstructionWriteMetadata":
+            meta.append(("set", "metadata", inst.metadata))
+        elif n == "OFPInstructionGotoTable":
+            goto.append(("goto", inst.table_id))
+        else:
+            acts.append(("unknown", n))
+    return Flow(s.table_id, s.priority, m, tuple(acts + meta + goto), s.cookie)
+
+
+def canonical(f: Flow) -> Flow:
+    """`f` as it reads back after an encode/decode round trip (how the diff
+    compares desired rules with dumped ones)."""
+    msg = add_msg(f)
+    msg.serialize()
+    back = parser.OFPFlowMod.parser(DP, msg.version, msg.msg_type, msg.msg_len, msg.xid,
+                                    bytes(msg.buf))
+    back.table_id, back.priority, back.cookie = f.table, f.priority, f.cookie
+    return flow_from_stats(back)

@@ -1,0 +1,236 @@
+"""Desired state -> flow mods, checked by where packets go in fake switches
+(Faucet's FakeOFTable way): L2 forwarding local and over tunnels, tenant
+isolation with overlapping addresses, port security, local ARP answers,
+stateful ACLs with default deny, and a port move sent as a small diff."""
+
+import pytest
+
+from controller_stub import flows as F
+from controller_stub import ofmsg
+from controller_stub.fake import Fabric
+from controller_stub.state import State, StateError
+
+MAC = "02:00:00:00:{:02x}:{:02x}"
+
+
+def make_state():
+    return State.from_dict({
+        "hosts": {"hv1": {"tunnel_ip": "192.168.0.1"}, "hv2": {"tunnel_ip": "192.168.0.2"},
+                  "hv3": {"tunnel_ip": "192.168.0.3"}},
+        "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
+                     "blue": {"vni": 200, "subnet": "10.0.0.0/24"}},
+        "ports": {
+            "web1": {"switch": "red", "mac": MAC.format(1, 1), "ips": ["10.0.0.1"], "host": "hv1"},
+            "app1": {"switch": "red", "mac": MAC.format(1, 2), "ips": ["10.0.0.2"], "host": "hv1"},
+            "db1": {"switch": "red", "mac": MAC.format(1, 3), "ips": ["10.0.0.3"], "host": "hv2"},
+            # blue reuses red's addresses: tenants must not see each other
+            "b1": {"switch": "blue", "mac": MAC.format(2, 1), "ips": ["10.0.0.1"], "host": "hv1"},
+            "b2": {"switch": "blue", "mac": MAC.format(2, 2), "ips": ["10.0.0.2"], "host": "hv3"},
+        },
+        "port_groups": {"web": ["web1"], "app": ["app1"], "db": ["db1"]},
+        "acls": [
+            {"group": "web", "proto": "tcp", "ports": [80]},
+            {"group": "web", "proto": "icmp"},
+            {"group": "app", "proto": "tcp", "ports": [8080], "src": "@web"},
+            {"group": "db", "proto": "tcp", "ports": [5432], "src": "@app"},
+        ],
+    })
+
+
+def views_for(state):
+    """ofports: VIFs numbered from 1 per host, tunnels from 100."""
+    views = {}
+    for h in state.hosts:
+        ofports = {}
+        for i, p in enumerate(sorted(p.ifname for p in state.ports.values() if p.host == h)):
+            ofports[p] = i + 1
+        for j, r in enumerate(sorted(r for r in state.hosts if r != h)):
+            ofports[F.tunnel_port_name(r)] = 100 + j
+        views[h] = F.HostView(ofports)
+    return views
+
+
+@pytest.fixture
+def net():
+    state = make_state()
+    fab = Fabric(state, views_for(state))
+    for h, sw in fab.switches.items():
+        sw.apply(ofmsg.diff([], F.host_flows(state, h, fab.views[h])))
+    return fab
+
+
+def pkt(state, src, dst, proto="icmp", dport=None, sport=40000, **extra):
+    s, d = state.ports[src], state.ports[dst]
+    p = {"eth_src": s.mac, "eth_dst": d.mac, "eth_type": F.ETH_IP,
+         "ipv4_src": s.ips[0], "ipv4_dst": d.ips[0], "ip_proto": F.PROTO_NUM[proto]}
+    if proto in ("tcp", "udp"):
+        p[f"{proto}_src"], p[f"{proto}_dst"] = sport, dport
+    p.update(extra)
+    return p
+
+
+def send(fab, src, p):
+    host, ofport = fab.vif_of(src)
+    return [(h, o) for h, o, q in fab.send(host, ofport, p) if "tunnel_to" not in q]
+
+
+def reply(p):
+    r = dict(p)
+    r["eth_src"], r["eth_dst"] = p["eth_dst"], p["eth_src"]
+    r["ipv4_src"], r["ipv4_dst"] = p["ipv4_dst"], p["ipv4_src"]
+    for proto in ("tcp", "udp"):
+        if f"{proto}_dst" in p:
+            r[f"{proto}_src"], r[f"{proto}_dst"] = p[f"{proto}_dst"], p[f"{proto}_src"]
+    return r
+
+
+def test_every_rule_survives_the_os_ken_codec():
+    state = make_state()
+    for h, v in views_for(state).items():
+        for f in F.host_flows(state, h, v):
+            assert ofmsg.canonical(f) == f
+
+
+def test_allowed_traffic_local_and_across_a_tunnel(net):
+    st = net.state
+    # anyone -> web1 tcp/80 (web1 on hv1, app1 on hv1: local)
+    assert send(net, "app1", pkt(st, "app1", "web1", "tcp", 80)) == [net.vif_of("web1")]
+    # web -> app on 8080
+    assert send(net, "web1", pkt(st, "web1", "app1", "tcp", 8080)) == [net.vif_of("app1")]
+    # app (hv1) -> db (hv2) on 5432 crosses a tunnel with tun_id = VNI
+    p = pkt(st, "app1", "db1", "tcp", 5432)
+    host, ofport = net.vif_of("app1")
+    hops = net.send(host, ofport, p)
+    assert [(h, o) for h, o, q in hops if "tunnel_to" not in q] == [net.vif_of("db1")]
+    (tun,) = [q for h, o, q in hops if "tunnel_to" in q]
+    assert tun["tunnel_to"] == "hv2" and tun["tunnel_id"] == 100
+
+
+def test_default_deny_and_stateful_return(net):
+    st = net.state
+    # web -> db directly: db only admits app
+    assert send(net, "web1", pkt(st, "web1", "db1", "tcp", 5432)) == []
+    # app -> web on 22: web only admits 80 and icmp
+    assert send(net, "app1", pkt(st, "app1", "web1", "tcp", 22)) == []
+    # db may not open connections to app (app admits only @web on 8080)...
+    assert send(net, "db1", pkt(st, "db1", "app1", "tcp", 8080)) == []
+    # ...but replies of app's connection to db come back (ct on both hosts)
+    p = pkt(st, "app1", "db1", "tcp", 5432, sport=41000)
+    assert send(net, "app1", p) == [net.vif_of("db1")]
+    assert send(net, "db1", reply(p)) == [net.vif_of("app1")]
+    # a reply-looking packet with a different source port is a new connection: dropped
+    q = reply(p)
+    q["tcp_src"] = 5433
+    assert send(net, "db1", q) == []
+
+
+def test_tenants_with_overlapping_addresses_are_isolated(net):
+    st = net.state
+    # b1 (blue, 10.0.0.1, hv1) sends to red's web1 MAC: no such MAC in blue
+    p = pkt(st, "b1", "b2")
+    p["eth_dst"] = st.ports["app1"].mac
+    assert send(net, "b1", p) == []
+    # b1 -> b2 works (blue, hv1 -> hv3) and never reaches a red port
+    assert send(net, "b1", pkt(st, "b1", "b2")) == [net.vif_of("b2")]
+    # broadcast from b1 floods only blue: b2 over the tunnel, nothing red
+    bc = pkt(st, "b1", "b2", eth_dst="ff:ff:ff:ff:ff:ff", ipv4_dst="10.0.0.255")
+    assert send(net, "b1", bc) == [net.vif_of("b2")]
+
+
+def test_port_security_drops_spoofed_sources(net):
+    st = net.state
+    p = pkt(st, "app1", "web1", "tcp", 80)
+    assert send(net, "app1", {**p, "eth_src": MAC.format(9, 9)}) == []
+    assert send(net, "app1", {**p, "ipv4_src": "10.0.0.99"}) == []
+    arp = {"eth_src": st.ports["app1"].mac, "eth_dst": "ff:ff:ff:ff:ff:ff",
+           "eth_type": F.ETH_ARP, "arp_op": 1, "arp_spa": "10.0.0.1",   # claims web1's IP
+           "arp_sha": st.ports["app1"].mac, "arp_tpa": "10.0.0.3", "arp_tha": "00:00:00:00:00:00"}
+    assert send(net, "app1", arp) == []
+
+
+def test_arp_for_a_known_address_is_answered_at_the_source(net):
+    st = net.state
+    app = st.ports["app1"]
+    arp = {"eth_src": app.mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": F.ETH_ARP,
+           "arp_op": 1, "arp_spa": "10.0.0.2", "arp_sha": app.mac, "arp_tpa": "10.0.0.3",
+           "arp_tha": "00:00:00:00:00:00"}
+    host, ofport = net.vif_of("app1")
+    hops = net.send(host, ofport, arp)
+    assert len(hops) == 1 and hops[0][:2] == (host, ofport)    # back out of app1's port
+    ans = hops[0][2]
+    assert ans["arp_op"] == 2 and ans["arp_sha"] == st.ports["db1"].mac
+    assert ans["arp_spa"] == "10.0.0.3" and ans["eth_dst"] == app.mac
+    assert ans["arp_tpa"] == "10.0.0.2"
+    # an unknown address is flooded on the host only: no ARP crosses a tunnel
+    hops = net.send(host, ofport, {**arp, "arp_tpa": "10.0.0.77"})
+    assert all("tunnel_to" not in q for _, _, q in hops)
+    assert sorted(o for h, o, q in hops) == [net.vif_of("web1")[1]]
+
+
+def test_port_move_is_a_small_diff_and_traffic_follows(net):
+    st = net.state
+    before = {h: F.host_flows(st, h, v) for h, v in net.views.items()}
+    st.move_port("db1", "hv3")
+    net.views["hv3"].ofports["db1"] = 7
+    del net.views["hv2"].ofports["db1"]
+    sent = {}
+    for h, sw in net.switches.items():
+        msgs = ofmsg.diff(before[h], F.host_flows(st, h, net.views[h]))
+        sent[h] = msgs
+        sw.apply(msgs)
+        assert sw.flows() == set(F.host_flows(st, h, net.views[h]))
+    # hv2 loses db1's rules, hv3 gains them, hv1 only re-points db1's MAC
+    # and red's broadcast (its tunnel now goes to hv3 instead of hv2)
+    assert all(m.command == 4 for m in sent["hv2"])           # DELETE_STRICT only
+    assert all(m.command == 0 for m in sent["hv3"])           # ADD only
+    mod, flood = sorted(sent["hv1"], key=lambda m: -m.priority)
+    assert mod.command == 0 and mod.match["eth_dst"] == st.ports["db1"].mac
+    assert flood.command == 0 and flood.match["eth_dst"] == F.MULTICAST
+    # blue (and the fixed pipeline) is never touched
+    untouchable = {F.cookie(F.K_PORT, st.port_key("b1")), F.cookie(F.K_PORT, st.port_key("b2")),
+                   F.cookie(F.K_SWITCH, 200), F.cookie(F.K_TUNNEL, 200), F.cookie(F.K_PIPELINE)}
+    assert not [m for ms in sent.values() for m in ms if m.cookie in untouchable]
+    p = pkt(st, "app1", "db1", "tcp", 5432)
+    assert send(net, "app1", p) == [("hv3", 7)]
+    # a second reconciliation of the same state sends nothing
+    for h in net.switches:
+        assert ofmsg.diff(net.switches[h].flows(), F.host_flows(st, h, net.views[h])) == []
+
+
+def test_acl_change_touches_only_acl_rules(net):
+    st = net.state
+    before = {h: F.host_flows(st, h, v) for h, v in net.views.items()}
+    st.set_acls([*map(lambda a: a.__dict__, st.acls),
+                 {"group": "db", "proto": "tcp", "ports": [22], "src": "10.0.0.0/24"}])
+    msgs = ofmsg.diff(before["hv2"], F.host_flows(st, "hv2", net.views["hv2"]))
+    assert len(msgs) == 1 and msgs[0].match["tcp_dst"] == 22
+    assert msgs[0].cookie >> 48 & 0xFF == F.K_ACL
+    net.switches["hv2"].apply(msgs)
+    assert send(net, "web1", pkt(st, "web1", "db1", "tcp", 22)) == [net.vif_of("db1")]
+    for h in ("hv1", "hv3"):
+        assert ofmsg.diff(before[h], F.host_flows(st, h, net.views[h])) == []
+
+
+def test_unbound_or_unplugged_ports_get_no_rules():
+    st = make_state()
+    views = views_for(st)
+    del views["hv2"].ofports["db1"]            # interface not (yet) on the bridge
+    flows = F.host_flows(st, "hv2", views["hv2"])
+    assert not any(f.cookie == F.cookie(F.K_PORT, st.port_key("db1")) for f in flows)
+
+
+def test_state_validation():
+    st = make_state()
+    with pytest.raises(StateError):
+        st.add_port("x", "red", MAC.format(1, 1), ["10.0.0.9"], "hv1")   # duplicate MAC
+    with pytest.raises(StateError):
+        st.add_port("x", "red", MAC.format(1, 9), ["10.0.1.9"], "hv1")   # outside subnet
+    with pytest.raises(StateError):
+        st.move_port("db1", "hv9")
+    with pytest.raises(StateError):
+        st.set_acls([{"group": "nope"}])
+    k = st.port_key("db1")
+    st.move_port("db1", "hv3")
+    assert st.port_key("db1") == k and st.ports["db1"].host == "hv3"
+    again = State.from_dict(st.to_dict())
+    assert again.to_dict() == st.to_dict()
