@@ -1,0 +1,118 @@
+/* Layouts shared by xdp_cache.bpf.c and its loader (fastpath/bpf/xdp_cache.py
+ * mirrors every struct here with Python struct formats; tests check sizes).
+ *
+ * The XDP key ("xkey") is the part of the packed flow key (flow_key.h) that
+ * XDP extracts: the members from dl_dst up to (not including) igmp_group_ip4,
+ * then in_port.  Every other member of the flow key is zero for the packets
+ * the program looks up (metadata at ingress; ARP/ND/IGMP/MPLS/IPv6-extension
+ * and fragment packets are never looked up, they go to userspace).
+ */
+#ifndef PYVSWITCH_XDP_CACHE_H
+#define PYVSWITCH_XDP_CACHE_H
+
+#include <linux/types.h>
+#include "flow_key.h"
+
+#define XK_BASE FK_OFS_DL_DST                  /* 336 */
+#define XK_L3_END FK_OFS_IGMP_GROUP_IP4         /* 432: end of the copied region */
+#define XK_IN_PORT (XK_L3_END - XK_BASE)        /* 96 */
+#define XK_SIZE 104
+#define XK_WORDS (XK_SIZE / 8)
+#define XK(member) (FK_OFS_##member - XK_BASE)  /* offset of a member in the xkey */
+
+#define XC_MAX_MASKS 32
+#define XC_MAX_PORTS 256
+#define XC_XSK_QUEUES 16
+
+struct xkey {
+    __u64 w[XK_WORDS];
+};
+
+/* Key of the megaflow hash: one table for all masks, prefixed by mask slot. */
+struct mkey {
+    __u32 mask_idx;
+    __u32 pad;
+    __u64 w[XK_WORDS];
+};
+
+struct port_info {
+    __u32 dp_port;
+    __u32 flags;
+};
+
+struct xc_config {
+    __u32 n_masks;          /* mask slots [0, n_masks) are searched */
+    __u32 flags;            /* XC_CFG_* */
+};
+#define XC_CFG_EMC 1        /* insert exact-match entries on megaflow hits */
+#define XC_CFG_XSK 2        /* misses go to the XSKMAP (AF_XDP), else XDP_PASS */
+
+struct mask_slot {
+    __u32 valid;
+    __u32 pad;
+    __u64 w[XK_WORDS];
+};
+
+struct emc_val {
+    __u32 flow_id;
+    __u32 gen;
+};
+
+/* Flow (megaflow) actions, normalised by the loader:
+ *   1. IPv4/IPv6/L4 masked sets (checksums updated incrementally, RFC 1624),
+ *   2. Ethernet address masked sets,
+ *   3. pop `pops` VLAN tags, masked set of the then-outermost tag's TCI,
+ *   4. push `npush` tags (push[0] first, so push[npush-1] ends outermost),
+ *   5. output: redirect to dp_port `out_port` (XF_OUTPUT), else drop. */
+struct flow_act {
+    __u32 gen;
+    __u32 flags;            /* XF_* */
+    __u32 out_port;
+    __u8 pops;
+    __u8 npush;
+    __u16 pad;
+    __be16 push_tpid[2];
+    __be16 push_tci[2];     /* as written into the packet (CFI clear) */
+    __be16 vlan_tci_v, vlan_tci_m;
+    __u8 dl_dst_v[6], dl_dst_m[6];
+    __u8 dl_src_v[6], dl_src_m[6];
+    __u8 nw_src_v[4], nw_src_m[4];
+    __u8 nw_dst_v[4], nw_dst_m[4];
+    __u8 tos_v, tos_m, ttl_v, ttl_m;
+    __u8 tp_src_v[2], tp_src_m[2];
+    __u8 tp_dst_v[2], tp_dst_m[2];
+    __u8 ipv6_src_v[16], ipv6_src_m[16];
+    __u8 ipv6_dst_v[16], ipv6_dst_m[16];
+    __u8 label_v[4], label_m[4];
+    __u32 pad2;
+};
+#define XF_VALID      0x0001
+#define XF_USERSPACE  0x0002
+#define XF_OUTPUT     0x0004
+#define XF_SET_DL_DST 0x0010
+#define XF_SET_DL_SRC 0x0020
+#define XF_SET_NW_SRC 0x0040
+#define XF_SET_NW_DST 0x0080
+#define XF_SET_TOS    0x0100
+#define XF_SET_TTL    0x0200
+#define XF_SET_TP_SRC 0x0400
+#define XF_SET_TP_DST 0x0800
+#define XF_SET_IPV6_SRC 0x1000
+#define XF_SET_IPV6_DST 0x2000
+#define XF_SET_LABEL  0x4000
+#define XF_SET_VLAN   0x8000
+#define XF_L3_SETS (XF_SET_NW_SRC | XF_SET_NW_DST | XF_SET_TOS | XF_SET_TTL | XF_SET_TP_SRC \
+                    | XF_SET_TP_DST | XF_SET_IPV6_SRC | XF_SET_IPV6_DST | XF_SET_LABEL)
+
+struct flow_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 used_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+};
+
+_Static_assert(sizeof(struct xkey) == XK_SIZE, "xkey");
+_Static_assert(sizeof(struct mkey) == XK_SIZE + 8, "mkey");
+_Static_assert(sizeof(struct flow_act) == 156, "flow_act");
+_Static_assert(XK_L3_END - XK_BASE == 96, "xkey region");
+
+#endif /* PYVSWITCH_XDP_CACHE_H */
