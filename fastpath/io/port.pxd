@@ -22,6 +22,7 @@ cdef enum:
     FP_PORT_TAP = 2
     FP_PORT_AFXDP = 3
     FP_TXQ = 256                # max packets queued per port before a flush
+    FP_RX_CAP = 256             # rx_burst may fill this many (GSO segments)
     FP_TXBUF = 1 << 20          # bytes of TX staging per port
 
 ctypedef struct fp_port_stats:
@@ -51,6 +52,7 @@ ctypedef struct fp_port:
     int fd
     uint32_t dp_port
     int ifindex
+    int vnet                        # PACKET_VNET_HDR on (AF_PACKET)
     # AF_PACKET TPACKET_V3 RX ring
     uint8_t* ring
     size_t ring_size
@@ -86,6 +88,8 @@ ctypedef struct fp_port:
     int link_fd
     int xdp_mode                    # 1 native (driver), 2 generic (skb)
 
+# ``pkts`` must hold FP_RX_CAP packets: a GSO super-packet counts as one
+# against ``max_n`` but may be segmented into many.
 cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
                           fp_arena* arena) noexcept nogil
 cdef void fp_port_rx_done(fp_port* p) noexcept nogil
