@@ -134,8 +134,15 @@ def _decode_action(a) -> tuple:
         return ("output", "IN_PORT" if a.port == ofp.OFPP_IN_PORT else a.port)
     if n == "OFPActionSetField":
         return ("set", _norm_field(a.key), _norm_value(a.value))
-    if n in ("NXActionRegLoad2",):
+    if n == "NXActionRegLoad2":
         return ("set", _norm_field(a.dst), _norm_value(a.value))
+    if n == "NXActionRegLoad":     # what a switch may dump for a register set-field
+        ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
+        width = ofp.oxm_get_field_info_by_name(a.dst)[1].size * 8
+        value = a.value << ofs
+        if ofs == 0 and nbits == width:
+            return ("set", _norm_field(a.dst), value)
+        return ("set", _norm_field(a.dst), (value, ((1 << nbits) - 1) << ofs))
     if n == "NXActionRegMove":
         return ("move", _MOVE_BACK.get(a.src_field, _norm_field(a.src_field)),
                 _MOVE_BACK.get(a.dst_field, _norm_field(a.dst_field)))
