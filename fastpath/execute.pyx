@@ -208,7 +208,7 @@ cdef void _l4_csum_adjust(fp_packet* p, uint64_t diff) noexcept nogil:
         return
     if p.l3_kind == 4 and p.l4_proto == 1:
         return                                   # ICMPv4 has no pseudo-header
-    _csum_adjust(p.data + p.l4_ofs + co, diff, p.l4_proto == 17)
+    _csum_adjust(p.data + p.l4_ofs + co, diff, p.l4_proto == 17 and p.l3_kind == 4)
 
 
 cdef int _set_packet(fp_packet* p, uint32_t kofs, uint32_t size, const uint8_t* v,
@@ -306,7 +306,7 @@ cdef int _set_l4(fp_packet* p, uint32_t kofs, const uint8_t* v, const uint8_t* m
             else:
                 co = _csum_ofs(proto)
                 if n >= <uint32_t>co + 2:
-                    _csum_adjust(l4 + co, diff, proto == 17)
+                    _csum_adjust(l4 + co, diff, proto == 17 and p.l3_kind == 4)
         elif (proto == 1 and p.l3_kind == 4) or (proto == 58 and p.l3_kind == 6):
             if n < 4:
                 return 0
@@ -326,6 +326,17 @@ cdef inline void _shift_ofs(fp_packet* p, int delta) noexcept nogil:
     if p.l4_ofs != NO_OFS:
         p.l4_ofs += delta
 
+cdef void _refresh_l2(fp_packet* p, uint64_t* key) noexcept nogil:
+    """VLAN changes shift headers: re-derive header offsets and the key's
+    tags and dl_type from the packet (other key members stay)."""
+    cdef uint64_t fresh[KEY_WORDS]
+    cdef uint8_t* k = <uint8_t*>key
+    cdef uint8_t* f = <uint8_t*>fresh
+    fp_parse(p, f)
+    memcpy(k + FK_OFS_DL_TYPE, f + FK_OFS_DL_TYPE, 2)
+    memcpy(k + FK_OFS_VLAN0_TPID, f + FK_OFS_VLAN0_TPID, 8)   # vlan0/vlan1 tpid+tci
+
+
 cdef int _push_vlan(fp_dp* dp, fp_packet* p, uint64_t* key, uint16_t tpid, uint16_t tci) noexcept nogil:
     cdef uint8_t* k = <uint8_t*>key
     if p.len < 14 or fp_pkt_push(p, &dp.arena, 4) < 0:
@@ -333,11 +344,7 @@ cdef int _push_vlan(fp_dp* dp, fp_packet* p, uint64_t* key, uint16_t tpid, uint1
     memmove(p.data, p.data + 4, 12)
     wr16(p.data + 12, tpid)
     wr16(p.data + 14, tci & ~FLOW_VLAN_CFI)
-    _shift_ofs(p, 4)
-    p.l2_5_ofs = 12
-    memcpy(k + FK_OFS_VLAN1_TPID, k + FK_OFS_VLAN0_TPID, 4)
-    wr16(k + FK_OFS_VLAN0_TPID, tpid)
-    wr16(k + FK_OFS_VLAN0_TCI, tci | FLOW_VLAN_CFI)
+    _refresh_l2(p, key)
     return 0
 
 cdef int _pop_vlan(fp_dp* dp, fp_packet* p, uint64_t* key) noexcept nogil:
@@ -353,9 +360,7 @@ cdef int _pop_vlan(fp_dp* dp, fp_packet* p, uint64_t* key) noexcept nogil:
     memmove(p.data + 4, p.data, 12)
     p.data += 4
     p.len -= 4
-    _shift_ofs(p, -4)
-    memcpy(k + FK_OFS_VLAN0_TPID, k + FK_OFS_VLAN1_TPID, 4)
-    memset(k + FK_OFS_VLAN1_TPID, 0, 4)
+    _refresh_l2(p, key)
     return 0
 
 cdef void _reparse(fp_packet* p, uint64_t* key) noexcept nogil:
@@ -493,19 +498,33 @@ cdef int _meter(fp_dp* dp, uint32_t mid, uint32_t nbytes) noexcept nogil:
     return 1
 
 
-cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
-    cdef const uint8_t* k = <const uint8_t*>key
-    cdef uint64_t h = basis
+cdef uint32_t _crc32_table[256]
+cdef void _crc32_init() noexcept:
+    cdef uint32_t i, j, c
+    for i in range(256):
+        c = i
+        for j in range(8):
+            c = (c >> 1) ^ (0xEDB88320 if (c & 1) else 0)
+        _crc32_table[i] = c
+_crc32_init()
+
+cdef inline uint32_t _crc32_upd(uint32_t c, const uint8_t* b, uint32_t n) noexcept nogil:
     cdef uint32_t i
-    for i in range(FK_OFS_NW_SRC, FK_OFS_NW_DST + 4):
-        h = (h ^ k[i]) * <uint64_t>0x100000001b3
-    for i in range(FK_OFS_IPV6_SRC, FK_OFS_IPV6_DST + 16):
-        h = (h ^ k[i]) * <uint64_t>0x100000001b3
-    for i in range(FK_OFS_NW_PROTO, FK_OFS_TP_DST + 2):
-        if i < FK_OFS_TCP_FLAGS or i >= FK_OFS_TP_SRC:
-            h = (h ^ k[i]) * <uint64_t>0x100000001b3
-    h ^= h >> 32
-    return <uint32_t>h
+    for i in range(n):
+        c = _crc32_table[(c ^ b[i]) & 0xff] ^ (c >> 8)
+    return c
+
+
+cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
+    """zlib.crc32(nw_src|nw_dst|ipv6_src|ipv6_dst|nw_proto|tp_src|tp_dst, basis),
+    as slowpath.odp_execute computes dp_hash."""
+    cdef const uint8_t* k = <const uint8_t*>key
+    cdef uint32_t c = ~basis
+    c = _crc32_upd(c, k + FK_OFS_NW_SRC, 8)
+    c = _crc32_upd(c, k + FK_OFS_IPV6_SRC, 32)
+    c = _crc32_upd(c, k + FK_OFS_NW_PROTO, 1)
+    c = _crc32_upd(c, k + FK_OFS_TP_SRC, 4)
+    return ~c
 
 
 # ---------------------------------------------------------------- execute
@@ -531,6 +550,7 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
                 fp_port_tx(dp.ports[a.arg], p.data, n)
             else:
                 dp.stats.dropped += 1
+            trunc = 0xffffffff                  # as in OVS: next output only
         elif a.type == A_SET:
             v = (<const uint8_t*>a) + ACT_HDR
             if fp_pkt_own(p, &dp.arena) < 0:

@@ -587,7 +587,9 @@ int xdp_cache(struct xdp_md *ctx)
 
     __u32 flow_id = 0, found = 0;
     struct flow_act *a = NULL;
-    struct emc_val *ev = bpf_map_lookup_elem(&emc, &s->k);
+    struct emc_val *ev = NULL;
+    if (cfg->flags & XC_CFG_EMC)
+        ev = bpf_map_lookup_elem(&emc, &s->k);
     if (ev) {
         flow_id = ev->flow_id;
         a = bpf_map_lookup_elem(&flows, &flow_id);

@@ -1,0 +1,726 @@
+"""Loader and map sync for the XDP flow cache (``xdp_cache.bpf.c``).
+
+``XdpCache`` loads the BPF object with libbpf (ctypes over ``libbpf.so.1``),
+pins its maps under a per-daemon bpffs directory, attaches the program to
+ports through BPF links, and keeps the kernel maps in step with the slow
+path's megaflows::
+
+    xc = XdpCache("/sys/fs/bpf/pyvswitch/br0")      # loads, pins maps
+    xc.attach("veth0", dp_port=1)                     # native XDP, BPF link
+    if xc.offloadable(mf.actions):
+        xc.put(mf.match, mf.mask, mf.actions)
+    for match, mask, actions, packets, nbytes, used in xc.dump(): ...
+    xc.close()                                        # detaches, unpins
+
+Links are not pinned: if the daemon dies, the kernel detaches the program
+when the link's fd closes; only the pinned maps remain, and
+``cleanup_stale()`` removes those left by dead daemons.
+
+Counters: ``packets``/``bytes`` since ``put`` (kept across action changes);
+``used`` is CLOCK_MONOTONIC seconds (``time.monotonic()``), 0.0 if unused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+import shutil
+import socket
+import struct
+import threading
+from collections import deque
+
+from slowpath import dpactions as A
+from slowpath.fields import FLOW_KEY_SIZE, MEMBERS, VLAN_CFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OBJECT = os.path.join(HERE, "xdp_cache.bpf.o")
+BPFFS = "/sys/fs/bpf"
+PIN_ROOT = os.path.join(BPFFS, "pyvswitch")
+
+# --- layouts (xdp_cache.h) -------------------------------------------------
+XK_BASE = MEMBERS["dl_dst"][0]                  # 336
+XK_L3_END = MEMBERS["igmp_group_ip4"][0]        # 432
+XK_SIZE = 104
+MKEY_SIZE = XK_SIZE + 8
+MAX_MASKS = 32
+MAX_PORTS = 256
+XSK_QUEUES = 16
+FLOW_ACT_SIZE = 156
+STATS_SIZE = 24
+MAX_FLOWS = 65536
+
+XC_CFG_EMC, XC_CFG_XSK = 1, 2
+XF_VALID, XF_USERSPACE, XF_OUTPUT = 0x1, 0x2, 0x4
+XF_SET = {
+    "dl_dst": 0x0010, "dl_src": 0x0020, "nw_src": 0x0040, "nw_dst": 0x0080,
+    "nw_tos": 0x0100, "nw_ttl": 0x0200, "tp_src": 0x0400, "tp_dst": 0x0800,
+    "ipv6_src": 0x1000, "ipv6_dst": 0x2000, "ipv6_label": 0x4000, "vlan0_tci": 0x8000,
+}
+# member -> (value offset, mask offset) in struct flow_act
+_ACT_OFS = {
+    "dl_dst": (28, 34), "dl_src": (40, 46), "nw_src": (52, 56), "nw_dst": (60, 64),
+    "nw_tos": (68, 69), "nw_ttl": (70, 71), "tp_src": (72, 74), "tp_dst": (76, 78),
+    "ipv6_src": (80, 96), "ipv6_dst": (112, 128), "ipv6_label": (144, 148),
+    "vlan0_tci": (24, 26),
+}
+# Key members outside the XDP key region that XDP packets always have zero.
+_IN_PORT = MEMBERS["in_port"]
+
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
+BPF_XDP = 37
+BPF_ANY = 0
+
+
+class XdpError(OSError):
+    """A BPF/XDP operation failed; the message names what was missing."""
+
+
+# --- libbpf via ctypes --------------------------------------------------------
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+class _LinkOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class _BatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_lib = None
+_libc = ctypes.CDLL(None, use_errno=True)
+_log_lock = threading.Lock()
+_log: list[str] = []
+
+
+@_PRINT_FN
+def _libbpf_print(level, fmt, args):
+    buf = ctypes.create_string_buffer(4096)
+    _libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
+    _log.append(buf.value.decode(errors="replace"))
+    del _log[:-400]
+    return 0
+
+
+def _libbpf():
+    global _lib
+    if _lib is not None:
+        return _lib
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as e:
+        raise XdpError(errno.ENOENT, f"libbpf (libbpf1) is not installed: {e}") from None
+    P, I, U32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+    for fn, res, args in [
+        ("bpf_object__open_file", P, [ctypes.c_char_p, P]),
+        ("bpf_object__load", I, [P]),
+        ("bpf_object__close", None, [P]),
+        ("bpf_object__find_map_by_name", P, [P, ctypes.c_char_p]),
+        ("bpf_object__find_program_by_name", P, [P, ctypes.c_char_p]),
+        ("bpf_map__fd", I, [P]),
+        ("bpf_map__set_max_entries", I, [P, U32]),
+        ("bpf_map__pin", I, [P, ctypes.c_char_p]),
+        ("bpf_program__fd", I, [P]),
+        ("bpf_map_update_elem", I, [I, P, P, ctypes.c_uint64]),
+        ("bpf_map_lookup_elem", I, [I, P, P]),
+        ("bpf_map_delete_elem", I, [I, P]),
+        ("bpf_map_lookup_batch", I, [I, P, P, P, P, ctypes.POINTER(U32), P]),
+        ("bpf_map_update_batch", I, [I, P, P, ctypes.POINTER(U32), P]),
+        ("bpf_link_create", I, [I, I, I, P]),
+        ("bpf_prog_test_run_opts", I, [I, P]),
+        ("libbpf_num_possible_cpus", I, []),
+        ("libbpf_set_print", P, [_PRINT_FN]),
+    ]:
+        f = getattr(lib, fn)
+        f.restype, f.argtypes = res, args
+    lib.libbpf_set_print(_libbpf_print)
+    _lib = lib
+    return lib
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        err = -rc if rc != -1 else (ctypes.get_errno() or errno.EPERM)
+        hint = ""
+        if err in (errno.EPERM, errno.EACCES):
+            hint = " (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+        raise XdpError(err, f"{what}: {os.strerror(err)}{hint}")
+    return rc
+
+
+def _is_bpffs(path: str) -> bool:
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == path and line.split()[2] == "bpf" for line in f)
+    except OSError:
+        return False
+
+
+def ensure_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf when it is not (maps are pinned there)."""
+    if _is_bpffs(BPFFS):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, None) != 0:
+        e = ctypes.get_errno()
+        raise XdpError(e, f"bpffs is not mounted at {BPFFS} and mounting it failed: "
+                          f"{os.strerror(e)} (needs CAP_SYS_ADMIN)")
+
+
+def cleanup_stale(pin_dir: str | None = None) -> list[str]:
+    """Remove pinned maps a dead daemon left behind.
+
+    With ``pin_dir``: remove that directory (the caller knows its daemon is
+    gone, e.g. at start-up with the same rundir).  Without: remove every
+    ``/sys/fs/bpf/pyvswitch/*`` whose ``owner_pid`` file names no live
+    process.  Programs need no cleanup: BPF links detach when their owner dies.
+    Returns the directories removed."""
+    if pin_dir is not None:
+        dirs = [pin_dir]
+    else:
+        try:
+            dirs = [os.path.join(PIN_ROOT, d) for d in os.listdir(PIN_ROOT)]
+        except FileNotFoundError:
+            return []
+        dirs = [d for d in dirs if not _owner_alive(d)]
+    removed = []
+    for d in dirs:
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                p = os.path.join(d, name)
+                (shutil.rmtree if os.path.isdir(p) and not os.path.islink(p) else os.unlink)(p)
+            os.rmdir(d)
+            removed.append(d)
+    return removed
+
+
+def _owner_alive(d: str) -> bool:
+    m = re.search(r"pid(\d+)", os.path.basename(d))
+    if not m:
+        return True
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- actions -------------------------------------------------------------------
+def _compose(old, v: int, m: int):
+    """Masked sets applied in order compose to one (value, mask)."""
+    ov, om = old or (0, 0)
+    return ((ov & ~m) | (v & m), om | m)
+
+
+def compile_actions(actions) -> tuple[int, bytes] | None:
+    """Normalise an action tuple into a ``struct flow_act`` body (without
+    gen): returns (flags, bytes) or None when XDP cannot execute it."""
+    sets: dict[str, tuple[int, int]] = {}
+    pushed: list[list[int]] = []
+    pops = 0
+    vlan_set = None
+    outputs = []
+    for a in actions:
+        if outputs:
+            return None                       # only a final output
+        if isinstance(a, A.Output):
+            outputs.append(a.dp_port)
+        elif isinstance(a, A.SetMasked):
+            if a.member == "vlan0_tci":
+                m = a.mask & 0xffff & ~VLAN_CFI
+                if pushed:
+                    pushed[-1][1] = (pushed[-1][1] & ~m) | (a.value & m)
+                else:
+                    vlan_set = _compose(vlan_set, a.value, m)
+            elif a.member in XF_SET:
+                size = MEMBERS[a.member][1]
+                full = (1 << (8 * size)) - 1
+                sets[a.member] = _compose(sets.get(a.member), a.value & full, a.mask & full)
+            else:
+                return None
+        elif isinstance(a, A.PushVlan):
+            pushed.append([a.tpid & 0xffff, a.tci & 0xffff & ~VLAN_CFI])
+        elif isinstance(a, A.PopVlan):
+            if pushed:
+                pushed.pop()
+            else:
+                pops += 1
+                vlan_set = None
+        else:
+            return None
+    if pops > 2 or len(pushed) > 2 or len(outputs) > 1:
+        return None
+    b = bytearray(FLOW_ACT_SIZE)
+    flags = XF_VALID
+    if outputs:
+        if not 0 <= outputs[0] < 2 ** 32:
+            return None
+        flags |= XF_OUTPUT
+        struct.pack_into("<I", b, 8, outputs[0])
+    b[12], b[13] = pops, len(pushed)
+    for i, (tpid, tci) in enumerate(pushed):
+        struct.pack_into("!H", b, 16 + 2 * i, tpid)
+        struct.pack_into("!H", b, 20 + 2 * i, tci)
+    if vlan_set is not None and vlan_set[1]:
+        sets["vlan0_tci"] = vlan_set
+    for member, (v, m) in sets.items():
+        if not m:
+            continue
+        vo, mo = _ACT_OFS[member]
+        size = MEMBERS[member][1]
+        b[vo:vo + size] = v.to_bytes(size, "big")
+        b[mo:mo + size] = m.to_bytes(size, "big")
+        flags |= XF_SET[member]
+    struct.pack_into("<I", b, 4, flags)
+    return flags, bytes(b)
+
+
+def offloadable(actions) -> bool:
+    """True when XDP can execute the whole action list: Output (at most one,
+    last), drop (no output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
+    members, PushVlan/PopVlan (at most two each after folding)."""
+    return compile_actions(tuple(actions)) is not None
+
+
+# --- keys ------------------------------------------------------------------------
+def xdp_key(key: bytes) -> bytes:
+    """The XDP key (xdp_cache.h ``struct xkey``) of a packed flow key."""
+    o, s = _IN_PORT
+    return bytes(key[XK_BASE:XK_L3_END]) + bytes(key[o:o + s]) + b"\0" * 4
+
+
+def expand_key(xk: bytes) -> bytes:
+    """Inverse of ``xdp_key`` (members XDP never sees are zero)."""
+    b = bytearray(FLOW_KEY_SIZE)
+    b[XK_BASE:XK_L3_END] = xk[:XK_L3_END - XK_BASE]
+    o, s = _IN_PORT
+    b[o:o + s] = xk[XK_L3_END - XK_BASE:XK_L3_END - XK_BASE + 4]
+    return bytes(b)
+
+
+def xdp_reachable(match: bytes, mask: bytes) -> bool:
+    """False when the megaflow needs a non-zero value in a member XDP keys
+    always leave zero (tunnel, metadata, registers, conntrack, recirc_id,
+    ARP/ND/IGMP fields...): no packet XDP looks up can match it."""
+    full = expand_key(xdp_key(b"\xff" * FLOW_KEY_SIZE))
+    m = int.from_bytes(match, "big") & int.from_bytes(mask, "big")
+    return m & ~int.from_bytes(full, "big") == 0
+
+
+# --- the cache ---------------------------------------------------------------------
+class _Flow:
+    __slots__ = ("id", "match", "mask", "actions", "slot", "base")
+
+    def __init__(self, fid, match, mask, actions, slot):
+        self.id, self.match, self.mask, self.actions, self.slot = fid, match, mask, actions, slot
+        self.base = (0, 0, 0)                 # counters of earlier ids of this megaflow
+
+
+class XdpCache:
+    """The kernel flow cache of one datapath: one BPF object, its pinned maps,
+    the ports it is attached to, and the megaflows it holds.  Thread-safe."""
+
+    def __init__(self, pin_dir: str | None = None, *, max_flows: int = MAX_FLOWS,
+                 emc_min_masks: int = 2, obj_path: str = OBJECT):
+        if os.geteuid() != 0:
+            raise XdpError(errno.EPERM, "XDP cache needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+        if not os.path.exists(obj_path):
+            raise XdpError(errno.ENOENT, f"{obj_path} is missing: build with "
+                                         "`python setup.py build_ext --inplace` (needs clang)")
+        self.lib = lib = _libbpf()
+        self.lock = threading.RLock()
+        self.max_flows = max_flows
+        self.emc_min_masks = emc_min_masks
+        self.ncpus = _check(lib.libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+        ensure_bpffs()
+        self.pin_dir = pin_dir or os.path.join(PIN_ROOT, f"pid{os.getpid()}")
+        self.obj = None
+        self.links: dict[str, tuple[int, int, int]] = {}    # ifname -> (link fd, ifindex, dp_port)
+        self.outputs: dict[int, int] = {}                    # dp_port -> ifindex
+        self.flows: dict[tuple[bytes, bytes], _Flow] = {}
+        self.by_id: dict[int, _Flow] = {}
+        self.gens: dict[int, int] = {}
+        self.free_ids = deque(range(max_flows))
+        self.mask_slots: dict[bytes, list] = {}              # xdp mask -> [slot, refcount]
+        self.free_slots = list(range(MAX_MASKS - 1, -1, -1))
+        self.xsk_enabled = False
+        with _log_lock:
+            del _log[:]
+            obj = lib.bpf_object__open_file(obj_path.encode(), None)
+            if not obj:
+                e = ctypes.get_errno()
+                raise XdpError(e, f"libbpf cannot open {obj_path}: {os.strerror(e)}")
+            self.obj = obj
+            for name in ("megaflows", "flows", "stats", "emc"):
+                m = lib.bpf_object__find_map_by_name(obj, name.encode())
+                _check(lib.bpf_map__set_max_entries(m, max_flows), f"set max_entries of {name}")
+            rc = lib.bpf_object__load(obj)
+            if rc < 0:
+                log = "\n".join(_log[-30:])
+                lib.bpf_object__close(obj)
+                self.obj = None
+                raise XdpError(-rc, f"loading the XDP program failed ({os.strerror(-rc)}); "
+                                    f"needs BPF JIT/verifier support for XDP, bpf_loop (5.17+), "
+                                    f"DEVMAP_HASH, XSKMAP.  libbpf says:\n{log}")
+        self.prog_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, b"xdp_cache"))
+        self.fds = {}
+        for name in ("ports", "tx_ports", "xsks", "config", "masks", "megaflows", "emc",
+                     "flows", "stats"):
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            self.fds[name] = lib.bpf_map__fd(m)
+        try:
+            os.makedirs(os.path.dirname(self.pin_dir), exist_ok=True)
+            if os.path.exists(self.pin_dir):
+                cleanup_stale(self.pin_dir)
+            os.makedirs(self.pin_dir)
+            for name in self.fds:
+                m = lib.bpf_object__find_map_by_name(obj, name.encode())
+                _check(lib.bpf_map__pin(m, os.path.join(self.pin_dir, name).encode()),
+                       f"pinning map {name} in {self.pin_dir}")
+        except BaseException:
+            self.close()
+            raise
+        self._write_config()
+
+    # ------------------------------------------------------------------ maps
+    def _update(self, name: str, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        _check(self.lib.bpf_map_update_elem(self.fds[name], key, value, flags), f"update {name}")
+
+    def _delete(self, name: str, key: bytes) -> bool:
+        rc = self.lib.bpf_map_delete_elem(self.fds[name], key)
+        if rc < 0 and -rc != errno.ENOENT:
+            _check(rc, f"delete from {name}")
+        return rc == 0
+
+    def _lookup(self, name: str, key: bytes, size: int) -> bytes | None:
+        buf = ctypes.create_string_buffer(size)
+        rc = self.lib.bpf_map_lookup_elem(self.fds[name], key, buf)
+        if rc < 0:
+            if -rc == errno.ENOENT:
+                return None
+            _check(rc, f"lookup in {name}")
+        return buf.raw
+
+    def _write_config(self) -> None:
+        used = [s for s, _ in self.mask_slots.values()]
+        n = max(used) + 1 if used else 0
+        flags = (XC_CFG_EMC if len(used) >= self.emc_min_masks else 0) | (XC_CFG_XSK if self.xsk_enabled else 0)
+        self._update("config", struct.pack("<I", 0), struct.pack("<II", n, flags))
+
+    # ------------------------------------------------------------------ ports
+    def attach(self, ifname: str, dp_port: int, mode: str = "native") -> None:
+        """Run the cache on ``ifname`` (packets get in_port ``dp_port``) and make
+        it an output target.  mode "native" (driver XDP; veth has it) or
+        "generic" (skb).  Native redirects into a veth need NAPI on its peer
+        (XDP program or GRO there)."""
+        if mode not in ("native", "generic"):
+            raise ValueError("mode must be 'native' or 'generic'")
+        if not 0 <= dp_port < 2 ** 32:
+            raise ValueError("dp_port out of range")
+        with self.lock:
+            if ifname in self.links:
+                raise ValueError(f"XDP cache already attached to {ifname}")
+            ifindex = _ifindex(ifname)
+            self._update("ports", struct.pack("<I", ifindex), struct.pack("<II", dp_port, 0))
+            self.set_output(dp_port, ifindex)
+            opts = _LinkOpts(ctypes.sizeof(_LinkOpts),
+                             XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE, 0)
+            fd = self.lib.bpf_link_create(self.prog_fd, ifindex, BPF_XDP, ctypes.byref(opts))
+            if fd < 0:
+                self._delete("ports", struct.pack("<I", ifindex))
+                err = -fd
+                why = {errno.EBUSY: "another XDP program is attached (one per interface here)",
+                       errno.EEXIST: "another XDP program is attached (one per interface here)",
+                       errno.EOPNOTSUPP: f"the driver of {ifname} has no {mode} XDP",
+                       errno.EINVAL: f"{mode} XDP is not supported on {ifname}"}.get(err, os.strerror(err))
+                raise XdpError(err, f"cannot attach XDP ({mode}) to {ifname}: {why}")
+            self.links[ifname] = (fd, ifindex, dp_port)
+
+    def detach(self, ifname: str) -> None:
+        with self.lock:
+            fd, ifindex, dp_port = self.links.pop(ifname)
+            os.close(fd)
+            self._delete("ports", struct.pack("<I", ifindex))
+            if self.outputs.get(dp_port) == ifindex:
+                self.del_output(dp_port)
+
+    def set_output(self, dp_port: int, ifindex: int) -> None:
+        """Let flows output to ``dp_port`` (an interface the program does not
+        run on, e.g. a TAP internal port) by redirecting to ``ifindex``."""
+        with self.lock:
+            self._update("tx_ports", struct.pack("<I", dp_port), struct.pack("<iI", ifindex, 0))
+            self.outputs[dp_port] = ifindex
+
+    def del_output(self, dp_port: int) -> None:
+        with self.lock:
+            self.outputs.pop(dp_port, None)
+            self._delete("tx_ports", struct.pack("<I", dp_port))
+
+    def set_xsk(self, dp_port: int, queue: int, xsk_fd: int | None) -> None:
+        """Send misses of (dp_port, rx queue) to the AF_XDP socket ``xsk_fd``
+        (None removes it; packets then take XDP_PASS)."""
+        if not (0 <= dp_port < MAX_PORTS and 0 <= queue < XSK_QUEUES):
+            raise ValueError(f"XSK slots exist for dp_port < {MAX_PORTS}, queue < {XSK_QUEUES}")
+        key = struct.pack("<I", dp_port * XSK_QUEUES + queue)
+        with self.lock:
+            if xsk_fd is None:
+                self._delete("xsks", key)
+            else:
+                self._update("xsks", key, struct.pack("<I", xsk_fd))
+                if not self.xsk_enabled:
+                    self.xsk_enabled = True
+                    self._write_config()
+
+    # ------------------------------------------------------------------ flows
+    offloadable = staticmethod(offloadable)
+
+    def put(self, match: bytes, mask: bytes, actions: tuple) -> bool:
+        """Install or update a megaflow.  Returns True when XDP executes it;
+        False when it cannot (then the kernel entry, if any, sends matching
+        packets to userspace and counts nothing)."""
+        if len(match) != FLOW_KEY_SIZE or len(mask) != FLOW_KEY_SIZE:
+            raise ValueError(f"match and mask must be {FLOW_KEY_SIZE} bytes")
+        actions = tuple(actions)
+        compiled = compile_actions(actions)
+        if not xdp_reachable(match, mask):
+            self.delete(match, mask)
+            return False
+        if compiled is None:
+            flags, body = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE)
+        else:
+            flags, body = compiled
+            if flags & XF_OUTPUT:
+                port = struct.unpack_from("<I", body, 8)[0]
+                if port not in self.outputs:
+                    flags, body = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE)
+        body = body[:4] + struct.pack("<I", flags) + body[8:]
+        k = (bytes(match), bytes(mask))
+        with self.lock:
+            old = self.flows.get(k)
+            if old is not None and old.actions == actions:
+                return not flags & XF_USERSPACE
+            if not self.free_ids:
+                raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
+            fid = self.free_ids.popleft()
+            gen = self.gens.get(fid, 0) + 1 & 0xffffffff
+            self.gens[fid] = gen
+            self._update("stats", struct.pack("<I", fid), bytes(STATS_SIZE * self.ncpus))
+            self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
+            if old is None:
+                xmask = xdp_key(mask)
+                slot = self._mask_ref(xmask)
+                f = _Flow(fid, k[0], k[1], actions, slot)
+            else:
+                f = old
+            old_id = None if old is None else old.id
+            f.id, f.actions = fid, actions
+            self.flows[k] = f
+            self.by_id[fid] = f
+            self._update("megaflows", self._mkey(f), struct.pack("<I", fid))
+            if old_id is not None:
+                # counters carry over; the old id is retired only once the
+                # megaflow points at the new one (no window of misses)
+                p, b, u = self._stats_of(old_id)
+                f.base = (f.base[0] + p, f.base[1] + b, max(f.base[2], u))
+                self._retire(old_id)
+            return not flags & XF_USERSPACE
+
+    def _mkey(self, f: _Flow) -> bytes:
+        xk = xdp_key(f.match)
+        xm = xdp_key(f.mask)
+        masked = bytes(a & b for a, b in zip(xk, xm))
+        return struct.pack("<II", f.slot, 0) + masked
+
+    def _mask_ref(self, xmask: bytes) -> int:
+        ent = self.mask_slots.get(xmask)
+        if ent is None:
+            if not self.free_slots:
+                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {MAX_MASKS} masks")
+            ent = self.mask_slots[xmask] = [self.free_slots.pop(), 0]
+            self._update("masks", struct.pack("<I", ent[0]), struct.pack("<II", 1, 0) + xmask)
+            self._write_config()
+        ent[1] += 1
+        return ent[0]
+
+    def _mask_unref(self, slot: int) -> None:
+        for xm, ent in self.mask_slots.items():
+            if ent[0] == slot:
+                ent[1] -= 1
+                if ent[1] == 0:
+                    del self.mask_slots[xm]
+                    self._update("masks", struct.pack("<I", slot), bytes(8 + XK_SIZE))
+                    self.free_slots.append(slot)
+                    self._write_config()
+                return
+
+    def _retire(self, fid: int) -> None:
+        """Invalidate a flow id (EMC entries naming it go stale) and free it."""
+        gen = self.gens[fid] = self.gens.get(fid, 0) + 1 & 0xffffffff
+        self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + bytes(FLOW_ACT_SIZE - 4))
+        self.by_id.pop(fid, None)
+        self.free_ids.append(fid)
+
+    def delete(self, match: bytes, mask: bytes) -> bool:
+        with self.lock:
+            f = self.flows.pop((bytes(match), bytes(mask)), None)
+            if f is None:
+                return False
+            self._delete("megaflows", self._mkey(f))
+            self._retire(f.id)
+            self._mask_unref(f.slot)
+            return True
+
+    def flush(self) -> None:
+        with self.lock:
+            for k in list(self.flows):
+                self.delete(*k)
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    # ------------------------------------------------------------------ stats
+    def _stats_of(self, fid: int) -> tuple[int, int, float]:
+        raw = self._lookup("stats", struct.pack("<I", fid), STATS_SIZE * self.ncpus)
+        return _sum_stats(raw, self.ncpus) if raw else (0, 0, 0.0)
+
+    def _read_stats(self) -> dict[int, tuple[int, int, float]]:
+        """All per-flow counters with BPF_MAP_LOOKUP_BATCH over the ids in use."""
+        if not self.by_id:
+            return {}
+        n = max(self.by_id) + 1
+        vsize = STATS_SIZE * self.ncpus
+        chunk = min(n, 4096)
+        keys = ctypes.create_string_buffer(4 * chunk)
+        vals = ctypes.create_string_buffer(vsize * chunk)
+        out = {}
+        token = ctypes.c_uint32(0)
+        opts = _BatchOpts(ctypes.sizeof(_BatchOpts), 0, 0)
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = self.lib.bpf_map_lookup_batch(self.fds["stats"], None if first else ctypes.byref(token),
+                                               ctypes.byref(token), keys, vals, ctypes.byref(count),
+                                               ctypes.byref(opts))
+            first = False
+            if rc < 0 and -rc != errno.ENOENT:
+                _check(rc, "BPF_MAP_LOOKUP_BATCH on stats")
+            got = count.value
+            ids = struct.unpack_from(f"<{got}I", keys.raw) if got else ()
+            raw = vals.raw
+            for i, fid in enumerate(ids):
+                if fid in self.by_id:
+                    out[fid] = _sum_stats(raw[i * vsize:(i + 1) * vsize], self.ncpus)
+            if rc < 0 or not got or (ids and ids[-1] + 1 >= n):
+                return out
+
+    def dump(self) -> list[tuple[bytes, bytes, tuple, int, int, float]]:
+        """(match, mask, actions, packets, bytes, used) per megaflow, counters
+        read in batches; ``used`` in time.monotonic() seconds, 0.0 if never."""
+        with self.lock:
+            st = self._read_stats()
+            out = []
+            for f in self.flows.values():
+                p, b, u = st.get(f.id, (0, 0, 0.0))
+                out.append((f.match, f.mask, f.actions, f.base[0] + p, f.base[1] + b, max(f.base[2], u)))
+            return out
+
+    def stats(self, match: bytes, mask: bytes) -> dict:
+        with self.lock:
+            f = self.flows[(bytes(match), bytes(mask))]
+            p, b, u = self._stats_of(f.id)
+            return {"packets": f.base[0] + p, "bytes": f.base[1] + b, "used": max(f.base[2], u)}
+
+    def sweep(self, now: float, idle: float) -> list:
+        """Delete megaflows unused for ``idle`` seconds at monotonic ``now``
+        (never-used ones count from now: callers track creation).  Returns
+        the deleted ones as dump() tuples."""
+        gone = []
+        with self.lock:
+            for e in self.dump():
+                if e[5] and now - e[5] >= idle:
+                    self.delete(e[0], e[1])
+                    gone.append(e)
+        return gone
+
+    # ------------------------------------------------------------------ testing
+    def test_run(self, packet: bytes, ifindex: int = 1, repeat: int = 1) -> tuple[int, bytes]:
+        """BPF_PROG_RUN (not live): (XDP verdict, output frame).  ``ifindex``
+        is the ingress interface the program sees (map it with ``map_port``)."""
+        ctx = struct.pack("<6I", 0, 0, 0, ifindex, 0, 0)
+        out = ctypes.create_string_buffer(len(packet) + 256)
+        ctx_buf = ctypes.create_string_buffer(ctx)
+        data_in = ctypes.create_string_buffer(bytes(packet), len(packet))
+        o = _TestRunOpts()
+        o.sz = ctypes.sizeof(o)
+        o.data_in = ctypes.cast(data_in, ctypes.c_void_p)
+        o.data_size_in = len(packet)
+        o.data_out = ctypes.cast(out, ctypes.c_void_p)
+        o.data_size_out = len(out)
+        o.ctx_in = ctypes.cast(ctx_buf, ctypes.c_void_p)
+        o.ctx_size_in = len(ctx)
+        o.repeat = repeat
+        _check(self.lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(o)), "BPF_PROG_RUN")
+        return o.retval, out.raw[:o.data_size_out]
+
+    def map_port(self, ifindex: int, dp_port: int) -> None:
+        """Map an ingress ifindex to a dp_port without attaching (tests)."""
+        self._update("ports", struct.pack("<I", ifindex), struct.pack("<II", dp_port, 0))
+
+    # ------------------------------------------------------------------ close
+    def close(self) -> None:
+        """Detach from every port, drop the maps, unpin them."""
+        with self.lock:
+            for ifname in list(self.links):
+                try:
+                    self.detach(ifname)
+                except OSError:
+                    pass
+            if self.obj:
+                self.lib.bpf_object__close(self.obj)
+                self.obj = None
+            if os.path.isdir(self.pin_dir):
+                cleanup_stale(self.pin_dir)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if self.obj:
+                self.close()
+        except Exception:
+            pass
+
+
+def _sum_stats(raw: bytes, ncpus: int) -> tuple[int, int, float]:
+    p = b = u = 0
+    for c in range(ncpus):
+        cp, cb, cu = struct.unpack_from("<QQQ", raw, c * STATS_SIZE)
+        p += cp
+        b += cb
+        u = max(u, cu)
+    return p, b, u / 1e9
+
+
+def _ifindex(ifname: str) -> int:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        raise XdpError(errno.ENODEV, f"no such network device: {ifname}") from None
