@@ -88,7 +88,10 @@ class PrefixSet:
         self.by_len: dict[int, tuple[dict[int, int], list[int]]] = {}
 
     def add(self, plen: int, v: int) -> None:
-        counts, lst = self.by_len.setdefault(plen, ({}, []))
+        entry = self.by_len.get(plen)
+        if entry is None:
+            entry = self.by_len[plen] = ({}, [])
+        counts, lst = entry
         c = counts.get(v, 0)
         if not c:
             insort(lst, v)
@@ -339,6 +342,8 @@ class Classifier:
     def lookup(self, key: int, wc: Wildcards | None = None) -> Rule | None:
         """Highest-priority rule matching ``key`` (a whole-key int); ORs the
         consulted bits into ``wc``."""
+        if not isinstance(key, int):
+            key = int(key)     # a FlowKey
         best = None
         best_pri = -1
         consulted = 0
