@@ -112,6 +112,22 @@ class XlateOutput:
         return self.megaflow.actions
 
 
+_REWRITES = (dp.SetMasked, dp.PushVlan, dp.PopVlan, dp.PushMpls, dp.PopMpls)
+
+
+class _NoEnv:
+    """Execution environment for rewriting a packet-in's data only."""
+
+    def output(self, dp_port, frame, key):
+        pass
+
+    def recirculate(self, frame, key):
+        pass
+
+    def meter(self, meter_id, frame):
+        return True
+
+
 class _Stop(Exception):
     """Abort the whole translation (e.g. dec_ttl hit zero)."""
 
@@ -283,11 +299,23 @@ class XlateCtx:
         self.note(f"controller(reason={reason})")
         self.emit(dp.Userspace("controller", (act.controller_id, reason, act.max_len)))
         if self.side_effects:
-            data = self.packet or b""
+            data = self._packet_now()
             cookie = self.rule.cookie if self.rule is not None else 0xffffffffffffffff
             self.out.packet_ins.append(PacketIn(
                 reason, self.table_id, cookie, self.key.copy(), data, len(data),
                 act.max_len, act.userdata, act.pause, act.controller_id))
+
+    def _packet_now(self) -> bytes:
+        """The packet as the actions so far made it (what a packet-in carries)."""
+        data = self.packet or b""
+        mods = [a for a in self.odp if isinstance(a, _REWRITES)]
+        if not data or not mods:
+            return data
+        from slowpath import odp_execute
+        try:
+            return bytes(odp_execute.execute(data, self.base, mods, _NoEnv()).frame)
+        except Exception:      # an executor gap must not lose the packet-in
+            return data
 
     # --- pipeline ------------------------------------------------------------
     def run_pipeline(self, table_id: int) -> None:

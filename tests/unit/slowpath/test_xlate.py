@@ -330,3 +330,14 @@ def test_conjunctive_match():
     assert len(list(p.rules())) == 6
     p.flow_mod(FlowMod("delete", 0xff, match=Match.parse("tcp")), 0)
     assert go(A1, 22) == (dp.Output(103),)
+
+
+def test_packet_in_carries_the_rewritten_packet():
+    p = bridge()
+    add(p, "ip", [A.SetField("eth_dst", 0x0a), A.PushVlan(), A.SetField("vlan_vid", 0x1000 | 5),
+                  A.Output(OFPP_CONTROLLER)])
+    data = pkt(A1, A2)
+    (pi,) = run(p, data, 1).packet_ins
+    k = parse_packet(pi.data, 1)
+    assert k.dl_dst == 0x0a and k.vlan_vid == 0x1005 and k.dl_type == 0x800
+    assert pi.total_len == len(pi.data) == len(data) + 4
