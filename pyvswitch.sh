@@ -49,7 +49,8 @@ ensure_venv() {
   local want; want=$(sha256sum requirements.txt | cut -d' ' -f1)
   if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$want" ]; then
     say "installing Python dependencies (requirements.txt)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt \
+      >"$STAMPS/pip.log" 2>&1 || { cat "$STAMPS/pip.log" >&2; say "pip install failed"; exit 1; }
     echo "$want" > "$STAMPS/requirements"
     rm -f "$STAMPS/package"
   fi
@@ -59,7 +60,8 @@ ensure_build() {
   local want; want=$(sha256sum setup.py | cut -d' ' -f1)
   if [ "$(cat "$STAMPS/package" 2>/dev/null)" != "$want" ]; then
     say "installing pyvswitch into the venv (editable)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e . >/dev/null
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e . \
+      >"$STAMPS/pip.log" 2>&1 || { cat "$STAMPS/pip.log" >&2; say "pip install -e . failed"; exit 1; }
     echo "$want" > "$STAMPS/package"
   fi
   # Incremental: recompiles only changed .pyx / .bpf.c files.

@@ -1,7 +1,10 @@
 """``pyvswitch bench`` / ``python -m bench``: packet rates, side by side.
 
-Prints one row per system under test (median of --reps runs) and, with
---json, writes the raw runs.  Figures only; nothing here asserts a speed.
+Repetitions are interleaved across systems (rep 1 of every system, then rep
+2, ...) so slow drifts of the machine hit all of them alike.  Prints progress
+and a Markdown table of medians (min–max), the generator's own ceiling, the
+switch's CPU use and cached flows, and writes the raw runs as JSON (and a PNG
+plot when matplotlib is installed).  Figures only; nothing asserts a speed.
 """
 
 from __future__ import annotations
@@ -9,33 +12,72 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
-from bench.scenarios import SCENARIOS, run_scenario
+from bench.scenarios import SYSTEMS, Bench
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| system | frame | flows | Mpps (median, min–max) | offered Mpps | switch CPU | cached flows | switch-reported / counted |",
+            "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["system"], r["flows"]) for r in results},
+                  key=lambda k: (list(SYSTEMS).index(k[0]) if k[0] in SYSTEMS else 99, k[1]))
+    for system, flows in keys:
+        runs = [r for r in results if (r["system"], r["flows"]) == (system, flows)]
+        mpps = [r["mpps"] for r in runs]
+        cpu = [r["switch_cpu"] for r in runs if r["switch_cpu"] is not None]
+        rep = [r for r in runs if r["switch_reported"] is not None]
+        check = (f"{sum(r['switch_reported'] for r in rep) / max(1, sum(r['received'] for r in rep)):.3f}"
+                 if rep else "n/a")
+        rows.append(
+            f"| {system} | {runs[0]['size']}B | {flows or 'new'} | "
+            f"{statistics.median(mpps):.3f} ({min(mpps):.3f}–{max(mpps):.3f}) | "
+            f"{statistics.median(r['offered_mpps'] for r in runs):.3f} | "
+            + (f"{statistics.median(cpu):.0%} | " if cpu else "n/a | ")
+            + f"{runs[-1]['cached_flows'] if runs[-1]['cached_flows'] is not None else 'n/a'} | {check} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pyvswitch bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+    p.add_argument("--system", action="append", choices=sorted(SYSTEMS),
                    help="system under test (repeatable; default: all)")
+    p.add_argument("--flows", default="1,1000",
+                   help="comma-separated flow counts; 0 = every packet a new flow")
     p.add_argument("--seconds", type=float, default=3.0, help="per run")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size", type=int, default=64, help="frame size on the wire, with FCS")
-    p.add_argument("--json", help="write results to this file")
+    p.add_argument("--json", default="bench-results.json", help="raw results file")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("pyvswitch bench: needs root (namespaces, XDP)", file=sys.stderr)
         return 2
+    systems = [SYSTEMS[n] for n in (a.system or list(SYSTEMS))]
+    flows = [int(f) for f in a.flows.split(",")]
     results = []
-    print(f"{'scenario':<22} {'frame':>6} {'Mpps':>8} {'offered':>8}")
-    for name in a.scenario or list(SCENARIOS):
-        r = run_scenario(name, a.seconds, a.reps, a.size - 4)
-        results.append(r)
-        print(f"{name:<22} {r['size']:>5}B {r['mpps']:>8.3f} {r['offered_mpps']:>8.3f}",
-              flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
+    bench = Bench(a.size - 4)
+    try:
+        for rep in range(a.reps):
+            for n in flows:
+                for system in systems:
+                    r = bench.measure(system, a.seconds, n)
+                    r["rep"] = rep
+                    results.append(r)
+                    print(f"[{len(results)}/{a.reps * len(flows) * len(systems)}] "
+                          f"{system.name:<28} flows={n or 'new':<7} {r['mpps']:.3f} Mpps "
+                          f"(offered {r['offered_mpps']:.3f})", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted; tearing down", file=sys.stderr)
+    finally:
+        bench.close()
+    if not results:
+        return 1
+    print()
+    print(table(results))
+    with open(a.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nraw runs: {a.json}")
     return 0
 
 

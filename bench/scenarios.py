@@ -1,50 +1,150 @@
-"""Systems under test on one topology: h1 → switch → h2, 64-byte UDP.
+"""Systems under test on one topology: h1 → switch → h2, UDP at Mpps.
 
-Every scenario wires the same two hosts (namespaces with a veth each) and
+Every system wires the same two hosts (namespaces with a veth each) and
 forwards h1's traffic to h2; only what sits between the root-side veth ends
-changes.  The generator (`bench.trafgen`, XDP live frames) runs in h1 pinned
-to CPU 0, the switch is pinned to CPU 1, and h2 drops frames in XDP and
-counts them with the veth's receive counter, so the figure is what the
-switch delivered, not what was offered.
+changes.  The generator (`bench.trafgen`, XDP live frames, N flows) runs in
+h1 pinned to CPU 0, the switch is pinned to CPU 1, and h2 drops frames in
+XDP and counts them with the veth's receive counter, so the figure is what
+the switch delivered, not what was offered.  Where the switch reports its own
+forwarding count, the run records it beside ours as a sanity check.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
-from pyroute2 import NetNS
+from pyroute2 import IPRoute, NetNS
 
-from bench.trafgen import XDP_DROP, load_xdp_return
+from bench.trafgen import XDP_DROP, _insn, load_xdp, load_xdp_return
 from vswitch.process import DaemonProcess
 from vswitch.topology import Host, Topology
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_CPU, SWITCH_CPU = 0, 1
+HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _rx_packets(host: Host) -> int:
     return int(host.run("cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
 
 
-@contextlib.contextmanager
-def xdp_sink(host: Host):
-    """XDP_DROP on the host's eth0: cheap counting, and gives the veth NAPI."""
-    fd = load_xdp_return(XDP_DROP, b"pvs_sink")
-    with NetNS(host.netns) as ns:
-        idx = ns.link_lookup(ifname="eth0")[0]
-        ns.link("set", index=idx, xdp_fd=fd)
-    try:
-        yield
-    finally:
-        with NetNS(host.netns) as ns:
-            ns.link("set", index=idx, xdp_fd=-1)
-        os.close(fd)
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+            except (OSError, IndexError):
+                pass
+    return total / HZ
+
+
+def _pin(pid: int, cpu: int) -> None:
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), {cpu})
+        except OSError:
+            pass
+
+
+class System:
+    """One switch under test: set up on a topology, then measured."""
+
+    name = ""
+    pids: list[int] = []
+
+    def setup(self, topo: Topology) -> None: ...
+
+    def teardown(self) -> None: ...
+
+    def forwarded(self) -> int | None:
+        """Packets the switch says it sent to h2, or None if it cannot say."""
+        return None
+
+    def flow_count(self) -> int | None:
+        return None
+
+
+class RawXdpRedirect(System):
+    """The ceiling: XDP redirect from h1's cable straight into h2's."""
+
+    name = "raw-xdp-redirect"
+
+    def setup(self, topo: Topology) -> None:
+        p1, p2 = topo.ports
+        with IPRoute() as ipr:
+            out_idx = ipr.link_lookup(ifname=p2)[0]
+            self.idx = ipr.link_lookup(ifname=p1)[0]
+            self.fd = load_xdp(_insn(0xb7, 1, imm=out_idx) + _insn(0xb7, 2, imm=0)
+                               + _insn(0x85, imm=23) + _insn(0x95), b"pvs_raw")  # bpf_redirect
+            ipr.link("set", index=self.idx, xdp_fd=self.fd)
+
+    def teardown(self) -> None:
+        with IPRoute() as ipr:
+            ipr.link("set", index=self.idx, xdp_fd=-1)
+        os.close(self.fd)
+
+
+class LinuxBridge(System):
+    name = "linux-bridge"
+
+    def setup(self, topo: Topology) -> None:
+        self.br = f"pvsbr{topo.tag}"
+        subprocess.run(["ip", "link", "add", self.br, "type", "bridge"], check=True)
+        for port in topo.ports:
+            subprocess.run(["ip", "link", "set", port, "master", self.br], check=True)
+        subprocess.run(["ip", "link", "set", self.br, "up"], check=True)
+
+    def teardown(self) -> None:
+        subprocess.run(["ip", "link", "del", self.br], check=False)
+
+
+class Pyvswitch(System):
+    """pyvswitch with AF_PACKET ports; rules: NORMAL or in_port→output."""
+
+    def __init__(self, rules: str = "normal"):
+        self.rules = rules
+        self.name = f"pyvswitch-afpacket-{rules}"
+
+    def setup(self, topo: Topology) -> None:
+        self.daemon = DaemonProcess(log_level="warning").start()
+        self.pids = [self.daemon.proc.pid]
+        _pin(self.daemon.proc.pid, SWITCH_CPU)
+        self.br = f"pvsbr{topo.tag}"
+        self.daemon.vsctl("add-br", self.br)
+        for port in topo.ports:
+            self.daemon.vsctl("add-port", self.br, port)
+        if self.rules == "in_port":
+            self.daemon.ofctl("del-flows", self.br)
+            self.daemon.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
+            self.daemon.ofctl("add-flow", self.br, "in_port=2,actions=output:1")
+        self.out_port = topo.ports[1]
+        _pin(self.daemon.proc.pid, SWITCH_CPU)  # threads started since
+
+    def forwarded(self) -> int | None:
+        show = self.daemon.appctl("dpctl/show")
+        lines = show.splitlines()
+        for i, line in enumerate(lines):
+            if f": {self.out_port} " in line + " " and i + 1 < len(lines):
+                stats = dict(kv.split(":") for kv in lines[i + 1].split())
+                return int(stats["tx_packets"])
+        return None
+
+    def flow_count(self) -> int | None:
+        return len(self.daemon.appctl("dpctl/dump-flows").splitlines())
+
+    def teardown(self) -> None:
+        self.daemon.cleanup()
+
+
+SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(), Pyvswitch("normal"),
+                               Pyvswitch("in_port"))}
 
 
 def _gro_on(ifname: str) -> None:
@@ -53,62 +153,61 @@ def _gro_on(ifname: str) -> None:
                    capture_output=True)
 
 
-def measure(h1: Host, h2: Host, seconds: float, size: int = 60) -> dict:
-    before = _rx_packets(h2)
-    p = h1.run(sys.executable, "-m", "bench.trafgen", "--ifname", "eth0",
-               "--src-mac", h1.mac, "--dst-mac", h2.mac, "--src-ip", h1.addr,
-               "--dst-ip", h2.addr, "--size", str(size), "--seconds", str(seconds),
-               "--cpu", str(GEN_CPU), cwd=TOP, timeout=seconds + 60)
-    gen = json.loads(p.stdout)
-    time.sleep(0.3)  # let queues drain into the counter
-    got = _rx_packets(h2) - before
-    return {"offered_mpps": gen["mpps"], "mpps": got / gen["seconds"] / 1e6,
-            "sent": gen["sent"], "received": got}
+class Bench:
+    """Two hosts, a sink, and the systems measured one after another."""
 
-
-@contextlib.contextmanager
-def linux_bridge(topo: Topology):
-    name = f"pvsbr{topo.tag}"
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-    try:
-        for port in topo.ports:
-            subprocess.run(["ip", "link", "set", port, "master", name], check=True)
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
-        yield
-    finally:
-        subprocess.run(["ip", "link", "del", name], check=False)
-
-
-@contextlib.contextmanager
-def pyvswitch_afpacket(topo: Topology):
-    with DaemonProcess(log_level="warning") as d:
-        os.sched_setaffinity(d.proc.pid, {SWITCH_CPU})
-        for t in os.listdir(f"/proc/{d.proc.pid}/task"):
-            os.sched_setaffinity(int(t), {SWITCH_CPU})
-        d.vsctl("add-br", f"pvsbr{topo.tag}")
-        for port in topo.ports:
-            d.vsctl("add-port", f"pvsbr{topo.tag}", port)
-        yield
-
-
-SCENARIOS = {
-    "linux-bridge": linux_bridge,
-    "pyvswitch-afpacket": pyvswitch_afpacket,
-}
-
-
-def run_scenario(name: str, seconds: float, reps: int, size: int = 60) -> dict:
-    with Topology() as topo:
-        h1 = topo.add_host("h1", "10.77.0.1/24")
-        h2 = topo.add_host("h2", "10.77.0.2/24")
-        for port in topo.ports:
+    def __init__(self, size: int = 60):
+        self.size = size
+        self.topo = Topology()
+        self.h1 = self.topo.add_host("h1", "10.77.0.1/24")
+        self.h2 = self.topo.add_host("h2", "10.77.0.2/24")
+        for port in self.topo.ports:
             _gro_on(port)
-        with SCENARIOS[name](topo):
+        # The sink: XDP_DROP on h2's eth0 (cheap counting, and NAPI for
+        # redirects into it).
+        self.sink = load_xdp_return(XDP_DROP, b"pvs_sink")
+        with NetNS(self.h2.netns) as ns:
+            ns.link("set", index=ns.link_lookup(ifname="eth0")[0], xdp_fd=self.sink)
+        # Static neighbours: no ARP during runs.
+        self.h1.run("ip", "neigh", "replace", self.h2.addr, "lladdr", self.h2.mac, "dev", "eth0")
+
+    def close(self) -> None:
+        try:
+            with NetNS(self.h2.netns) as ns:
+                ns.link("set", index=ns.link_lookup(ifname="eth0")[0], xdp_fd=-1)
+        except Exception:
+            pass
+        os.close(self.sink)
+        self.topo.close()
+
+    def generate(self, seconds: float, flows: int) -> dict:
+        p = self.h1.run(sys.executable, "-m", "bench.trafgen", "--ifname", "eth0",
+                        "--src-mac", self.h1.mac, "--dst-mac", self.h2.mac,
+                        "--src-ip", self.h1.addr, "--dst-ip", self.h2.addr,
+                        "--size", str(self.size), "--seconds", str(seconds),
+                        "--flows", str(flows), "--cpu", str(GEN_CPU),
+                        cwd=TOP, timeout=seconds + 60)
+        return json.loads(p.stdout)
+
+    def measure(self, system: System, seconds: float, flows: int) -> dict:
+        system.setup(self.topo)
+        try:
             # Teach MAC-learning switches where h1 and h2 are.
-            h1.ping(h2.addr, count=2, interval=0.2)
-            with xdp_sink(h2):
-                runs = [measure(h1, h2, seconds, size) for _ in range(reps)]
-    return {"scenario": name, "size": size + 4,
-            "mpps": statistics.median(r["mpps"] for r in runs),
-            "offered_mpps": statistics.median(r["offered_mpps"] for r in runs),
-            "runs": runs}
+            self.h2.ping(self.h1.addr, count=1, wait=1)
+            self.generate(0.3, flows)  # warm-up: caches filled
+            time.sleep(0.2)
+            before, fwd0 = _rx_packets(self.h2), system.forwarded()
+            cpu0 = _cpu_seconds(system.pids)
+            gen = self.generate(seconds, flows)
+            time.sleep(0.3)  # let queues drain into the counter
+            got = _rx_packets(self.h2) - before
+            fwd1 = system.forwarded()
+            cpu = _cpu_seconds(system.pids) - cpu0
+            return {"system": system.name, "flows": flows, "size": self.size + 4,
+                    "offered_mpps": gen["mpps"], "mpps": got / gen["seconds"] / 1e6,
+                    "sent": gen["sent"], "received": got,
+                    "switch_reported": None if fwd0 is None else fwd1 - fwd0,
+                    "switch_cpu": cpu / gen["seconds"] if system.pids else None,
+                    "cached_flows": system.flow_count()}
+        finally:
+            system.teardown()
