@@ -29,7 +29,7 @@ table  name                what it does
                            broadcast: every local port (+ tunnels, except
                            ARP which never leaves the host)
 7      REMOTE_L2           from a tunnel: eth_dst of a local port -> reg15
-8      OUT_CT              IPv4 -> ct(zone=outport key, table=9)
+8      OUT_CT              IPv4 -> ct(zone=outport key, table=9); else 9
 9      OUT_ACL             +est/+rel pass, +inv drop; ports in an ACL'd
                            group: allow rules commit +new, rest dropped
                            (default deny); other ports: commit +new
@@ -206,10 +206,12 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
                     ("set", "arp_spa", ip), ("output", "IN_PORT")), cookie(K_PORT, kq)))
 
     # tables 4-5: ingress conntrack, in the inport's zone
+    stateful = state.options["conntrack"]
     add(flow(IN_CT, 0, {}, (("goto", L2_LOOKUP),), pc))
-    add(flow(IN_CT_COMMIT, 200, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
-    add(flow(IN_CT_COMMIT, 0, {}, (("goto", L2_LOOKUP),), pc))
-    for p in local:
+    if stateful:
+        add(flow(IN_CT_COMMIT, 200, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
+        add(flow(IN_CT_COMMIT, 0, {}, (("goto", L2_LOOKUP),), pc))
+    for p in local if stateful else ():
         k = local_keys[p.name]
         add(flow(IN_CT, 100, {REG_INPORT: k, "eth_type": ETH_IP},
                  (("ct", k, False, IN_CT_COMMIT),), cookie(K_PORT, k)))
@@ -246,24 +248,30 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
         add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
 
     # tables 8-9: egress conntrack and ACLs, in the outport's zone
-    add(flow(OUT_CT, 0, {}, (("goto", OUTPUT),), pc))
-    add(flow(OUT_ACL, 2000, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
-    add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_EST | CS_TRK, off=CS_INV)},
-             (("goto", OUTPUT),), pc))
-    add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_REL | CS_TRK, off=CS_INV)},
-             (("goto", OUTPUT),), pc))
+    add(flow(OUT_CT, 0, {}, (("goto", OUT_ACL),), pc))
+    if stateful:
+        add(flow(OUT_ACL, 2000, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
+        add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_EST | CS_TRK, off=CS_INV)},
+                 (("goto", OUTPUT),), pc))
+        add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_REL | CS_TRK, off=CS_INV)},
+                 (("goto", OUTPUT),), pc))
     add(flow(OUT_ACL, 0, {}, (("goto", OUTPUT),), pc))
     acl_groups = {a.group for a in state.acls}
     for q in local:
         kq = local_keys[q.name]
-        add(flow(OUT_CT, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP},
-                 (("ct", kq, False, OUT_ACL),), cookie(K_PORT, kq)))
-        new = {REG_OUTPORT: kq, "eth_type": ETH_IP,
-               "ct_state": _ct_state(on=CS_NEW | CS_TRK, off=CS_INV)}
-        commit = (("ct", kq, True, None), ("goto", OUTPUT))
+        if stateful:
+            add(flow(OUT_CT, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP},
+                     (("ct", kq, False, OUT_ACL),), cookie(K_PORT, kq)))
+            new = {REG_OUTPORT: kq, "eth_type": ETH_IP,
+                   "ct_state": _ct_state(on=CS_NEW | CS_TRK, off=CS_INV)}
+            commit = (("ct", kq, True, None), ("goto", OUTPUT))
+        else:
+            new = {REG_OUTPORT: kq, "eth_type": ETH_IP}
+            commit = (("goto", OUTPUT),)
         groups = [g for g in sorted(acl_groups) if q.name in state.port_groups[g]]
         if not groups:
-            add(flow(OUT_ACL, 50, new, commit, cookie(K_PORT, kq)))
+            if stateful:
+                add(flow(OUT_ACL, 50, new, commit, cookie(K_PORT, kq)))
         else:
             ck = cookie(K_ACL, kq)
             add(flow(OUT_ACL, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP}, (), ck))  # default deny

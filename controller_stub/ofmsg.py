@@ -91,13 +91,19 @@ def dump_request():
                                       COOKIE_PREFIX, COOKIE_MASK, parser.OFPMatch())
 
 
-def diff(installed: Iterable[Flow], desired: Iterable[Flow]) -> list:
-    """Flow mods that turn `installed` into `desired`, deletions first."""
+def diff_flows(installed: Iterable[Flow], desired: Iterable[Flow]) -> tuple:
+    """(rules to delete, rules to add or replace), each in table/priority order."""
     have = {f.key: f for f in installed}
     want = {f.key: f for f in desired}
-    msgs = [delete_msg(f) for k, f in sorted(have.items(), key=_order) if k not in want]
-    msgs += [add_msg(f) for k, f in sorted(want.items(), key=_order) if have.get(k) != f]
-    return msgs
+    dels = [f for k, f in sorted(have.items(), key=_order) if k not in want]
+    adds = [f for k, f in sorted(want.items(), key=_order) if have.get(k) != f]
+    return dels, adds
+
+
+def diff(installed: Iterable[Flow], desired: Iterable[Flow]) -> list:
+    """Flow mods that turn `installed` into `desired`, deletions first."""
+    dels, adds = diff_flows(installed, desired)
+    return [delete_msg(f) for f in dels] + [add_msg(f) for f in adds]
 
 
 def _order(item):

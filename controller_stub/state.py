@@ -26,6 +26,12 @@ PROTOS = ("ip", "icmp", "tcp", "udp")
 MAX_PORT_KEY = 0xFFFF          # also the conntrack zone of the port
 
 
+# conntrack: stateful ACLs with ct (needs a switch with the ct action); when
+# false, ACLs are stateless (replies to ACL'd ports are dropped unless an
+# allow rule admits them) and no ct action is used at all.
+DEFAULT_OPTIONS = {"conntrack": True}
+
+
 class StateError(ValueError):
     pass
 
@@ -92,16 +98,23 @@ class State:
         self.acls: list[Acl] = []
         self._port_keys: dict[str, int] = {}
         self._next_key = 1
+        self._inherit: dict[str, int] = {}
+        self.options: dict = dict(DEFAULT_OPTIONS)
 
     # ---- loading / dumping
     @classmethod
-    def from_dict(cls, d: dict) -> "State":
+    def from_dict(cls, d: dict, previous: Optional["State"] = None) -> "State":
+        """Build a state; port keys of `previous` are kept for ports it had."""
         s = cls()
-        known = {"hosts", "switches", "ports", "port_groups", "acls"}
+        if previous is not None:
+            s._inherit = dict(previous._port_keys)
+            s._next_key = previous._next_key
+        known = {"hosts", "switches", "ports", "port_groups", "acls", "options"}
         extra = set(d or {}) - known
         if extra:
             raise StateError(f"unknown sections {sorted(extra)}")
         d = d or {}
+        s.set_options(d.get("options") or {})
         for name, h in (d.get("hosts") or {}).items():
             s.add_host(name, **h)
         for name, ls in (d.get("switches") or {}).items():
@@ -111,6 +124,7 @@ class State:
         for name, members in (d.get("port_groups") or {}).items():
             s.set_port_group(name, members)
         s.set_acls(d.get("acls") or [])
+        s._inherit = {}
         return s
 
     @classmethod
@@ -134,12 +148,11 @@ class State:
             "ports": {n: strip(p) for n, p in self.ports.items()},
             "port_groups": {n: list(m) for n, m in self.port_groups.items()},
             "acls": [strip(a, skip=()) for a in self.acls],
+            "options": dict(self.options),
         }
 
     def copy(self) -> "State":
-        s = State.from_dict(self.to_dict())
-        s._port_keys, s._next_key = dict(self._port_keys), self._next_key
-        return s
+        return State.from_dict(self.to_dict(), previous=self)
 
     # ---- mutations (validate first, then change)
     def add_host(self, name, tunnel_ip, openflow="listen", ovsdb=None, bridge="br-int",
@@ -187,7 +200,9 @@ class State:
                                  f"already bound to {other.name}")
         if name not in self._port_keys:
             if key is None:
-                key = self._next_key
+                key = self._inherit.get(name)
+                if key is None or key in self._port_keys.values():
+                    key = self._next_key
             key = int(key)
             if not 0 < key <= MAX_PORT_KEY or key in self._port_keys.values():
                 raise StateError(f"port {name}: bad or duplicate key {key}")
@@ -212,6 +227,12 @@ class State:
         self._port_keys.pop(name, None)
         for g, members in list(self.port_groups.items()):
             self.port_groups[g] = tuple(m for m in members if m != name)
+
+    def set_options(self, options: dict):
+        extra = set(options) - set(DEFAULT_OPTIONS)
+        if extra:
+            raise StateError(f"unknown options {sorted(extra)}")
+        self.options = {**DEFAULT_OPTIONS, **{k: bool(v) for k, v in options.items()}}
 
     def set_port_group(self, name, members):
         for m in members:
