@@ -166,9 +166,32 @@ class Clone:
 
 
 @dataclass(frozen=True)
+class LearnSpec:
+    """One flow_mod_spec of NXAST_LEARN.
+
+    ``kind`` "match": the learned rule matches ``dst[dst_ofs:+n_bits]`` against
+    ``src[src_ofs:+n_bits]`` of the current packet (or the immediate
+    ``value``); "load": the learned rule loads that into ``dst``; "output":
+    the learned rule outputs to the port in ``src``."""
+    kind: str
+    dst: str = ""
+    n_bits: int = 0
+    dst_ofs: int = 0
+    src: str | None = None
+    src_ofs: int = 0
+    value: int | None = None
+
+
+@dataclass(frozen=True)
 class Learn:
-    """NXAST_LEARN (not executed yet: translated as a slow-path action)."""
-    spec: str = ""
+    """NXAST_LEARN: add (or refresh) a rule built from the current packet."""
+    table_id: int = 1
+    priority: int = 0x8000
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    cookie: int = 0
+    flags: frozenset = frozenset()          # send_flow_rem, delete_learned
+    specs: tuple = ()
 
 
 # ---- instructions ---------------------------------------------------------

@@ -399,7 +399,17 @@ class Pipeline:
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "output_reg field")
             elif isinstance(a, A.Clone):
                 self.validate_actions(a.actions, match)
-            elif not isinstance(a, tuple(X._HANDLERS) + (A.Learn,)):
+            elif isinstance(a, A.Learn):
+                if not 0 <= a.table_id < N_TABLES:
+                    raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "learn table")
+                for sp in a.specs:
+                    names = [n for n in (sp.dst, sp.src) if n]
+                    if sp.kind not in ("match", "load", "output") or any(
+                            n not in FIELDS for n in names) or sp.n_bits <= 0 or (
+                            sp.dst and sp.dst_ofs + sp.n_bits > FIELDS[sp.dst].n_bits) or (
+                            sp.src and sp.src_ofs + sp.n_bits > FIELDS[sp.src].n_bits):
+                        raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, f"learn spec {sp}")
+            elif not isinstance(a, tuple(X._HANDLERS)):
                 raise bad_action(ofp.OFPBAC_BAD_TYPE, f"unknown action {a!r}")
 
     # ---- groups -------------------------------------------------------------------
@@ -659,6 +669,22 @@ class Pipeline:
         for mac, vlan, port in xout.macs:
             if self.mac_learning.learn(mac, vlan, port, now):
                 self.version += 1
+        for fm in xout.learns:
+            self.apply_learn(fm, now)
+
+    def apply_learn(self, fm: FlowMod, now: float) -> None:
+        """Add (or refresh) a learned rule.  Re-learning an identical rule
+        only refreshes its timeouts, so cache hits do not churn the version."""
+        t = self.tables.get(fm.table_id)
+        old = t.find_exact(fm.match, fm.priority) if t is not None else None
+        if old is not None and old.instructions == fm.instructions:
+            old.used = now
+            old.created = now if old.hard_timeout else old.created
+            return
+        try:
+            self.flow_mod(fm, now)
+        except OFError:
+            pass       # an unlearnable rule (e.g. prerequisites) is skipped, as OVS does
 
     def alloc_recirc(self, table_id: int, key: FlowKey) -> int:
         """A recirc_id whose thawing resumes at ``table_id`` with the pipeline

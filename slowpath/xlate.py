@@ -103,6 +103,7 @@ class XlateOutput:
     rules: list[Rule] = field(default_factory=list)       # credit cache hits to these
     groups: list = field(default_factory=list)            # (Group, bucket index)
     macs: list = field(default_factory=list)              # (mac, vlan, ofport) NORMAL learned
+    learns: list = field(default_factory=list)            # FlowMods from learn actions
     slow: bool = False     # megaflow must not be cached (untranslatable per-packet work)
     version: int = 0       # pipeline.version the translation saw
     trace: list[str] = field(default_factory=list)
@@ -654,6 +655,35 @@ def _x_clone(ctx, a: A.Clone):
     ctx.run_clone(a.actions)
 
 
+def _x_learn(ctx, a: A.Learn):
+    """Build the learned rule from the packet (reading marks the source
+    bits) and add it; cache hits re-run it through ``XlateOutput.learns``."""
+    match = Match()
+    acts = []
+    for sp in a.specs:
+        bits = (1 << sp.n_bits) - 1
+        if sp.src is not None:
+            v = ctx.read_bits(sp.src, bits << sp.src_ofs) >> sp.src_ofs
+        else:
+            v = sp.value or 0
+        if sp.kind == "match":
+            old_v, old_m = match.get(sp.dst)
+            mask = bits << sp.dst_ofs
+            match.set_field(sp.dst, (old_v & ~mask) | (v << sp.dst_ofs), old_m | mask)
+        elif sp.kind == "load":
+            acts.append(A.SetField(sp.dst, v << sp.dst_ofs, bits << sp.dst_ofs))
+        elif sp.kind == "output":
+            acts.append(A.Output(v))
+    from slowpath.pipeline import FlowMod
+    fm = FlowMod("add", a.table_id, a.priority, match, a.cookie, 0, a.idle_timeout,
+                 a.hard_timeout, frozenset(a.flags) - {"delete_learned"},
+                 instructions=(A.ApplyActions(tuple(acts)),))
+    ctx.out.learns.append(fm)
+    ctx.note(f"learn: table={a.table_id},priority={a.priority},{match.to_string()}")
+    if ctx.side_effects:
+        ctx.p.apply_learn(fm, ctx.now)
+
+
 def _x_nothing(ctx, a):
     pass
 
@@ -666,7 +696,7 @@ _HANDLERS = {
     A.CopyTtl: _x_copy_ttl, A.Group: _x_group, A.SetQueue: _x_set_queue,
     A.Resubmit: _x_resubmit, A.Ct: _x_ct, A.CtClear: _x_ct_clear, A.Meter: _x_meter,
     A.OutputReg: _x_output_reg, A.Clone: _x_clone, A.Note: _x_nothing,
-    A.Conjunction: _x_nothing,
+    A.Conjunction: _x_nothing, A.Learn: _x_learn,
 }
 
 

@@ -341,3 +341,30 @@ def test_packet_in_carries_the_rewritten_packet():
     k = parse_packet(pi.data, 1)
     assert k.dl_dst == 0x0a and k.vlan_vid == 0x1005 and k.dl_type == 0x800
     assert pi.total_len == len(pi.data) == len(data) + 4
+
+
+def test_learn_builds_a_mac_table_in_another_table():
+    # the classic OVS learn() L2 switch: table 0 learns dst=src -> output:in_port
+    # into table 1, then resubmits there; misses flood
+    p = bridge()
+    learn = A.Learn(table_id=1, priority=10, idle_timeout=60, specs=(
+        A.LearnSpec("match", "eth_dst", 48, src="eth_src"),
+        A.LearnSpec("output", src="in_port", n_bits=32),
+    ))
+    add(p, "", [learn, A.Resubmit(table=1)])
+    add(p, "", [A.Output(OFPP_FLOOD)], table=1, priority=0)
+    x = run(p, pkt(A1, A2), 1)
+    assert x.actions == (dp.Output(102), dp.Output(103))
+    mask = int.from_bytes(x.megaflow.mask, "big")
+    assert mask & field_int_mask(FIELDS["eth_src"]) == field_int_mask(FIELDS["eth_src"])
+    learned = [r for r in p.rules(1) if r.priority == 10]
+    assert len(learned) == 1 and learned[0].match == Match.parse(f"dl_dst={A1}")
+    assert run(p, pkt(A2, A1), 2).actions == (dp.Output(101),)
+    # a cache hit re-runs the learn: refreshes, no new rule, no version churn
+    v = p.version
+    p.credit(x, 1, 60, 30.0)
+    assert p.version == v and learned[0].used == 30.0
+    p.expire(80.0)      # A2's rule (learned at 1.0) idled out; A1's was refreshed at 30
+    assert [r.match for r in p.rules(1) if r.priority == 10] == [Match.parse(f"dl_dst={A1}")]
+    p.expire(95.0)
+    assert [r.priority for r in p.rules(1)] == [0]
