@@ -95,6 +95,11 @@ def check_atom(bt: BaseType, v) -> None:
                              f'"{v}" length {len(v)} is greater than maximum allowed length {bt.max_length}')
 
 
+def _unconstrained(bt: BaseType) -> bool:
+    return (bt.enum is None and bt.min is None and bt.max is None
+            and not bt.min_length and bt.max_length is None)
+
+
 def check_datum(t: Type, v) -> None:
     """Full constraint check of a datum in canonical form."""
     if t.is_scalar:
@@ -106,10 +111,13 @@ def check_datum(t: Type, v) -> None:
     if t.n_max is not None and n > t.n_max:
         raise OvsdbError("constraint violation", f"{n} values when type requires no more than {t.n_max}")
     if t.is_map:
-        for k, val in v.items():
-            check_atom(t.key, k)
-            check_atom(t.value, val)
-    else:
+        if not _unconstrained(t.key):
+            for k in v:
+                check_atom(t.key, k)
+        if not _unconstrained(t.value):
+            for val in v.values():
+                check_atom(t.value, val)
+    elif not _unconstrained(t.key):
         for k in v:
             check_atom(t.key, k)
 

@@ -35,7 +35,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .datum import (_ref_atoms, apply_diff, atom_from_json, check_datum, datum_from_json,
+from .datum import (apply_diff, diff_datum, atom_from_json, check_datum, datum_from_json,
                     datum_to_json, diff_type, refs_of)
 from .errors import OvsdbError
 from .schema import INT_MAX, INT_MIN, Column, DbSchema, TableSchema, Type
@@ -167,6 +167,41 @@ class _Txn:
 
     def put(self, table: str, u, data: dict | None):
         self.changed.setdefault(table, {})[u] = data
+
+
+def _ref_sides(ty: Type):
+    out = []
+    if ty.key.is_ref:
+        out.append(("k", ty.key))
+    if ty.value is not None and ty.value.is_ref:
+        out.append(("v", ty.value))
+    return out
+
+
+_EMPTY: frozenset = frozenset()
+
+
+def _atoms(ty: Type, side: str, v):
+    """The set of atoms on one side ("k" keys / "v" values) of a datum."""
+    if v is None:
+        return _EMPTY
+    if ty.is_map:
+        return set(v) if side == "k" else set(v.values())
+    if ty.is_scalar:
+        return {v}
+    return v
+
+
+def _without(ty: Type, side: str, v, dead: set, tn: str, cname: str):
+    """Datum ``v`` with the atoms in ``dead`` removed from one side."""
+    if ty.is_map:
+        if side == "k":
+            return {k: x for k, x in v.items() if k not in dead}
+        return {k: x for k, x in v.items() if x not in dead}
+    if ty.is_scalar:
+        raise OvsdbError("constraint violation",
+                         f"Column {cname} in table {tn} would lose its only weak reference.")
+    return v - dead
 
 
 def _c_div(a: int, b: int) -> int:
@@ -588,7 +623,12 @@ class Database:
     # ------------------------------------------------------------- commit
     def _precommit(self, txn: _Txn) -> dict:
         """Referential integrity, GC and constraint checks.  Returns the final
-        change set {table: {uuid: new data | None}} with no-op entries removed."""
+        change set {table: {uuid: new data | None}} with no-op entries removed.
+
+        Reference bookkeeping works on per-column deltas (C-level set
+        differences), so a commit that adds one bridge to a 10 000-element
+        ``Open_vSwitch.bridges`` costs O(1) Python work per changed reference.
+        A referrer is keyed (table, row, column, "k"|"v")."""
         strong_ov: dict = {}
         weak_ov: dict = {}
 
@@ -598,103 +638,108 @@ class Database:
                 s = over[target] = set(base.get(target, ()))
             return s
 
+        def referrers(base, over, target):
+            s = over.get(target)
+            return s if s is not None else base.get(target, ())
+
         applied: dict = {}
         weak_fixed: set = set()
         gc_cands: set = set()
+        added_strong: list = []
+        deleted: list = []
         pending = [(tn, u) for tn, ch in txn.changed.items() for u in ch]
+        missing = object()
 
-        def refsets(tn, data):
-            strong, weak = set(), set()
-            if data is not None:
-                for cname, ty in self._ref_cols[tn]:
-                    for bt, atoms in _ref_atoms(ty, data[cname]):
-                        s = strong if bt.ref_type == "strong" else weak
-                        for a in atoms:
-                            s.add((bt.ref_table, a))
-            return strong, weak
-
-        def drop_weak(tn, u, data, dead: Callable):
-            """Remove weak refs for which dead(table, uuid) holds."""
+        def drop_dead_weak(tn, u, prev, new):
+            """New weak references to rows that do not exist are dropped."""
             nd = None
             for cname, ty in self._ref_cols[tn]:
-                v = data[cname]
-                k, val = ty.key, ty.value
-                kw = k.is_ref and k.ref_type == "weak"
-                vw = val is not None and val.is_ref and val.ref_type == "weak"
-                if not (kw or vw):
+                pv = prev[cname] if prev is not None else None
+                nv = new[cname]
+                if pv is not None and (pv is nv or pv == nv):
                     continue
-                if ty.is_map:
-                    nv = {a: b for a, b in v.items()
-                          if not ((kw and dead(k.ref_table, a)) or (vw and dead(val.ref_table, b)))}
-                    if len(nv) != len(v):
-                        nd = nd or dict(data)
-                        nd[cname] = nv
-                elif ty.is_scalar:
-                    continue   # a scalar weak ref cannot be dropped; caught by count check
-                else:
-                    nv = frozenset(a for a in v if not dead(k.ref_table, a))
-                    if len(nv) != len(v):
-                        nd = nd or dict(data)
-                        nd[cname] = nv
-            return nd
+                for side, bt in _ref_sides(ty):
+                    if bt.ref_type != "weak":
+                        continue
+                    added = _atoms(ty, side, nv) - _atoms(ty, side, pv)
+                    dead = {a for a in added if txn.get(bt.ref_table, a) is None}
+                    if dead:
+                        nd = nd if nd is not None else dict(new)
+                        nd[cname] = _without(ty, side, nd[cname], dead, tn, cname)
+            if nd is not None:
+                txn.put(tn, u, nd)
+                weak_fixed.add((tn, u))
+                return nd
+            return new
+
+        def sync(tn, u):
+            new = txn.get(tn, u)
+            prev = applied.get((tn, u), missing)
+            if prev is missing:
+                prev = txn.committed(tn, u)
+            elif prev is new:
+                return
+            cols = self._ref_cols[tn]
+            if cols:
+                if new is not None:
+                    new = drop_dead_weak(tn, u, prev, new)
+                for cname, ty in cols:
+                    pv = prev[cname] if prev is not None else None
+                    nv = new[cname] if new is not None else None
+                    if pv is not None and nv is not None and (pv is nv or pv == nv):
+                        continue
+                    for side, bt in _ref_sides(ty):
+                        pa, na = _atoms(ty, side, pv), _atoms(ty, side, nv)
+                        key = (tn, u, cname, side)
+                        if bt.ref_type == "strong":
+                            for target in pa - na:
+                                ov(self._strong_in, strong_ov, target).discard(key)
+                                gc_cands.add((bt.ref_table, target))
+                            for target in na - pa:
+                                ov(self._strong_in, strong_ov, target).add(key)
+                                added_strong.append((key, bt.ref_table, target))
+                        else:
+                            for target in pa - na:
+                                ov(self._weak_in, weak_ov, target).discard(key)
+                            for target in na - pa:
+                                ov(self._weak_in, weak_ov, target).add(key)
+            applied[(tn, u)] = new
+            if new is None:
+                deleted.append((tn, u))
+                for rtn, ru, rc, side in list(referrers(self._weak_in, weak_ov, u)):
+                    rd = txn.get(rtn, ru)
+                    if rd is None:
+                        continue
+                    ty = self.schema.tables[rtn].columns[rc].type
+                    nd = dict(rd)
+                    nd[rc] = _without(ty, side, rd[rc], {u}, rtn, rc)
+                    txn.put(rtn, ru, nd)
+                    weak_fixed.add((rtn, ru))
+                    pending.append((rtn, ru))
+            elif not self.schema.tables[tn].is_root:
+                gc_cands.add((tn, u))
 
         def check_ri():
             """Strong references must resolve; deleted rows must be unreferenced.
             Checked before garbage collection, as ovsdb-server does."""
-            for (tn, u), new in applied.items():
-                if new is None:
-                    if txn.committed(tn, u) is None:
-                        continue
-                    s = strong_ov[u] if u in strong_ov else self._strong_in.get(u)
-                    if s:
-                        raise OvsdbError("referential integrity violation",
-                                         f"cannot delete {tn} row {u} because of {len(s)} "
-                                         f"remaining reference(s)")
+            for tn, u in deleted:
+                if applied.get((tn, u)) is not None or txn.committed(tn, u) is None:
                     continue
-                for cname, ty in self._ref_cols[tn]:
-                    for rt, target in refs_of(ty, new[cname], "strong"):
-                        if txn.get(rt, target) is None:
-                            raise OvsdbError("referential integrity violation",
-                                             f"Table {tn} column {cname} row {u} references "
-                                             f"nonexistent row {target} in table {rt}.")
+                s = referrers(self._strong_in, strong_ov, u)
+                if s:
+                    raise OvsdbError("referential integrity violation",
+                                     f"cannot delete {tn} row {u} because of {len(s)} "
+                                     f"remaining reference(s)")
+            for key, rt, target in added_strong:
+                if key in referrers(self._strong_in, strong_ov, target) and txn.get(rt, target) is None:
+                    raise OvsdbError("referential integrity violation",
+                                     f"Table {key[0]} column {key[2]} row {key[1]} references "
+                                     f"nonexistent row {target} in table {rt}.")
 
         first = True
         while True:
             while pending:
-                tn, u = pending.pop()
-                new = txn.get(tn, u)
-                if new is not None and self._ref_cols[tn]:
-                    nd = drop_weak(tn, u, new, lambda rt, tu: txn.get(rt, tu) is None)
-                    if nd is not None:
-                        txn.put(tn, u, nd)
-                        new = nd
-                        weak_fixed.add((tn, u))
-                prev = applied.get((tn, u), txn.committed(tn, u))
-                ps, pw = refsets(tn, prev)
-                ns, nw = refsets(tn, new)
-                for rt, target in ps - ns:
-                    ov(self._strong_in, strong_ov, target).discard((tn, u))
-                    gc_cands.add((rt, target))
-                for rt, target in ns - ps:
-                    ov(self._strong_in, strong_ov, target).add((tn, u))
-                for rt, target in pw - nw:
-                    ov(self._weak_in, weak_ov, target).discard((tn, u))
-                for rt, target in nw - pw:
-                    ov(self._weak_in, weak_ov, target).add((tn, u))
-                applied[(tn, u)] = new
-                if new is None:
-                    referrers = weak_ov.get(u, self._weak_in.get(u, ()))
-                    for rtn, ru in list(referrers):
-                        rd = txn.get(rtn, ru)
-                        if rd is None:
-                            continue
-                        nd = drop_weak(rtn, ru, rd, lambda rt, tu: tu == u)
-                        if nd is not None:
-                            txn.put(rtn, ru, nd)
-                            weak_fixed.add((rtn, ru))
-                            pending.append((rtn, ru))
-                elif not self.schema.tables[tn].is_root:
-                    gc_cands.add((tn, u))
+                sync(*pending.pop())
             if first:
                 check_ri()
                 first = False
@@ -702,8 +747,7 @@ class Database:
             for tn, u in gc_cands:
                 if self.schema.tables[tn].is_root or txn.get(tn, u) is None:
                     continue
-                s = strong_ov[u] if u in strong_ov else self._strong_in.get(u)
-                if not s:
+                if not referrers(self._strong_in, strong_ov, u):
                     txn.put(tn, u, None)
                     pending.append((tn, u))
                     collected = True
@@ -793,10 +837,17 @@ class Database:
                         if c.ephemeral:
                             continue
                         v = d[cname]
-                        if (old is None and v != c.default()) or (old is not None and old._data[cname] != v):
-                            cols[cname] = datum_to_json(c.type, v)
+                        if old is None:
+                            if v != c.default():
+                                cols[cname] = datum_to_json(c.type, v)
+                        elif old._data[cname] != v:
+                            # "_is_diff" format (as ovsdb-server writes): a
+                            # change to a big set costs only the delta
+                            cols[cname] = datum_to_json(diff_type(c.type),
+                                                        diff_datum(c.type, old._data[cname], v))
                     tj[str(u)] = cols
                 rec[tn] = tj
+            rec["_is_diff"] = True
             if txn.comments:
                 rec["_comment"] = "\n".join(txn.comments)
             try:
@@ -866,10 +917,10 @@ class Database:
         for tn, table in self.tables.items():
             for u, row in table.rows.items():
                 for cname, ty in self._ref_cols[tn]:
-                    for bt, atoms in _ref_atoms(ty, row._data[cname]):
+                    for side, bt in _ref_sides(ty):
                         idx = self._strong_in if bt.ref_type == "strong" else self._weak_in
-                        for a in atoms:
-                            idx.setdefault(a, set()).add((tn, u))
+                        for a in _atoms(ty, side, row._data[cname]):
+                            idx.setdefault(a, set()).add((tn, u, cname, side))
 
     def _notify(self, changes: dict) -> None:
         self._queue.append(changes)

@@ -8,6 +8,7 @@ path.  The format is the one ``ovsdb-tool`` reads, and ``_Server`` is built in.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid as uuidlib
@@ -156,7 +157,13 @@ class Column:
 
     def default(self):
         """The column's default value (RFC 7047: 0, 0.0, false, "", all-zero uuid;
-        empty set / map when min is 0)."""
+        empty set / map when min is 0).  Maps come back as a fresh dict."""
+        if self.type.is_map:
+            return {}
+        return self._default
+
+    @functools.cached_property
+    def _default(self):
         t = self.type
         if t.is_map:
             return {}

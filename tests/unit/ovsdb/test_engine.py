@@ -339,3 +339,17 @@ def test_read_only_database():
 def test_dangling_strong_ref_fails_even_if_row_would_be_collected(vdb):
     # ovsdb-server checks references before garbage collection
     assert err(vdb, ins("Port", {"name": "p"})) == "referential integrity violation"
+
+
+def test_mirror_weak_ref_to_port_dropped_on_del_port(vdb):
+    ok(vdb, ins("Interface", {"name": "p1"}, "i"),
+       ins("Port", {"name": "p1", "interfaces": ["named-uuid", "i"]}, "p"),
+       ins("Mirror", {"name": "m", "select_src_port": ["named-uuid", "p"],
+                      "output_port": ["named-uuid", "p"]}, "m"),
+       ins("Bridge", {"name": "br0", "ports": ["named-uuid", "p"], "mirrors": ["named-uuid", "m"]}, "b"),
+       ins("Open_vSwitch", {"bridges": ["named-uuid", "b"]}))
+    ok(vdb, {"op": "update", "table": "Bridge", "where": [], "row": {"ports": ["set", []]}})
+    m = next(iter(vdb.tables["Mirror"].rows.values()))
+    assert m.select_src_port == frozenset() and m.output_port == frozenset()
+    assert not vdb.tables["Port"].rows and not vdb.tables["Interface"].rows
+    assert not vdb._weak_in and set(vdb._strong_in) == {m.uuid, next(iter(vdb.tables["Bridge"].rows))}

@@ -127,12 +127,18 @@ def test_ovsdb_tool_reads_our_file(tmp_path):
     path = str(tmp_path / "conf.db")
     db = open_database(path, VSWITCH_SCHEMA)
     add_bridge(db, "br0")
+    add_bridge(db, "br1")
+    db.transact_local([{"op": "mutate", "table": "Bridge", "where": [["name", "==", "br0"]],
+                        "mutations": [["other_config", "insert", ["map", [["z", "1"]]]],
+                                      ["other_config", "delete", ["set", ["k"]]]]},
+                       {"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", [
+                           ["uuid", str(next(u for u, r in db.tables["Bridge"].rows.items() if r.name == "br0"))]]]}}])
+    assert b'"_is_diff":true' in open(path, "rb").read()
     db.storage.close()
-    subprocess.run(["ovsdb-tool", "check-cluster", path], capture_output=True)  # not clustered: ignore
     out = subprocess.run(["ovsdb-tool", "query", path, json.dumps(
         ["Open_vSwitch", {"op": "select", "table": "Bridge", "where": [], "columns": ["name", "other_config"]}])],
         capture_output=True, text=True, check=True).stdout
-    assert json.loads(out)[0]["rows"] == [{"name": "br0", "other_config": ["map", [["k", "v"]]]}]
+    assert json.loads(out)[0]["rows"] == [{"name": "br0", "other_config": ["map", [["z", "1"]]]}]
     log = subprocess.run(["ovsdb-tool", "show-log", path], capture_output=True, text=True, check=True).stdout
     assert "add-br br0" in log
 
