@@ -660,7 +660,7 @@ class XdpCache:
     def test_run(self, packet: bytes, ifindex: int = 1, repeat: int = 1) -> tuple[int, bytes]:
         """BPF_PROG_RUN (not live): (XDP verdict, output frame).  ``ifindex``
         is the ingress interface the program sees (map it with ``map_port``)."""
-        ctx = struct.pack("<6I", 0, 0, 0, ifindex, 0, 0)
+        ctx = struct.pack("<6I", 0, len(packet), 0, ifindex, 0, 0)
         out = ctypes.create_string_buffer(len(packet) + 256)
         ctx_buf = ctypes.create_string_buffer(ctx)
         data_in = ctypes.create_string_buffer(bytes(packet), len(packet))

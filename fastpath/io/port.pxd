@@ -71,6 +71,7 @@ ctypedef struct fp_port:
     size_t tx_used
     uint32_t tx_n
     fp_port_stats stats
+    uint64_t kernel_rx_dropped      # AF_PACKET ring drops (PACKET_STATISTICS, accumulated)
     # AF_XDP (copy or zero-copy): UMEM, four rings, frame pool, XDP program
     uint8_t* umem
     size_t umem_size

@@ -46,6 +46,7 @@ cdef extern from "<sys/socket.h>" nogil:
     cdef struct sockaddr:
         unsigned short sa_family
     int bind(int fd, const sockaddr* addr, socklen_t addrlen)
+    int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen)
     int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
     int AF_PACKET, SOCK_RAW, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_DONTWAIT
 
@@ -109,7 +110,7 @@ cdef extern from "<linux/if_packet.h>" nogil:
         tpacket_bd_header_u hdr
     int SOL_PACKET, PACKET_VERSION, PACKET_RX_RING, PACKET_ADD_MEMBERSHIP
     int PACKET_MR_PROMISC, PACKET_QDISC_BYPASS, PACKET_IGNORE_OUTGOING, TPACKET_V3
-    int PACKET_VNET_HDR
+    int PACKET_VNET_HDR, PACKET_STATISTICS
     int TP_STATUS_USER, TP_STATUS_KERNEL, TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID
     int TP_STATUS_CSUMNOTREADY
 
@@ -1001,12 +1002,32 @@ cdef class Port:
             return None
         return "native" if self.p.xdp_mode == 1 else "generic"
 
+    def kernel_rx_dropped(self):
+        """Frames the kernel dropped before we saw them (ring full etc.)."""
+        cdef unsigned int st3[3]
+        cdef uint64_t xs[6]
+        cdef socklen_t n
+        if self.p == NULL:
+            return 0
+        if self.p.kind == FP_PORT_AFPACKET:
+            n = sizeof(st3)
+            if getsockopt(self.p.fd, SOL_PACKET, PACKET_STATISTICS, st3, &n) == 0:
+                self.p.kernel_rx_dropped += st3[1]          # tp_drops; reset by reading
+            return self.p.kernel_rx_dropped
+        if self.p.kind == FP_PORT_AFXDP:
+            memset(xs, 0, sizeof(xs))
+            n = sizeof(xs)
+            if getsockopt(self.p.fd, 283, 7, xs, &n) == 0:   # SOL_XDP, XDP_STATISTICS
+                return xs[0] + xs[1] + xs[3]                  # dropped, invalid, ring full
+        return 0
+
     def stats(self):
         if self.p == NULL:
             return {}
+        kd = self.kernel_rx_dropped()
         s = self.p.stats
         return {"rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
-                "rx_dropped": s.rx_dropped, "rx_errors": s.rx_errors,
+                "rx_dropped": s.rx_dropped + kd, "rx_errors": s.rx_errors,
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
                 "tx_dropped": s.tx_dropped, "tx_errors": s.tx_errors}
 
