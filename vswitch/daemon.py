@@ -148,11 +148,11 @@ def _detach(daemon: Daemon, args) -> int:
         while chunk := os.read(rfd, 4096):
             msg += chunk
         if msg.startswith(b"ok"):
-            print(f"pyvswitch: running as pid {pid}, rundir {daemon.rundir}")
-            os._exit(0)
+            print(f"pyvswitch: running as pid {pid}, rundir {daemon.rundir}", flush=True)
+            os._exit(0)  # not sys.exit: the pidfile lock now belongs to the child
         print(f"pyvswitch: daemon failed to start: {msg.decode() or 'exited'}"
               f" (log: {args.log_file or os.path.join(daemon.rundir, 'pyvswitch.log')})",
-              file=sys.stderr)
+              file=sys.stderr, flush=True)
         os._exit(1)
     os.close(rfd)
     os.setsid()
