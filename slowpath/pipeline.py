@@ -28,7 +28,7 @@ from slowpath.errors import (
     meter_mod_failed,
 )
 from slowpath.fields import (
-    FIELDS, OFPP_ANY, OFPP_MAX, OFPP_NORMAL,
+    FIELDS, OFPP_ANY, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     PORT_NAMES, VLAN_CFI,
 )
 from slowpath.flow import FlowKey
@@ -342,13 +342,16 @@ class Pipeline:
             elif t in (A.ApplyActions, A.WriteActions):
                 self.validate_actions(inst.actions, match)
 
-    def validate_actions(self, actions, match: Match | None = None) -> None:
-        """Check actions the way OVS/OpenFlow do; raises OFError(BAD_ACTION...)."""
+    def validate_actions(self, actions, match: Match | None = None,
+                         packet_out: bool = False) -> None:
+        """Check actions the way OVS/OpenFlow do; raises OFError(BAD_ACTION...).
+        output:TABLE is only valid in a packet-out."""
         vlan_pushed = False
         for a in actions:
             if isinstance(a, A.Output):
                 p = a.port
-                if p == 0 or p == OFPP_ANY or (p > OFPP_MAX and p not in PORT_NAMES):
+                if (p == 0 or p == OFPP_ANY or (p > OFPP_MAX and p not in PORT_NAMES)
+                        or (p == OFPP_TABLE and not packet_out)):
                     raise bad_action(ofp.OFPBAC_BAD_OUT_PORT, f"output:{p}")
             elif isinstance(a, A.Group):
                 if a.group_id not in self.groups:
@@ -640,7 +643,7 @@ class Pipeline:
 
     def packet_out(self, key: FlowKey, packet: bytes, actions, now: float) -> "X.XlateOutput":
         """OFPT_PACKET_OUT: run ``actions`` (output:TABLE runs the pipeline)."""
-        self.validate_actions(actions)
+        self.validate_actions(actions, packet_out=True)
         return X.xlate(self, key, packet, now, actions=tuple(actions))
 
     def revalidate(self, key: FlowKey, now: float) -> "X.XlateOutput":

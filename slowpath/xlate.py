@@ -28,6 +28,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from slowpath import actions as A
 from slowpath import dpactions as dp
 from slowpath.classifier import Rule, Wildcards
+from slowpath.errors import OFError
 from slowpath.fields import (
     FIELDS, FLOW_KEY_SIZE, MEMBERS, OFPP_ALL, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD,
     OFPP_IN_PORT, OFPP_NORMAL, OFPP_TABLE, PREREQS, VLAN_CFI, Field, member_int_mask,
@@ -155,6 +156,7 @@ class XlateCtx:
         self.table_id = 0
         self.rule: Rule | None = None
         self.in_group = 0
+        self.packet_out = False
 
     # --- the one accessor -------------------------------------------------
     def read(self, f: Field | str) -> int:
@@ -273,7 +275,9 @@ class XlateCtx:
         elif ofport == OFPP_CONTROLLER:
             return self.controller(A.Controller(max_len=max_len))
         elif ofport == OFPP_TABLE:
-            return self.run_pipeline(0)
+            if self.packet_out and self.depth == 0:   # only a packet-out's own actions
+                self.run_pipeline(0)
+            return
         elif ofport == OFPP_ANY or ofport == 0:
             return
         elif ofport == in_port:
@@ -669,7 +673,11 @@ def _x_learn(ctx, a: A.Learn):
         if sp.kind == "match":
             old_v, old_m = match.get(sp.dst)
             mask = bits << sp.dst_ofs
-            match.set_field(sp.dst, (old_v & ~mask) | (v << sp.dst_ofs), old_m | mask)
+            try:
+                match.set_field(sp.dst, (old_v & ~mask) | (v << sp.dst_ofs), old_m | mask)
+            except OFError:
+                ctx.note(f"learn: cannot match {sp.dst} partially, skipped")
+                return
         elif sp.kind == "load":
             acts.append(A.SetField(sp.dst, v << sp.dst_ofs, bits << sp.dst_ofs))
         elif sp.kind == "output":
@@ -722,6 +730,7 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
                     ctx.written |= member_int_mask(n)   # constants of the recirc_id
                 ctx.run_pipeline(table_id)
         elif actions is not None:
+            ctx.packet_out = True
             ctx.do_actions(actions)
         else:
             ctx.run_pipeline(0)

@@ -246,3 +246,13 @@ def test_version_moves_on_every_change(p):
     p.group_mod(GroupMod("add", "all", 1, ()))
     p.set_port(Port(4, "p4"))
     assert p.version >= v + 3
+
+
+def test_output_table_only_in_packet_out(p):
+    from slowpath.fields import OFPP_TABLE
+    with pytest.raises(OFError) as e:
+        p.flow_mod(fm(actions=(A.Output(OFPP_TABLE),)), 0)
+    assert err(e.value) == (ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_OUT_PORT)
+    p.flow_mod(fm(match="in_port=1", actions=(A.Output(2),)), 0)
+    x = p.packet_out(key(in_port=1), b"abc", [A.Output(OFPP_TABLE), A.Output(OFPP_TABLE)], 1.0)
+    assert [str(a) for a in x.actions] == ["output:2", "output:2"]
