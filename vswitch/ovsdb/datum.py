@@ -133,7 +133,7 @@ def datum_from_json(t: Type, j, symtab: Symtab | None = None, check: bool = True
                 raise _syntax(f"bad map pair {pair!r}")
             k = atom_from_json(t.key, pair[0], symtab)
             if k in out:
-                raise OvsdbError("constraint violation", f"map contains duplicate key {pair[0]!r}")
+                raise OvsdbError("ovsdb error", "map contains duplicate key")
             out[k] = atom_from_json(t.value, pair[1], symtab)
         v = out
     else:
@@ -143,7 +143,8 @@ def datum_from_json(t: Type, j, symtab: Symtab | None = None, check: bool = True
             elems = [atom_from_json(t.key, e, symtab) for e in j[1]]
             v = frozenset(elems)
             if len(v) != len(elems):
-                raise OvsdbError("constraint violation", "set contains duplicate value")
+                # ovsdb-server's (odd) error name for this case
+                raise OvsdbError("ovsdb error", "set contains duplicate")
         else:
             v = frozenset([atom_from_json(t.key, j, symtab)])
         if t.is_scalar:

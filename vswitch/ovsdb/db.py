@@ -308,7 +308,8 @@ class Database:
             raise OvsdbError("syntax error", "operation is missing \"table\"")
         t = self.schema.tables.get(name)
         if t is None:
-            raise OvsdbError("unknown table", f"No table named {name}.")
+            # ovsdb-server reports this as a parse failure of the operation
+            raise OvsdbError("syntax error", f"No table named {name}.")
         return t
 
     def _execute_op(self, txn: _Txn, op, now, started, has_lock, can_block):
@@ -388,7 +389,7 @@ class Database:
                 return (lambda u, d: cmp(get(u, d)), func, a)
             return (lambda u, d: any(cmp(x) for x in get(u, d)), func, a)
         if func not in ("==", "!=", "includes", "excludes"):
-            raise OvsdbError("syntax error", f"unknown function {func!r}")
+            raise OvsdbError("unknown function", f"No function named {func}.")
         rt = ty if ty.is_scalar else Type(ty.key.unconstrained(),
                                           ty.value.unconstrained() if ty.value else None, 0, None)
         v = datum_from_json(rt, vj, symtab, check=False)
@@ -422,7 +423,8 @@ class Database:
         if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
             raise OvsdbError("syntax error", "columns must be an array of strings")
         for c in cols:
-            t.column(c)
+            if c not in t.columns and c not in ("_uuid", "_version"):
+                raise OvsdbError("syntax error", f"{c} is not a valid column name")
         return cols
 
     # -- operations
@@ -782,7 +784,7 @@ class Database:
                     - sum(1 for d in ch.values() if d is None)
                 if n > ts.max_rows:
                     raise OvsdbError("constraint violation",
-                                     f'Transaction causes "{tn}" table to contain {n} rows, greater '
+                                     f'transaction causes "{tn}" table to contain {n} rows, greater '
                                      f"than the schema-defined limit of {ts.max_rows} row(s).")
             for i, cols in enumerate(ts.indexes):
                 imap = table.index_maps[i]

@@ -5,7 +5,9 @@ ovsdb-server) spell it, because clients match on it: "constraint violation",
 "referential integrity violation", "resources exhausted", "I/O error",
 "duplicate uuid-name", "domain error", "range error", "timed out",
 "not supported", "aborted", "not owner", plus ovsdb-server's "syntax error",
-"unknown database", "unknown table", "unknown column".
+"unknown database", "unknown column", "unknown function" and (sic)
+"ovsdb error" for duplicate set elements.  Where the RFC is silent we answer
+what ovsdb-server 3.1 answers (checked side by side against it).
 """
 
 

@@ -271,8 +271,7 @@ class OvsdbService:
     def handle_request(self, s: Session, req: Request, now: float) -> None:
         fn = getattr(self, "_m_" + req.method, None)
         if fn is None:
-            s.conn.send_error(req.id, {"error": "unknown method",
-                                       "details": f"unknown method {req.method!r}"})
+            s.conn.send_error(req.id, "unknown method")      # a bare string, as ovsdb-server
             return
         fn(s, req, now)
 
@@ -280,7 +279,7 @@ class OvsdbService:
         s.conn.send_result(req.id, req.params)
 
     def _m_list_dbs(self, s, req, now):
-        s.conn.send_result(req.id, list(self.dbs))
+        s.conn.send_result(req.id, sorted(self.dbs))     # ovsdb-server sorts
 
     def _m_get_server_id(self, s, req, now):
         s.conn.send_result(req.id, str(self.server_id))
@@ -339,7 +338,7 @@ class OvsdbService:
         for tn, reqs in requests.items():
             ts = db.schema.tables.get(tn)
             if ts is None:
-                raise OvsdbError("unknown table", f"no table named {tn}")
+                raise OvsdbError("syntax error", f"no table named {tn}")
             if isinstance(reqs, dict):
                 reqs = [reqs]
             if not isinstance(reqs, list):
@@ -440,7 +439,8 @@ class OvsdbService:
         old_key = json.dumps(p[0])
         m = s.monitors.get(old_key)
         if m is None:
-            raise OvsdbError("unknown monitor", f"no monitor {p[0]!r}")
+            s.conn.send_error(req.id, "unknown monitor")
+            return
         new_key = json.dumps(p[1])
         if new_key != old_key and new_key in s.monitors:
             raise OvsdbError("duplicate monitor ID", f"monitor {p[1]!r} already exists")
@@ -486,7 +486,8 @@ class OvsdbService:
         key = json.dumps(req.params[0] if req.params else None)
         m = s.monitors.pop(key, None)
         if m is None:
-            raise OvsdbError("unknown monitor", f"no monitor {req.params!r}")
+            s.conn.send_error(req.id, "unknown monitor")
+            return
         self._monitors_by_db[m.db.name].remove(m)
         s.conn.send_result(req.id, {})
 
