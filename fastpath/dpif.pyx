@@ -32,6 +32,7 @@ from fastpath.execute cimport (fp_dp, fp_upcall, fp_pending, fp_execute, fp_upca
                                FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW)
 
 import threading
+import weakref
 
 cdef extern from "<poll.h>" nogil:
     cdef struct pollfd:
@@ -154,6 +155,7 @@ cdef class Dpif:
     cdef uint64_t last_rank_ns
     cdef list _cookies
     cdef dict _cookie_ids
+    cdef object _compiled            # actions tuple -> CompiledActions (shared, weak)
     cdef object lock
 
     def __cinit__(self, int burst=64, uint64_t max_flows=200000):
@@ -181,6 +183,7 @@ cdef class Dpif:
         self._ports = {}
         self._cookies = []
         self._cookie_ids = {}
+        self._compiled = weakref.WeakValueDictionary()
         self.lock = threading.RLock()
 
     def __dealloc__(self):
@@ -344,13 +347,23 @@ cdef class Dpif:
         return i
 
     def compile(self, actions):
-        return CompiledActions(tuple(actions), self._cookie_id)
+        """The compiled block for ``actions`` (shared by equal action tuples)."""
+        actions = tuple(actions)
+        try:
+            c = self._compiled.get(actions)
+        except TypeError:                      # unhashable cookie somewhere
+            return CompiledActions(actions, self._cookie_id)
+        if c is None:
+            c = CompiledActions(actions, self._cookie_id)
+            self._compiled[actions] = c
+        return c
 
     def flow_put(self, bytes match, bytes mask, actions):
         """Install or modify (counters kept) a megaflow."""
-        compiled = CompiledActions(tuple(actions), self._cookie_id)
+        actions = tuple(actions)
+        compiled = self.compile(actions)
         with self.lock:
-            self.cache.put(match, mask, tuple(actions), compiled)
+            self.cache.put(match, mask, actions, compiled)
 
     def flow_del(self, bytes match, bytes mask):
         """Delete a megaflow; returns its final stats dict or None."""
@@ -393,7 +406,7 @@ cdef class Dpif:
         ``key`` (FLOW_KEY_SIZE bytes) supplies in_port and metadata; headers
         are always re-parsed from the packet.  Returns upcalls the actions
         produced (Userspace, recirculation misses), usually []."""
-        cdef CompiledActions c = CompiledActions(tuple(actions), self._cookie_id)
+        cdef CompiledActions c = self.compile(actions)
         cdef fp_packet p
         cdef uint64_t kbuf[KEY_WORDS]
         cdef uint8_t* b

@@ -96,3 +96,4 @@ cdef class CompiledActions:
     cdef uint8_t* buf
     cdef readonly uint32_t length
     cdef readonly tuple actions
+    cdef object __weakref__

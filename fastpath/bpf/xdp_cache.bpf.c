@@ -167,8 +167,8 @@ static __always_inline int parse(void *data, void *end, __u8 *kb, struct parsed 
         etype = rd16(t + 2);
         pos += 4;
     }
-    if (etype < 0x600)
-        return UPCALL;                          /* 802.3/LLC/SNAP */
+    if (etype < 0x600 || etype == ETH_P_8021Q_ || etype == ETH_P_8021AD_)
+        return UPCALL;                          /* 802.3/LLC/SNAP, 3+ tags */
     put16(kb, XK(DL_TYPE), etype);
     if (etype == ETH_P_IP) {
         __u8 *l3 = d + pos;
@@ -387,7 +387,7 @@ static __always_inline int set_l3(struct xdp_md *ctx, struct flow_act *a, struct
                 if (l4 + 8 > end)
                     return -1;
                 if (co == 6)
-                    csum_adjust(l4 + 6, diff, 1, end);
+                    csum_adjust(l4 + 6, diff, 0, end);  /* UDP/IPv6: zero is no exception */
                 else if (co == 2)
                     csum_adjust(l4 + 2, diff, 0, end);
                 else if (l4 + 18 <= end)
@@ -420,7 +420,7 @@ static __always_inline int set_l3(struct xdp_md *ctx, struct flow_act *a, struct
             if (f & XF_SET_TP_DST)
                 diff += write_region(l4, 2, a->tp_dst_v, a->tp_dst_m, 2, end);
             if (p->proto == IPPROTO_UDP) {
-                csum_adjust(l4 + 6, diff, 1, end);
+                csum_adjust(l4 + 6, diff, p->kind == 4, end);
             } else {
                 if (l4 + 18 > end)
                     return -1;

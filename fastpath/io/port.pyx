@@ -526,9 +526,15 @@ cdef void _xsk_tx_flush(fp_port* p) noexcept nogil:
     if p.xtx.cached_prod != p.xtx.cached_cons:
         fp_store_release_u32(p.xtx.producer, p.xtx.cached_prod)
         p.xtx.cached_cons = p.xtx.cached_prod
-    # Copy mode sends only ~32 frames per kick: kick while anything is in flight.
-    if p.tx_inflight:
+    # Copy mode sends only ~32 frames per kick: kick until the kernel has
+    # taken every queued descriptor (bounded), then reclaim completions.
+    cdef int kicks = 0
+    while p.tx_inflight and kicks < 16:
         fp_xsk_kick_tx(p.fd)
+        kicks += 1
+        if fp_load_acquire_u32(p.xtx.consumer) == p.xtx.cached_prod:
+            break
+    if p.tx_inflight:
         _xsk_reclaim(p)
 
 
