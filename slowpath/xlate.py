@@ -634,6 +634,8 @@ def _x_ct(ctx, a: A.Ct):
             label = (e.value, (1 << 128) - 1 if e.mask is None else e.mask)
     ctx.emit(dp.Ct(a.commit, zone, mark, label, a.nat, a.alg, a.force))
     if a.table is not None:
+        # the recirc_id freezes metadata and registers: it depends on them
+        ctx.wc.mask |= (member_int_mask("metadata") | member_int_mask("regs")) & ~ctx.written
         rid = ctx.p.alloc_recirc(a.table, ctx.key)
         ctx.emit(dp.Recirc(rid))
 

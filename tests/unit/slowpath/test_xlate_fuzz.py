@@ -41,7 +41,7 @@ MATCH = st.sampled_from(["", "in_port=1", "ip", "tcp,tp_dst=5", "dl_vlan=3", "co
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), MATCH, st.integers(0, 3),
                           st.lists(ACTION, max_size=4)), max_size=10),
-       st.lists(st.binary(min_size=FLOW_KEY_SIZE, max_size=FLOW_KEY_SIZE), min_size=1, max_size=3),
+       st.lists(st.binary(min_size=FLOW_KEY_SIZE, max_size=FLOW_KEY_SIZE), min_size=1, max_size=4),
        st.integers(1, 3))
 def test_xlate_never_raises(rules, keys, in_port):
     p = Pipeline(miss_to_controller=True)
@@ -63,5 +63,9 @@ def test_xlate_never_raises(rules, keys, in_port):
         k.recirc_id = 0
         x = p.xlate(k, b"\x00" * 60, 1.0)
         assert x.megaflow.matches(k)
-        p.xlate(k, None, 1.0, side_effects=False)
+        ref = p.xlate(k, None, 1.0, side_effects=False)
+        mask = int.from_bytes(ref.megaflow.mask, "big")
+        for other in keys:   # the megaflow invariant, on arbitrary keys
+            k2 = FlowKey.from_int((int(k) & mask) | (int.from_bytes(other, "big") & ~mask))
+            assert p.xlate(k2, None, 1.0, side_effects=False).actions == ref.actions
         p.packet_out(k, b"\x00" * 60, [A.Output(OFPP_TABLE)], 2.0)
