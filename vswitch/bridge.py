@@ -27,6 +27,9 @@ import uuid as uuidlib
 
 from slowpath import dpactions as dp
 from slowpath import odp_execute
+from slowpath.conntrack import ConnTracker
+from slowpath.conntrack import dpctl as ct_dpctl
+from slowpath.conntrack import execute as ct_execute
 from slowpath.flow import FlowKey, parse_packet
 from slowpath.match import Match
 from slowpath.pipeline import FlowMod, Pipeline
@@ -351,6 +354,12 @@ class Bridge:
         for pin in packet_ins if connmgr is not None else ():
             self.reconciler.loop.call_soon_threadsafe(connmgr.send_packet_in, pin)
 
+    def ct_flush_zone(self, zone: int) -> None:
+        """NXT_CT_FLUSH_ZONE: forget the zone's connections (all bridges
+        share the daemon's tracker, as OVS bridges share a datapath's)."""
+        ct = self.reconciler.conntrack
+        self.reconciler.datapath.call(lambda dpif: ct.flush(zone))
+
 
 # Datapath actions the Cython fast path executes itself (fastpath/execute.pyx);
 # a megaflow with any other action is executed by slowpath/odp_execute.py.
@@ -406,6 +415,10 @@ class BridgeReconciler:
         self._timer: asyncio.TimerHandle | None = None
         datapath.upcall_handler = self.handle_upcall
         datapath.after_poll = self.maybe_sweep
+        # One connection tracker per daemon, used only on the datapath thread
+        # (ct actions run in odp_execute there; commands go through call()).
+        self.conntrack = ConnTracker()
+        ct_execute.install(self.conntrack, time.monotonic)
 
     async def start(self) -> None:
         self.db.ensure_open_vswitch_row()
@@ -562,11 +575,14 @@ class BridgeReconciler:
         for br, version in versions:
             br.revalidated_version = version
         self._last_sweep = now
+        self.conntrack.expire(now)
 
     # --- control commands ----------------------------------------------------
     def register_commands(self, ctl) -> None:
         ctl.register("dpctl/dump-flows", "[--kernel]", self._cmd_dump_flows)
         ctl.register("dpctl/show", "", self._cmd_show)
+        for name, usage in ct_dpctl.COMMANDS.items():
+            ctl.register(name, usage, functools.partial(self._cmd_conntrack, name))
         ctl.register("dpctl/del-flows", "", self._cmd_del_flows)
         ctl.register("revalidator/purge", "", self._cmd_del_flows)
         ctl.register("fdb/show", "BRIDGE", self._cmd_fdb_show)
@@ -621,3 +637,13 @@ class BridgeReconciler:
             out.append(f"  port {dp}: {name}{where}\n    "
                        + " ".join(f"{k}:{v}" for k, v in st.items()) + "\n")
         return "".join(out)
+
+    def _cmd_conntrack(self, command: str, args: list[str]) -> str:
+        from vswitch.unixctl import UnixctlError
+
+        def run(dpif):
+            return ct_dpctl.run(self.conntrack, command, args, time.monotonic())
+        try:
+            return self.datapath.call(run)
+        except ValueError as e:
+            raise UnixctlError(str(e)) from None

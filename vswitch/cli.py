@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     dpctl.add_argument("--kernel", action="store_true",
                        help="the XDP (kernel) flow cache instead of the userspace one")
 
+    conntrack = sub.add_parser("conntrack", help="show or flush connection tracking",
+                               description="Ask a running daemon about its connection "
+                                           "tracker (dpctl/dump-conntrack, "
+                                           "dpctl/flush-conntrack, dpctl/ct-stats-show).")
+    conntrack.add_argument("action", choices=["dump", "flush", "stats"])
+    _add_rundir(conntrack)
+    conntrack.add_argument("--zone", type=int, help="only this zone")
+    conntrack.add_argument("-s", "--stats", action="store_true", dest="more",
+                           help="dump: with packet/byte counters and timeouts")
+
     appctl = sub.add_parser("appctl", help="send any control command to a running daemon",
                             description="Like ovs-appctl: COMMAND [ARG...]; "
                                         "'list-commands' lists them.")
@@ -93,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dpctl":
         argv_ = ["dpctl/" + args.action] + (["--kernel"] if args.kernel else [])
         return _appctl(args.rundir, argv_[0], argv_[1:])
+    if args.command == "conntrack":
+        cmd = {"dump": "dpctl/dump-conntrack", "flush": "dpctl/flush-conntrack",
+               "stats": "dpctl/ct-stats-show"}[args.action]
+        params = (["-s"] if args.more and args.action == "dump" else []) + (
+            [f"zone={args.zone}"] if args.zone is not None else [])
+        return _appctl(args.rundir, cmd, params)
     if args.command == "appctl":
         return _appctl(args.rundir, args.ctl_command, args.ctl_args)
     return 2
