@@ -234,3 +234,27 @@ def test_state_validation():
     assert st.port_key("db1") == k and st.ports["db1"].host == "hv3"
     again = State.from_dict(st.to_dict())
     assert again.to_dict() == st.to_dict()
+
+
+def test_without_conntrack_no_ct_action_and_acls_are_stateless():
+    st = make_state()
+    st.set_options({"conntrack": False})
+    views = views_for(st)
+    fab = Fabric(st, views)
+    for h, sw in fab.switches.items():
+        flows = F.host_flows(st, h, views[h])
+        assert not [f for f in flows for a in f.actions if a[0] == "ct"]
+        assert not [f for f in flows if any(k == "ct_state" for k, _ in f.match)]
+        sw.apply(ofmsg.diff([], flows))
+    assert send(fab, "app1", pkt(st, "app1", "web1", "tcp", 80)) == [fab.vif_of("web1")]
+    assert send(fab, "app1", pkt(st, "app1", "web1", "tcp", 22)) == []
+    # stateless: web1's reply to app1 on a port app1's ACL does not admit is dropped
+    assert send(fab, "web1", reply(pkt(st, "app1", "web1", "tcp", 80))) == []
+    # ports outside ACL'd groups talk freely
+    assert send(fab, "b1", pkt(st, "b1", "b2", "udp", 53)) == [fab.vif_of("b2")]
+
+
+def test_bench_small():
+    from controller_stub import bench
+    res = bench.run(6, 60, out=lambda *a: None)
+    assert res["rules"] > 0 and 0 < res["move_flow_mods"] < res["rules"] / 3
