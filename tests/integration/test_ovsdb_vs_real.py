@@ -6,6 +6,7 @@ answers are compared after normalising what legitimately differs (UUIDs,
 reference for error names the RFC leaves open.
 """
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -80,9 +81,15 @@ CASES = [
 ]
 
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def normalise(v):
     if isinstance(v, dict):
-        return {k: normalise(x) for k, x in v.items() if k not in ("details", "syntax")}
+        return {("U" if _UUID.match(k) else k): normalise(x) for k, x in v.items()
+                if k not in ("details", "syntax")}
+    if isinstance(v, str) and _UUID.match(v):
+        return "U"
     if isinstance(v, list):
         if len(v) == 2 and v[0] == "uuid":
             return ["uuid", "U"]
@@ -136,6 +143,91 @@ def test_same_answers_as_ovsdb_server(tmp_path):
             a.pop("result", None) if a.get("error") else None
             b.pop("result", None) if b.get("error") else None
             assert a.get("error") == b.get("error") and a.get("result") == b.get("result"), (msg, a, b)
+    finally:
+        for p in (real, ours):
+            p.terminate()
+            p.wait(5)
+
+
+class Conn:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(0.15)
+        self.s.connect(path)
+
+    def send(self, msg):
+        self.s.sendall(json.dumps(msg).encode())
+
+    def drain(self):
+        """Every message that arrives within a short quiet period, normalised
+        and sorted (notification order across monitors is not specified)."""
+        buf, dec, out = "", json.JSONDecoder(), []
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk.decode()
+        except socket.timeout:
+            pass
+        pos = 0
+        while pos < len(buf):
+            obj, pos = dec.raw_decode(buf, pos)
+            out.append(normalise(obj))
+        return sorted(out, key=json.dumps)
+
+
+def monitor_script(path):
+    a, b = Conn(path), Conn(path)
+    log = []
+
+    def step(conn, msg, who=None):
+        conn.send(msg)
+        b_out = b.drain() if conn is b else None
+        log.append((msg.get("method"), b_out, a.drain()))
+
+    step(b, T({"op": "insert", "table": "Open_vSwitch", "row": {}}))
+    step(a, {"id": 1, "method": "monitor_cond", "params": ["Open_vSwitch", "m", {
+        "Open_vSwitch": [{"columns": ["bridges", "next_cfg", "external_ids"]}],
+        "Bridge": [{"columns": ["name", "ports", "other_config", "fail_mode"],
+                    "where": [["name", "!=", "zz"]]}]}]})
+    step(b, T({"op": "insert", "table": "Bridge", "row": {"name": "br0"}, "uuid-name": "b"},
+              {"op": "mutate", "table": "Open_vSwitch", "where": [],
+               "mutations": [["bridges", "insert", ["named-uuid", "b"]], ["next_cfg", "+=", 1]]}))
+    step(b, T({"op": "update", "table": "Bridge", "where": [],
+               "row": {"other_config": ["map", [["a", "1"], ["b", "2"]]], "fail_mode": "secure"}}))
+    step(b, T({"op": "update", "table": "Bridge", "where": [],
+               "row": {"other_config": ["map", [["a", "9"], ["c", "3"]]], "fail_mode": ["set", []]}}))
+    step(a, {"id": 2, "method": "monitor_cond_change", "params": ["m", "m2", {
+        "Bridge": [{"where": [["name", "==", "zz"]]}]}]})
+    step(a, {"id": 3, "method": "monitor", "params": ["Open_vSwitch", "v1", {
+        "Bridge": {"columns": ["name", "fail_mode"]}}]})
+    step(b, T({"op": "update", "table": "Bridge", "where": [], "row": {"fail_mode": "standalone"}}))
+    step(a, {"id": 4, "method": "monitor_cond_since", "params": ["Open_vSwitch", "v3", {
+        "Bridge": [{"columns": ["name"]}]}, "00000000-0000-0000-0000-000000000000"]})
+    step(b, T({"op": "delete", "table": "Bridge", "where": []},
+              {"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}))
+    step(a, {"id": 5, "method": "lock", "params": ["x"]})
+    step(b, {"id": 6, "method": "steal", "params": ["x"]})
+    step(b, {"id": 7, "method": "unlock", "params": ["x"]})
+    return log
+
+
+def test_same_monitor_updates_as_ovsdb_server(tmp_path):
+    real_db, ours_db = str(tmp_path / "real.db"), str(tmp_path / "ours.db")
+    real_sock, ours_sock = str(tmp_path / "real.sock"), str(tmp_path / "ours.sock")
+    subprocess.run(["ovsdb-tool", "create", real_db, SCHEMA], check=True)
+    real = subprocess.Popen(["ovsdb-server", real_db, "--remote=punix:" + real_sock,
+                             "--unixctl=" + str(tmp_path / "ctl"), "--no-chdir"],
+                            stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen([sys.executable, "-m", "vswitch.ovsdb.server", "--db", ours_db,
+                             "--remote", "punix:" + ours_sock], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(real_sock)
+        wait_for(ours_sock)
+        for want, got in zip(monitor_script(real_sock), monitor_script(ours_sock)):
+            assert want == got
     finally:
         for p in (real, ours):
             p.terminate()

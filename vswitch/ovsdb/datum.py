@@ -197,8 +197,10 @@ def diff_datum(t: Type, old, new):
     """The update2 "modify" diff of a column (ovsdb-server.7 <diff>): the new
     atom for scalars, the symmetric difference for sets, and for maps the
     removed/changed keys with old values plus added keys with new values...
-    expressed as the pairs the client must toggle (RFC-extension semantics)."""
-    if t.is_scalar:
+    expressed as the pairs the client must toggle (RFC-extension semantics).
+    Columns holding at most one value (scalar or optional) send the new value,
+    as ovsdb-server does and as the IDLs expect."""
+    if t.n_max == 1 and not t.is_map:
         return new
     if t.is_map:
         out = {}
@@ -216,7 +218,7 @@ def diff_datum(t: Type, old, new):
 
 def apply_diff(t: Type, old, diff):
     """Inverse of diff_datum (used for "_is_diff" log records)."""
-    if t.is_scalar:
+    if t.n_max == 1 and not t.is_map:
         return diff
     if t.is_map:
         out = dict(old)
@@ -231,6 +233,6 @@ def apply_diff(t: Type, old, diff):
 
 def diff_type(t: Type) -> Type:
     """Type used to encode a diff: same atoms, unlimited count."""
-    if t.is_scalar:
+    if t.n_max == 1 and not t.is_map:
         return t
     return Type(t.key.unconstrained(), t.value.unconstrained() if t.value else None, 0, None)

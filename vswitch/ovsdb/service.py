@@ -477,10 +477,11 @@ class OvsdbService:
         del s.monitors[old_key]
         m.id = p[1]
         s.monitors[new_key] = m
-        s.conn.send_result(req.id, {})
         if changes:
-            # rows entering / leaving the condition are inserts / deletes
+            # rows entering / leaving the condition are inserts / deletes,
+            # sent before the reply (as ovsdb-server does)
             m.send(changes)
+        s.conn.send_result(req.id, {})
 
     def _m_monitor_cancel(self, s, req, now):
         key = json.dumps(req.params[0] if req.params else None)

@@ -249,3 +249,16 @@ def test_monitor_cond_since_zero_id_gets_snapshot(svc):
     r = Client(svc).call("monitor_cond_since", "T", "m", {"Other": [{}]},
                          "00000000-0000-0000-0000-000000000000")
     assert r["result"][0] is False and len(r["result"][2]["Other"]) == 1
+
+
+def test_update2_optional_column_sends_new_value(svc):
+    """ovsdb-server sends the new value (not a toggle set) for min 0 max 1
+    columns; the ovs IDL relies on it to clear such a column."""
+    a, b = Client(svc), Client(svc)
+    a.call("monitor_cond", "T", "m", {"Root": [{"columns": ["opt"]}]})
+    u = b.call("transact", "T", ins("Root", {"name": "a", "opt": 5}))["result"][0]["uuid"][1]
+    assert a.recv()[0]["params"][1] == {"Root": {u: {"insert": {"opt": 5}}}}
+    b.call("transact", "T", {"op": "update", "table": "Root", "where": [], "row": {"opt": 6}})
+    assert a.recv()[0]["params"][1] == {"Root": {u: {"modify": {"opt": 6}}}}
+    b.call("transact", "T", {"op": "update", "table": "Root", "where": [], "row": {"opt": ["set", []]}})
+    assert a.recv()[0]["params"][1] == {"Root": {u: {"modify": {"opt": ["set", []]}}}}
