@@ -1005,8 +1005,13 @@ class Database:
 
 
 def open_database(db_path: str, schema_path: str, fsync: bool = True) -> Database:
-    """Open (or create from ``schema_path``) a durable database file.  An
-    existing file's own schema is authoritative, as with ovsdb-server."""
+    """Open (or create from ``schema_path``) a durable database file.
+
+    If the file was written with a different schema version than
+    ``schema_path`` (openvswitch-common was upgraded), the data is converted
+    the way ``ovsdb-tool convert`` does: columns and tables the new schema
+    lacks are dropped, new columns get defaults, values the new types reject
+    are reset to the default, and the file is rewritten atomically."""
     import os
     from .schema import load_schema
     from .storage import LogStorage
@@ -1020,4 +1025,45 @@ def open_database(db_path: str, schema_path: str, fsync: bool = True) -> Databas
     for rec in records:
         db.load_record(rec)
     db.finish_load()
+    if schema_path and os.path.exists(schema_path):
+        want = load_schema(schema_path)
+        if want.name == db.schema.name and want.version != db.schema.version:
+            db = convert_database(db, want)
     return db
+
+
+def convert_database(old: Database, schema: DbSchema) -> Database:
+    """A new Database with ``schema`` holding ``old``'s data (see open_database)."""
+    import logging
+    new = Database(schema, old.storage)
+    for tn, ts in schema.tables.items():
+        if tn not in old.tables:
+            continue
+        table = new.tables[tn]
+        for u, row in old.tables[tn].rows.items():
+            data = {}
+            for cname, col in ts.columns.items():
+                v = col.default()
+                oc = old.schema.tables[tn].columns.get(cname)
+                if oc is not None:
+                    try:
+                        v = datum_from_json(col.type, datum_to_json(oc.type, row._data[cname]))
+                    except OvsdbError:
+                        logging.getLogger(__name__).warning(
+                            "convert: %s.%s of row %s does not fit the new type; reset", tn, cname, u)
+                data[cname] = v
+            table.rows[u] = Row(tn, u, data, row.version)
+    # Drop references the new schema cannot hold (rows of dropped tables).
+    for tn, table in new.tables.items():
+        for u, row in list(table.rows.items()):
+            for cname, ty in new._ref_cols[tn]:
+                v = row._data[cname]
+                for side, bt in _ref_sides(ty):
+                    dead = {a for a in _atoms(ty, side, v) if a not in new.tables[bt.ref_table].rows}
+                    if dead and not ty.is_scalar:
+                        v = _without(ty, side, v, dead, tn, cname)
+                row._data[cname] = v
+    new.finish_load()
+    if new.storage is not None:
+        new.storage.compact(schema.to_json(), new.snapshot_record())
+    return new
