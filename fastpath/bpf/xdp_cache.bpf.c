@@ -411,9 +411,10 @@ static __always_inline int set_l3(struct xdp_md *ctx, struct flow_act *a, struct
         return 0;
     }
     if (f & (XF_SET_TP_SRC | XF_SET_TP_DST)) {
-        if (l4 + 8 > end)
-            return -1;
+        /* other protocols have no ports: nothing to do (and maybe no L4) */
         if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+            if (l4 + 8 > end)
+                return -1;
             diff = 0;
             if (f & XF_SET_TP_SRC)
                 diff += write_region(l4, 0, a->tp_src_v, a->tp_src_m, 2, end);
@@ -428,6 +429,8 @@ static __always_inline int set_l3(struct xdp_md *ctx, struct flow_act *a, struct
             }
         } else if ((p->proto == IPPROTO_ICMP && p->kind == 4)
                    || (p->proto == IPPROTO_ICMPV6 && p->kind == 6)) {
+            if (l4 + 8 > end)
+                return -1;
             if (f & XF_SET_TP_SRC)
                 csum_adjust(l4 + 2, write_region(l4, 0, a->tp_src_v + 1, a->tp_src_m + 1, 1, end), 0, end);
             if (f & XF_SET_TP_DST)
