@@ -196,7 +196,7 @@ cdef int _gso_segment(fp_port* p, const uint8_t* d, uint32_t len, virtio_net_hdr
         return -1
     et = _rd16(d + l3)
     l3 += 2
-    if et == 0x0800 and len >= l3 + 20:
+    if et == 0x0800 and len >= l3 + 20 and (d[l3] & 0x0f) >= 5:
         v4 = 1
         l4 = l3 + (d[l3] & 0x0f) * 4
         proto = d[l3 + 9]
@@ -209,6 +209,8 @@ cdef int _gso_segment(fp_port* p, const uint8_t* d, uint32_t len, virtio_net_hdr
         return -1
     if proto == 6 and (gso == VIRTIO_NET_HDR_GSO_TCPV4 or gso == VIRTIO_NET_HDR_GSO_TCPV6):
         if len < l4 + 20:
+            return -1
+        if (d[l4 + 12] >> 4) < 5:
             return -1
         hl = l4 + (d[l4 + 12] >> 4) * 4
         seq0 = (<uint32_t>_rd16(d + l4 + 4) << 16) | _rd16(d + l4 + 6)
