@@ -699,6 +699,7 @@ class Pipeline:
         if rid is None:
             rid = len(self.recirc_states) + 1
             self.recirc_states[rid] = (table_id, frozen)
+            self.version += 1   # megaflows must start matching recirc_id
             self._recirc_by_state[sk] = rid
         return rid
 

@@ -51,7 +51,8 @@ EMIT_MEMBERS = ("dl_dst", "dl_src", "vlan0_tci", "mpls_lse", "nw_tos", "nw_ttl",
 _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
-_ALWAYS = member_int_mask("in_port") | member_int_mask("recirc_id")
+_IN_PORT_MASK = member_int_mask("in_port")
+_RECIRC_MASK = member_int_mask("recirc_id")
 _CONJ_MASK = member_int_mask("conj_id")
 _FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
 _F = FIELDS
@@ -145,7 +146,11 @@ class XlateCtx:
         self.now = now
         self.side_effects = side_effects
         self.tracing = trace
-        self.wc = Wildcards(_ALWAYS)
+        # in_port is always exact.  recirc_id only matters once some
+        # translation recirculates (allocating the first id bumps the version,
+        # so older megaflows without it get revalidated away).
+        self.wc = Wildcards(_IN_PORT_MASK | (
+            _RECIRC_MASK if pipeline.recirc_states or key.recirc_id else 0))
         self.written = 0      # bits of key set by actions (no longer packet-dependent)
         self.pending = 0      # written bits not yet committed to the datapath
         self.odp: list = []
@@ -637,6 +642,7 @@ def _x_ct(ctx, a: A.Ct):
         # the recirc_id freezes metadata and registers: it depends on them
         ctx.wc.mask |= (member_int_mask("metadata") | member_int_mask("regs")) & ~ctx.written
         rid = ctx.p.alloc_recirc(a.table, ctx.key)
+        ctx.wc.mask |= _RECIRC_MASK
         ctx.emit(dp.Recirc(rid))
 
 

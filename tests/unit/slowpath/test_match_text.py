@@ -69,5 +69,5 @@ def test_trace_output():
     out = trace(p, "in_port=1,icmp,nw_dst=10.0.0.2,nw_ttl=64")
     assert "0. icmp, priority 10" in out
     assert out.rstrip().endswith("Datapath actions: set(ip(ttl=63)),output:2")
-    assert "Megaflow: icmp,recirc_id=0x0,in_port=1,nw_ttl=64" in out
+    assert "Megaflow: icmp,in_port=1,nw_ttl=64" in out
     assert parse_flow("in_port=3,tcp,tp_dst=22").tp_dst == 22
