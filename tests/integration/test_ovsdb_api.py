@@ -42,7 +42,7 @@ def test_daemon_api(tmp_path):
 
         server.db.ensure_open_vswitch_row()
         server.db.add_listener(reconcile)
-        await server.start(["punix:" + sock, "ptcp:0:127.0.0.1"])
+        await server.start(["punix:" + sock, "ptcp:0"])      # ptcp binds 127.0.0.1 by default
         port = server.tcp_ports[0]
         try:
             rc, out, err = await run("ovs-vsctl", "--db=unix:" + sock, "--timeout=10",
@@ -60,6 +60,26 @@ def test_daemon_api(tmp_path):
             ovs = next(iter(db.tables["Open_vSwitch"].rows.values()))
             assert ovs.cur_cfg == ovs.next_cfg >= 1
             assert {"Bridge", "Port", "Interface", "Open_vSwitch"} <= set().union(*calls)
+            # a passive manager target in the database opens a listener...
+            rc, out, err = await run("ovs-vsctl", "--db=unix:" + sock, "--timeout=10",
+                                     "set-manager", "ptcp:0:127.0.0.1")
+            assert rc == 0, err
+            for _ in range(50):
+                if "ptcp:0:127.0.0.1" in server.listening():
+                    break
+                await asyncio.sleep(0.02)
+            mport = server.listening()["ptcp:0:127.0.0.1"]
+            rc, out, err = await run("ovs-vsctl", f"--db=tcp:127.0.0.1:{mport}", "--timeout=10",
+                                     "get-manager")
+            assert rc == 0 and out.strip() == "ptcp:0:127.0.0.1", err
+            # ...and removing it closes the listener again
+            rc, out, err = await run("ovs-vsctl", "--db=unix:" + sock, "--timeout=10", "del-manager")
+            assert rc == 0, err
+            for _ in range(50):
+                if "ptcp:0:127.0.0.1" not in server.listening():
+                    break
+                await asyncio.sleep(0.02)
+            assert set(server.listening()) == {"punix:" + sock, "ptcp:0"}
         finally:
             await server.stop()
         assert not os.path.exists(sock)

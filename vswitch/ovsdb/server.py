@@ -94,30 +94,88 @@ class OvsdbServer:
         self.db: Database = open_database(db_path, schema_path, fsync=fsync)
         self.service = OvsdbService([self.db])
         self.probe_interval = probe_interval
-        self._servers: list[asyncio.AbstractServer] = []
-        self._unix_paths: list[str] = []
+        self._listeners: dict[str, tuple] = {}   # remote -> (server, unix path, tcp port)
+        self._static: set[str] = set()
+        self._sync_scheduled = False
+        self._loop = None
         self._protocols: set[_Protocol] = set()
-        self.tcp_ports: list[int] = []     # bound ports of ptcp remotes (for ptcp:0)
+        self.tcp_ports: list[int] = []     # bound ports of the ptcp remotes given to start()
 
     async def start(self, remotes: list[str]) -> None:
+        """Listen on ``remotes`` (``punix:PATH``, ``ptcp:PORT[:IP]``, IP
+        defaulting to 127.0.0.1), and from then on also on the passive targets
+        of ``Open_vSwitch.manager_options`` (as ovsdb-server's
+        ``--remote=db:Open_vSwitch,Open_vSwitch,manager_options``)."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self.service.wakeup_pending = lambda: loop.call_soon(self._run_pending)
         for remote in remotes:
-            kind, _, rest = remote.partition(":")
-            if kind == "punix":
-                if os.path.exists(rest):
-                    os.unlink(rest)          # stale socket from a previous run
-                srv = await loop.create_unix_server(lambda: _Protocol(self), rest)
-                self._unix_paths.append(rest)
-            elif kind == "ptcp":
-                port_s, _, ip = rest.partition(":")
-                ip = ip.strip("[]") or "127.0.0.1"
-                srv = await loop.create_server(lambda: _Protocol(self), ip, int(port_s))
-                self.tcp_ports.append(srv.sockets[0].getsockname()[1])
-            else:
-                raise ValueError(f"unsupported remote {remote!r} (use punix:PATH or ptcp:PORT[:IP])")
-            self._servers.append(srv)
-            log.info("OVSDB listening on %s", remote)
+            await self._open(remote)
+            self._static.add(remote)
+        self.tcp_ports = [self._listeners[r][2] for r in remotes if r.startswith("ptcp:")]
+        self.db.add_listener(self._on_commit)
+        await self._sync_db_remotes()
+
+    async def _open(self, remote: str) -> None:
+        loop = asyncio.get_running_loop()
+        kind, _, rest = remote.partition(":")
+        unix_path = port = None
+        if kind == "punix":
+            if os.path.exists(rest):
+                os.unlink(rest)          # stale socket from a previous run
+            srv = await loop.create_unix_server(lambda: _Protocol(self), rest)
+            unix_path = rest
+        elif kind == "ptcp":
+            port_s, _, ip = rest.partition(":")
+            ip = ip.strip("[]") or "127.0.0.1"
+            srv = await loop.create_server(lambda: _Protocol(self), ip, int(port_s))
+            port = srv.sockets[0].getsockname()[1]
+        else:
+            raise ValueError(f"unsupported remote {remote!r} (use punix:PATH or ptcp:PORT[:IP])")
+        self._listeners[remote] = (srv, unix_path, port)
+        log.info("OVSDB listening on %s", remote)
+
+    async def _close(self, remote: str) -> None:
+        srv, unix_path, _ = self._listeners.pop(remote)
+        srv.close()
+        await srv.wait_closed()
+        if unix_path:
+            try:
+                os.unlink(unix_path)
+            except OSError:
+                pass
+        log.info("OVSDB stopped listening on %s", remote)
+
+    def _db_remotes(self) -> set[str]:
+        out = set()
+        managers = self.db.tables.get("Manager")
+        for row in self.db.tables.get("Open_vSwitch", _NoTable).rows.values():
+            for mu in row.get("manager_options", ()):
+                m = managers.rows.get(mu) if managers is not None else None
+                if m is not None and m.target.startswith(("ptcp:", "punix:")):
+                    out.add(m.target)
+        return out
+
+    def _on_commit(self, db, changes) -> None:
+        if "Manager" in changes or "Open_vSwitch" in changes:
+            if self._db_remotes() | self._static != set(self._listeners) and not self._sync_scheduled:
+                self._sync_scheduled = True
+                self._loop.call_soon(lambda: asyncio.ensure_future(self._sync_db_remotes()))
+
+    async def _sync_db_remotes(self) -> None:
+        self._sync_scheduled = False
+        want = self._db_remotes() | self._static
+        for remote in sorted(set(self._listeners) - want):
+            await self._close(remote)
+        for remote in sorted(want - set(self._listeners)):
+            try:
+                await self._open(remote)
+            except (OSError, ValueError) as e:
+                log.warning("cannot listen on %s from manager_options: %s", remote, e)
+
+    def listening(self) -> dict[str, int | str]:
+        """remote -> bound TCP port or unix path, for everything we listen on."""
+        return {r: (port if port is not None else path) for r, (_, path, port) in self._listeners.items()}
 
     def _run_pending(self):
         loop = asyncio.get_running_loop()
@@ -129,22 +187,23 @@ class OvsdbServer:
             p.transmit()
 
     async def stop(self) -> None:
-        for srv in self._servers:
+        if self._loop is not None:
+            self.db.remove_listener(self._on_commit)
+            self._loop = None
+        for remote in list(self._listeners):
+            srv = self._listeners[remote][0]
             srv.close()
         for p in list(self._protocols):
             if p.transport is not None:
                 p.transport.close()
-        for srv in self._servers:
-            await srv.wait_closed()
-        self._servers.clear()
-        for path in self._unix_paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._unix_paths.clear()
+        for remote in list(self._listeners):
+            await self._close(remote)
         if self.db.storage is not None:
             self.db.storage.close()
+
+
+class _NoTable:
+    rows: dict = {}
 
 
 def main(argv=None) -> None:
