@@ -130,6 +130,8 @@ class TcpConn:
         """Like ``protoinfo=(state=...)`` in dpctl/dump-conntrack: the
         state of the more advanced side, as OVS prints it."""
         a, b = self.peers
+        if a.state >= TcpState.FIN_WAIT_2 and b.state >= TcpState.FIN_WAIT_2:
+            return TcpState.TIME_WAIT.name     # closed both ways (Linux says so too)
         return TcpState(max(a.state, b.state)).name
 
     def update(self, pkt, reply: bool) -> str:
