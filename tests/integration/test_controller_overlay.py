@@ -4,10 +4,10 @@ addresses, ARP is answered by the controller's directory, port security
 stops spoofing, a VM move reconciles both hosts with a small diff, and a
 restarted controller or switch reconverges to the same rules.
 
-The daemons have no ``ct`` executor and no GENEVE ports yet, so these tests
-run the pipeline with ``options: {conntrack: false}`` and keep traffic on
-one host at a time; ACLs and tunnels are checked as flow computation in
-tests/unit/controller_stub.
+The full stateful pipeline runs (ct with per-port zones).  The daemons have
+no working GENEVE ports yet, so traffic stays on one host at a time; tunnels
+are checked against real OVS (test_controller_ovs_oracle.py) and as flow
+computation in tests/unit/controller_stub.
 """
 
 import os
@@ -46,7 +46,6 @@ def state_for(hvs, vms, placement):
     """red: a(.1) b(.2) e(.5); blue reuses red's addresses: c(.2) d(.1)."""
     tenant = {"a": "red", "b": "red", "e": "red", "c": "blue", "d": "blue"}
     return State.from_dict({
-        "options": {"conntrack": False},
         "hosts": {hv: {"tunnel_ip": f"192.168.77.{i + 1}", "openflow": d.mgmt(br),
                        "ovsdb": d.db, "bridge": br}
                   for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
