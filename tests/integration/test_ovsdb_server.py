@@ -297,3 +297,31 @@ for i in range(100000):
     n = row["next_cfg"] - base_cfg
     assert n >= acked + 1                            # every acknowledged commit survived
     assert keys == {f"k{i}" for i in range(n)}       # and each transaction is all-or-nothing
+
+
+def test_ovsdbapp(server):
+    """An ovsdbapp session (what OpenStack Neutron uses): add_br, add_port,
+    db_set in one transaction, reads, del_port."""
+    pytest.importorskip("ovsdbapp")
+    server.vsctl("init")
+    code = r'''
+import sys, warnings
+warnings.simplefilter("ignore")
+from ovsdbapp.backend.ovs_idl import connection
+from ovsdbapp.schema.open_vswitch import impl_idl
+conn = connection.Connection(idl=connection.OvsdbIdl.from_server(sys.argv[1], "Open_vSwitch"), timeout=10)
+api = impl_idl.OvsdbIdl(conn)
+api.add_br("br-app").execute(check_error=True)
+with api.transaction(check_error=True) as txn:
+    txn.add(api.add_port("br-app", "p1"))
+    txn.add(api.db_set("Interface", "p1", ("type", "internal"), ("external_ids", {"iface-id": "x"})))
+print(api.list_ports("br-app").execute(check_error=True))
+print(api.db_get("Interface", "p1", "external_ids").execute(check_error=True))
+api.add_port("br-app", "p2").execute(check_error=True)
+api.del_port("p1").execute(check_error=True)
+print(api.list_ports("br-app").execute(check_error=True))
+conn.stop()
+'''
+    r = subprocess.run([sys.executable, "-c", code, server.remote], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split("\n")[:3] == ["['p1']", "{'iface-id': 'x'}", "['p2']"], r.stderr[-2000:]
+    assert sorted(i["name"] for i in server.select("Interface", ["name"])) == ["br-app", "p2"]
