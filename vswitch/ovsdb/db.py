@@ -28,6 +28,7 @@ next commit or at its deadline.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid as uuidlib
@@ -41,6 +42,7 @@ from .errors import OvsdbError
 from .schema import INT_MAX, INT_MIN, Column, DbSchema, TableSchema, Type
 
 _NAME_RE = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
+_log = logging.getLogger(__name__)
 
 
 class Row:
@@ -932,10 +934,13 @@ class Database:
         try:
             while self._queue:
                 ch = self._queue.pop(0)
-                for cb in list(self._hooks):
-                    cb(self, ch)
-                for cb in list(self._listeners):
-                    cb(self, ch)
+                for cb in list(self._hooks) + list(self._listeners):
+                    try:
+                        cb(self, ch)
+                    except Exception:
+                        # The commit is done and durable; a failing listener
+                        # must not turn it into an error for the client.
+                        _log.exception("OVSDB commit listener %r failed", cb)
         finally:
             self._notifying = False
 

@@ -123,6 +123,8 @@ class LogStorage:
 
     # -- write
     def append_txn(self, rec: dict) -> None:
+        if self._f is None:
+            raise OSError("database log is closed")
         rec = dict(rec)
         rec["_date"] = int(time.time() * 1000)
         data = compose_record(rec)

@@ -353,3 +353,15 @@ def test_mirror_weak_ref_to_port_dropped_on_del_port(vdb):
     assert m.select_src_port == frozenset() and m.output_port == frozenset()
     assert not vdb.tables["Port"].rows and not vdb.tables["Interface"].rows
     assert not vdb._weak_in and set(vdb._strong_in) == {m.uuid, next(iter(vdb.tables["Bridge"].rows))}
+
+
+def test_failing_listener_does_not_fail_the_commit(tdb, caplog):
+    def bad(db, changes):
+        raise RuntimeError("boom")
+
+    seen = []
+    tdb.add_listener(bad)
+    tdb.add_listener(lambda db, ch: seen.append(ch))
+    ok(tdb, ins("Other", {"name": "o"}))
+    assert len(tdb.tables["Other"].rows) == 1 and len(seen) == 1
+    assert "boom" in caplog.text

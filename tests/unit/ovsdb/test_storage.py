@@ -188,3 +188,10 @@ def test_schema_upgrade_converts_data(tmp_path):
     db3 = open_database(path, VSWITCH_SCHEMA)
     assert names(db3, "Bridge") == ["br0", "br1"]
     assert json.loads(open(path, "rb").read().split(b"\n")[1])["version"] == schema["version"]
+
+
+def test_write_after_close_is_io_error(tmp_path):
+    db = open_database(str(tmp_path / "conf.db"), VSWITCH_SCHEMA)
+    db.storage.close()
+    res = db.transact_local([{"op": "insert", "table": "Open_vSwitch", "row": {}}])
+    assert res[-1]["error"] == "I/O error" and not db.tables["Open_vSwitch"].rows
