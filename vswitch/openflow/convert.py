@@ -395,24 +395,30 @@ def action_from_oken(a, version: int):
     raise _bad_action()
 
 
+# nx_nat flags (OVS include/openvswitch/ofp-actions.h); os-ken does not define them
+NX_NAT_F_SRC, NX_NAT_F_DST, NX_NAT_F_PERSISTENT = 1 << 0, 1 << 1, 1 << 2
+NX_NAT_F_PROTO_HASH, NX_NAT_F_PROTO_RANDOM = 1 << 3, 1 << 4
+
+
 def _nat_text(x) -> str:
     """NXActionNAT -> the ovs-ofctl ``nat(...)`` body the slow path parses."""
-    from os_ken.ofproto import nicira_ext as nx
     parts = []
-    kind = "src" if x.flags & nx.NX_NAT_F_SRC else "dst" if x.flags & nx.NX_NAT_F_DST else None
+    kind = "src" if x.flags & NX_NAT_F_SRC else "dst" if x.flags & NX_NAT_F_DST else None
     if kind:
         rng = ""
         lo = getattr(x, "range_ipv4_min", "") or getattr(x, "range_ipv6_min", "")
         hi = getattr(x, "range_ipv4_max", "") or getattr(x, "range_ipv6_max", "")
         if lo:
             rng = f"={lo}" + (f"-{hi}" if hi and hi != lo else "")
+            if getattr(x, "range_proto_min", None) and ":" in lo:   # IPv6: [lo]-[hi]:ports
+                rng = f"=[{lo}]" + (f"-[{hi}]" if hi and hi != lo else "")
             if getattr(x, "range_proto_min", None):
                 rng += f":{x.range_proto_min}"
                 if x.range_proto_max and x.range_proto_max != x.range_proto_min:
                     rng += f"-{x.range_proto_max}"
         parts.append(kind + rng)
-    for flag, word in ((nx.NX_NAT_F_PERSISTENT, "persistent"), (nx.NX_NAT_F_PROTO_HASH, "hash"),
-                       (nx.NX_NAT_F_PROTO_RANDOM, "random")):
+    for flag, word in ((NX_NAT_F_PERSISTENT, "persistent"), (NX_NAT_F_PROTO_HASH, "hash"),
+                       (NX_NAT_F_PROTO_RANDOM, "random")):
         if x.flags & flag:
             parts.append(word)
     return ",".join(parts)
