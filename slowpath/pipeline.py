@@ -197,6 +197,9 @@ class Pipeline:
         self.mac_learning = MacLearning(mac_idle_time, mac_max_entries)
         self.version = 0
         self.recirc_states: dict[int, tuple[int, FlowKey]] = {}
+        #: GENEVE option <-> tun_metadataN map (a slowpath.tunnel.TlvMap), set
+        #: by the caller on NXT_TLV_TABLE_MOD; None = no options mapped
+        self.tlv_map = None
         self._recirc_by_state: dict[tuple, int] = {}
 
     # ---- ports ------------------------------------------------------------

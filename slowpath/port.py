@@ -34,6 +34,8 @@ class Port:
     tag: int | None = None
     trunks: frozenset[int] = field(default_factory=frozenset)   # empty = all VLANs
     vlan_mode: str | None = None          # None = access if tag else trunk
+    # tunnel ports: a slowpath.tunnel.TunnelConfig; output becomes TunnelPush
+    tunnel: object | None = None
 
     def __post_init__(self):
         if self.dp_port is None:

@@ -41,13 +41,11 @@ MAX_RESUBMITS = 4096
 
 # Members whose rewrites become SetMasked datapath actions (packet headers
 # and datapath metadata the executors know).  Pipeline metadata (regs,
-# metadata, conj_id...) never leaves the slow path.
+# metadata, conj_id...) never leaves the slow path; tunnel metadata (tun_*)
+# is consumed at translation time by the TunnelPush of a tunnel output.
 EMIT_MEMBERS = ("dl_dst", "dl_src", "vlan0_tci", "mpls_lse", "nw_tos", "nw_ttl", "nw_src",
                 "nw_dst", "ipv6_label", "ipv6_src", "ipv6_dst", "tp_src", "tp_dst",
-                "arp_sha", "arp_tha", "nd_target", "pkt_mark", "tun_id", "tun_src",
-                "tun_dst", "tun_ipv6_src", "tun_ipv6_dst", "tun_flags", "tun_tos",
-                "tun_ttl", "tun_tp_src", "tun_tp_dst", "tun_gbp_id", "tun_gbp_flags",
-                "tun_md_opts", "tun_md_data")
+                "arp_sha", "arp_tha", "nd_target", "pkt_mark")
 _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
@@ -298,8 +296,38 @@ class XlateCtx:
         if port.no_fwd:
             self.note(f"port {port.ofport} is no_fwd: dropping")
             return
+        if port.tunnel is not None:
+            return self._output_tunnel(port)
         self.note(f"output:{port.ofport}")
         self.emit(dp.Output(port.dp_port))
+
+    def consult(self, *members: str) -> None:
+        """Mark whole key members consulted (what a helper outside xlate reads)."""
+        for m in members:
+            self.wc.mask |= member_int_mask(m) & ~self.written
+
+    def _output_tunnel(self, port) -> None:
+        """Output to a GENEVE port: the encapsulation comes from the port's
+        options and, where they say ``flow``, from the flow's tun_* fields."""
+        from slowpath import tunnel as T
+        cfg = port.tunnel
+        if cfg.remote_ip is None:
+            self.consult("tun_dst", "tun_ipv6_dst")
+        if cfg.key is None:
+            self.consult("tun_id")
+        if cfg.ttl == "inherit":
+            self.consult("nw_ttl")
+        if cfg.tos == "inherit":
+            self.consult("nw_tos")
+        tlv = self.p.tlv_map or T.TlvMap()
+        if tlv.by_index:
+            self.consult("tun_md_opts", "tun_md_data")
+        push = T.tunnel_push(self.key, cfg, tlv, port.dp_port, 0)
+        if not push.dst:
+            self.note(f"tunnel port {port.ofport}: no remote IP, dropping")
+            return
+        self.note(f"output:{port.ofport} (tunnel to {push.dst}, vni {push.tun_id:#x})")
+        self.emit(push)
 
     def controller(self, act: A.Controller, reason: int | None = None) -> None:
         in_port = self.p.ports.get(self.key.in_port)

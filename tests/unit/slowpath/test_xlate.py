@@ -390,3 +390,26 @@ def test_recirc_id_enters_masks_once_recirculation_exists():
     y = p.xlate(k, None, 1.0)
     assert y.actions == (dp.Output(103),)
     assert y.megaflow.matches(k) and not x.megaflow.matches(k)
+
+
+def test_output_to_tunnel_port_emits_tunnel_push():
+    from slowpath.tunnel import TunnelConfig
+    p = bridge(2)
+    p.set_port(Port(5, "gnv0", dp_port=105, tunnel=TunnelConfig(remote_ip="192.0.2.9", key=None,
+                                                               local_ip="192.0.2.1")))
+    p.set_port(Port(6, "gnv1", dp_port=106, tunnel=TunnelConfig(remote_ip=None, key=7)))
+    add(p, "in_port=1", [A.SetField("tun_id", 0x1234), A.Output(5)])
+    x = run(p, pkt(A1, A2), 1)
+    (push,) = x.actions
+    assert isinstance(push, dp.TunnelPush)
+    assert (push.tnl_dp_port, push.tun_id, push.dst, push.src) == (105, 0x1234, "192.0.2.9", "192.0.2.1")
+    # tun_id was written by the rule: the megaflow does not depend on the packet's
+    assert int.from_bytes(x.megaflow.mask, "big") == mask_of("in_port")
+    # remote_ip=flow: the destination comes from tun_dst, which is then consulted
+    add(p, "in_port=2", [A.Output(6)])
+    k = parse_packet(pkt(A1, A2), 2)
+    k.tun_dst = 0xc6336401
+    x = p.xlate(k, None, 1.0)
+    assert x.actions[0].dst == "198.51.100.1" and x.actions[0].tun_id == 7
+    assert int.from_bytes(x.megaflow.mask, "big") & member_int_mask("tun_dst") == member_int_mask("tun_dst")
+    assert run(p, pkt(A1, A2), 2).actions == ()     # no tun_dst: dropped

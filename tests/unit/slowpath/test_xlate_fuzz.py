@@ -14,12 +14,14 @@ from slowpath.flow import FlowKey
 from slowpath.match import Match
 from slowpath.pipeline import Bucket, FlowMod, GroupMod, MeterBand, MeterMod, Pipeline
 from slowpath.port import Port
+from slowpath.tunnel import TunnelConfig
 
-PORTS = [1, 2, 3, OFPP_IN_PORT, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_CONTROLLER,
+PORTS = [1, 2, 3, 4, OFPP_IN_PORT, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_CONTROLLER,
          OFPP_LOCAL, OFPP_TABLE, 77]
 ACTION = st.one_of(
     st.builds(A.Output, st.sampled_from(PORTS)),
     st.builds(A.SetField, st.sampled_from(["eth_dst", "ip_dst", "tcp_dst", "vlan_vid", "reg0",
+                                           "tun_dst", "tun_id",
                                            "metadata", "nw_ttl", "vlan_pcp", "mpls_label"]),
               st.integers(0, 0xfff)),
     st.builds(A.Move, st.sampled_from(["reg0", "in_port", "eth_src"]),
@@ -48,6 +50,7 @@ def test_xlate_never_raises(rules, keys, in_port):
     p = Pipeline(miss_to_controller=True)
     for i in (1, 2, 3):
         p.set_port(Port(i, tag=10 if i == 3 else None))
+    p.set_port(Port(4, tunnel=TunnelConfig(remote_ip=None, key=None, ttl="inherit")))
     p.meter_mod(MeterMod("add", 1, frozenset({"kbps"}), (MeterBand("drop", 10),)))
     p.group_mod(GroupMod("add", "all", 1, (Bucket((A.Output(1), A.Resubmit(table=1))),)))
     p.group_mod(GroupMod("add", "select", 2, (Bucket((A.Group(1),), 1), Bucket((A.Output(2),), 1))))
