@@ -164,8 +164,8 @@ class JsonRpcConnection:
     def _decode(self, raw: bytes) -> None:
         try:
             msg = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            self._events.append(ProtocolError(f"syntax error: {e}"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            self._events.append(ProtocolError(f"syntax error: {str(e)[:200]}"))
             return
         self._events.append(self._classify(msg))
 

@@ -262,3 +262,14 @@ def test_update2_optional_column_sends_new_value(svc):
     assert a.recv()[0]["params"][1] == {"Root": {u: {"modify": {"opt": 6}}}}
     b.call("transact", "T", {"op": "update", "table": "Root", "where": [], "row": {"opt": ["set", []]}})
     assert a.recv()[0]["params"][1] == {"Root": {u: {"modify": {"opt": ["set", []]}}}}
+
+
+def test_pathological_nesting_and_sizes(svc):
+    c = Client(svc)
+    c.s.receive_bytes(b"[" * 200000 + b"]" * 200000, 0.0)
+    c.s.receive_bytes(json.dumps({"id": 1, "method": "transact", "params": [
+        "T", {"op": "insert", "table": "Other", "row": {"name": [[[[[[["deep"]]]]]]]}}]}).encode(), 0.0)
+    msgs = c.recv()
+    assert msgs[0]["error"]["error"] == "syntax error"
+    assert msgs[1]["result"][0]["error"] == "syntax error"
+    assert c.call("echo", "still here")["result"] == ["still here"]
