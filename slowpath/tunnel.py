@@ -462,7 +462,7 @@ def tunnel_push(key: FlowKey, cfg: TunnelConfig, tlv: TlvMap, tnl_dp_port: int =
     whose every field is concrete — what xlate should emit.  ``dst`` is empty
     when remote_ip=flow and the flow has no tun_dst: the packet is dropped."""
     dst = cfg.remote_ip or _key_ip(key, "tun_dst", "tun_ipv6_dst") or ""
-    src = cfg.local_ip or src or _key_ip(key, "tun_src", "tun_ipv6_src") or ""
+    src = cfg.local_ip or src or ""   # local_ip=flow (tun_src) is not supported
     vni = cfg.key if cfg.key is not None else key.tun_id & 0xFFFFFF
     ttl = key.nw_ttl if cfg.ttl == "inherit" else cfg.ttl
     tos = key.nw_tos if cfg.tos == "inherit" else cfg.tos

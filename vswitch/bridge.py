@@ -40,6 +40,7 @@ from vswitch import __version__
 from vswitch.openflow.manager import (PORT_ADD, PORT_DELETE, PORT_MODIFY,
                                       ConnectionManager)
 from vswitch.ports import NETDEV_TYPES, PortError, netdev_for
+from vswitch.ports.geneve import TunnelManager
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ class Bridge:
         self.datapath_id = 0
         self.connmgr: ConnectionManager | None = None
         self.revalidated_version = -1
+        #: GENEVE option -> tun_metadataN (NXT_TLV_TABLE_MOD), read by tunnel ports
+        self.tlv_map: dict[int, tuple[int, int, int]] = {}
 
     @property
     def mgmt_target(self) -> str:
@@ -334,6 +337,10 @@ class Bridge:
         self.reconciler.datapath.call(lambda dpif: dpif.execute(data, out.actions))
         self.send_packet_ins(out.packet_ins)
 
+    def tlv_map_changed(self, tlv_map: dict) -> None:
+        self.tlv_map = tlv_map
+        self.revalidate()
+
     def port_mod(self, ofport: int, config: int, mask: int) -> None:
         live = next((p for p in self.ports.values() if p.ofport == ofport), None)
         if live is None:
@@ -410,6 +417,7 @@ class BridgeReconciler:
         self.dp_ports: dict[int, tuple[Bridge, int]] = {}
         self.ofproto_lock = threading.RLock()
         self.revalidator = Revalidator()
+        self.tunnels = TunnelManager(self)
         self._pending = False
         self._last_sweep = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -434,6 +442,7 @@ class BridgeReconciler:
         for br in list(self.bridges.values()):
             await br.close()
         self.bridges.clear()
+        self.tunnels.close()
 
     def _on_commit(self, _db, _changes) -> None:
         # Coalesce bursts of transactions into one reconcile pass.
@@ -460,6 +469,7 @@ class BridgeReconciler:
                 log.info("adding bridge %s", name)
                 br = self.bridges[name] = Bridge(name, self)
             br.reconcile(cfg)
+        self.tunnels.sync()
         self._write_back()
 
     def _write_system_info(self) -> None:
@@ -525,6 +535,8 @@ class BridgeReconciler:
     def handle_upcall(self, datapath, upcall) -> None:
         """A packet no megaflow covered, or one whose megaflow says "slow
         path": translate it, cache the result, and execute it."""
+        if self.tunnels.handle_upcall(datapath, upcall):
+            return  # received tunnel packets were waiting (vswitch/ports/geneve.py)
         entry = self.dp_ports.get(upcall.dp_port)
         if entry is None:
             return  # the port is going away
@@ -535,7 +547,7 @@ class BridgeReconciler:
         dpif = datapath.dpif
         with self.ofproto_lock:
             out = bridge.pipeline.xlate(key, upcall.packet, now)
-            actions = tuple(out.megaflow.actions)
+            actions = self.tunnels.rewrite_outputs(out.megaflow.actions)
             fast = fast_path_can_execute(actions)
             if not out.slow and upcall.reason == "miss":
                 match = FlowKey(out.megaflow.match)
@@ -586,6 +598,7 @@ class BridgeReconciler:
         ctl.register("dpctl/del-flows", "", self._cmd_del_flows)
         ctl.register("revalidator/purge", "", self._cmd_del_flows)
         ctl.register("fdb/show", "BRIDGE", self._cmd_fdb_show)
+        self.tunnels.register_commands(ctl)
 
     def _cmd_dump_flows(self, args: list[str]) -> str:
         """Megaflows like ``ovs-appctl dpctl/dump-flows``: in_port and

@@ -64,6 +64,10 @@ NETDEV_TYPES: dict[str, Netdev] = {
 }
 NETDEV_TYPES[""] = NETDEV_TYPES["system"]  # OVSDB's default type
 
+from vswitch.ports.geneve import GeneveNetdev  # noqa: E402  (subclasses Netdev above)
+
+NETDEV_TYPES[GeneveNetdev.type] = GeneveNetdev()
+
 
 def netdev_for(type_: str) -> Netdev:
     try:

@@ -1,0 +1,428 @@
+"""GENEVE tunnel ports (``Interface.type=geneve``), as Open vSwitch has them.
+
+Configuration (``ovs-vsctl add-port br0 gnv0 -- set Interface gnv0
+type=geneve options:remote_ip=10.0.0.2 ...``), all in ``Interface.options``:
+
+=============== ==========================================================
+``remote_ip``   the peer's underlay address (IPv4 or IPv6), or ``flow``:
+                taken per packet from ``tun_dst``/``tun_ipv6_dst``
+                (``set_field:10.0.0.9->tun_dst``); on receive a ``flow``
+                port accepts any remote.  Required.
+``local_ip``    the source address of sent packets and the address the
+                receiving socket binds to; default: chosen by the routing
+                table per destination, and received on every address.
+``key``         the VNI (24 bits), or ``flow``: from/to ``tun_id``.
+                Default 0.  A fixed key only receives packets of that VNI.
+``dst_port``    UDP port, default 6081 (IANA GENEVE).
+``csum``        ``true``: outer UDP checksum (always over IPv6).  Default
+                false.  Received checksums are checked by the kernel.
+``tos``/``ttl`` outer TOS (default 0) and TTL (default 64), each a number
+                or ``inherit`` (from the inner packet).
+``df_default``  outer DF bit, default true.
+``packet_type`` ``legacy_l2`` (default: the payload is an Ethernet frame,
+                protocol type 0x6558) or ``legacy_l3`` (IPv4/IPv6 payload,
+                protocol type 0x0800/0x86dd; the bridge sees it with a
+                zero Ethernet header, like OVS).
+=============== ==========================================================
+
+A received packet is given to the most specific port that accepts (remote,
+local address, VNI, UDP port) — fixed remote before ``flow``, fixed key
+before ``flow``, as OVS does — and enters that port's bridge on its ofport
+with ``tun_id``, ``tun_src``/``tun_dst`` (or the IPv6 pair), ``tun_tos``,
+``tun_ttl``, ``tun_tp_src``/``tun_tp_dst``, ``tun_flags`` (``+oam`` for the
+O bit) and the mapped options in ``tun_metadata0``..``7``.  Output to a
+tunnel port encapsulates with the port's fixed remote/key or the flow's
+``tun_dst``/``tun_id``, and the options from ``tun_metadata<N>``.
+
+GENEVE options and the TLV map: options reach OpenFlow only through the
+bridge's TLV map, exactly as in OVS::
+
+    ovs-ofctl add-tlv-map br0 "{class=0x0102,type=0x80,len=4}->tun_metadata0"
+    ovs-ofctl add-flow br0 "in_port=gnv0,tun_metadata0=0x1234,actions=output:vm1"
+    ovs-ofctl add-flow br0 "in_port=vm1,actions=set_field:0x1234->tun_metadata0,output:gnv0"
+
+A mapped option of another length than the map says, or an unmapped option
+whose type has the critical bit (0x80), drops the packet (RFC 8926 §3.5.1);
+unmapped non-critical options are ignored.  At most 8 options of at most 8
+bytes each are matchable (``slowpath/fields.py``).  On output, every mapped
+slot that came with the packet or was set to a non-zero value is sent.
+
+Drops are counted per reason (truncated, bad_version, bad_option_length,
+unknown_critical_option, option_length_mismatch, unsupported_protocol,
+bad_outer_header, fragment, no_port) plus tx_too_big/tx_errors:
+``pyvswitch appctl tnl/geneve/show``.
+
+How packets enter and leave (the choice, and its trade-offs)
+------------------------------------------------------------
+Tunnel traffic uses the host's IP stack, like the Linux kernel's own geneve
+device, not OVS userspace's "native tunnelling" over a bridged underlay NIC:
+
+* receive: one kernel UDP socket per (address family, local_ip, dst_port),
+  shared by all tunnel ports on it (OVS's ``genev_sys_6081``), read by one
+  thread that decapsulates (``slowpath.tunnel``) and hands the inner frame
+  and its tunnel key to the datapath thread, which runs it through the
+  megaflow cache as if received on the tunnel's datapath port (``execute``
+  with ``recirc(0)``), so tunnel → VM traffic is cached in the fast path;
+* send: a raw socket with ``IP_HDRINCL`` (``IPV6_HDRINCL``), so we write the
+  outer header ourselves: the UDP source port from the inner flow hash,
+  our own UDP checksum, TOS/TTL/DF.  The kernel routes, resolves ARP and
+  picks the source address when ``local_ip`` is unset.
+
+Good: works with any underlay the host can route (no bridge for the
+underlay NIC, no ARP/route tables of our own, coexists with other host
+traffic), kernel checks received UDP checksums, no device per tunnel.
+Costs: each packet crosses the kernel stack twice (socket + thread hop),
+and until xlate emits ``TunnelPush`` and the Cython executor implements it,
+VM → tunnel megaflows are "slow path" (every packet is translated in
+Python), so the rate is far below the fast path's; an outer packet bigger
+than the route MTU is dropped and counted (raw sockets do not fragment),
+never ICMP-signalled; a packet-out to a tunnel port is not encapsulated.
+Native tunnelling over an afxdp/XDP underlay port (``TunnelPop`` is
+already executable, ``slowpath.tunnel.execute_tunnel_pop``) is the way to
+line rate; this design is the correct, simple baseline it can be compared to.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import ipaddress
+import logging
+import select
+import socket
+import struct
+import threading
+import time
+
+from slowpath import dpactions as dp
+from slowpath import odp_execute
+from slowpath import tunnel as tnl
+from vswitch.ports import Netdev, PortError
+
+log = logging.getLogger(__name__)
+
+# The datapath port that wakes the datapath thread for received tunnel
+# packets: a "dummy" port in no bridge, so what arrives on it is only a
+# signal (its upcalls have no bridge and never get a megaflow).
+WAKE_PORT_NAME = "genev_sys"
+WAKE_FRAME = bytes(12) + b"\x88\xb5" + bytes(46)
+WAKE_RESEND = 0.05  # seconds: re-signal if the datapath has not drained yet
+RCVBUF = 4 << 20
+
+# socket option numbers Python may not export
+IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_TTL, IP_TOS = 8, 12, 13, 2, 1
+IPV6_RECVPKTINFO, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 49, 50, 51, 52
+IPV6_RECVTCLASS, IPV6_TCLASS, IPV6_HDRINCL = 66, 67, 36
+
+
+class GeneveNetdev(Netdev):
+    type = "geneve"
+    kind = "dummy"   # the datapath port is only a number; I/O is TunnelManager's
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        try:
+            tnl.parse_tunnel_options(options)
+        except ValueError as e:
+            raise PortError(f"{name}: {e}") from None
+
+
+@dataclasses.dataclass
+class TunnelPort:
+    dp_port: int
+    name: str
+    bridge: object          # vswitch.bridge.Bridge (its tlv_map)
+    cfg: tnl.TunnelConfig
+
+    def tlv(self) -> tnl.TlvMap:
+        m = getattr(self.bridge, "tlv_map", None) or {}
+        cached = getattr(self, "_tlv", None)
+        if cached is None or cached.by_index != m:
+            cached = self._tlv = tnl.TlvMap(m)
+        return cached
+
+
+class Endpoint:
+    """One UDP socket (family, local address, port) and its receive thread."""
+
+    def __init__(self, manager: "TunnelManager", family: int, local: str, port: int):
+        self.manager = manager
+        self.family, self.local, self.port = family, local, port
+        self.counters = tnl.Counters()
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        s = self.sock = socket.socket(af, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            if family == 6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                for o in (IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVTCLASS):
+                    s.setsockopt(socket.IPPROTO_IPV6, o, 1)
+            else:
+                for o in (IP_PKTINFO, IP_RECVTTL, IP_RECVTOS):
+                    s.setsockopt(socket.IPPROTO_IP, o, 1)
+            s.bind((local or ("::" if family == 6 else "0.0.0.0"), port))
+        except OSError:
+            s.close()
+            raise
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"geneve-rx-{local or '*'}:{port}")
+        self.thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+    def _outer(self, addr, anc) -> tnl.Outer:
+        dst, tos, ttl = self.local, 0, 64
+        for level, typ, data in anc:
+            if level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(data) >= 12:
+                dst = socket.inet_ntop(socket.AF_INET, data[8:12])
+            elif level == socket.IPPROTO_IP and typ == IP_TOS and data:
+                tos = data[0]
+            elif level == socket.IPPROTO_IP and typ == IP_TTL and len(data) >= 4:
+                ttl = struct.unpack("=i", data[:4])[0]
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(data) >= 16:
+                dst = socket.inet_ntop(socket.AF_INET6, data[:16])
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_TCLASS and len(data) >= 4:
+                tos = struct.unpack("=i", data[:4])[0]
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_HOPLIMIT and len(data) >= 4:
+                ttl = struct.unpack("=i", data[:4])[0]
+        src = str(ipaddress.ip_address(addr[0].split("%")[0]))
+        return tnl.Outer(src, str(ipaddress.ip_address(dst)) if dst else "", addr[1],
+                         self.port, tos, ttl, False, False)
+
+    def _run(self) -> None:
+        s, m = self.sock, self.manager
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([s], [], [], 0.2)
+                if not r:
+                    continue
+                data, anc, _flags, addr = s.recvmsg(65535, 256)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            try:
+                outer = self._outer(addr, anc)
+                ports = [(p.dp_port, p.cfg) for p in m.ports.values()]
+                got = tnl.receive_udp(outer, data, m.tlv_for, ports, self.counters)
+            except Exception:   # wire input never kills the thread
+                self.counters.drop("bad_outer_header")
+                log.exception("geneve receive")
+                continue
+            if got is not None:
+                m.deliver(*got)
+
+
+class TunnelManager:
+    """All tunnel ports of one daemon: endpoints, send path, datapath glue.
+
+    The bridge reconciler calls `sync()` after reconciling, `rewrite_outputs()`
+    on translated actions, `handle_upcall()` first thing on every upcall, and
+    `close()`; `Bridge.tlv_map` is the TLV map of each tunnel's bridge.
+    """
+
+    def __init__(self, reconciler):
+        self.reconciler = reconciler
+        self.ports: dict[int, TunnelPort] = {}
+        self.endpoints: dict[tuple, Endpoint] = {}
+        self.tx_counters = tnl.Counters()
+        self.wake_dp_port: int | None = None
+        self._wake_sock = None
+        self._queue: collections.deque = collections.deque()
+        self._wake_at = 0.0   # when a wake-up was sent and not yet drained (0: none)
+        self._tx: dict[int, socket.socket] = {}
+        self._src_cache: dict[str, str] = {}
+        self._ident = 0
+
+    # --- configuration (control thread) ------------------------------------
+    def sync(self) -> None:
+        ports = {}
+        for br in list(self.reconciler.bridges.values()):
+            for live in list(br.ports.values()):
+                if live.config.type != "geneve" or live.dp_port is None:
+                    continue
+                try:
+                    cfg = tnl.parse_tunnel_options(live.config.options)
+                except ValueError:
+                    continue
+                ports[live.dp_port] = TunnelPort(live.dp_port, live.config.name, br, cfg)
+        self.ports = ports
+        self._src_cache.clear()
+        want = {(p.cfg.family, p.cfg.local_ip or "", p.cfg.dst_port) for p in ports.values()}
+        for k in [k for k in self.endpoints if k not in want]:
+            self.endpoints.pop(k).close()
+        for k in want - set(self.endpoints):
+            try:
+                self.endpoints[k] = Endpoint(self, *k)
+                log.info("geneve: listening on %s port %d", k[1] or "*", k[2])
+            except OSError as e:
+                log.error("geneve: cannot listen on %s port %d: %s", k[1] or "*", k[2], e)
+        if ports and self.wake_dp_port is None:
+            self.wake_dp_port = self.reconciler.datapath.call(
+                lambda dpif: dpif.add_port(WAKE_PORT_NAME, "dummy"))
+            self._wake_sock = self.reconciler.datapath.call(
+                lambda dpif: dpif.dummy_peer(self.wake_dp_port))
+        elif not ports and self.wake_dp_port is not None:
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        n, self.wake_dp_port, self._wake_sock = self.wake_dp_port, None, None
+        try:
+            self.reconciler.datapath.call(lambda dpif: dpif.del_port(n))
+        except (OSError, KeyError):
+            pass
+
+    def close(self) -> None:
+        self.ports = {}
+        for ep in self.endpoints.values():
+            ep.close()
+        self.endpoints.clear()
+        if self.wake_dp_port is not None:
+            self._close_wake()
+        for s in self._tx.values():
+            s.close()
+        self._tx.clear()
+
+    def tlv_for(self, dp_port: int) -> tnl.TlvMap:
+        p = self.ports.get(dp_port)
+        return p.tlv() if p is not None else tnl.TlvMap()
+
+    # --- receive: RX threads -> datapath thread --------------------------------
+    def deliver(self, dp_port: int, inner: bytes, key) -> None:
+        """From an RX thread: queue a decapsulated packet, wake the datapath."""
+        self._queue.append((dp_port, inner, bytes(key)))
+        now = time.monotonic()
+        if self._wake_at and now - self._wake_at < WAKE_RESEND:
+            return
+        sock = self._wake_sock
+        if sock is None:
+            return
+        self._wake_at = now
+        try:
+            sock.send(WAKE_FRAME, socket.MSG_DONTWAIT)
+        except OSError:
+            self._wake_at = 0.0
+
+    def handle_upcall(self, datapath, upcall) -> bool:
+        """True when the upcall was the wake-up signal (it is then consumed
+        and the queued tunnel packets are run through the datapath)."""
+        if self.wake_dp_port is None or upcall.dp_port != self.wake_dp_port:
+            return False
+        self._wake_at = 0.0
+        dpif = datapath.dpif
+        recirc = (dp.Recirc(0),)
+        while self._queue:
+            dp_port, inner, key = self._queue.popleft()
+            if dp_port not in self.ports:
+                continue
+            ups = dpif.execute(inner, recirc, key)
+            self.reconciler._handle_upcalls(datapath, ups)
+        return True
+
+    # --- send ------------------------------------------------------------------
+    def rewrite_outputs(self, actions) -> tuple:
+        """Outputs to tunnel ports become (unresolved) TunnelPush actions,
+        which the Python executor runs (``execute_push``)."""
+        if not self.ports:
+            return tuple(actions)
+        out = []
+        for a in actions:
+            if isinstance(a, dp.Output) and a.dp_port in self.ports:
+                out.append(dp.TunnelPush(a.dp_port, 0, "geneve", dst=""))
+            elif isinstance(a, dp.Clone):
+                out.append(dp.Clone(self.rewrite_outputs(a.actions)))
+            elif isinstance(a, dp.Sample):
+                out.append(dp.Sample(a.probability, self.rewrite_outputs(a.actions)))
+            else:
+                out.append(a)
+        return tuple(out)
+
+    def _source_for(self, dst: str, port: int) -> str:
+        src = self._src_cache.get(dst)
+        if src is None:
+            fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.connect((dst, port))
+                src = self._src_cache[dst] = s.getsockname()[0]
+        return src
+
+    def _tx_sock(self, family: int) -> socket.socket:
+        s = self._tx.get(family)
+        if s is None:
+            if family == 6:
+                s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self._tx[family] = s
+        return s
+
+    def execute_push(self, state, a: dp.TunnelPush) -> None:
+        port = self.ports.get(a.tnl_dp_port)
+        c = self.tx_counters
+        if port is None:
+            state.notes.append(f"tnl_push to unknown tunnel port {a.tnl_dp_port}")
+            return
+        frame = bytes(state.frame if state.trunc is None else state.frame[:state.trunc])
+        state.trunc = None
+        try:
+            push = a if a.dst else tnl.tunnel_push(state.key, port.cfg, port.tlv(),
+                                                   a.tnl_dp_port, a.out_dp_port)
+            if not push.dst:
+                c.tx_errors += 1     # remote_ip=flow and no tun_dst
+                return
+            if not push.src:
+                push = dataclasses.replace(push, src=self._source_for(push.dst, push.tp_dst))
+            self._ident = (self._ident + 1) & 0xFFFF
+            pkt = tnl.encap(frame, state.key, push, port.cfg, 0 if port.cfg.df_default
+                            else self._ident)
+            fam = 6 if ":" in push.dst else 4
+            self._tx_sock(fam).sendto(pkt, (push.dst, 0))
+            c.tx_packets += 1
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                c.tx_too_big += 1
+            else:
+                c.tx_errors += 1
+                log.debug("geneve send: %s", e)
+        except ValueError as e:   # e.g. options too long, legacy_l3 with non-IP
+            c.tx_errors += 1
+            log.debug("geneve encap: %s", e)
+
+    # --- introspection ---------------------------------------------------------
+    def register_commands(self, ctl) -> None:
+        ctl.register("tnl/geneve/show", "", self._cmd_show)
+
+    def _cmd_show(self, _args) -> str:
+        lines = []
+        for (fam, local, port), ep in sorted(self.endpoints.items()):
+            stats = " ".join(f"{k}:{v}" for k, v in ep.counters.as_dict().items()
+                             if not k.startswith("tx"))
+            lines.append(f"endpoint {local or '*'}:{port} (IPv{fam}): {stats}\n")
+        tx = self.tx_counters
+        lines.append(f"tx: packets:{tx.tx_packets} too_big:{tx.tx_too_big} "
+                     f"errors:{tx.tx_errors}\n")
+        for dp_port, p in sorted(self.ports.items()):
+            c = p.cfg
+            lines.append(f"  {p.name}: dp_port {dp_port} bridge {p.bridge.name} "
+                         f"remote_ip={c.remote_ip or 'flow'} local_ip={c.local_ip or '*'} "
+                         f"key={'flow' if c.key is None else c.key} dst_port={c.dst_port} "
+                         f"csum={str(c.csum).lower()} tlv_map={p.tlv().by_index}\n")
+        return "".join(lines)
+
+
+def _execute_push(state, a: dp.TunnelPush, env) -> None:
+    manager = getattr(getattr(env, "reconciler", None), "tunnels", None)
+    if manager is None:
+        state.notes.append("tnl_push without tunnel ports")
+        return
+    manager.execute_push(state, a)
+
+
+odp_execute.register(dp.TunnelPush, _execute_push)
