@@ -16,6 +16,7 @@ import dataclasses
 import os
 import secrets
 import subprocess
+import sys
 
 from pyroute2 import IPRoute, NetNS, netns
 
@@ -41,11 +42,48 @@ class Host:
             ["ip", "netns", "exec", self.netns, *argv],
             check=check, timeout=timeout, capture_output=True, text=True, **kw)
 
+    def udp_sink(self, port: int, idle: float = 3.0) -> "UdpSink":
+        """Start counting UDP datagrams to ``port``; stops after ``idle`` s."""
+        return UdpSink(self, port, idle)
+
+    def udp_send(self, dst: str, port: int, count: int, payload: bytes = b"x" * 64,
+                 gap: float = 0.001) -> None:
+        self.run(sys.executable, "-c", (
+            "import socket, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"for i in range({count}):\n"
+            f"    s.sendto({payload!r}, ({dst!r}, {port})); time.sleep({gap})\n"))
+
     def ping(self, dst: str, count: int = 3, interval: float = 0.2,
              wait: float = 2.0) -> subprocess.CompletedProcess:
         return self.run("ping", "-c", str(count), "-i", str(interval),
                         "-W", str(wait), dst, check=False,
                         timeout=count * (interval + wait) + 10)
+
+
+class UdpSink:
+    """A process in a host's namespace that counts datagrams on a UDP port."""
+
+    def __init__(self, host: Host, port: int, idle: float):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, sys.executable, "-c", (
+                "import socket, sys\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.bind(('0.0.0.0', {port})); s.settimeout({idle})\n"
+                "print('ready', flush=True)\n"
+                "n = 0\n"
+                "try:\n"
+                "    while True:\n"
+                "        s.recv(65536); n += 1\n"
+                "except socket.timeout:\n"
+                "    print(n)\n")],
+            stdout=subprocess.PIPE, text=True)
+        self.proc.stdout.readline()  # bound: nothing sent from now on is missed
+
+    def count(self, timeout: float = 60) -> int:
+        """Wait until the sink has been idle for its timeout; the count."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return int(out.strip().splitlines()[-1])
 
 
 class Topology:

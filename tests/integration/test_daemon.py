@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 from vswitch.pidfile import read_pid
@@ -39,28 +38,9 @@ def test_ping_and_udp_cross_the_bridge(daemon, topology, bridge_name):
         assert p.returncode == 0, p.stdout + p.stderr + daemon.log_tail()
 
     # UDP: 200 datagrams from h1, counted by a receiver in h3.
-    receiver = subprocess.Popen(
-        ["ip", "netns", "exec", h3.netns, sys.executable, "-c", textwrap.dedent("""
-            import socket
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("0.0.0.0", 9999)); s.settimeout(3)
-            n = 0
-            try:
-                while True:
-                    s.recv(2048); n += 1
-            except socket.timeout:
-                print(n)
-        """)], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    h1.run(sys.executable, "-c", textwrap.dedent(f"""
-        import socket, time
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for i in range(200):
-            s.sendto(b"x" * 64, ("{h3.addr}", 9999))
-            time.sleep(0.001)
-    """))
-    out, _ = receiver.communicate(timeout=30)
-    assert int(out) == 200
+    sink = h3.udp_sink(9999)
+    h1.udp_send(h3.addr, 9999, 200)
+    assert sink.count() == 200
 
     flows = daemon.appctl("dpctl/dump-flows")
     assert "packets:" in flows and "actions:" in flows, flows
@@ -161,29 +141,11 @@ def test_controller_action_runs_in_the_slow_path(daemon, topology, bridge_name):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.0)
-        receiver = subprocess.Popen(
-            ["ip", "netns", "exec", h2.netns, sys.executable, "-c", textwrap.dedent("""
-                import socket
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind(("0.0.0.0", 7777)); s.settimeout(3)
-                n = 0
-                try:
-                    while True:
-                        s.recv(2048); n += 1
-                except socket.timeout:
-                    print(n)
-            """)], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        sink = h2.udp_sink(7777)
         # Static neighbour entry: the test is about UDP, not ARP.
         h1.run("ip", "neigh", "add", h2.addr, "lladdr", h2.mac, "dev", "eth0")
-        h1.run(sys.executable, "-c", textwrap.dedent(f"""
-            import socket, time
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            for i in range(5):
-                s.sendto(b"hello", ("{h2.addr}", 7777)); time.sleep(0.05)
-        """))
-        out, _ = receiver.communicate(timeout=30)
-        assert int(out) == 5
+        h1.udp_send(h2.addr, 7777, 5, payload=b"hello", gap=0.05)
+        assert sink.count() == 5
         time.sleep(0.5)
     finally:
         monitor.terminate()
