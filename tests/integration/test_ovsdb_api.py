@@ -90,3 +90,22 @@ def test_daemon_api(tmp_path):
         again.db.storage.close()
 
     asyncio.run(main())
+
+
+def test_tcp_inactivity_probe_drops_dead_peer_and_its_lock(tmp_path):
+    async def main():
+        server = OvsdbServer(str(tmp_path / "conf.db"), probe_interval=0.2)
+        await server.start(["ptcp:0"])
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", server.tcp_ports[0])
+            w.write(b'{"id":1,"method":"lock","params":["L"]}')
+            assert b'"locked":true' in await asyncio.wait_for(r.read(4096), 5)
+            probe = await asyncio.wait_for(r.read(4096), 5)          # silent: server probes
+            assert b'"method":"echo"' in probe
+            assert await asyncio.wait_for(r.read(4096), 5) == b""    # no answer: hung up
+            assert server.service.locks == {}
+            w.close()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .datum import (apply_diff, diff_datum, atom_from_json, check_datum, datum_from_json,
-                    datum_to_json, diff_type, refs_of)
+                    datum_to_json, diff_type)
 from .errors import OvsdbError
-from .schema import INT_MAX, INT_MIN, Column, DbSchema, TableSchema, Type
+from .schema import INT_MAX, INT_MIN, DbSchema, TableSchema, Type
 
 _NAME_RE = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
 _log = logging.getLogger(__name__)

@@ -42,8 +42,11 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername") or "unix"
-        self.session = self.server.service.new_session(self.loop.time(), self.server.probe_interval,
-                                                       str(peer))
+        # Like ovsdb-server: inactivity probes on TCP only (a unix peer that
+        # dies is noticed by the kernel; a TCP peer may just vanish).
+        tcp = isinstance(peer, tuple)
+        self.session = self.server.service.new_session(
+            self.loop.time(), self.server.probe_interval if tcp else None, str(peer))
         self.session.wakeup = self.transmit
         self.server._protocols.add(self)
 
@@ -89,7 +92,7 @@ class OvsdbServer:
     """Embedded OVSDB server for one durable database (plus ``_Server``)."""
 
     def __init__(self, db_path: str, schema_path: str = DEFAULT_SCHEMA, *,
-                 fsync: bool = True, probe_interval: float | None = None):
+                 fsync: bool = True, probe_interval: float | None = 5.0):
         self.db_path = db_path
         self.db: Database = open_database(db_path, schema_path, fsync=fsync)
         self.service = OvsdbService([self.db])

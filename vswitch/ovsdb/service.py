@@ -23,7 +23,7 @@ from collections import deque
 from typing import Callable
 
 from .datum import datum_to_json, diff_datum
-from .db import Database, Pending, _row_to_json
+from .db import Database, Pending
 from .errors import OvsdbError
 from .jsonrpc import (ConnectionClosed, JsonRpcConnection, Notification, ProtocolError,
                       Request, Response)
