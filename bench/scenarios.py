@@ -143,8 +143,47 @@ class Pyvswitch(System):
         self.daemon.cleanup()
 
 
-SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(), Pyvswitch("normal"),
-                               Pyvswitch("in_port"))}
+class OpenVswitch(System):
+    """Open vSwitch 3.1's userspace datapath, run privately (bench/ovs.py),
+    with ``system`` (AF_PACKET) or ``afxdp`` ports."""
+
+    def __init__(self, port_type: str = "system", rules: str = "normal"):
+        self.port_type, self.rules = port_type, rules
+        self.name = f"ovs-{'afpacket' if port_type == 'system' else port_type}-{rules}"
+
+    def setup(self, topo: Topology) -> None:
+        from bench.ovs import OvsSwitch
+
+        self.ovs = OvsSwitch(log_level="warn").start()
+        self.br = f"pvsbr{topo.tag}"
+        self.ovs.vsctl("add-br", self.br, "--", "set", "bridge", self.br,
+                       "datapath_type=netdev")
+        for i, port in enumerate(topo.ports, 1):
+            self.ovs.vsctl("add-port", self.br, port, "--", "set", "interface", port,
+                           f"type={self.port_type}", f"ofport_request={i}")
+        if self.rules == "in_port":
+            self.ovs.ofctl("del-flows", self.br)
+            self.ovs.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
+            self.ovs.ofctl("add-flow", self.br, "in_port=2,actions=output:1")
+        self.pids = [self.ovs.procs["ovs-vswitchd"].pid]
+        _pin(self.pids[0], SWITCH_CPU)
+        self.out_port = topo.ports[1]
+
+    def forwarded(self) -> int | None:
+        out = self.ovs.ofctl("dump-ports", self.br, "2", version="OpenFlow13").stdout
+        tx = out.split("tx pkts=", 1)
+        return int(tx[1].split(",", 1)[0]) if len(tx) == 2 else None
+
+    def flow_count(self) -> int | None:
+        return len(self.ovs.appctl("dpctl/dump-flows").splitlines())
+
+    def teardown(self) -> None:
+        self.ovs.cleanup()
+
+
+SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(),
+                               OpenVswitch("system"), OpenVswitch("afxdp"),
+                               Pyvswitch("normal"), Pyvswitch("in_port"))}
 
 
 def _gro_on(ifname: str) -> None:
