@@ -25,6 +25,7 @@ cdef enum:
     A_CLONE = 12
     A_HASH = 13
     A_SLOW = 14                  # not executable here: upcall (slow_path)
+    A_TNL_PUSH = 15              # prebuilt outer header + output (arg = out port)
 
 # Upcall reasons.
 cdef enum:

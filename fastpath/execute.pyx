@@ -527,6 +527,66 @@ cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
     return ~c
 
 
+cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
+                    uint32_t hlen, uint32_t out_port) noexcept nogil:
+    """Encapsulate a copy of ``p`` in the prebuilt outer header ``hdr``
+    (Ethernet/IPv4-or-IPv6/UDP/tunnel), fix lengths, IPv4 checksum, the UDP
+    source port (inner-flow hash, 32768-60999 as OVS) and, when the header
+    asks for one (non-zero field), the UDP checksum; send it out of
+    ``out_port``.  The original packet is left as it was."""
+    cdef uint32_t l3, l4, total = hlen + p.len
+    cdef uint16_t et
+    cdef uint8_t* b
+    cdef uint8_t* ip
+    cdef uint8_t* udp
+    cdef uint64_t s
+    cdef uint16_t c
+    cdef int v4
+    if hlen < 14 + 20 + 8 or out_port >= FP_MAX_PORTS or dp.ports[out_port] == NULL:
+        dp.stats.dropped += 1
+        return
+    et = rd16(hdr + 12)
+    l3 = 14
+    if et == 0x0800:
+        v4 = 1
+        l4 = l3 + (hdr[l3] & 0x0f) * 4
+    elif et == 0x86dd and hlen >= 14 + 40 + 8:
+        v4 = 0
+        l4 = l3 + 40
+    else:
+        dp.stats.dropped += 1
+        return
+    if l4 + 8 > hlen:
+        dp.stats.dropped += 1
+        return
+    b = fp_arena_alloc(&dp.arena, total + 64)
+    if b == NULL:
+        dp.stats.dropped += 1
+        return
+    memcpy(b, hdr, hlen)
+    memcpy(b + hlen, p.data, p.len)
+    ip = b + l3
+    udp = b + l4
+    if v4:
+        wr16(ip + 2, <uint16_t>(total - l3))
+        wr16(ip + 10, 0)
+        wr16(ip + 10, ~_fold(_sum_buf(ip, l4 - l3)))
+    else:
+        wr16(ip + 4, <uint16_t>(total - l3 - 40))
+    wr16(udp + 4, <uint16_t>(total - l4))
+    wr16(udp, <uint16_t>(32768 + _dp_hash(key, 0) % 28232))
+    if rd16(udp + 6) != 0:
+        wr16(udp + 6, 0)
+        if v4:
+            s = _sum_buf(ip + 12, 8)
+        else:
+            s = _sum_buf(ip + 8, 32)
+        s += 17 + (total - l4) + _sum_buf(udp, total - l4)
+        c = ~_fold(s)
+        wr16(udp + 6, c if c else 0xffff)
+    fp_port_tx(dp.ports[out_port], b, total)
+
+
 # ---------------------------------------------------------------- execute
 
 cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
@@ -593,6 +653,8 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
             if _pop_mpls(dp, p, key, <uint16_t>a.arg) < 0:
                 dp.stats.dropped += 1
                 return 1
+        elif a.type == A_TNL_PUSH:
+            _tnl_push(dp, p, key, (<const uint8_t*>a) + ACT_HDR, a.arg2, a.arg)
         elif a.type == A_SLOW:
             fp_upcall_add(dp, p, key, UPCALL_SLOW, a.arg, 1)
             return 1
@@ -653,12 +715,19 @@ def _compile(actions, cookies):
             out.append(_rec(A_PUSH_MPLS, a.lse & 0xffffffff, a.ethertype & 0xffff))
         elif isinstance(a, A.PopMpls):
             out.append(_rec(A_POP_MPLS, a.ethertype & 0xffff))
+        elif isinstance(a, A.TunnelPush) and a.header:
+            # Prebuilt outer header: encapsulate a copy and send it out of
+            # out_dp_port (lengths, checksums, UDP source port fixed here).
+            if not 0 <= a.out_dp_port < FP_MAX_PORTS:
+                raise ValueError(f"dp_port {a.out_dp_port} out of range")
+            out.append(_rec(A_TNL_PUSH, a.out_dp_port, len(a.header), 0, 0, bytes(a.header)))
         elif isinstance(a, A.CtClear):
             for mem in _KEY_ONLY_CT:
                 o, s = MEMBERS[mem]
                 out.append(_rec(A_SET, 0, 0, o, s, bytes(s) + b"\xff" * s))
         else:
-            # Ct, TunnelPush/Pop, ...: not executable here; the whole packet
+            # Ct, TunnelPop, TunnelPush without a prebuilt header, ...: not
+            # executable here; the whole packet
             # goes to the slow path with the offending action.
             out.append(_rec(A_SLOW, cookies(a)))
             break

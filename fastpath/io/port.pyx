@@ -964,6 +964,15 @@ cdef class Port:
                 p.kind = FP_PORT_AFXDP
                 _open_afxdp(p, name, {"afxdp": "auto", "afxdp-native": "native",
                                       "afxdp-generic": "generic"}[kind])
+            elif kind == "dpdk":
+                # No DPDK binding yet: fail clearly so the port gets an
+                # Interface.error and the daemon keeps running.
+                import ctypes.util
+                lib = ctypes.util.find_library("rte_eal")
+                raise OSError(95, (f"dpdk port {name}: DPDK (librte_eal) is not installed"
+                                   if lib is None else
+                                   f"dpdk port {name}: DPDK ports are not supported by this "
+                                   f"build of pyvswitch"), name)
             elif kind == "dummy":
                 # Like OVS netdev-dummy: frames in and out through the other
                 # end of a datagram socketpair (self.peer); no device.

@@ -295,3 +295,38 @@ def test_ports_api_and_errors(dp3):
     assert "nope-such-dev0" in str(e.value)
     with pytest.raises(ValueError):
         dp3.add_port("x", "bogus")
+
+
+def test_tunnel_push_prebuilt_geneve_header(dp3):
+    from scapy.contrib.geneve import GENEVE
+    hdr = bytes(Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
+                / IP(src="192.0.2.1", dst="192.0.2.2", flags="DF", ttl=64)
+                / UDP(sport=0, dport=6081, chksum=0) / GENEVE(vni=0x1234, proto=0x6558))
+    hdr = hdr[:14 + 20] + hdr[14 + 20:14 + 20 + 4] + b"\0\0" + hdr[14 + 20 + 6:]
+    push = A.TunnelPush(tnl_dp_port=9, out_dp_port=3, header=hdr)
+    on_port(dp3, 1, [push, A.Output(2)])
+    run(dp3, 1, UDP4)
+    assert recv_all(dp3.dummy_peer(2)) == [UDP4]          # the original is untouched
+    [enc] = recv_all(dp3.dummy_peer(3))
+    p = Ether(enc)
+    assert p[IP].len == len(enc) - 14 and p[UDP].len == len(enc) - 34
+    assert 32768 <= p[UDP].sport < 61000 and p[UDP].chksum == 0
+    assert bytes(p[GENEVE].payload) == UDP4 and p[GENEVE].vni == 0x1234
+    ipc = p.copy()
+    ipc[IP].chksum = None
+    assert bytes(Ether(bytes(ipc)))[:34] == enc[:34]      # outer IPv4 checksum
+    # With a checksum requested (non-zero field in the template).
+    hdr2 = hdr[:14 + 20 + 6] + b"\xff\xff" + hdr[14 + 20 + 8:]
+    on_port(dp3, 1, [A.TunnelPush(9, 3, header=hdr2)])
+    run(dp3, 1, UDP4)
+    [enc2] = recv_all(dp3.dummy_peer(3))
+    q = Ether(enc2)
+    want = q.copy()
+    want[UDP].chksum = None
+    assert bytes(Ether(bytes(want)))[14 + 20 + 6:14 + 20 + 8] == enc2[14 + 20 + 6:14 + 20 + 8]
+
+
+def test_dpdk_port_fails_clearly(dp3):
+    with pytest.raises(OSError) as e:
+        dp3.add_port("dpdk0", "dpdk")
+    assert "dpdk0" in str(e.value) and "DPDK" in str(e.value)
