@@ -113,6 +113,8 @@ class HostAgent:
         self.n_errors = 0
         self.connects = 0
         self.dialer: Optional[asyncio.Task] = None
+        self.pending_garp: set = set()    # logical ports to announce once their VIF is up
+        self.garps_sent = 0
 
     @property
     def connected(self) -> bool:
@@ -183,6 +185,7 @@ class HostAgent:
         n = len(dels) + len(adds)
         self.last_flow_mods = n
         if not n:
+            self._announce()
             return 0
         conn = self.session.conn
         sent = {}
@@ -193,10 +196,29 @@ class HostAgent:
             sent[conn.send(ofmsg.add_msg(f))] = ("add", f)
             self.installed[f.key] = f
         self._inflight[conn.barrier()] = sent
+        self._announce()
         self.total_flow_mods += n
         self.session.transmit()
         log.info("%s: sent %d flow mods (%d deletes)", self.name, n, len(dels))
         return n
+
+    def _announce(self):
+        """Gratuitous ARPs for ports that moved here, once their VIF is up
+        (sent after the barrier, so the rules they run through are in place)."""
+        state = self.controller.state
+        for name in sorted(self.pending_garp):
+            p = state.ports.get(name)
+            if p is None or p.host != self.name:
+                self.pending_garp.discard(name)
+                continue
+            ofport = self.view.vif(p.ifname)
+            if ofport is None:
+                continue
+            for ip in p.ips:
+                self.session.conn.send(ofmsg.garp_packet_out(ofport, p.mac, ip))
+                self.garps_sent += 1
+            self.pending_garp.discard(name)
+        self.session.transmit()
 
 
 class Controller:
@@ -344,7 +366,17 @@ class Controller:
         return self.reconcile()
 
     def move_port(self, port: str, host: str, iface: Optional[str] = None) -> dict:
-        return self.apply(lambda s: s.move_port(port, host, iface))
+        """Rebind `port` to `host`; every host's rules are reconciled and a
+        gratuitous ARP is sent from the new location once the VIF is there."""
+        self.state.ports[port]  # KeyError before anything changes
+        if host in self.agents:
+            self.agents[host].pending_garp.add(port)
+        try:
+            return self.apply(lambda s: s.move_port(port, host, iface))
+        except Exception:
+            if host in self.agents:
+                self.agents[host].pending_garp.discard(port)
+            raise
 
     def replace_state(self, data: dict) -> dict:
         def mutate(s):
@@ -355,7 +387,7 @@ class Controller:
     def status(self) -> dict:
         return {n: {"connected": a.connected, "synced": a.synced, "rules": len(a.installed),
                     "last_flow_mods": a.last_flow_mods, "total_flow_mods": a.total_flow_mods,
-                    "errors": a.n_errors, "connects": a.connects,
+                    "errors": a.n_errors, "connects": a.connects, "garps": a.garps_sent,
                     "ports": dict(a.view.ofports)}
                 for n, a in self.agents.items()}
 

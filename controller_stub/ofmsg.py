@@ -186,3 +186,20 @@ def canonical(f: Flow) -> Flow:
                                     bytes(msg.buf))
     back.table_id, back.priority, back.cookie = f.table, f.priority, f.cookie
     return flow_from_stats(back)
+
+
+def garp_packet_out(in_port: int, mac: str, ip: str):
+    """A gratuitous ARP (request, spa = tpa = `ip`) injected as if `in_port`
+    had sent it: it runs the whole pipeline (port security included)."""
+    from os_ken.lib.packet import arp, ethernet, packet
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=mac, ethertype=0x0806))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=ip,
+                             dst_mac="00:00:00:00:00:00", dst_ip=ip))
+    pkt.serialize()
+    # resubmit(,0) rather than output:TABLE: same effect, and pyvswitch's
+    # packet-out handler currently refuses output:TABLE (BAD_OUT_PORT)
+    return parser.OFPPacketOut(DP, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.NXActionResubmitTable(in_port=0xFFF8,
+                                                                     table_id=0)],
+                               data=bytes(pkt.data))

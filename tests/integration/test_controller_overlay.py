@@ -13,6 +13,7 @@ computation in tests/unit/controller_stub.
 import os
 import re
 import secrets
+import time
 
 import pytest
 
@@ -149,6 +150,9 @@ def test_vm_move_reconciles_both_hosts(hypervisors, vms):
         bg.wait_converged(15)
         assert a.ping(b.addr, count=2).returncode == 0
         before = {hv: rules(hvs, hv) for hv in hvs}
+        # e accepts gratuitous ARPs into its neighbour table (to see b's)
+        e.run("sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+        e.run("ip", "neigh", "flush", "dev", "eth0")
         # live-migrate b: its cable moves to hv2, then the controller is told
         unplug(hvs, "hv1", b)
         plug(hvs, "hv2", b)
@@ -174,6 +178,14 @@ def test_vm_move_reconciles_both_hosts(hypervisors, vms):
         total = sum(ctl.agents[hv].total_flow_mods for hv in hvs)
         assert ctl.status()["hv1"]["connects"] == 1
         assert total - sum(len(r) for r in before.values()) < len(before["hv1"])
+        # b announced itself from hv2 with a gratuitous ARP (packet-out
+        # through hv2's pipeline), which e heard
+        assert ctl.agents["hv2"].garps_sent == 1
+        for _ in range(50):
+            if neigh_mac(e, b.addr) == b.mac:
+                break
+            time.sleep(0.1)
+        assert neigh_mac(e, b.addr) == b.mac
         # traffic follows b: now local to e on hv2
         assert b.ping(e.addr, count=2).returncode == 0, bg.call(ctl.status)
         # and back
