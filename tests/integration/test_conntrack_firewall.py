@@ -57,7 +57,8 @@ CLIENT = textwrap.dedent("""
         if proto == "udp":
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(timeout)
-            s.sendto(data, (dst, port))
+            s.connect((dst, port))       # so ICMP errors are reported
+            s.send(data)
             got = s.recv(65536)
         else:
             s = socket.create_connection((dst, port), timeout=timeout)
@@ -172,6 +173,10 @@ def three_tier(daemon, topology, bridge_name):
 
 def test_three_tier_policy_allows_exactly_the_allowed(daemon, three_tier, servers):
     web, app, db, other = (three_tier[n] for n in ("web", "app", "db", "other"))
+    # before db listens on 53: its ICMP port unreachable is related to the
+    # allowed UDP flow and gets back to app (a refused, not a timed-out, recv)
+    out = connect(app, "udp", DB, 53, size=10, timeout=2.0)
+    assert out.startswith("fail ConnectionRefusedError"), out
     servers(app, "tcp", 8080)
     servers(db, "tcp", 5432)
     servers(db, "udp", 53)
