@@ -849,15 +849,20 @@ class Database:
                             # change to a big set costs only the delta
                             cols[cname] = datum_to_json(diff_type(c.type),
                                                         diff_datum(c.type, old._data[cname], v))
-                    tj[str(u)] = cols
-                rec[tn] = tj
-            rec["_is_diff"] = True
-            if txn.comments:
-                rec["_comment"] = "\n".join(txn.comments)
-            try:
-                self.storage.append_txn(rec)
-            except OSError as e:
-                raise OvsdbError("I/O error", str(e)) from e
+                    if cols or old is None:
+                        tj[str(u)] = cols
+                if tj:
+                    rec[tn] = tj
+            # Only ephemeral columns changed (statistics, status...): nothing
+            # to make durable, no disk write (as ovsdb-server).
+            if rec:
+                rec["_is_diff"] = True
+                if txn.comments:
+                    rec["_comment"] = "\n".join(txn.comments)
+                try:
+                    self.storage.append_txn(rec)
+                except OSError as e:
+                    raise OvsdbError("I/O error", str(e)) from e
         self._apply(final, strong_ov, weak_ov)
         if self.storage is not None and self.storage.should_compact():
             self.compact()

@@ -195,3 +195,19 @@ def test_write_after_close_is_io_error(tmp_path):
     db.storage.close()
     res = db.transact_local([{"op": "insert", "table": "Open_vSwitch", "row": {}}])
     assert res[-1]["error"] == "I/O error" and not db.tables["Open_vSwitch"].rows
+
+
+def test_ephemeral_only_changes_are_not_written(tmp_path):
+    path = str(tmp_path / "conf.db")
+    db = open_database(path, VSWITCH_SCHEMA)
+    add_bridge(db, "br0")
+    size = os.path.getsize(path)
+    res = db.transact_local([{"op": "update", "table": "Interface", "where": [],
+                              "row": {"statistics": ["map", [["rx_packets", 5]]],
+                                      "link_state": "up"}}])
+    assert res == [{"count": 1}]
+    assert os.path.getsize(path) == size
+    assert next(iter(db.tables["Interface"].rows.values())).statistics == {"rx_packets": 5}
+    db.storage.close()
+    iface = next(iter(open_database(path, VSWITCH_SCHEMA).tables["Interface"].rows.values()))
+    assert iface.statistics == {} and iface.link_state == frozenset()
