@@ -359,10 +359,10 @@ class XlateCtx:
     def run_pipeline(self, table_id: int) -> None:
         """Walk tables from ``table_id`` following goto_table; then run the
         action set (OpenFlow 1.3 §5.1)."""
-        if self.run_table(table_id, top=True):
+        if self.run_table(table_id):
             self.execute_action_set()
 
-    def run_table(self, table_id: int, top: bool = False) -> bool:
+    def run_table(self, table_id: int) -> bool:
         """Look up one table and run the matched rule's instructions; returns
         False if the packet was dropped by a table miss."""
         while True:
