@@ -39,6 +39,37 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def plot(results: list[dict], path: str) -> None:
+    """Grouped bars: Mpps per system for each flow count, min–max whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    flows = sorted({r["flows"] for r in results}, key=lambda f: (f == 0, f))
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(6, 2 + 1.6 * len(flows)), 4.5))
+    for i, system in enumerate(systems):
+        xs, med, lo, hi = [], [], [], []
+        for j, f in enumerate(flows):
+            mpps = [r["mpps"] for r in results if (r["system"], r["flows"]) == (system, f)]
+            if mpps:
+                m = statistics.median(mpps)
+                xs.append(j + i * width)
+                med.append(m)
+                lo.append(m - min(mpps))
+                hi.append(max(mpps) - m)
+        ax.bar(xs, med, width, yerr=[lo, hi], label=system, capsize=2)
+    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(flows))])
+    ax.set_xticklabels([f"{f} flows" if f else "every packet new" for f in flows])
+    ax.set_ylabel("Mpps delivered")
+    ax.set_title(f"{results[0]['size']}-byte UDP, h1 → switch → h2")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pyvswitch bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--system", action="append", choices=sorted(SYSTEMS),
@@ -74,10 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return 1
     print()
-    print(table(results))
+    md = table(results)
+    print(md)
+    base = a.json.rsplit(".", 1)[0]
     with open(a.json, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nraw runs: {a.json}")
+    with open(base + ".md", "w") as f:
+        f.write(md + "\n")
+    plot(results, base + ".png")
+    print(f"\nraw runs: {a.json}; table: {base}.md; plot: {base}.png")
     return 0
 
 
