@@ -80,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size", type=int, default=64, help="frame size on the wire, with FCS")
     p.add_argument("--json", default="bench-results.json", help="raw results file")
+    p.add_argument("--micro", action="store_true",
+                   help="run the pytest-benchmark microbenchmarks (bench/test_micro*.py) instead")
     a = p.parse_args(argv)
+    if a.micro:
+        import pytest
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        return pytest.main([os.path.join(here, "test_micro.py"),
+                            os.path.join(here, "test_micro_fastpath.py"),
+                            "--benchmark-enable", "-p", "no:cacheprovider", "-q",
+                            "--benchmark-columns=mean,ops,rounds"])
     if os.geteuid() != 0:
         print("pyvswitch bench: needs root (namespaces, XDP)", file=sys.stderr)
         return 2
