@@ -68,9 +68,12 @@ class XdpCacheSystem(System):
                 self.xc.put(bytes(FlowKey.from_fields(in_port=1)), _mask("in_port"), (A.Output(2),))
                 return
             m = _mask("in_port", "dl_type", "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst")
-            for sport in range(self.exact_flows):
+            # trafgen: one flow is its template (1234 -> 5678); N flows are
+            # sport 0..N-1 -> dport 5000.
+            ports = [(1234, 5678)] if self.exact_flows == 1 else [(s, 5000) for s in range(self.exact_flows)]
+            for sport, dport in ports:
                 k = FlowKey.from_fields(in_port=1, dl_type=0x0800, nw_src=_ip(h1.addr),
-                                        nw_dst=_ip(h2.addr), nw_proto=17, tp_src=sport, tp_dst=5000)
+                                        nw_dst=_ip(h2.addr), nw_proto=17, tp_src=sport, tp_dst=dport)
                 self.xc.put(bytes(k), m, (A.Output(2),))
         except BaseException:
             self.teardown()
