@@ -50,6 +50,7 @@ connection pointer in packet metadata for the same purpose).
 from __future__ import annotations
 
 import random as _random
+import struct
 from collections import Counter, OrderedDict
 
 from slowpath.conntrack import tcp as tcpmod
@@ -59,7 +60,7 @@ from slowpath.conntrack.packet import (
     l4_csum_at, parse, set_addr, set_u16,
 )
 from slowpath.conntrack.timeouts import DEFAULTS, normalize
-from slowpath.fields import CS
+from slowpath.fields import CS, MEMBERS
 
 NEW, EST, REL, RPL, INV, TRK = CS["new"], CS["est"], CS["rel"], CS["rpl"], CS["inv"], CS["trk"]
 SNAT, DNAT = CS["snat"], CS["dnat"]
@@ -372,8 +373,8 @@ class ConnTracker:
         state = TRK | NEW | (REL if exp else 0)
         if not ct.commit:
             if exp is not None:
-                key.ct_mark, key.ct_label = exp.parent.mark, exp.parent.label
-                return self._md(key, state, zone, None, exp.parent.key, keep_ml=True)
+                return self._md(key, state, zone, None, exp.parent.key,
+                                exp.parent.mark, exp.parent.label)
             return self._md(key, state, zone, None, t)
         # --- commit: limits first, never evicting anyone ---
         limit = self.zone_limit(zone)
@@ -526,27 +527,36 @@ class ConnTracker:
     # --- metadata -----------------------------------------------------------------
     @staticmethod
     def _md(key, state: int, zone: int, conn: Conn | None, t: Tuple | None,
-            keep_ml: bool = False) -> bool:
-        key.ct_state = state
-        key.ct_zone = zone
+            mark: int = 0, label: int = 0) -> bool:
+        """Write ct_state, ct_zone, ct_mark, ct_label and the original
+        tuple into the key (one contiguous block of members)."""
         if conn is not None:
-            key.ct_mark, key.ct_label = conn.mark, conn.label
+            mark, label = conn.mark, conn.label
             t = conn.parent or conn.key
-        elif not keep_ml:
-            key.ct_mark = key.ct_label = 0
         if t is None:
-            key.ct_nw_src = key.ct_nw_dst = key.ct_ipv6_src = key.ct_ipv6_dst = 0
-            key.ct_nw_proto = key.ct_tp_src = key.ct_tp_dst = 0
+            _MD.pack_into(key.buf, _MD_OFS, mark, label.to_bytes(16, "big"), 0, 0, _Z16, _Z16,
+                          0, 0, zone, state, 0)
             return True
-        if t.af == 4:
-            key.ct_nw_src, key.ct_nw_dst = t.src, t.dst
-            key.ct_ipv6_src = key.ct_ipv6_dst = 0
-        else:
-            key.ct_ipv6_src, key.ct_ipv6_dst = t.src, t.dst
-            key.ct_nw_src = key.ct_nw_dst = 0
-        key.ct_nw_proto = t.proto
         if t.proto in (ICMP, ICMPV6):
-            key.ct_tp_src, key.ct_tp_dst = t.dport, 0     # type, code
+            tps, tpd = t.dport, 0                   # type, code
         else:
-            key.ct_tp_src, key.ct_tp_dst = t.sport, t.dport
+            tps, tpd = t.sport, t.dport
+        if t.af == 4:
+            _MD.pack_into(key.buf, _MD_OFS, mark, label.to_bytes(16, "big"), t.src, t.dst,
+                          _Z16, _Z16, tps, tpd, zone, state, t.proto)
+        else:
+            _MD.pack_into(key.buf, _MD_OFS, mark, label.to_bytes(16, "big"), 0, 0,
+                          t.src.to_bytes(16, "big"), t.dst.to_bytes(16, "big"),
+                          tps, tpd, zone, state, t.proto)
         return True
+
+
+# ct_mark .. ct_nw_proto are contiguous in the flow key: written with one pack.
+_MD_MEMBERS = ("ct_mark", "ct_label", "ct_nw_src", "ct_nw_dst", "ct_ipv6_src", "ct_ipv6_dst",
+               "ct_tp_src", "ct_tp_dst", "ct_zone", "ct_state", "ct_nw_proto")
+_MD = struct.Struct("!I16sII16s16sHHHBB")
+_MD_OFS = MEMBERS["ct_mark"][0]
+_Z16 = bytes(16)
+assert all(MEMBERS[a][0] + MEMBERS[a][1] == MEMBERS[b][0]
+           for a, b in zip(_MD_MEMBERS, _MD_MEMBERS[1:])), "ct_* members moved"
+assert _MD.size == MEMBERS["ct_nw_proto"][0] + 1 - _MD_OFS

@@ -275,3 +275,31 @@ def test_fragments_follow_the_first_fragment():
     assert w.run(rfr[2]).state == {"trk", "est", "rpl"}
     orphan = IP(src=S, dst=C, id=999) / UDP(sport=53, dport=5000) / (b"o" * 3000)
     assert w.run(E / fragment(orphan, fragsize=1000)[1]).state == {"trk", "inv"}
+
+
+def test_ipv6_fragments_follow_the_first_fragment():
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
+    ct = ConnTracker()
+    w = Wire(ct)
+    pkt = IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(id=42) / UDP(
+        sport=5000, dport=53) / (b"z" * 3000)
+    frags = [E / f for f in fragment6(pkt, 1280)]
+    assert len(frags) >= 3
+    first = w.run(frags[0], commit=True)
+    assert first.state == {"trk", "new"} and first.key.ct_tp_dst == 53
+    assert all(w.run(f).state == {"trk", "new"} for f in frags[1:])
+    other = IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(id=43) / UDP(
+        sport=5000, dport=53) / (b"z" * 3000)
+    assert w.run(E / fragment6(other, 1280)[1]).state == {"trk", "inv"}
+
+
+def test_tcp_picked_up_mid_stream_after_a_flush():
+    ct = ConnTracker()
+    w = Wire(ct)
+    handshake(w)
+    ct.flush()
+    # an established stream seen from the middle is accepted (as OVS/pf do)
+    r = w.run(tcp(flags="PA", seq=777_000, ack=9_000, payload=b"m" * 20), commit=True)
+    assert r.state == {"trk", "new"} and ct.n_conns == 1
+    back = w.run(tcp(src=S, dst=C, sport=8080, dport=40000, flags="A", seq=9_000, ack=777_020))
+    assert back.state == {"trk", "est", "rpl"}
