@@ -49,6 +49,7 @@ EMIT_MEMBERS = ("dl_dst", "dl_src", "vlan0_tci", "mpls_lse", "nw_tos", "nw_ttl",
 _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
+_VLAN0_TCI = member_int_mask("vlan0_tci")
 _IN_PORT_MASK = member_int_mask("in_port")
 _RECIRC_MASK = member_int_mask("recirc_id")
 _CONJ_MASK = member_int_mask("conj_id")
@@ -231,6 +232,15 @@ class XlateCtx:
     # --- committing to the datapath ---------------------------------------
     def commit(self) -> None:
         pending = self.pending
+        if pending & _VLAN_MASK and not pending & (_VLAN_MASK & ~_VLAN0_TCI) and (
+                self.committed_vlans and self.key.vlan0_tci & VLAN_CFI):
+            # only the outer TCI was rewritten (set_field vlan_vid/pcp on a
+            # tag the writer saw): a masked rewrite of just those bits
+            sh = member_shift("vlan0_tci")
+            w = (pending & _VLAN0_TCI) >> sh
+            self.odp.append(dp.SetMasked("vlan0_tci", self.key.vlan0_tci & w, w))
+            self.committed_vlans = _vlan_stack(self.key)
+            pending &= ~_VLAN_MASK
         if pending & _VLAN_MASK:
             # Which pops/pushes/rewrites are needed depends on the tags
             # themselves: consult them all (only when VLANs were touched).
@@ -520,7 +530,7 @@ def _x_controller(ctx, a: A.Controller):
 
 def _x_set_field(ctx, a: A.SetField):
     f = _F[a.field]
-    if f.prereq and not _prereqs_ok(ctx, f.prereq):
+    if f.prereq and f.prereq != "vlan" and not _prereqs_ok(ctx, f.prereq):
         ctx.note(f"set_field {a.field}: prerequisites not met, skipped")
         return
     value, mask = a.value, a.mask

@@ -13,7 +13,7 @@ from slowpath.fields import (
     field_int_mask, member_int_mask,
 )
 from slowpath.flow import FlowKey, parse_packet
-from slowpath.match import Match
+from slowpath.match import Match, member_shift
 from slowpath.pipeline import Bucket, FlowMod, GroupMod, Pipeline
 from slowpath.port import Port
 
@@ -413,3 +413,14 @@ def test_output_to_tunnel_port_emits_tunnel_push():
     assert x.actions[0].dst == "198.51.100.1" and x.actions[0].tun_id == 7
     assert int.from_bytes(x.megaflow.mask, "big") & member_int_mask("tun_dst") == member_int_mask("tun_dst")
     assert run(p, pkt(A1, A2), 2).actions == ()     # no tun_dst: dropped
+
+
+def test_set_vlan_pcp_on_untagged_pushes_a_tag():
+    p = bridge()
+    add(p, "in_port=1", [A.SetField("vlan_pcp", 5), A.Output(2)])
+    assert run(p, pkt(A1, A2), 1).actions == (dp.PushVlan(0x8100, (5 << 13) | 0x1000), dp.Output(102))
+    x = run(p, pkt(A1, A2, vlan=3), 1)
+    assert x.actions == (dp.SetMasked("vlan0_tci", 5 << 13, 0xe000), dp.Output(102))
+    # only the tag's presence was consulted, not its VID or PCP
+    assert int.from_bytes(x.megaflow.mask, "big") == mask_of("in_port") | (
+        0x1000 << member_shift("vlan0_tci"))
