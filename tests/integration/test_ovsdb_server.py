@@ -282,15 +282,17 @@ for i in range(100000):
 '''
     base_cfg = server.select("Open_vSwitch", ["next_cfg"])[0]["next_cfg"]
     w = subprocess.Popen([sys.executable, "-c", script, server.sock], stdout=subprocess.PIPE, text=True)
-    acked = -1
-    target = random.Random().randrange(30, 150)
-    for line in w.stdout:
-        acked = int(line)
-        if acked >= target:
-            break
-    server.kill9()
-    w.stdout.close()
-    w.wait(10)
+    try:
+        acked = -1
+        target = random.Random().randrange(30, 150)
+        for line in w.stdout:
+            acked = int(line)
+            if acked >= target:
+                break
+        server.kill9()
+    finally:
+        w.kill()
+        w.wait(10)
     server.start()
     row = server.select("Open_vSwitch", ["external_ids", "next_cfg"])[0]
     keys = {k for k, v in row["external_ids"][1]}
