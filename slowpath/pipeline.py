@@ -65,6 +65,8 @@ class FlowMod:
     out_group: int = OFPG_ANY
     instructions: tuple = ()
     importance: int = 0
+    #: OpenFlow 1.0: a modify that matches nothing adds the rule
+    add_if_missing: bool = False
 
 
 @dataclass
@@ -298,6 +300,8 @@ class Pipeline:
 
     def _modify(self, fm: FlowMod, now: float) -> None:
         rules = self._select(fm, fm.command == "modify_strict")
+        if not rules and fm.add_if_missing:
+            return self._add(fm, now)
         for r in rules:
             t = self.tables[r.table_id]
             old_cls = t.classifier_for(r)

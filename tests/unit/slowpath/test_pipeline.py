@@ -256,3 +256,9 @@ def test_output_table_only_in_packet_out(p):
     p.flow_mod(fm(match="in_port=1", actions=(A.Output(2),)), 0)
     x = p.packet_out(key(in_port=1), b"abc", [A.Output(OFPP_TABLE), A.Output(OFPP_TABLE)], 1.0)
     assert [str(a) for a in x.actions] == ["output:2", "output:2"]
+
+
+def test_openflow10_modify_adds_when_missing(p):
+    p.flow_mod(fm("modify", match="in_port=1", add_if_missing=True), 0)
+    (r,) = p.rules()
+    assert r.match == Match.parse("in_port=1") and r.priority == 100
