@@ -45,6 +45,22 @@ struct {
     __type(value, struct bpf_devmap_val);
 } tx_ports SEC(".maps");
 
+/* Output sets: one DEVMAP_HASH per distinct set of output ports, created by
+ * the loader; a flow with several outputs broadcasts into its set. */
+struct group_ports {
+    __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+    __uint(max_entries, XC_GROUP_PORTS);
+    __type(key, __u32);
+    __type(value, struct bpf_devmap_val);
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    __uint(max_entries, XC_MAX_GROUPS);
+    __type(key, __u32);
+    __array(values, struct group_ports);
+} groups SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
     __uint(max_entries, XC_MAX_PORTS * XC_XSK_QUEUES);
@@ -519,6 +535,13 @@ static __always_inline int execute(struct xdp_md *ctx, struct flow_act *a, struc
         return XDP_DROP;
     if (a->npush > 1 && push_vlan(ctx, a->push_tpid[1], a->push_tci[1]) < 0)
         return XDP_DROP;
+    if ((f & (XF_OUTPUT | XF_BCAST)) == (XF_OUTPUT | XF_BCAST)) {
+        __u32 gid = a->out_port;
+        void *set = bpf_map_lookup_elem(&groups, &gid);
+        if (!set)
+            return XDP_DROP;
+        return bpf_redirect_map(set, 0, BPF_F_BROADCAST);
+    }
     if (f & XF_OUTPUT)
         return bpf_redirect_map(&tx_ports, a->out_port, XDP_DROP);
     return XDP_DROP;

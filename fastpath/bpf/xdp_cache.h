@@ -23,6 +23,8 @@
 #define XC_MAX_MASKS 32
 #define XC_MAX_PORTS 256
 #define XC_XSK_QUEUES 16
+#define XC_MAX_GROUPS 256        /* output sets for broadcast */
+#define XC_GROUP_PORTS 32        /* ports per output set */
 
 struct xkey {
     __u64 w[XK_WORDS];
@@ -63,7 +65,8 @@ struct emc_val {
  *   2. Ethernet address masked sets,
  *   3. pop `pops` VLAN tags, masked set of the then-outermost tag's TCI,
  *   4. push `npush` tags (push[0] first, so push[npush-1] ends outermost),
- *   5. output: redirect to dp_port `out_port` (XF_OUTPUT), else drop. */
+ *   5. output: redirect to dp_port `out_port` (XF_OUTPUT), or broadcast to
+ *      the ports of output set `out_port` (XF_OUTPUT|XF_BCAST), else drop. */
 struct flow_act {
     __u32 gen;
     __u32 flags;            /* XF_* */
@@ -101,6 +104,7 @@ struct flow_act {
 #define XF_SET_IPV6_DST 0x2000
 #define XF_SET_LABEL  0x4000
 #define XF_SET_VLAN   0x8000
+#define XF_BCAST      0x10000   /* with XF_OUTPUT: out_port is an output-set id */
 #define XF_L3_SETS (XF_SET_NW_SRC | XF_SET_NW_DST | XF_SET_TOS | XF_SET_TTL | XF_SET_TP_SRC \
                     | XF_SET_TP_DST | XF_SET_IPV6_SRC | XF_SET_IPV6_DST | XF_SET_LABEL)
 

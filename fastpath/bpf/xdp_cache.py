@@ -54,7 +54,9 @@ STATS_SIZE = 24
 MAX_FLOWS = 65536
 
 XC_CFG_EMC, XC_CFG_XSK = 1, 2
-XF_VALID, XF_USERSPACE, XF_OUTPUT = 0x1, 0x2, 0x4
+XF_VALID, XF_USERSPACE, XF_OUTPUT, XF_BCAST = 0x1, 0x2, 0x4, 0x10000
+MAX_GROUPS, GROUP_PORTS = 256, 32
+BPF_MAP_TYPE_DEVMAP_HASH = 25
 XF_SET = {
     "dl_dst": 0x0010, "dl_src": 0x0020, "nw_src": 0x0040, "nw_dst": 0x0080,
     "nw_tos": 0x0100, "nw_ttl": 0x0200, "tp_src": 0x0400, "tp_dst": 0x0800,
@@ -139,6 +141,7 @@ def _libbpf():
         ("bpf_map_lookup_batch", I, [I, P, P, P, P, ctypes.POINTER(U32), P]),
         ("bpf_map_update_batch", I, [I, P, P, ctypes.POINTER(U32), P]),
         ("bpf_link_create", I, [I, I, I, P]),
+        ("bpf_map_create", I, [I, ctypes.c_char_p, U32, U32, U32, P]),
         ("bpf_prog_test_run_opts", I, [I, P]),
         ("libbpf_num_possible_cpus", I, []),
         ("libbpf_set_print", P, [_PRINT_FN]),
@@ -226,20 +229,25 @@ def _compose(old, v: int, m: int):
     return ((ov & ~m) | (v & m), om | m)
 
 
-def compile_actions(actions) -> tuple[int, bytes] | None:
+def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
     """Normalise an action tuple into a ``struct flow_act`` body (without
-    gen): returns (flags, bytes) or None when XDP cannot execute it."""
+    gen): returns (flags, bytes, output ports) or None when XDP cannot
+    execute it.  Several outputs (all at the end, distinct ports, nothing
+    between them) become one broadcast; the caller fills in the set id."""
     sets: dict[str, tuple[int, int]] = {}
     pushed: list[list[int]] = []
     pops = 0
     vlan_set = None
     outputs = []
     for a in actions:
-        if outputs:
-            return None                       # only a final output
         if isinstance(a, A.Output):
+            if a.dp_port in outputs:
+                return None                   # one frame per port only
             outputs.append(a.dp_port)
-        elif isinstance(a, A.SetMasked):
+            continue
+        if outputs:
+            return None                       # outputs only at the end
+        if isinstance(a, A.SetMasked):
             if a.member == "vlan0_tci":
                 m = a.mask & 0xffff & ~VLAN_CFI
                 if pushed:
@@ -262,15 +270,17 @@ def compile_actions(actions) -> tuple[int, bytes] | None:
                 vlan_set = None
         else:
             return None
-    if pops > 2 or len(pushed) > 2 or len(outputs) > 1:
+    if pops > 2 or len(pushed) > 2 or len(outputs) > GROUP_PORTS:
         return None
     b = bytearray(FLOW_ACT_SIZE)
     flags = XF_VALID
-    if outputs:
-        if not 0 <= outputs[0] < 2 ** 32:
-            return None
+    if any(not 0 <= p < 2 ** 32 for p in outputs):
+        return None
+    if len(outputs) == 1:
         flags |= XF_OUTPUT
         struct.pack_into("<I", b, 8, outputs[0])
+    elif outputs:
+        flags |= XF_OUTPUT | XF_BCAST
     b[12], b[13] = pops, len(pushed)
     for i, (tpid, tci) in enumerate(pushed):
         struct.pack_into("!H", b, 16 + 2 * i, tpid)
@@ -286,12 +296,13 @@ def compile_actions(actions) -> tuple[int, bytes] | None:
         b[mo:mo + size] = m.to_bytes(size, "big")
         flags |= XF_SET[member]
     struct.pack_into("<I", b, 4, flags)
-    return flags, bytes(b)
+    return flags, bytes(b), tuple(outputs)
 
 
 def offloadable(actions) -> bool:
-    """True when XDP can execute the whole action list: Output (at most one,
-    last), drop (no output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
+    """True when XDP can execute the whole action list: outputs (at the end,
+    distinct ports, at most 32; several are one broadcast), drop (no
+    output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
     members, PushVlan/PopVlan (at most two each after folding)."""
     return compile_actions(tuple(actions)) is not None
 
@@ -323,10 +334,11 @@ def xdp_reachable(match: bytes, mask: bytes) -> bool:
 
 # --- the cache ---------------------------------------------------------------------
 class _Flow:
-    __slots__ = ("id", "match", "mask", "actions", "slot", "base")
+    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group")
 
     def __init__(self, fid, match, mask, actions, slot):
         self.id, self.match, self.mask, self.actions, self.slot = fid, match, mask, actions, slot
+        self.group = None
         self.base = (0, 0, 0)                 # counters of earlier ids of this megaflow
 
 
@@ -358,6 +370,9 @@ class XdpCache:
         self.mask_slots: dict[bytes, list] = {}              # xdp mask -> [slot, refcount]
         self.free_slots = list(range(MAX_MASKS - 1, -1, -1))
         self.xsk_enabled = False
+        self.group_sets: dict[frozenset, list] = {}          # ports -> [set id, refcount]
+        self.group_ports: dict[int, frozenset] = {}
+        self.free_groups = list(range(MAX_GROUPS - 1, -1, -1))
         with _log_lock:
             del _log[:]
             obj = lib.bpf_object__open_file(obj_path.encode(), None)
@@ -379,7 +394,7 @@ class XdpCache:
         self.prog_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, b"xdp_cache"))
         self.fds = {}
         for name in ("ports", "tx_ports", "xsks", "config", "masks", "megaflows", "emc",
-                     "flows", "stats"):
+                     "flows", "stats", "groups"):
             m = lib.bpf_object__find_map_by_name(obj, name.encode())
             self.fds[name] = lib.bpf_map__fd(m)
         try:
@@ -499,20 +514,23 @@ class XdpCache:
         if not xdp_reachable(match, mask):
             self.delete(match, mask)
             return False
+        outputs = ()
         if compiled is None:
             flags, body = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE)
         else:
-            flags, body = compiled
-            if flags & XF_OUTPUT:
-                port = struct.unpack_from("<I", body, 8)[0]
-                if port not in self.outputs:
-                    flags, body = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE)
-        body = body[:4] + struct.pack("<I", flags) + body[8:]
+            flags, body, outputs = compiled
+            if any(p not in self.outputs for p in outputs):
+                flags, body, outputs = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE), ()
         k = (bytes(match), bytes(mask))
         with self.lock:
             old = self.flows.get(k)
             if old is not None and old.actions == actions:
                 return not flags & XF_USERSPACE
+            group = None
+            if len(outputs) > 1:
+                group = self._group_ref(frozenset(outputs))
+                body = body[:8] + struct.pack("<I", group) + body[12:]
+            body = body[:4] + struct.pack("<I", flags) + body[8:]
             if not self.free_ids:
                 raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
             fid = self.free_ids.popleft()
@@ -527,7 +545,8 @@ class XdpCache:
             else:
                 f = old
             old_id = None if old is None else old.id
-            f.id, f.actions = fid, actions
+            old_group = None if old is None else old.group
+            f.id, f.actions, f.group = fid, actions, group
             self.flows[k] = f
             self.by_id[fid] = f
             self._update("megaflows", self._mkey(f), struct.pack("<I", fid))
@@ -537,7 +556,40 @@ class XdpCache:
                 p, b, u = self._stats_of(old_id)
                 f.base = (f.base[0] + p, f.base[1] + b, max(f.base[2], u))
                 self._retire(old_id)
+            if old_group is not None:
+                self._group_unref(old_group)
             return not flags & XF_USERSPACE
+
+    def _group_ref(self, ports: frozenset) -> int:
+        """The output set (a DEVMAP_HASH in ``groups``) for ``ports``."""
+        ent = self.group_sets.get(ports)
+        if ent is None:
+            if not self.free_groups:
+                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {MAX_GROUPS} output sets")
+            gid = self.free_groups.pop()
+            fd = _check(self.lib.bpf_map_create(BPF_MAP_TYPE_DEVMAP_HASH, b"pvs_oset", 4, 8,
+                                                GROUP_PORTS, None), "create output-set devmap")
+            try:
+                for p in ports:
+                    _check(self.lib.bpf_map_update_elem(fd, struct.pack("<I", p),
+                                                        struct.pack("<iI", self.outputs[p], 0), 0),
+                           "fill output-set devmap")
+                self._update("groups", struct.pack("<I", gid), struct.pack("<I", fd))
+            finally:
+                os.close(fd)                  # the outer map holds it
+            ent = self.group_sets[ports] = [gid, 0]
+            self.group_ports[gid] = ports
+        ent[1] += 1
+        return ent[0]
+
+    def _group_unref(self, gid: int) -> None:
+        ports = self.group_ports[gid]
+        ent = self.group_sets[ports]
+        ent[1] -= 1
+        if ent[1] == 0:
+            del self.group_sets[ports], self.group_ports[gid]
+            self._delete("groups", struct.pack("<I", gid))
+            self.free_groups.append(gid)
 
     def _mkey(self, f: _Flow) -> bytes:
         xk = xdp_key(f.match)
@@ -582,6 +634,8 @@ class XdpCache:
             self._delete("megaflows", self._mkey(f))
             self._retire(f.id)
             self._mask_unref(f.slot)
+            if f.group is not None:
+                self._group_unref(f.group)
             return True
 
     def flush(self) -> None:

@@ -217,3 +217,33 @@ def test_attach_errors_name_what_is_missing(hosts, xc):
             other.attach(h1.port, 1)
     finally:
         other.close()
+
+
+def test_broadcast_to_several_ports(xc):
+    """One megaflow with two outputs: every frame h1 sends reaches h2 and h3."""
+    with Topology(prefix="pvx") as topo:
+        sub = 100 + int(topo.tag[:2], 16) % 100
+        hs = [topo.add_host(f"h{i}", f"10.{sub}.1.{i}/24") for i in (1, 2, 3)]
+        try:
+            _peer_napi(*hs)
+            for i, h in enumerate(hs, 1):
+                xc.attach(h.port, i)
+            h1, h2, h3 = hs
+            h1.run("ip", "neigh", "replace", h2.addr, "lladdr", h2.mac, "dev", "eth0")
+            assert xc.put(key(in_port=1), mask_of("in_port"), (A.Output(2), A.Output(3)))
+            rx = lambda h: int(h.run("cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+            before = [rx(h2), rx(h3)]
+            h1.run(sys.executable, "-c",
+                   f"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                   f"for i in range(20): s.sendto(b'x', ('{h2.addr}', 9))")
+            time.sleep(0.2)
+            got = [rx(h2) - before[0], rx(h3) - before[1]]
+            [entry] = xc.dump()
+            # (h1 may send a stray frame of its own, e.g. IGMP; it is flooded too)
+            assert got[0] == got[1] == entry[3] >= 20
+        finally:
+            for h in hs:
+                if h.port in xc.links:
+                    xc.detach(h.port)
+            for p in topo.ports:
+                assert not xdp_attached(p)

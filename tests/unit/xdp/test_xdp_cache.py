@@ -160,7 +160,9 @@ def test_offloadable():
     assert X.offloadable([A.SetMasked("nw_dst", 1, 0xffffffff), A.PushVlan(0x8100, 0x1005),
                           A.PopVlan(), A.PopVlan(), A.Output(3)])
     assert X.offloadable([])
-    for bad in ([A.Output(1), A.Output(2)], [A.Output(1), A.SetMasked("dl_dst", 1, 1)],
+    assert X.offloadable([A.SetMasked("dl_dst", 1, 1), A.Output(1), A.Output(2), A.Output(3)])
+    for bad in ([A.Output(1), A.Output(1)], [A.Output(1), A.SetMasked("dl_dst", 1, 1), A.Output(2)],
+                [A.Output(1), A.SetMasked("dl_dst", 1, 1)], [A.Output(p) for p in range(33)],
                 [A.Userspace("controller")], [A.Ct()], [A.SetMasked("pkt_mark", 1, 1), A.Output(1)],
                 [A.Trunc(100), A.Output(1)], [A.PopVlan()] * 3, [A.PushVlan(0x8100, 1)] * 3,
                 [A.Recirc(1)], [A.Meter(1), A.Output(1)]):
@@ -259,3 +261,16 @@ def test_close_unpins(tmp_path):
     assert os.path.isdir(d)
     c.close()
     assert not os.path.exists(d)
+
+
+def test_several_outputs_broadcast_through_an_output_set(cache):
+    out = check(cache, UDP4, [A.SetMasked("nw_ttl", 3, 0xff), A.Output(2), A.Output(3)])
+    assert out[22] == 3
+    assert len(cache.group_sets) == 1
+    k = masked(bytes(parse_packet(TCP4, 1)), mask_of("in_port", "nw_proto"))
+    cache.put(k, mask_of("in_port", "nw_proto"), (A.Output(3), A.Output(2)))
+    assert len(cache.group_sets) == 1                      # same set, shared
+    cache.put(k, mask_of("in_port", "nw_proto"), (A.Output(4), A.Output(2)))
+    assert len(cache.group_sets) == 2
+    cache.flush()
+    assert cache.group_sets == {} and len(cache.free_groups) == X.MAX_GROUPS
