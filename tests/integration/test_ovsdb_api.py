@@ -109,3 +109,22 @@ def test_tcp_inactivity_probe_drops_dead_peer_and_its_lock(tmp_path):
             await server.stop()
 
     asyncio.run(main())
+
+
+def test_commit_from_another_thread_reaches_monitors(tmp_path):
+    async def main():
+        server = OvsdbServer(str(tmp_path / "conf.db"))
+        sock = str(tmp_path / "db.sock")
+        await server.start(["punix:" + sock])
+        try:
+            r, w = await asyncio.open_unix_connection(sock)
+            w.write(b'{"id":1,"method":"monitor_cond","params":["Open_vSwitch","m",{"Open_vSwitch":[{}]}]}')
+            assert b'"id":1' in await asyncio.wait_for(r.read(65536), 5)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, server.db.ensure_open_vswitch_row)
+            assert b'"update2"' in await asyncio.wait_for(r.read(65536), 5)
+            w.close()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid as uuidlib
 from collections import Counter, deque
@@ -232,6 +233,10 @@ class Database:
         self._hooks: list[Callable] = []
         self._queue: list = []
         self._notifying = False
+        # Safety net only: the engine is meant to be driven from the event
+        # loop thread; the lock keeps a stray call from another thread from
+        # interleaving with a commit.
+        self._lock = threading.RLock()
         # which columns hold references, per table: [(column, Type)]
         self._ref_cols = {n: [(c.name, c.type) for c in t.columns.values()
                               if c.type.key.is_ref or (c.type.value is not None and c.type.value.is_ref)]
@@ -283,6 +288,10 @@ class Database:
         """Run a transaction.  ``ops`` are the RFC 7047 operation objects
         (without the leading database name).  Returns the result list, or
         ``Pending`` if a "wait" must block."""
+        with self._lock:
+            return self._execute(ops, now, started, has_lock, can_block)
+
+    def _execute(self, ops, now, started, has_lock, can_block):
         if started is None:
             started = now
         txn = _Txn(self)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 
 from .db import Database, open_database
 from .jsonrpc import JsonRpcConnection
@@ -56,6 +57,11 @@ class _Protocol(asyncio.Protocol):
 
     def transmit(self):
         if self.transport is None:
+            return
+        if threading.get_ident() != self.server._loop_thread:
+            # a commit made from another thread (transact_local off-loop):
+            # asyncio transports may only be touched from the loop
+            self.loop.call_soon_threadsafe(self.transmit)
             return
         data = self.session.bytes_to_send()
         if data:
@@ -101,6 +107,7 @@ class OvsdbServer:
         self._static: set[str] = set()
         self._sync_scheduled = False
         self._loop = None
+        self._loop_thread = None
         self._protocols: set[_Protocol] = set()
         self.tcp_ports: list[int] = []     # bound ports of the ptcp remotes given to start()
 
@@ -111,7 +118,8 @@ class OvsdbServer:
         ``--remote=db:Open_vSwitch,Open_vSwitch,manager_options``)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self.service.wakeup_pending = lambda: loop.call_soon(self._run_pending)
+        self._loop_thread = threading.get_ident()
+        self.service.wakeup_pending = lambda: loop.call_soon_threadsafe(self._run_pending)
         for remote in remotes:
             await self._open(remote)
             self._static.add(remote)
@@ -163,7 +171,7 @@ class OvsdbServer:
         if "Manager" in changes or "Open_vSwitch" in changes:
             if self._db_remotes() | self._static != set(self._listeners) and not self._sync_scheduled:
                 self._sync_scheduled = True
-                self._loop.call_soon(lambda: asyncio.ensure_future(self._sync_db_remotes()))
+                self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._sync_db_remotes()))
 
     async def _sync_db_remotes(self) -> None:
         self._sync_scheduled = False
