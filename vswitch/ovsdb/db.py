@@ -634,9 +634,10 @@ class Database:
         return {}
 
     # ------------------------------------------------------------- commit
-    def _precommit(self, txn: _Txn) -> dict:
+    def _precommit(self, txn: _Txn) -> tuple[dict, dict, dict]:
         """Referential integrity, GC and constraint checks.  Returns the final
-        change set {table: {uuid: new data | None}} with no-op entries removed.
+        change set {table: {uuid: new data | None}} with no-op entries removed,
+        and the strong/weak reverse-reference overlays to install on commit.
 
         Reference bookkeeping works on per-column deltas (C-level set
         differences), so a commit that adds one bridge to a 10 000-element
@@ -822,16 +823,12 @@ class Database:
                             f"{other}, existed in the database before this transaction"
                             f"{' and was not modified by the transaction' if other not in ch else ''}.")
                     seen[key] = u
-        self._pending_ref_overlays = (strong_ov, weak_ov)
-        return final
+        return final, strong_ov, weak_ov
 
     def _commit(self, txn: _Txn) -> None:
         if not txn.changed:
-            if txn.comments and self.storage is not None:
-                pass   # comment-only transactions are not logged (as ovsdb-server)
-            return
-        final = self._precommit(txn)
-        strong_ov, weak_ov = self._pending_ref_overlays
+            return          # read-only or comment-only: nothing to log or tell
+        final, strong_ov, weak_ov = self._precommit(txn)
         if not final:
             return
         if self.storage is not None:
