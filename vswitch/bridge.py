@@ -35,6 +35,7 @@ from slowpath.match import Match
 from slowpath.pipeline import FlowMod, Pipeline
 from slowpath.port import Port
 from slowpath.revalidator import Revalidator
+from slowpath.tunnel import TlvMap
 from slowpath.xlate import Megaflow
 from vswitch import __version__
 from vswitch.openflow.manager import (PORT_ADD, PORT_DELETE, PORT_MODIFY,
@@ -225,7 +226,8 @@ class Bridge:
         ofport = self._alloc_ofport(cfg)
         live = self.ports[cfg.name] = LivePort(cfg, ofport, dp_port, mac=_mac_of(cfg.name))
         port = Port(ofport=ofport, name=cfg.name, dp_port=dp_port, hw_addr=live.mac,
-                    tag=cfg.tag, trunks=cfg.trunks, vlan_mode=cfg.vlan_mode)
+                    tag=cfg.tag, trunks=cfg.trunks, vlan_mode=cfg.vlan_mode,
+                    tunnel=self.reconciler.tunnels.port_config(cfg.type, cfg.options))
         with self.lock:
             self.pipeline.set_port(port)
         self.reconciler.dp_ports[dp_port] = (self, ofport)
@@ -339,6 +341,9 @@ class Bridge:
 
     def tlv_map_changed(self, tlv_map: dict) -> None:
         self.tlv_map = tlv_map
+        with self.lock:
+            self.pipeline.tlv_map = TlvMap(tlv_map)
+            self.pipeline.version += 1
         self.revalidate()
 
     def port_mod(self, ofport: int, config: int, mask: int) -> None:
@@ -547,7 +552,7 @@ class BridgeReconciler:
         dpif = datapath.dpif
         with self.ofproto_lock:
             out = bridge.pipeline.xlate(key, upcall.packet, now)
-            actions = self.tunnels.rewrite_outputs(out.megaflow.actions)
+            actions = tuple(out.megaflow.actions)
             fast = fast_path_can_execute(actions)
             if not out.slow and upcall.reason == "miss":
                 match = FlowKey(out.megaflow.match)

@@ -259,6 +259,7 @@ def test_tlv_options_set_on_one_side_are_matched_on_the_other(overlay):
     overlay.ensure_tlv_map()
     overlay.flows()
     for src, dst in (("vma", overlay.vm_b), ("vmb", overlay.vm_a)):
+        assert overlay.converge(src, dst), overlay.logs()
         p = overlay.ping(src, dst)
         assert p.returncode == 0, p.stdout + p.stderr + overlay.logs()
     tcp_transfer(overlay, "vmb", "vma", overlay.vm_b, 100_000)
@@ -290,11 +291,15 @@ def test_capture_shows_wellformed_geneve_with_options(overlay):
     overlay.ensure_tlv_map()
     overlay.flows()
     pcap = os.path.join(overlay.tmp, "underlay.pcap")
-    cap = subprocess.Popen(["ip", "netns", "exec", overlay.ns["hva"], "tcpdump", "-U", "-s", "0",
-                            "-i", "ul", "-w", pcap, "udp", "port", "6081"],
+    assert overlay.converge("vma", overlay.vm_b), overlay.logs()
+    cap = subprocess.Popen(["ip", "netns", "exec", overlay.ns["hva"], "tcpdump", "-U",
+                            "--immediate-mode", "-s", "0", "-i", "ul", "-w", pcap,
+                            "udp", "port", "6081"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.0)
+        line = cap.stderr.readline()   # "listening on ul ..." once capturing
+        assert b"listening" in line, line
+        time.sleep(0.2)
         p = overlay.ping("vma", overlay.vm_b, count=3)
         assert p.returncode == 0, p.stdout + overlay.logs()
         time.sleep(0.5)
@@ -318,4 +323,4 @@ def test_capture_shows_wellformed_geneve_with_options(overlay):
         assert ICMP in g.payload or ARP in g.payload, g.summary()
         if ICMP in g.payload:
             seen[ip.src] = int.from_bytes(opt.data, "big")
-    assert seen == {overlay.ul_a: MARK_A, overlay.ul_b: MARK_B}, seen
+    assert seen == {overlay.ul_a: MARK_A, overlay.ul_b: MARK_B}, (seen, [p.summary() for p in pkts])

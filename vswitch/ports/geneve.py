@@ -72,9 +72,10 @@ Good: works with any underlay the host can route (no bridge for the
 underlay NIC, no ARP/route tables of our own, coexists with other host
 traffic), kernel checks received UDP checksums, no device per tunnel.
 Costs: each packet crosses the kernel stack twice (socket + thread hop),
-and until xlate emits ``TunnelPush`` and the Cython executor implements it,
-VM → tunnel megaflows are "slow path" (every packet is translated in
-Python), so the rate is far below the fast path's; an outer packet bigger
+and until the Cython executor implements ``TunnelPush`` (xlate emits it,
+resolved, for output to a port with ``Port.tunnel``), VM → tunnel megaflows
+are "slow path" (every packet is translated in Python), so the rate is far
+below the fast path's; an outer packet bigger
 than the route MTU is dropped and counted (raw sockets do not fragment),
 never ICMP-signalled; a packet-out to a tunnel port is not encapsulated.
 Native tunnelling over an afxdp/XDP underlay port (``TunnelPop`` is
@@ -222,8 +223,8 @@ class Endpoint:
 class TunnelManager:
     """All tunnel ports of one daemon: endpoints, send path, datapath glue.
 
-    The bridge reconciler calls `sync()` after reconciling, `rewrite_outputs()`
-    on translated actions, `handle_upcall()` first thing on every upcall, and
+    The bridge reconciler calls `sync()` after reconciling, `port_config()`
+    for ``Port.tunnel``, `handle_upcall()` first thing on every upcall, and
     `close()`; `Bridge.tlv_map` is the TLV map of each tunnel's bridge.
     """
 
@@ -326,22 +327,15 @@ class TunnelManager:
         return True
 
     # --- send ------------------------------------------------------------------
-    def rewrite_outputs(self, actions) -> tuple:
-        """Outputs to tunnel ports become (unresolved) TunnelPush actions,
-        which the Python executor runs (``execute_push``)."""
-        if not self.ports:
-            return tuple(actions)
-        out = []
-        for a in actions:
-            if isinstance(a, dp.Output) and a.dp_port in self.ports:
-                out.append(dp.TunnelPush(a.dp_port, 0, "geneve", dst=""))
-            elif isinstance(a, dp.Clone):
-                out.append(dp.Clone(self.rewrite_outputs(a.actions)))
-            elif isinstance(a, dp.Sample):
-                out.append(dp.Sample(a.probability, self.rewrite_outputs(a.actions)))
-            else:
-                out.append(a)
-        return tuple(out)
+    def port_config(self, type_: str, options: dict):
+        """``Port.tunnel`` for a bridge port: xlate turns output to a port
+        with one into a concrete ``TunnelPush``, run by `execute_push`."""
+        if type_ != GeneveNetdev.type:
+            return None
+        try:
+            return tnl.parse_tunnel_options(options)
+        except ValueError:
+            return None
 
     def _source_for(self, dst: str, port: int) -> str:
         src = self._src_cache.get(dst)
