@@ -21,7 +21,7 @@ only when ``side_effects`` is true; revalidation re-translates without them.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
@@ -97,23 +97,36 @@ class PacketIn:
         return self.key.in_port
 
 
-@dataclass
 class XlateOutput:
-    megaflow: Megaflow
-    packet_ins: list[PacketIn] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)       # credit cache hits to these
-    groups: list = field(default_factory=list)            # (Group, bucket index)
-    macs: list = field(default_factory=list)              # (mac, vlan, ofport) NORMAL learned
-    learns: list = field(default_factory=list)            # FlowMods from learn actions
-    slow: bool = False     # megaflow must not be cached (untranslatable per-packet work)
-    version: int = 0       # pipeline.version the translation saw
-    trace: list[str] = field(default_factory=list)
+    """What a translation produced.  Besides the megaflow and packet-ins it
+    lists what the megaflow's cache hits must be credited to (``rules``,
+    ``groups``, NORMAL's ``macs``, learn actions' ``learns``): see
+    ``Pipeline.credit``."""
+
+    __slots__ = ("megaflow", "packet_ins", "rules", "groups", "macs", "learns", "slow",
+                 "version", "trace")
+
+    def __init__(self, megaflow: Megaflow):
+        self.megaflow = megaflow
+        self.packet_ins: list[PacketIn] = []
+        self.rules: list[Rule] = []       # rules matched, in order
+        self.groups: list = []            # (Group, chosen bucket indexes)
+        self.macs: list = []              # (mac, vlan, ofport) NORMAL learned
+        self.learns: list = []            # FlowMods from learn actions
+        self.slow = False                 # must not be cached (per-packet work)
+        self.version = 0                  # pipeline.version the translation saw
+        self.trace: list[str] = []
 
     @property
     def actions(self) -> tuple:
         return self.megaflow.actions
 
+    def __repr__(self):
+        return (f"XlateOutput({self.megaflow}, packet_ins={len(self.packet_ins)}, "
+                f"rules={self.rules}, slow={self.slow}, version={self.version})")
 
+
+_NO_MEGAFLOW = Megaflow(b"", b"", ())
 _REWRITES = (dp.SetMasked, dp.PushVlan, dp.PopVlan, dp.PushMpls, dp.PopMpls)
 
 
@@ -153,7 +166,7 @@ class XlateCtx:
         self.written = 0      # bits of key set by actions (no longer packet-dependent)
         self.pending = 0      # written bits not yet committed to the datapath
         self.odp: list = []
-        self.out = XlateOutput(Megaflow(b"", b"", ()))
+        self.out = XlateOutput(_NO_MEGAFLOW)
         self.action_set: dict = {}
         self.depth = 0
         self.n_resubmits = 0
