@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -247,3 +248,87 @@ def test_broadcast_to_several_ports(xc):
                     xc.detach(h.port)
             for p in topo.ports:
                 assert not xdp_attached(p)
+
+
+class _Xsk:
+    """A bare AF_XDP socket (copy mode, RX only) on queue 0 of ``ifname``."""
+
+    NFRAMES, FRAME = 64, 4096
+
+    def __init__(self, ifname: str):
+        import ctypes
+        import mmap
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.libc = libc
+        self.fd = libc.socket(44, socket.SOCK_RAW, 0)            # AF_XDP
+        if self.fd < 0:
+            pytest.fail(f"missing capability: AF_XDP sockets (errno {ctypes.get_errno()})", pytrace=False)
+        self.umem = mmap.mmap(-1, self.NFRAMES * self.FRAME)
+        self._umem_ref = ctypes.c_char.from_buffer(self.umem)
+        reg = struct.pack("<QQIIII", ctypes.addressof(self._umem_ref), self.NFRAMES * self.FRAME,
+                          self.FRAME, 0, 0, 0)
+
+        def sso(opt, val):
+            buf = ctypes.create_string_buffer(val, len(val))
+            assert libc.setsockopt(self.fd, 283, opt, buf, len(val)) == 0, (opt, ctypes.get_errno())
+
+        sso(4, reg)                                              # XDP_UMEM_REG
+        for opt in (5, 6, 2):                                    # fill, completion, rx rings
+            sso(opt, struct.pack("<I", self.NFRAMES))
+        offs = ctypes.create_string_buffer(128)
+        ln = ctypes.c_uint32(128)
+        assert libc.getsockopt(self.fd, 283, 1, offs, ctypes.byref(ln)) == 0  # XDP_MMAP_OFFSETS
+        o = struct.unpack("<16Q", offs.raw)
+        self.rx_off, fr_off = o[0:3], o[8:11]                    # producer, consumer, desc
+        self.fill = mmap.mmap(self.fd, fr_off[2] + self.NFRAMES * 8, offset=0x100000000)
+        self.rx = mmap.mmap(self.fd, self.rx_off[2] + self.NFRAMES * 16, offset=0)
+        for i in range(self.NFRAMES):
+            struct.pack_into("<Q", self.fill, fr_off[2] + 8 * i, i * self.FRAME)
+        struct.pack_into("<I", self.fill, fr_off[0], self.NFRAMES)
+        sa = struct.pack("<HHIII", 44, 2, socket.if_nametoindex(ifname), 0, 0)  # XDP_COPY
+        buf = ctypes.create_string_buffer(sa, len(sa))
+        assert libc.bind(self.fd, buf, len(sa)) == 0, ctypes.get_errno()
+
+    def received(self) -> list[bytes]:
+        prod = struct.unpack_from("<I", self.rx, self.rx_off[0])[0]
+        out = []
+        for i in range(min(prod, self.NFRAMES)):
+            addr, ln = struct.unpack_from("<QI", self.rx, self.rx_off[2] + 16 * i)
+            out.append(bytes(self.umem[addr:addr + ln]))
+        return out
+
+    def close(self):
+        for m in (self.fill, self.rx):
+            m.close()
+        del self._umem_ref
+        os.close(self.fd)
+        self.umem.close()
+
+
+def test_misses_go_to_the_af_xdp_socket(hosts, xc):
+    """With an AF_XDP socket registered for (dp_port, queue), a miss is
+    redirected to it instead of the kernel stack; hits still forward."""
+    topo, h1, h2 = hosts
+    _peer_napi(h1, h2)
+    xc.attach(h1.port, 1)
+    xc.attach(h2.port, 2)
+    xsk = _Xsk(h1.port)
+    sniff = Sniffer(h1.port)
+    try:
+        xc.set_xsk(1, 0, xsk.fd)
+        send = (f"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"for i in range(3): s.sendto(b'miss-%d' % i, ('{h2.addr}', 9))")
+        h1.run(sys.executable, "-c", send)
+        time.sleep(0.2)
+        got = [f for f in xsk.received() if f[12:14] == b"\x08\x00" and f[23] == 17]
+        assert [f[-6:] for f in got] == [b"miss-0", b"miss-1", b"miss-2"]
+        assert sniff.count(17) == 0                      # not the kernel stack
+        assert xc.put(key(in_port=1), mask_of("in_port"), (A.Output(2),))
+        h1.run(sys.executable, "-c", send)
+        time.sleep(0.2)
+        assert len([f for f in xsk.received() if f[12:14] == b"\x08\x00" and f[23] == 17]) == 3
+        assert xc.dump()[0][3] >= 3
+        xc.set_xsk(1, 0, None)
+    finally:
+        sniff.close()
+        xsk.close()
