@@ -7,10 +7,24 @@ megaflow cache, execute hits' compiled actions, flush TX once, and return
 misses (and Userspace / slow-path actions) as ``Upcall`` objects.  All per
 packet work is nogil C; only upcalls create Python objects.
 
+Port kinds (``add_port(name, kind)``): ``afpacket``/``system`` (TPACKET_V3
+RX ring, sendmmsg TX, PACKET_VNET_HDR with software GSO and checksum
+completion), ``tap``/``internal`` (non-persistent TAP created by name),
+``afxdp`` (AF_XDP copy mode + XDP redirect program; ``afxdp-native`` /
+``afxdp-generic`` force the XDP mode), ``dummy`` (socketpair, for tests).
+
+Upcall reasons: "miss" (install a megaflow, then ``execute``), "action" (a
+cached Userspace action: the packet already went through the other actions)
+and "slow_path" (a cached action this fast path cannot run -- Ct,
+TunnelPop, ...; nothing else was done to the packet: run the whole action
+list in the slow path).
+
 Threading: every method takes one internal lock, so control calls from
 another thread (flow_put from a revalidator, add_port from the bridge) are
 safe; they simply wait for the current burst.  ``poll`` does not hold the
-lock while it sleeps on the port fds.
+lock while it sleeps on the port fds.  Replaced megaflows and action blocks
+are freed only at the start of the next poll (a quiescent point), so a
+lock-free concurrent reader could later be added without torn entries.
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
