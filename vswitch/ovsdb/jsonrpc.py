@@ -29,6 +29,7 @@ MAX_MESSAGE = 64 << 20
 _OUT_STR = re.compile(rb'[{}\[\]"]')
 _IN_STR = re.compile(rb'["\\]')
 _START = re.compile(rb'[^\s]')
+_OPEN = re.compile(rb'[{\[]')
 
 
 @dataclass
@@ -111,9 +112,8 @@ class JsonRpcConnection:
                 c = buf[pos]
                 if c not in (0x7B, 0x5B):   # '{' '['
                     # garbage between messages: skip to the next '{' or '['
-                    j = pos
-                    while j < n and buf[j] not in (0x7B, 0x5B):
-                        j += 1
+                    m2 = _OPEN.search(buf, pos)
+                    j = m2.start() if m2 is not None else n
                     bad = bytes(buf[pos:j])
                     self._events.append(ProtocolError(
                         f"syntax error: unexpected {bad[:40]!r} between messages"))

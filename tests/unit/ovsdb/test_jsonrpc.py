@@ -98,3 +98,13 @@ def test_random_bytes_never_crash_and_resync(junk, step):
     # resynchronise (an unterminated string in the junk may swallow the tail)
     assert conn.state == JsonRpcConnection.OPEN
     assert all(isinstance(e, (Request, Notification, Response, ProtocolError)) for e in evs)
+
+
+def test_megabytes_of_garbage_are_skipped_quickly():
+    import time
+    conn = JsonRpcConnection()
+    t = time.perf_counter()
+    conn.receive_bytes(b"x" * (8 << 20) + b'{"id":1,"method":"echo","params":[]}', 0.0)
+    assert time.perf_counter() - t < 2.0
+    evs = events(conn)
+    assert isinstance(evs[0], ProtocolError) and evs[-1] == Request(1, "echo", [])
