@@ -28,6 +28,7 @@ import uuid as uuidlib
 from slowpath import dpactions as dp
 from slowpath import odp_execute
 from slowpath.conntrack import ConnTracker
+from slowpath.conntrack import config as ct_config
 from slowpath.conntrack import dpctl as ct_dpctl
 from slowpath.conntrack import execute as ct_execute
 from slowpath.flow import FlowKey, parse_packet
@@ -465,6 +466,10 @@ class BridgeReconciler:
     # --- reconcile -----------------------------------------------------------
     def reconcile(self) -> None:
         desired = read_config(self.db)
+        policies, problems = ct_config.timeout_policies(self.db)
+        for problem in problems:
+            log.warning("ignoring conntrack timeout policy of %s", problem)
+        self.conntrack.replace_timeout_policies(policies)
         for name in [n for n in self.bridges if n not in desired]:
             log.info("deleting bridge %s", name)
             asyncio.ensure_future(self.bridges.pop(name).close())
