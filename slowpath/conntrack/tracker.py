@@ -150,6 +150,12 @@ class ConnTracker:
         else:
             self.policies.pop(zone, None)
 
+    def replace_timeout_policies(self, policies: dict[int, dict[str, float]]) -> None:
+        """All zones' policies at once (already normalized, e.g. from
+        config.timeout_policies); one attribute swap, safe to call from
+        another thread than the one executing packets."""
+        self.policies = {z: dict(p) for z, p in policies.items() if p}
+
     def timeout(self, zone: int, name: str) -> float:
         pol = self.policies.get(zone)
         return pol.get(name, DEFAULTS[name]) if pol else DEFAULTS[name]

@@ -123,3 +123,33 @@ def test_syn_flood_fills_zone_refuses_new_keeps_established(daemon, topology, br
     # exactly the admitted SYNs reached the server, no refused one
     assert arrived == admitted, (arrived, stats)
     assert len(daemon.appctl("dpctl/dump-conntrack", "zone=7").splitlines()) == LIMIT
+
+
+def test_timeout_policy_from_ovs_vsctl_and_periodic_expiry(daemon, topology, bridge_name):
+    a = topology.add_host("a", A + "/24")
+    topology.add_host("b", B + "/24")
+    setup_bridge(daemon, bridge_name, topology, textwrap.dedent("""
+        table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=6),output:2
+        table=0,priority=0,actions=drop
+    """).strip() + "\n")
+    # As on OVS: the user creates the Datapath row, then the zone's policy.
+    daemon.vsctl("--", "--id=@d", "create", "Datapath", "datapath_version=0",
+                 "--", "set", "Open_vSwitch", ".", "datapaths:netdev=@d")
+    daemon.vsctl("add-zone-tp", "netdev", "zone=6", "udp_first=2", "udp_single=2")
+    a.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for port in range(7000, 7005):
+            s.sendto(b"x", ("{B}", port))
+    """))
+    deadline = time.time() + 5
+    while daemon.appctl("dpctl/ct-get-nconns").strip() != "5" and time.time() < deadline:
+        time.sleep(0.1)
+    assert "timeout=" in daemon.appctl("dpctl/dump-conntrack", "--", "-s", "zone=6")
+    assert int(daemon.appctl("dpctl/ct-get-nconns")) == 5
+    # the daemon's periodic expiry (not a dump) removes them after 2 s
+    deadline = time.time() + 6
+    while int(daemon.appctl("dpctl/ct-get-nconns")) and time.time() < deadline:
+        time.sleep(0.2)
+    assert int(daemon.appctl("dpctl/ct-get-nconns")) == 0
+    assert time.time() < deadline

@@ -237,3 +237,31 @@ def test_control_commands():
         dpctl.run(ct, "dpctl/ct-set-timeout-policy", ["zone=0", "bogus=1"], w.now)
     dpctl.run(ct, "dpctl/flush-conntrack", [], w.now)
     assert ct.n_conns == 0 and dpctl.run(ct, "dpctl/dump-conntrack", [], w.now) == ""
+
+
+def test_timeout_policies_from_database_rows():
+    import uuid
+
+    from slowpath.conntrack.config import timeout_policies
+
+    class T:
+        def __init__(self, rows):
+            self.rows = rows
+
+    class DB:
+        pass
+    dp_u, z_u, tp_u, bad_u, zb_u = (uuid.uuid4() for _ in range(5))
+    db = DB()
+    db.tables = {
+        "Open_vSwitch": T({uuid.uuid4(): {"datapaths": {"netdev": dp_u}}}),
+        "Datapath": T({dp_u: {"ct_zones": {5: z_u, 6: zb_u}}}),
+        "CT_Zone": T({z_u: {"timeout_policy": {tp_u}}, zb_u: {"timeout_policy": {bad_u}}}),
+        "CT_Timeout_Policy": T({tp_u: {"timeouts": {"udp_first": 7, "tcp_close_wait": 9}},
+                                bad_u: {"timeouts": {"nonsense": 1}}}),
+    }
+    policies, problems = timeout_policies(db)
+    assert policies == {5: {"udp_first": 7.0, "tcp_fin_wait": 9.0}}
+    assert len(problems) == 1 and "nonsense" in problems[0]
+    ct = ConnTracker()
+    ct.replace_timeout_policies(policies)
+    assert ct.timeout(5, "udp_first") == 7 and ct.timeout(6, "udp_first") == 60

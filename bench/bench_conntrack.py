@@ -1,0 +1,159 @@
+"""The firewall's cost: TCP handshakes/s and established-flow Mpps, on vs off.
+
+``python -m bench.bench_conntrack [--seconds S] [--reps N]`` (root).
+
+* **new connections/s**: a client in h1 opens, uses (100 bytes echoed) and
+  closes TCP connections to a server in h2 one after another for S seconds;
+  "off" forwards with ``in_port`` rules, "on" runs the stateful policy below
+  (ct in zone 1, commit on +new, pass +est, drop the rest).
+* **established Mpps**: `bench.scenarios.Bench` (XDP live-frames generator in
+  h1, XDP drop sink in h2, 64-byte UDP, one flow) through the same two rule
+  sets; for "on" h2 first answers once, so the measured flow is +est.
+
+Prints a Markdown table of medians (min–max).  Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+from bench.scenarios import SWITCH_CPU, Bench, Pyvswitch, _pin
+from vswitch.process import DaemonProcess
+from vswitch.topology import Topology
+
+FIREWALL = textwrap.dedent("""
+    table=0,priority=10,ip,actions=ct(table=1,zone=1)
+    table=0,priority=0,actions=drop
+    table=1,priority=200,ct_state=+inv+trk,actions=drop
+    table=1,priority=100,ct_state=+new-inv+trk,ip,in_port=1,actions=ct(commit,zone=1),output:2
+    table=1,priority=90,ct_state=+est+trk,in_port=1,actions=output:2
+    table=1,priority=90,ct_state=+est+trk,in_port=2,actions=output:1
+    table=1,priority=0,actions=drop
+""").strip() + "\n"
+PLAIN = "in_port=1,actions=output:2\nin_port=2,actions=output:1\n"
+
+SERVER = textwrap.dedent("""
+    import socket, threading
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 8080)); s.listen(512)
+    print("ready", flush=True)
+    def serve(c):
+        d = c.recv(100); c.sendall(d); c.close()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+""")
+CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    dst, seconds = sys.argv[1], float(sys.argv[2])
+    n = fail = 0
+    end = time.time() + seconds
+    start = time.time()
+    while time.time() < end:
+        try:
+            s = socket.create_connection((dst, 8080), timeout=2)
+            s.sendall(b"x" * 100); s.recv(100); s.close()
+            n += 1
+        except OSError:
+            fail += 1
+    print(n / (time.time() - start), fail)
+""")
+
+
+def _load(daemon, bridge, flows: str) -> None:
+    daemon.ofctl("del-flows", bridge)
+    p = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", daemon.mgmt(bridge), "-"],
+                       input=flows, capture_output=True, text=True, timeout=30)
+    if p.returncode:
+        raise RuntimeError(p.stderr)
+
+
+def conns_per_second(firewall: bool, seconds: float) -> tuple[float, int]:
+    with Topology() as topo:
+        h1 = topo.add_host("h1", "10.78.0.1/24")
+        h2 = topo.add_host("h2", "10.78.0.2/24")
+        h1.run("ip", "neigh", "replace", h2.addr, "lladdr", h2.mac, "dev", "eth0")
+        h2.run("ip", "neigh", "replace", h1.addr, "lladdr", h1.mac, "dev", "eth0")
+        daemon = DaemonProcess(log_level="warning").start()
+        server = None
+        try:
+            _pin(daemon.proc.pid, SWITCH_CPU)
+            br = f"pvsbr{topo.tag}"
+            daemon.vsctl("add-br", br)
+            for port in topo.ports:
+                daemon.vsctl("add-port", br, port)
+            _load(daemon, br, FIREWALL if firewall else PLAIN)
+            server = subprocess.Popen(["ip", "netns", "exec", h2.netns, sys.executable, "-c",
+                                       SERVER], stdout=subprocess.PIPE, text=True)
+            assert server.stdout.readline().strip() == "ready"
+            out = h1.run(sys.executable, "-c", CLIENT, h2.addr, str(seconds),
+                         timeout=seconds + 60).stdout.split()
+            return float(out[0]), int(out[1])
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait()
+            daemon.cleanup()
+
+
+class PyvswitchFirewall(Pyvswitch):
+    def __init__(self):
+        super().__init__("in_port")
+        self.name = "pyvswitch-afpacket-firewall"
+
+    def setup(self, topo: Topology) -> None:
+        super().setup(topo)
+        _load(self.daemon, self.br, FIREWALL)
+        h1, h2 = topo.hosts["h1"], topo.hosts["h2"]
+        # h2 answers once from the flow's destination port: the flow is +est.
+        h2.run(sys.executable, "-c", textwrap.dedent(f"""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("{h2.addr}", 5678))
+            s.sendto(b"hello", ("{h1.addr}", 1234))
+        """))
+        _pin(self.daemon.proc.pid, SWITCH_CPU)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--reps", type=int, default=3)
+    a = p.parse_args(argv)
+    rows = ["| firewall | new TCP connections/s (median, min–max) | established Mpps (median, min–max) |",
+            "|---|---|---|"]
+    conns = {False: [], True: []}
+    mpps = {False: [], True: []}
+    for rep in range(a.reps):
+        for fw in (False, True):
+            rate, fail = conns_per_second(fw, a.seconds)
+            conns[fw].append(rate)
+            print(f"rep {rep + 1} firewall={'on' if fw else 'off'}: {rate:.0f} conn/s "
+                  f"({fail} failed)", file=sys.stderr)
+    bench = Bench()
+    try:
+        for rep in range(a.reps):
+            for fw in (False, True):
+                system = PyvswitchFirewall() if fw else Pyvswitch("in_port")
+                r = bench.measure(system, a.seconds, 1)
+                mpps[fw].append(r["mpps"])
+                print(f"rep {rep + 1} firewall={'on' if fw else 'off'}: {r['mpps']:.4f} Mpps "
+                      f"(offered {r['offered_mpps']:.2f})", file=sys.stderr)
+    finally:
+        bench.close()
+    for fw in (False, True):
+        c, m = conns[fw], mpps[fw]
+        rows.append(f"| {'on' if fw else 'off'} | {statistics.median(c):.0f} ({min(c):.0f}–{max(c):.0f}) "
+                    f"| {statistics.median(m):.4f} ({min(m):.4f}–{max(m):.4f}) |")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
