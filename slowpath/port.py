@@ -53,7 +53,7 @@ class Port:
     @property
     def is_up(self) -> bool:
         """Usable for forwarding (fast-failover liveness, NORMAL, FLOOD)."""
-        return not (self.port_down or self.link_down) and self.live
+        return not (self.port_down or self.link_down or self.blocked) and self.live
 
     def trunks_vlan(self, vlan: int) -> bool:
         return not self.trunks or vlan in self.trunks
