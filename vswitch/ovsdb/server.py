@@ -30,6 +30,7 @@ from .service import OvsdbService, Session
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+MAX_BACKLOG = 256 << 20      # bytes queued to one client before we give up on it
 
 
 class _Protocol(asyncio.Protocol):
@@ -66,6 +67,13 @@ class _Protocol(asyncio.Protocol):
         data = self.session.bytes_to_send()
         if data:
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > MAX_BACKLOG:
+                # a client that stopped reading its monitor updates: drop it
+                # rather than buffer without bound (ovsdb-server does the same)
+                log.warning("OVSDB client %s: %d bytes unread, disconnecting", self.session.peer,
+                            self.transport.get_write_buffer_size())
+                self.transport.abort()
+                return
         if self.session.conn.state == JsonRpcConnection.CLOSED:
             self.transport.close()
             return
