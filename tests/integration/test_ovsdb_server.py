@@ -263,7 +263,7 @@ def test_committed_transactions_survive_kill9(server):
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
 dec = json.JSONDecoder(); buf = ""
-for i in range(100000):
+for i in range(int(sys.argv[2]), 10 ** 6):
     op = [{"op": "mutate", "table": "Open_vSwitch", "where": [],
            "mutations": [["external_ids", "insert", ["map", [["k%d" % i, "v"]]]]]},
           {"op": "mutate", "table": "Open_vSwitch", "where": [],
@@ -281,24 +281,28 @@ for i in range(100000):
     print(i, flush=True)
 '''
     base_cfg = server.select("Open_vSwitch", ["next_cfg"])[0]["next_cfg"]
-    w = subprocess.Popen([sys.executable, "-c", script, server.sock], stdout=subprocess.PIPE, text=True)
-    try:
-        acked = -1
-        target = random.Random().randrange(30, 150)
-        for line in w.stdout:
-            acked = int(line)
-            if acked >= target:
-                break
-        server.kill9()
-    finally:
-        w.kill()
-        w.wait(10)
-    server.start()
-    row = server.select("Open_vSwitch", ["external_ids", "next_cfg"])[0]
-    keys = {k for k, v in row["external_ids"][1]}
-    n = row["next_cfg"] - base_cfg
-    assert n >= acked + 1                            # every acknowledged commit survived
-    assert keys == {f"k{i}" for i in range(n)}       # and each transaction is all-or-nothing
+    rng = random.Random()
+    n = 0
+    for _ in range(4):                                # ~700 transactions, 4 crashes
+        w = subprocess.Popen([sys.executable, "-c", script, server.sock, str(n)],
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            acked = n - 1
+            target = n + rng.randrange(50, 300)
+            for line in w.stdout:
+                acked = int(line)
+                if acked >= target:
+                    break
+            server.kill9()
+        finally:
+            w.kill()
+            w.wait(10)
+        server.start()
+        row = server.select("Open_vSwitch", ["external_ids", "next_cfg"])[0]
+        keys = {k for k, v in row["external_ids"][1]}
+        n = row["next_cfg"] - base_cfg
+        assert n >= acked + 1                         # every acknowledged commit survived
+        assert keys == {f"k{i}" for i in range(n)}    # and each transaction is all-or-nothing
 
 
 def test_ovsdbapp(server):
