@@ -88,6 +88,7 @@ ctypedef struct fp_port:
     int map_fd
     int link_fd
     int xdp_mode                    # 1 native (driver), 2 generic (skb)
+    int xsk_zerocopy                # bound with XDP_ZEROCOPY
 
 # ``pkts`` must hold FP_RX_CAP packets: a GSO super-packet counts as one
 # against ``max_n`` but may be segmented into many.

@@ -490,7 +490,7 @@ cdef extern from *:
     void fp_xsk_kick_tx(int fd) nogil
     void fp_xsk_kick_rx(int fd) nogil
     int XDP_RX_RING, XDP_TX_RING, XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING
-    int XDP_COPY, XDP_USE_NEED_WAKEUP, XDP_RING_NEED_WAKEUP
+    int XDP_COPY, XDP_ZEROCOPY, XDP_USE_NEED_WAKEUP, XDP_RING_NEED_WAKEUP
     unsigned long long XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING
     unsigned long long XDP_UMEM_PGOFF_FILL_RING, XDP_UMEM_PGOFF_COMPLETION_RING
     unsigned XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
@@ -646,6 +646,15 @@ cdef _open_afxdp(fp_port* p, str name, str mode):
         raise OSError(ENODEV, f"no such network device: {name}", name)
     p.ifindex = ifindex
     p.prog_fd = p.map_fd = p.link_fd = -1
+    try:
+        nq = sum(1 for q in os.listdir(f"/sys/class/net/{name}/queues") if q.startswith("rx-"))
+    except OSError:
+        nq = 1
+    if nq > 1:
+        # One socket serves queue 0; traffic on other queues would bypass
+        # the switch.  Refuse rather than lose packets silently.
+        raise OSError(95, f"afxdp port {name} has {nq} RX queues; only single-queue "
+                          f"devices are supported (try: ethtool -L {name} combined 1)", name)
     p.fd = fp_xsk_socket()
     if p.fd < 0:
         e = errno
@@ -684,7 +693,10 @@ cdef _open_afxdp(fp_port* p, str name, str mode):
     for i in range(XSK_FILL, XSK_FRAMES):
         p.xfree[p.n_xfree] = <uint64_t>i * XSK_FRAME
         p.n_xfree += 1
-    if fp_xsk_bind(p.fd, ifindex, 0, XDP_COPY | XDP_USE_NEED_WAKEUP) < 0:
+    # Zero-copy where the driver supports it, else copy mode (veth).
+    if fp_xsk_bind(p.fd, ifindex, 0, XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP) == 0:
+        p.xsk_zerocopy = 1
+    elif fp_xsk_bind(p.fd, ifindex, 0, XDP_COPY | XDP_USE_NEED_WAKEUP) < 0:
         e = errno
         raise OSError(e, f"bind AF_XDP to {name} queue 0: {os.strerror(e)}", name)
     p.map_fd = fp_xsk_map_create()
@@ -1011,6 +1023,11 @@ cdef class Port:
     @property
     def ifindex(self):
         return 0 if self.p == NULL else self.p.ifindex
+
+    @property
+    def xsk_zerocopy(self):
+        """AF_XDP ports: True when bound in zero-copy mode."""
+        return self.p != NULL and self.p.kind == FP_PORT_AFXDP and self.p.xsk_zerocopy == 1
 
     @property
     def xdp_mode(self):
