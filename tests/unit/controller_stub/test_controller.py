@@ -5,7 +5,6 @@ re-dial and resync after the switch drops the connection, and the API."""
 
 import asyncio
 import json
-import os
 import tempfile
 
 from controller_stub import flows as F
