@@ -82,6 +82,123 @@ def _finish(msg, version, msg_type, msg_len, xid, buf):
     return msg
 
 
+# ------------------------------------------------------ stride-safe list parsing
+# os-ken's parsers walk length-prefixed lists with `offset += item.len`, where
+# item.len is sometimes the class's fixed size rather than the length on the
+# wire; a list whose declared lengths disagree (or an unknown item, or a 0
+# length) makes them loop forever - found by tests/unit/openflow/test_fuzz.py.
+# So every list is walked here by its *declared* lengths and each item is
+# handed to os-ken alone; nested lists (ct(...) actions) are walked first.
+NXAST_CT = 35
+NX_ACTION_CT_SIZE = 24
+
+
+def _bad_action_len():
+    return OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_LEN)
+
+
+def _parse_actions(parser_mod, buf, offset, end, depth=0):
+    if depth > 4:
+        raise _bad_action_len()
+    actions = []
+    while offset < end:
+        if end - offset < 8:
+            raise _bad_action_len()
+        a_type, a_len = struct.unpack_from("!HH", buf, offset)
+        if a_len < 8 or a_len % 8 or offset + a_len > end:
+            raise _bad_action_len()
+        if a_type == 0xFFFF and a_len >= 16:
+            vendor, subtype = struct.unpack_from("!IH", buf, offset + 4)
+            if vendor == NX and subtype == NXAST_CT:
+                if a_len < NX_ACTION_CT_SIZE:
+                    raise _bad_action_len()
+                _parse_actions(parser_mod, buf, offset + NX_ACTION_CT_SIZE, offset + a_len,
+                               depth + 1)
+        one = bytes(buf[offset:offset + a_len])
+        try:
+            a = parser_mod.OFPAction.parser(one, 0)
+        except OFError:
+            raise
+        except Exception:
+            raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_TYPE) from None
+        if a is None or getattr(a, "len", a_len) != a_len:
+            raise _bad_action_len()
+        actions.append(a)
+        offset += a_len
+    return actions
+
+
+_FIXED_INSTRUCTIONS = {of13.OFPIT_GOTO_TABLE: of13.OFP_INSTRUCTION_GOTO_TABLE_SIZE,
+                       of13.OFPIT_WRITE_METADATA: of13.OFP_INSTRUCTION_WRITE_METADATA_SIZE,
+                       of13.OFPIT_METER: of13.OFP_INSTRUCTION_METER_SIZE}
+
+
+def parse_instructions(parser_mod, buf, offset, end):
+    out = []
+    while offset < end:
+        if end - offset < 8:
+            raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_BAD_LEN)
+        i_type, i_len = struct.unpack_from("!HH", buf, offset)
+        if i_len < 8 or i_len % 8 or offset + i_len > end:
+            raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_BAD_LEN)
+        if i_type in (of13.OFPIT_WRITE_ACTIONS, of13.OFPIT_APPLY_ACTIONS,
+                      of13.OFPIT_CLEAR_ACTIONS):
+            acts = _parse_actions(parser_mod, buf, offset + of13.OFP_INSTRUCTION_ACTIONS_SIZE,
+                                  offset + i_len)
+            if i_type == of13.OFPIT_CLEAR_ACTIONS and acts:
+                raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_BAD_LEN)
+            out.append(parser_mod.OFPInstructionActions(i_type, acts))
+        elif i_type in _FIXED_INSTRUCTIONS:
+            if i_len != _FIXED_INSTRUCTIONS[i_type]:
+                raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_BAD_LEN)
+            out.append(parser_mod.OFPInstruction.parser(bytes(buf[offset:offset + i_len]), 0))
+        else:
+            raise OFError(of13.OFPET_BAD_INSTRUCTION, of13.OFPBIC_UNKNOWN_INST)
+        offset += i_len
+    return out
+
+
+def parse_match13(parser_mod, buf, offset, msg_len):
+    """An OXM ofp_match at `offset`; returns (match, offset after its padding)."""
+    if msg_len < offset + 4:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN)
+    m_type, m_len = struct.unpack_from("!HH", buf, offset)
+    if m_type != of13.OFPMT_OXM:
+        raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_TYPE)
+    end = offset + (m_len + 7) // 8 * 8
+    if m_len < 4 or end > msg_len:
+        raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_LEN)
+    parse_oxm_fields(buf, offset + 4, offset + m_len)     # validates the TLV chain
+    return parser_mod.OFPMatch.parser(bytes(buf[offset:end]), 0), end
+
+
+def _flow_mod13(dp, version, msg_type, msg_len, xid, buf):
+    P, ofp = dp.ofproto_parser, dp.ofproto
+    vals = _unpack(ofp.OFP_FLOW_MOD_PACK_STR0, buf)
+    off = HEADER_SIZE + struct.calcsize(ofp.OFP_FLOW_MOD_PACK_STR0)
+    match, off = parse_match13(P, buf, off, msg_len)
+    insts = parse_instructions(P, buf, off, msg_len)
+    names = ["cookie", "cookie_mask", "table_id", "command", "idle_timeout", "hard_timeout",
+             "priority", "buffer_id", "out_port", "out_group", "flags"]
+    if version >= OFP14:
+        names.append("importance")
+    kw = dict(zip(names, vals))
+    return _finish(P.OFPFlowMod(dp, match=match, instructions=insts, **kw), version, msg_type,
+                   msg_len, xid, buf)
+
+
+def _flow_mod10(dp, version, msg_type, msg_len, xid, buf):
+    if msg_len < of10.OFP_FLOW_MOD_SIZE:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN)
+    match = p10.OFPMatch.parse(buf, HEADER_SIZE)
+    (cookie, command, idle, hard, priority, buffer_id, out_port, flags) = _unpack(
+        of10.OFP_FLOW_MOD_PACK_STR0, buf, HEADER_SIZE + of10.OFP_MATCH_SIZE)
+    actions = _parse_actions(p10, buf, of10.OFP_FLOW_MOD_SIZE, msg_len)
+    msg = p10.OFPFlowMod(dp, match, cookie, command, idle, hard, priority, buffer_id, out_port,
+                         flags, actions)
+    return _finish(msg, version, msg_type, msg_len, xid, buf)
+
+
 def parse(buf: bytes):
     """Parse one complete message (len(buf) == header length)."""
     version, msg_type, msg_len, xid = parse_header(buf)
@@ -142,26 +259,14 @@ def serialize_oxm_fields(fields, ofproto=of13) -> bytearray:
     return buf
 
 
-def _parse_actions(parser_mod, buf, offset, end):
-    actions = []
-    while offset < end:
-        a = parser_mod.OFPAction.parser(buf, offset)
-        if a.len < 8 or a.len % 8:
-            raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_LEN)
-        actions.append(a)
-        offset += a.len
-    if offset != end:
-        raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_LEN)
-    return actions
-
-
 # ---- OpenFlow 1.3 ----------------------------------------------------------
-for _t, _c in ((of13.OFPT_HELLO, p13.OFPHello), (of13.OFPT_ERROR, p13.OFPErrorMsg),
+for _t, _c in ((of13.OFPT_ERROR, p13.OFPErrorMsg),
                (of13.OFPT_ECHO_REQUEST, p13.OFPEchoRequest),
-               (of13.OFPT_ECHO_REPLY, p13.OFPEchoReply),
-               (of13.OFPT_FLOW_MOD, p13.OFPFlowMod)):
+               (of13.OFPT_ECHO_REPLY, p13.OFPEchoReply)):
     _PARSERS[(OFP13, _t)] = _oken(_c)
-for _t, _c in ((of13.OFPT_FEATURES_REQUEST, p13.OFPFeaturesRequest),
+_PARSERS[(OFP13, of13.OFPT_FLOW_MOD)] = _flow_mod13
+for _t, _c in ((of13.OFPT_HELLO, p13.OFPHello),
+               (of13.OFPT_FEATURES_REQUEST, p13.OFPFeaturesRequest),
                (of13.OFPT_GET_CONFIG_REQUEST, p13.OFPGetConfigRequest),
                (of13.OFPT_BARRIER_REQUEST, p13.OFPBarrierRequest),
                (of13.OFPT_GET_ASYNC_REQUEST, p13.OFPGetAsyncRequest)):
@@ -169,9 +274,9 @@ for _t, _c in ((of13.OFPT_FEATURES_REQUEST, p13.OFPFeaturesRequest),
 # OF1.0 hello/error/echo have the same layout as 1.3
 for _t, _c in ((of10.OFPT_HELLO, p10.OFPHello), (of10.OFPT_ERROR, p10.OFPErrorMsg),
                (of10.OFPT_ECHO_REQUEST, p10.OFPEchoRequest),
-               (of10.OFPT_ECHO_REPLY, p10.OFPEchoReply),
-               (of10.OFPT_FLOW_MOD, p10.OFPFlowMod)):
+               (of10.OFPT_ECHO_REPLY, p10.OFPEchoReply)):
     _PARSERS[(OFP10, _t)] = _oken(_c)
+_PARSERS[(OFP10, of10.OFPT_FLOW_MOD)] = _flow_mod10
 for _t, _c in ((of10.OFPT_FEATURES_REQUEST, p10.OFPFeaturesRequest),
                (of10.OFPT_GET_CONFIG_REQUEST, p10.OFPGetConfigRequest),
                (of10.OFPT_BARRIER_REQUEST, p10.OFPBarrierRequest)):
@@ -183,14 +288,20 @@ def parse_hello_versions(buf) -> set | None:
     version, msg_type, msg_len, xid = parse_header(buf)
     if msg_len <= HEADER_SIZE:
         return None
-    try:
-        hello = p13.OFPHello.parser(datapath(OFP13), version, msg_type, msg_len, xid, buf)
-    except Exception:
-        return None
-    for elem in hello.elements or ():
-        if isinstance(elem, p13.OFPHelloElemVersionBitmap):
-            return set(elem.versions)
-    return None
+    # walk the elements ourselves: os-ken's OFPHello.parser loops on a 0 length
+    off, found = HEADER_SIZE, None
+    while off + of13.OFP_HELLO_ELEM_HEADER_SIZE <= min(msg_len, len(buf)):
+        etype, elen = struct.unpack_from(of13.OFP_HELLO_ELEM_HEADER_PACK_STR, buf, off)
+        if elen < of13.OFP_HELLO_ELEM_HEADER_SIZE or off + elen > msg_len:
+            return found
+        if etype == of13.OFPHET_VERSIONBITMAP:
+            found = set()
+            for w in range((elen - 4) // 4):
+                (bits,) = struct.unpack_from("!I", buf, off + 4 + 4 * w)
+                found |= {32 * w + i for i in range(32) if bits >> i & 1}
+            return found
+        off += (elen + 7) // 8 * 8
+    return found
 
 
 @_parser(OFP13, of13.OFPT_SET_CONFIG)
@@ -216,13 +327,15 @@ def _p13_group_mod(dp, version, msg_type, msg_len, xid, buf):
     command, type_, group_id = _unpack(of13.OFP_GROUP_MOD_PACK_STR, buf)
     off = HEADER_SIZE + struct.calcsize(of13.OFP_GROUP_MOD_PACK_STR)
     buckets = []
+    P = dp.ofproto_parser
     while off < msg_len:
-        b = p13.OFPBucket.parser(buf, off)
-        if b.len < of13.OFP_BUCKET_SIZE:
+        blen, weight, watch_port, watch_group = _unpack(of13.OFP_BUCKET_PACK_STR, buf, off)
+        if blen < of13.OFP_BUCKET_SIZE or blen % 8 or off + blen > msg_len:
             raise OFError(of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_BUCKET)
-        buckets.append(b)
-        off += b.len
-    msg = p13.OFPGroupMod(dp, command, type_, group_id, buckets)
+        actions = _parse_actions(P, buf, off + of13.OFP_BUCKET_SIZE, off + blen)
+        buckets.append(P.OFPBucket(weight, watch_port, watch_group, actions))
+        off += blen
+    msg = P.OFPGroupMod(dp, command, type_, group_id, buckets)
     return _finish(msg, version, msg_type, msg_len, xid, buf)
 
 
@@ -244,13 +357,18 @@ def _p13_meter_mod(dp, version, msg_type, msg_len, xid, buf):
     command, flags, meter_id = _unpack(of13.OFP_METER_MOD_PACK_STR, buf)
     off = HEADER_SIZE + struct.calcsize(of13.OFP_METER_MOD_PACK_STR)
     bands = []
+    P = dp.ofproto_parser
     while off < msg_len:
-        band = p13.OFPMeterBandHeader.parser(buf, off)
-        if band.len < 16:
+        _, blen = _unpack("!HH", buf, off)
+        if blen < 16 or blen % 8 or off + blen > msg_len:
             raise OFError(of13.OFPET_METER_MOD_FAILED, of13.OFPMMFC_BAD_BAND)
+        try:
+            band = P.OFPMeterBandHeader.parser(bytes(buf[off:off + blen]), 0)
+        except Exception:
+            raise OFError(of13.OFPET_METER_MOD_FAILED, of13.OFPMMFC_BAD_BAND) from None
         bands.append(band)
-        off += band.len
-    msg = p13.OFPMeterMod(dp, command, flags, meter_id, bands)
+        off += blen
+    msg = P.OFPMeterMod(dp, command, flags, meter_id, bands)
     return _finish(msg, version, msg_type, msg_len, xid, buf)
 
 
@@ -287,7 +405,7 @@ def _p13_multipart(dp, version, msg_type, msg_len, xid, buf):
         table_id, out_port, out_group, cookie, cookie_mask = _unpack(
             of13.OFP_FLOW_STATS_REQUEST_0_PACK_STR, buf, off)
         off += struct.calcsize(of13.OFP_FLOW_STATS_REQUEST_0_PACK_STR)
-        match = p13.OFPMatch.parser(buf, off)
+        match, _ = parse_match13(p13, buf, off, msg_len)
         cls = p13.OFPFlowStatsRequest if mp_type == of13.OFPMP_FLOW else p13.OFPAggregateStatsRequest
         msg = cls(dp, flags, table_id, out_port, out_group, cookie, cookie_mask, match)
     elif mp_type == of13.OFPMP_PORT_STATS:

@@ -30,17 +30,21 @@ VERSIONS = {OFP14: (of14, p14), OFP15: (of15, p15)}
 
 # ---------------------------------------------------------------------- parse
 for _v, (_of, _p) in VERSIONS.items():
-    for _t, _c in ((_of.OFPT_HELLO, _p.OFPHello), (_of.OFPT_ERROR, _p.OFPErrorMsg),
+    for _t, _c in ((_of.OFPT_ERROR, _p.OFPErrorMsg),
                    (_of.OFPT_ECHO_REQUEST, _p.OFPEchoRequest),
-                   (_of.OFPT_ECHO_REPLY, _p.OFPEchoReply), (_of.OFPT_FLOW_MOD, _p.OFPFlowMod),
-                   (_of.OFPT_GROUP_MOD, _p.OFPGroupMod), (_of.OFPT_METER_MOD, _p.OFPMeterMod),
+                   (_of.OFPT_ECHO_REPLY, _p.OFPEchoReply),
                    (_of.OFPT_BUNDLE_CONTROL, _p.OFPBundleCtrlMsg)):
         _PARSERS[(_v, _t)] = codec._oken(_c)
-    for _t, _c in ((_of.OFPT_FEATURES_REQUEST, _p.OFPFeaturesRequest),
+    # same layouts as 1.3, walked safely (see codec._parse_actions)
+    _PARSERS[(_v, _of.OFPT_FLOW_MOD)] = codec._flow_mod13
+    _PARSERS[(_v, _of.OFPT_METER_MOD)] = codec._p13_meter_mod
+    for _t, _c in ((_of.OFPT_HELLO, _p.OFPHello),
+                   (_of.OFPT_FEATURES_REQUEST, _p.OFPFeaturesRequest),
                    (_of.OFPT_GET_CONFIG_REQUEST, _p.OFPGetConfigRequest),
                    (_of.OFPT_BARRIER_REQUEST, _p.OFPBarrierRequest),
                    (_of.OFPT_GET_ASYNC_REQUEST, _p.OFPGetAsyncRequest)):
         _PARSERS[(_v, _t)] = codec._empty(_c)
+_PARSERS[(OFP14, of14.OFPT_GROUP_MOD)] = codec._p13_group_mod
 
 
 def _reg(msg_type, versions=(OFP14, OFP15)):
@@ -68,8 +72,7 @@ def _packet_out(dp, version, msg_type, msg_len, xid, buf):
     else:
         buffer_id, actions_len = _unpack(of15.OFP_PACKET_OUT_0_PACK_STR, buf)
         off = HEADER_SIZE + struct.calcsize(of15.OFP_PACKET_OUT_0_PACK_STR)
-        match = P.OFPMatch.parser(buf, off)
-        off += match.length + (-match.length % 8)
+        match, off = codec.parse_match13(P, buf, off, msg_len)
         in_port = None
     if off + actions_len > msg_len:
         raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_LEN)
@@ -177,7 +180,7 @@ def _multipart(dp, version, msg_type, msg_len, xid, buf):
         table_id, out_port, out_group, cookie, cookie_mask = _unpack(
             of13.OFP_FLOW_STATS_REQUEST_0_PACK_STR, buf, off)
         off += struct.calcsize(of13.OFP_FLOW_STATS_REQUEST_0_PACK_STR)
-        match = P.OFPMatch.parser(buf, off)
+        match, _ = codec.parse_match13(P, buf, off, msg_len)
         msg = c["flow"][mp_type](dp, flags, table_id, out_port, out_group, cookie, cookie_mask,
                                  match)
     elif mp_type == 4:

@@ -432,23 +432,38 @@ def actions_from_oken(actions, version: int) -> tuple:
     return tuple(action_from_oken(a, version) for a in actions)
 
 
-def _nxm_name(field: str) -> str:
-    """slow-path field name -> an os-ken name that encodes as NXM/OXM."""
-    for cand in (field + "_nxm", field):
-        try:
-            of13.oxm_get_field_info_by_name(cand)
-            return cand
-        except KeyError:
-            pass
+def _nxm_name(field: str, ofp=of13) -> str:
+    """slow-path field name -> a name `ofp`'s os-ken field table can encode."""
     f = _sf.FIELDS[field]
-    for alias in (f.name, *f.aliases):
+    for alias in (field, f.name, *f.aliases):
         for cand in (alias + "_nxm", alias):
             try:
-                of13.oxm_get_field_info_by_name(cand)
+                ofp.oxm_get_field_info_by_name(cand)
                 return cand
             except KeyError:
                 pass
     raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+
+
+def _set_field10(P, a):
+    """OF1.0 has native actions for the classic header fields."""
+    if a.mask is not None:
+        return None
+    v = a.value
+    if a.field == "vlan_vid":
+        return P.OFPActionVlanVid(v & 0xFFF) if v & 0x1000 else P.OFPActionStripVlan()
+    if a.field == "vlan_pcp":
+        return P.OFPActionVlanPcp(v)
+    if a.field in ("eth_src", "eth_dst"):
+        cls = P.OFPActionSetDlSrc if a.field == "eth_src" else P.OFPActionSetDlDst
+        return cls(v.to_bytes(6, "big"))
+    if a.field in ("ip_src", "ip_dst"):
+        return (P.OFPActionSetNwSrc if a.field == "ip_src" else P.OFPActionSetNwDst)(v)
+    if a.field == "ip_dscp":
+        return P.OFPActionSetNwTos(v << 2)
+    if a.field in ("tp_src", "tp_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"):
+        return (P.OFPActionSetTpSrc if a.field.endswith("src") else P.OFPActionSetTpDst)(v)
+    return None
 
 
 def action_to_oken(a, version: int):
@@ -469,6 +484,8 @@ def action_to_oken(a, version: int):
         return P.OFPActionOutput(of10.OFPP_CONTROLLER if is10 else OFPP_CONTROLLER, a.max_len)
     if n == "SetField":
         f = _sf.FIELDS[a.field]
+        if is10 and (native := _set_field10(P, a)) is not None:
+            return native
         if is10 or a.mask is not None or f.oxm is None:
             value, ofs, nbits = a.value, 0, f.n_bits
             if a.mask is not None:
@@ -476,7 +493,7 @@ def action_to_oken(a, version: int):
                 nbits = a.mask.bit_length() - ofs
                 value = a.value >> ofs
             return P.NXActionRegLoad(ofs_nbits=(ofs << 6) | (nbits - 1),
-                                     dst=_nxm_name(a.field), value=value)
+                                     dst=_nxm_name(a.field, of10 if is10 else of13), value=value)
         num = (f.oxm[0] << 7) | f.oxm[1]
         _, user = of13.oxm_to_user(num, a.value.to_bytes(_wire_width(f), "big"), None)
         return P.OFPActionSetField(**{of13.oxm_to_user_header(num): user})
@@ -509,7 +526,7 @@ def action_to_oken(a, version: int):
         flags = nicira_ext.NX_CT_F_COMMIT if a.commit else 0
         zone_src, zone = "", a.zone
         if a.zone_src:
-            zone_src, zone = _nxm_name(a.zone_src), 15   # bits 0..15
+            zone_src, zone = _nxm_name(a.zone_src, of10 if is10 else of13), 15   # bits 0..15
         return P.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone,
                             recirc_table=0xFF if a.table is None else a.table,
                             alg={v: k for k, v in _CT_ALGS.items()}.get(a.alg, 0),
@@ -517,7 +534,8 @@ def action_to_oken(a, version: int):
     if n == "CtClear":
         return P.NXActionCTClear()
     if n == "Move":
-        return P.NXActionRegMove(src_field=_nxm_name(a.src), dst_field=_nxm_name(a.dst),
+        ofp = of10 if is10 else of13
+        return P.NXActionRegMove(src_field=_nxm_name(a.src, ofp), dst_field=_nxm_name(a.dst, ofp),
                                  n_bits=a.n_bits, src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
     if n == "Conjunction":
         return P.NXActionConjunction(clause=a.clause, n_clauses=a.n_clauses, id_=a.id)
