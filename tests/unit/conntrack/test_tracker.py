@@ -303,3 +303,15 @@ def test_tcp_picked_up_mid_stream_after_a_flush():
     assert r.state == {"trk", "new"} and ct.n_conns == 1
     back = w.run(tcp(src=S, dst=C, sport=8080, dport=40000, flags="A", seq=9_000, ack=777_020))
     assert back.state == {"trk", "est", "rpl"}
+
+
+def test_icmpv6_error_is_related_and_nd_is_invalid():
+    from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6ND_NS, IPerror6, IPv6, UDPerror
+    ct = ConnTracker()
+    w = Wire(ct)
+    a, b = "fd00::1", "fd00::2"
+    w.run(E / IPv6(src=a, dst=b) / UDP(sport=5000, dport=53) / b"q", commit=True)
+    err = (E / IPv6(src=b, dst=a) / ICMPv6DestUnreach(code=4)
+           / IPerror6(src=a, dst=b) / UDPerror(sport=5000, dport=53) / b"q")
+    assert w.run(err).state == {"trk", "rel", "rpl"}
+    assert w.run(E / IPv6(src=a, dst=b) / ICMPv6ND_NS(tgt=b)).state == {"trk", "inv"}
