@@ -15,7 +15,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
   clang llvm libbpf-dev bpftool linux-libc-dev
   iproute2 iputils-ping procps ethtool
-  openvswitch-common openvswitch-switch
+  openvswitch-common openvswitch-switch ovn-central ovn-host
 )
 
 say() { printf '[pyvswitch.sh] %s\n' "$*" >&2; }

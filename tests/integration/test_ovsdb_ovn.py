@@ -6,18 +6,23 @@ private OVN southbound ovsdb-server as the central, ovn-controller reads
 its chassis, and creates a geneve tunnel port when a second chassis appears.
 """
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.capabilities import require_tools
+
 from .test_ovsdb_server import ROOT
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("ovn-controller", "ovn-sbctl", "ovsdb-server")),
-    reason="needs Debian ovn-host/ovn-central")
+
+
+@pytest.fixture(autouse=True)
+def _ovn_installed():
+    require_tools("ovn-controller", package="ovn-host")
+    require_tools("ovn-sbctl", package="ovn-central")
+    require_tools("ovsdb-server", package="openvswitch-switch")
 
 
 def wait_until(fn, timeout=15.0):

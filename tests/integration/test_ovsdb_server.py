@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.capabilities import require_module
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -308,7 +310,7 @@ for i in range(int(sys.argv[2]), 10 ** 6):
 def test_ovsdbapp(server):
     """An ovsdbapp session (what OpenStack Neutron uses): add_br, add_port,
     db_set in one transaction, reads, del_port."""
-    pytest.importorskip("ovsdbapp")
+    require_module("ovsdbapp")
     server.vsctl("init")
     code = r'''
 import sys, warnings

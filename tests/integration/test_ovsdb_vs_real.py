@@ -7,7 +7,6 @@ reference for error names the RFC leaves open.
 """
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,11 +14,17 @@ import time
 
 import pytest
 
+from tests.capabilities import require_tools
+
 from .test_ovsdb_server import ROOT
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
-pytestmark = pytest.mark.skipif(shutil.which("ovsdb-server") is None, reason="needs ovsdb-server")
+
+
+@pytest.fixture(autouse=True)
+def _ovsdb_server_installed():
+    require_tools("ovsdb-server", package="openvswitch-switch")
 
 
 def T(*ops):

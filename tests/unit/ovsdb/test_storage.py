@@ -1,16 +1,16 @@
 """Durable log: OVS standalone format both ways, torn tails, compaction."""
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from vswitch.ovsdb.db import open_database
 from vswitch.ovsdb.storage import compose_record, parse_records
+from tests.capabilities import require_tools
+
 from .conftest import VSWITCH_SCHEMA
 
-HAVE_TOOL = shutil.which("ovsdb-tool") is not None
 
 
 def add_bridge(db, name):
@@ -122,8 +122,8 @@ def test_automatic_compaction_threshold(tmp_path):
     assert row.external_ids["blob"] == blob + "119"
 
 
-@pytest.mark.skipif(not HAVE_TOOL, reason="ovsdb-tool not installed")
 def test_ovsdb_tool_reads_our_file(tmp_path):
+    require_tools("ovsdb-tool", package="openvswitch-common")
     path = str(tmp_path / "conf.db")
     db = open_database(path, VSWITCH_SCHEMA)
     add_bridge(db, "br0")
@@ -143,8 +143,8 @@ def test_ovsdb_tool_reads_our_file(tmp_path):
     assert "add-br br0" in log
 
 
-@pytest.mark.skipif(not HAVE_TOOL, reason="ovsdb-tool not installed")
 def test_we_read_ovsdb_tool_file_with_diffs(tmp_path):
+    require_tools("ovsdb-tool", package="openvswitch-common")
     path = str(tmp_path / "conf.db")
     subprocess.run(["ovsdb-tool", "create", path, VSWITCH_SCHEMA], check=True)
 
