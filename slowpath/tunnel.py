@@ -326,9 +326,12 @@ class TunnelConfig:
     packet_type: str = "legacy_l2"
 
     @property
-    def family(self) -> int:
+    def families(self) -> tuple[int, ...]:
+        """Underlay address families (4, 6) this port sends/receives on."""
         ip = self.remote_ip or self.local_ip
-        return 6 if ip and ":" in ip else 4
+        if ip is None:
+            return (4, 6)    # remote_ip=flow, no local_ip: either
+        return (6,) if ":" in ip else (4,)
 
 
 def _bool(name: str, v: str) -> bool:

@@ -72,33 +72,62 @@ class NsDaemon(DaemonProcess):
 
 
 class Overlay:
-    def __init__(self):
+    """The two hypervisors.  ``peer``: what runs in hv-b ("ovs" or "pvs");
+    ``family``: underlay IPv4 or IPv6; ``gnv_b``: options of hv-b's geneve
+    port when it is pyvswitch (default: fixed remote, key=flow)."""
+
+    def __init__(self, peer: str = "ovs", family: int = 4, vm_mtu: int = VM_MTU,
+                 gnv_b: dict | None = None):
         self.tag = secrets.token_hex(2)
         n = int(self.tag, 16) % 200 + 20
+        self.peer, self.family, self.vm_mtu = peer, family, vm_mtu
         self.ns = {k: f"gnv-{self.tag}-{k}" for k in ("hva", "hvb", "vma", "vmb")}
-        self.ul_a, self.ul_b = f"10.99.{n}.1", f"10.99.{n}.2"
+        if family == 6:
+            self.ul_a, self.ul_b, self.plen = f"fd00:99:{n:x}::1", f"fd00:99:{n:x}::2", 64
+        else:
+            self.ul_a, self.ul_b, self.plen = f"10.99.{n}.1", f"10.99.{n}.2", 24
         self.vm_a, self.vm_b = "10.200.0.1", "10.200.0.2"
+        self.gnv_b = gnv_b
         self.tmp = tempfile.mkdtemp(prefix="gnv-interop-")
         self.pvs: NsDaemon | None = None
+        self.pvs_b: NsDaemon | None = None
         self.ovs: OvsSwitch | None = None
         self.made_ns: list[str] = []
+
+    @property
+    def sw_b(self):
+        return self.ovs if self.peer == "ovs" else self.pvs_b
+
+    def _pvs(self, ns: str, name: str, gnv: dict) -> NsDaemon:
+        os.makedirs(f"{self.tmp}/{name}")
+        d = NsDaemon(ns, f"{self.tmp}/{name}").start()
+        d.vsctl("add-br", "br-int")
+        d.vsctl("add-port", "br-int", "vport", "--", "set", "Interface", "vport",
+                "ofport_request=1")
+        d.vsctl("add-port", "br-int", "gnv0", "--", "set", "Interface", "gnv0", "type=geneve",
+                "ofport_request=2", *[f"options:{k}={v}" for k, v in gnv.items()])
+        return d
 
     def build(self):
         for ns in self.ns.values():
             sh("ip", "netns", "add", ns)
             self.made_ns.append(ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
-            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns, check=False)
+            v6off = "0" if self.family == 6 and "hv" in ns[-3:] else "1"
+            sh("sysctl", "-qw", f"net.ipv6.conf.all.disable_ipv6={v6off}", ns=ns, check=False)
         hva, hvb, vma, vmb = (self.ns[k] for k in ("hva", "hvb", "vma", "vmb"))
         # underlay
         sh("ip", "link", "add", "ul", "netns", hva, "type", "veth", "peer", "ul", "netns", hvb)
-        sh("ip", "addr", "add", f"{self.ul_a}/24", "dev", "ul", ns=hva)
+        nodad = ["nodad"] if self.family == 6 else []
+        sh("ip", "addr", "add", f"{self.ul_a}/{self.plen}", "dev", "ul", *nodad, ns=hva)
+        if self.peer != "ovs":
+            sh("ip", "addr", "add", f"{self.ul_b}/{self.plen}", "dev", "ul", *nodad, ns=hvb)
         sh("ip", "link", "set", "ul", "up", ns=hva)
         sh("ip", "link", "set", "ul", "up", ns=hvb)
         # VMs
         for vm, hv, ip, mac in ((vma, hva, self.vm_a, "02:0a:00:00:00:01"),
                                 (vmb, hvb, self.vm_b, "02:0b:00:00:00:01")):
-            sh("ip", "link", "add", "eth0", "netns", vm, "address", mac, "mtu", VM_MTU,
+            sh("ip", "link", "add", "eth0", "netns", vm, "address", mac, "mtu", self.vm_mtu,
                "type", "veth", "peer", "vport", "netns", hv)
             sh("ip", "addr", "add", f"{ip}/24", "dev", "eth0", ns=vm)
             sh("ip", "link", "set", "eth0", "up", ns=vm)
@@ -108,14 +137,12 @@ class Overlay:
             sh("ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", ns=vm,
                check=False)
         # pyvswitch in hv-a
-        os.makedirs(f"{self.tmp}/pvs")
-        self.pvs = NsDaemon(hva, f"{self.tmp}/pvs").start()
-        v = self.pvs.vsctl
-        v("add-br", "br-int")
-        v("add-port", "br-int", "vport", "--", "set", "Interface", "vport", "ofport_request=1")
-        v("add-port", "br-int", "gnv0", "--", "set", "Interface", "gnv0", "type=geneve",
-          "ofport_request=2", f"options:remote_ip={self.ul_b}", f"options:local_ip={self.ul_a}",
-          "options:key=flow", "options:csum=true")
+        self.pvs = self._pvs(hva, "pvs", {"remote_ip": self.ul_b, "local_ip": self.ul_a,
+                                          "key": "flow", "csum": "true"})
+        if self.peer == "pvs":
+            self.pvs_b = self._pvs(hvb, "pvs_b", self.gnv_b or {
+                "remote_ip": self.ul_a, "key": "flow", "csum": "true"})
+            return self
         # OVS in hv-b
         self.ovs = OvsSwitch(rundir=f"{self.tmp}/ovs", netns=hvb).start()
         o = self.ovs.vsctl
@@ -126,10 +153,11 @@ class Overlay:
           "options:csum=true")
         o("add-br", "br-phy", "--", "set", "Bridge", "br-phy", "datapath_type=netdev")
         o("add-port", "br-phy", "ul")
-        sh("ip", "addr", "add", f"{self.ul_b}/24", "dev", "br-phy", ns=hvb)
+        sh("ip", "addr", "add", f"{self.ul_b}/{self.plen}", "dev", "br-phy", *nodad, ns=hvb)
         sh("ip", "link", "set", "br-phy", "up", ns=hvb)
         deadline = time.monotonic() + 10
-        while self.ul_a.rsplit(".", 1)[0] not in self.ovs.appctl("ovs/route/show"):
+        prefix = self.ul_a.rsplit(".", 1)[0] if self.family == 4 else self.ul_a.rsplit(":", 2)[0]
+        while prefix not in self.ovs.appctl("ovs/route/show"):
             if time.monotonic() > deadline:
                 raise AssertionError("OVS did not learn the underlay route:\n"
                                      + self.ovs.appctl("ovs/route/show"))
@@ -139,7 +167,7 @@ class Overlay:
     def flows(self, send_a=MARK_A, send_b=MARK_B):
         """Options decide forwarding: each side sends a mark (its own unless
         told otherwise), and accepts only the other side's own mark."""
-        for sw, send, accept in ((self.pvs, send_a, MARK_B), (self.ovs, send_b, MARK_A)):
+        for sw, send, accept in ((self.pvs, send_a, MARK_B), (self.sw_b, send_b, MARK_A)):
             sw.ofctl("del-flows", "br-int")
             sw.ofctl("add-flow", "br-int",
                      f"priority=10,in_port=2,tun_metadata0={accept:#x},actions=output:1")
@@ -149,7 +177,7 @@ class Overlay:
                      "set_field:0x77->tun_id,output:2")
 
     def ensure_tlv_map(self):
-        for sw in (self.pvs, self.ovs):
+        for sw in (self.pvs, self.sw_b):
             if "0x102" not in sw.ofctl("dump-tlv-map", "br-int").stdout:
                 sw.ofctl("add-tlv-map", "br-int", TLV)
 
@@ -169,7 +197,7 @@ class Overlay:
                   check=False, timeout=count * 3 + 10)
 
     def close(self):
-        for what in (self.pvs, self.ovs):
+        for what in (self.pvs, self.pvs_b, self.ovs):
             if what is not None:
                 try:
                     what.stop()
@@ -181,10 +209,12 @@ class Overlay:
 
     def logs(self) -> str:
         out = ""
-        if self.pvs is not None:
-            out += "--- pyvswitch log\n" + self.pvs.log_tail()
+        for name, d in (("hv-a", self.pvs), ("hv-b", self.pvs_b)):
+            if d is None:
+                continue
+            out += f"--- pyvswitch log {name}\n" + d.log_tail()
             try:
-                out += self.pvs.appctl("tnl/geneve/show") + self.pvs.appctl("dpctl/dump-flows")
+                out += d.appctl("tnl/geneve/show") + d.appctl("dpctl/dump-flows")
             except Exception:
                 pass
         if self.ovs is not None:

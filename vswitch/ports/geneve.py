@@ -255,15 +255,17 @@ class TunnelManager:
                 ports[live.dp_port] = TunnelPort(live.dp_port, live.config.name, br, cfg)
         self.ports = ports
         self._src_cache.clear()
-        want = {(p.cfg.family, p.cfg.local_ip or "", p.cfg.dst_port) for p in ports.values()}
+        want = {(fam, p.cfg.local_ip or "", p.cfg.dst_port)
+                for p in ports.values() for fam in p.cfg.families}
         for k in [k for k in self.endpoints if k not in want]:
             self.endpoints.pop(k).close()
         for k in want - set(self.endpoints):
             try:
                 self.endpoints[k] = Endpoint(self, *k)
-                log.info("geneve: listening on %s port %d", k[1] or "*", k[2])
+                log.info("geneve: listening on %s port %d (IPv%d)", k[1] or "*", k[2], k[0])
             except OSError as e:
-                log.error("geneve: cannot listen on %s port %d: %s", k[1] or "*", k[2], e)
+                log.error("geneve: cannot listen on %s port %d (IPv%d): %s",
+                          k[1] or "*", k[2], k[0], e)
         if ports and self.wake_dp_port is None:
             self.wake_dp_port = self.reconciler.datapath.call(
                 lambda dpif: dpif.add_port(WAKE_PORT_NAME, "dummy"))

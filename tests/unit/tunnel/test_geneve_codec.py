@@ -211,7 +211,8 @@ def test_parse_tunnel_options():
                                   "ttl": "9", "df_default": "false"})
     assert cfg == t.TunnelConfig("10.1.1.1", "10.1.1.2", 16, 6082, True, "inherit", 9, False)
     assert t.parse_tunnel_options({"remote_ip": "flow", "key": "flow"}).remote_ip is None
-    assert t.parse_tunnel_options({"remote_ip": "fd00::1"}).family == 6
+    assert t.parse_tunnel_options({"remote_ip": "fd00::1"}).families == (6,)
+    assert t.parse_tunnel_options({"remote_ip": "flow"}).families == (4, 6)
     for bad in ({}, {"remote_ip": "nope"}, {"remote_ip": "1.1.1.1", "key": str(1 << 24)},
                 {"remote_ip": "1.1.1.1", "local_ip": "fd00::1"}, {"remote_ip": "1.1.1.1", "x": "1"},
                 {"remote_ip": "1.1.1.1", "csum": "maybe"}, {"remote_ip": "1.1.1.1", "ttl": "0"}):
