@@ -143,6 +143,13 @@ class FakeSwitch:
                 pkt[a[1]] = a[2]
             elif kind == "move":
                 pkt[a[2]] = pkt.get(a[1])
+            elif kind == "load_md":
+                pkt["metadata"] = a[1]
+            elif kind == "dec_ttl":
+                ttl = pkt.get("nw_ttl", 64) - 1
+                if ttl <= 0:
+                    return     # OVS: packet-in with reason invalid TTL; here, gone
+                pkt["nw_ttl"] = ttl
             elif kind == "resubmit":
                 self._table(pkt, a[1], out, depth + 1)
             elif kind == "ct":

@@ -34,6 +34,11 @@ table  name                what it does
                            group: allow rules commit +new, rest dropped
                            (default deny); other ports: commit +new
 10     OUTPUT              reg15 -> output to the VIF
+11     ROUTING             logical router, distributed: at the source host,
+                           IPv4 to a bound port of another joined switch ->
+                           dec_ttl, eth_src = router MAC there, eth_dst =
+                           the port's MAC, metadata = that switch's VNI,
+                           back to L2_LOOKUP (which tunnels if need be)
 =====  ==================  ===============================================
 
 Conntrack zones are per logical port (the zone number is the port key), as
@@ -52,10 +57,10 @@ from typing import Iterable, Optional
 from .state import State
 
 CLASSIFY, PORT_SEC_L2, PORT_SEC_L3, ARP_RESPONDER, IN_CT, IN_CT_COMMIT, L2_LOOKUP, \
-    REMOTE_L2, OUT_CT, OUT_ACL, OUTPUT = range(11)
+    REMOTE_L2, OUT_CT, OUT_ACL, OUTPUT, ROUTING = range(12)
 TABLE_NAMES = {0: "CLASSIFY", 1: "PORT_SEC_L2", 2: "PORT_SEC_L3", 3: "ARP_RESPONDER",
                4: "IN_CT", 5: "IN_CT_COMMIT", 6: "L2_LOOKUP", 7: "REMOTE_L2",
-               8: "OUT_CT", 9: "OUT_ACL", 10: "OUTPUT"}
+               8: "OUT_CT", 9: "OUT_ACL", 10: "OUTPUT", 11: "ROUTING"}
 
 REG_INPORT, REG_OUTPORT = "reg14", "reg15"
 ETH_IP, ETH_ARP = 0x0800, 0x0806
@@ -70,7 +75,7 @@ CS_NEW, CS_EST, CS_REL, CS_RPL, CS_INV, CS_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0
 # are dumped) by cookie.
 COOKIE_PREFIX = 0xC5 << 56
 COOKIE_MASK = 0xFF << 56
-K_PIPELINE, K_SWITCH, K_PORT, K_ACL, K_TUNNEL = 1, 2, 3, 4, 5
+K_PIPELINE, K_SWITCH, K_PORT, K_ACL, K_TUNNEL, K_ROUTER = 1, 2, 3, 4, 5, 6
 
 
 def cookie(kind: int, key: int = 0) -> int:
@@ -82,8 +87,10 @@ class Flow:
     """One desired rule.  `match` is a sorted tuple of (field, value) with
     value an int/str or a (value, mask) pair; `actions` a tuple of:
     ("output", ofport|"IN_PORT"), ("set", field, value), ("move", src, dst),
-    ("resubmit", table), ("ct", zone, commit, table|None), ("goto", table)
-    (last only).  Setting "metadata" becomes a write-metadata instruction."""
+    ("resubmit", table), ("ct", zone, commit, table|None), ("dec_ttl",),
+    ("load_md", value) (metadata set by an action, seen by a later resubmit),
+    ("goto", table) (last only).  ("set", "metadata", v) becomes a
+    write-metadata instruction."""
     table: int
     priority: int
     match: tuple
@@ -152,6 +159,10 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
              if p.host == host and view.vif(p.ifname) is not None]
     local_keys = {p.name: state.port_key(p.name) for p in local}
     switches = sorted({p.switch for p in local})
+    # router ports on the local switches, and the switches routed to from them
+    routed = [(r, rp) for r in state.routers.values() for rp in r.ports
+              if rp.switch in switches]
+    l2_switches = sorted(set(switches) | {rq.switch for r, _ in routed for rq in r.ports})
     remote_hosts = sorted(h for h in state.hosts if h != host and view.tunnel(h) is not None)
     pc = cookie(K_PIPELINE)
 
@@ -199,11 +210,12 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
                 if q.name in local_keys:  # a port asking for its own address: let it be
                     add(flow(ARP_RESPONDER, 110, {**m, REG_INPORT: kq},
                              (("goto", IN_CT),), cookie(K_PORT, kq)))
-                add(flow(ARP_RESPONDER, 100, m, (
-                    ("move", "eth_src", "eth_dst"), ("set", "eth_src", q.mac),
-                    ("set", "arp_op", 2), ("move", "arp_sha", "arp_tha"),
-                    ("move", "arp_spa", "arp_tpa"), ("set", "arp_sha", q.mac),
-                    ("set", "arp_spa", ip), ("output", "IN_PORT")), cookie(K_PORT, kq)))
+                add(flow(ARP_RESPONDER, 100, m, _arp_reply(q.mac, ip), cookie(K_PORT, kq)))
+
+    for r, rp in routed:
+        add(flow(ARP_RESPONDER, 100, {"metadata": state.switches[rp.switch].vni,
+                                      "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": rp.ip},
+                 _arp_reply(rp.mac, rp.ip), cookie(K_ROUTER, state.switches[rp.switch].vni)))
 
     # tables 4-5: ingress conntrack, in the inport's zone
     stateful = state.options["conntrack"]
@@ -219,8 +231,8 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
                                      "ct_state": _ct_state(on=CS_NEW | CS_TRK)},
                  (("ct", k, True, None), ("goto", L2_LOOKUP)), cookie(K_PORT, k)))
 
-    # table 6: L2 lookup (from local ports); table 7: from tunnels
-    for ls in switches:
+    # table 6: L2 lookup (from local ports, and after routing); table 7: from tunnels
+    for ls in l2_switches:
         vni = state.switches[ls].vni
         ck = cookie(K_SWITCH, vni)
         members = [q for q in state.ports_on(ls) if q.host is not None]
@@ -246,6 +258,26 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
         add(flow(L2_LOOKUP, 60, {"metadata": vni, "eth_type": ETH_ARP, "eth_dst": MULTICAST},
                  flood_local, ck))
         add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
+
+    # table 11: the distributed logical router
+    for r, rp in routed:
+        vni_in = state.switches[rp.switch].vni
+        ck = cookie(K_ROUTER, vni_in)
+        add(flow(L2_LOOKUP, 100, {"metadata": vni_in, "eth_dst": rp.mac},
+                 (("goto", ROUTING),), ck))
+        for rq in r.ports:
+            if rq is rp:
+                continue
+            vni_out = state.switches[rq.switch].vni
+            for q in state.ports_on(rq.switch):
+                if q.host is None:
+                    continue
+                for ip in q.ips:
+                    add(flow(ROUTING, 100, {"metadata": vni_in, "eth_type": ETH_IP,
+                                            "ipv4_dst": ip},
+                             (("dec_ttl",), ("set", "eth_src", rq.mac), ("set", "eth_dst", q.mac),
+                              ("load_md", vni_out), ("resubmit", L2_LOOKUP)),
+                             cookie(K_PORT, state.port_key(q.name))))
 
     # tables 8-9: egress conntrack and ACLs, in the outport's zone
     add(flow(OUT_CT, 0, {}, (("goto", OUT_ACL),), pc))
@@ -283,6 +315,13 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
         add(flow(OUTPUT, 100, {REG_OUTPORT: kq}, (("output", view.vif(q.ifname)),),
                  cookie(K_PORT, kq)))
     return _dedup(out)
+
+
+def _arp_reply(mac: str, ip: str) -> tuple:
+    """Turn an ARP request for `ip` into the reply "`ip` is at `mac`", back out."""
+    return (("move", "eth_src", "eth_dst"), ("set", "eth_src", mac), ("set", "arp_op", 2),
+            ("move", "arp_sha", "arp_tha"), ("move", "arp_spa", "arp_tpa"),
+            ("set", "arp_sha", mac), ("set", "arp_spa", ip), ("output", "IN_PORT"))
 
 
 def _acl_matches(state: State, a) -> Iterable[dict]:

@@ -41,6 +41,10 @@ def _action(a):
         return parser.NXActionRegMove(src_field=_MOVE_NAMES.get(a[1], a[1]),
                                       dst_field=_MOVE_NAMES.get(a[2], a[2]),
                                       n_bits=n, src_ofs=0, dst_ofs=0)
+    if kind == "dec_ttl":
+        return parser.OFPActionDecNwTtl()
+    if kind == "load_md":
+        return parser.OFPActionSetField(metadata=a[1])
     if kind == "resubmit":
         return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=a[1])
     if kind == "ct":
@@ -139,7 +143,11 @@ def _decode_action(a) -> tuple:
     if n == "OFPActionOutput":
         return ("output", "IN_PORT" if a.port == ofp.OFPP_IN_PORT else a.port)
     if n == "OFPActionSetField":
+        if a.key == "metadata":
+            return ("load_md", _norm_value(a.value))
         return ("set", _norm_field(a.key), _norm_value(a.value))
+    if n in ("OFPActionDecNwTtl", "NXActionDecTtl"):
+        return ("dec_ttl",)
     if n == "NXActionRegLoad2":
         return ("set", _norm_field(a.dst), _norm_value(a.value))
     if n == "NXActionRegLoad":     # what a switch may dump for a register set-field
@@ -147,6 +155,8 @@ def _decode_action(a) -> tuple:
         width = ofp.oxm_get_field_info_by_name(a.dst)[1].size * 8
         value = a.value << ofs
         if ofs == 0 and nbits == width:
+            if a.dst == "metadata":
+                return ("load_md", value)
             return ("set", _norm_field(a.dst), value)
         return ("set", _norm_field(a.dst), (value, ((1 << nbits) - 1) << ofs))
     if n == "NXActionRegMove":

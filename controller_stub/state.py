@@ -69,6 +69,21 @@ class LogicalPort:
 
 
 @dataclasses.dataclass(frozen=True)
+class RouterPort:
+    switch: str
+    mac: str
+    ip: str           # the gateway address on that switch's subnet
+
+
+@dataclasses.dataclass(frozen=True)
+class LogicalRouter:
+    """A distributed router: every host routes its own VMs' traffic between
+    the logical switches the router joins (no NAT, no static routes)."""
+    name: str
+    ports: tuple = ()     # RouterPort, one per logical switch
+
+
+@dataclasses.dataclass(frozen=True)
 class Acl:
     """Allow new connections *to* the ports of `group` (to-lport, like OVN's
     ``allow-related``).  Ports of a group named by any ACL drop every other
@@ -96,6 +111,7 @@ class State:
         self.ports: dict[str, LogicalPort] = {}
         self.port_groups: dict[str, tuple] = {}
         self.acls: list[Acl] = []
+        self.routers: dict[str, LogicalRouter] = {}
         self._port_keys: dict[str, int] = {}
         self._next_key = 1
         self._inherit: dict[str, int] = {}
@@ -109,7 +125,7 @@ class State:
         if previous is not None:
             s._inherit = dict(previous._port_keys)
             s._next_key = previous._next_key
-        known = {"hosts", "switches", "ports", "port_groups", "acls", "options"}
+        known = {"hosts", "switches", "ports", "port_groups", "acls", "options", "routers"}
         extra = set(d or {}) - known
         if extra:
             raise StateError(f"unknown sections {sorted(extra)}")
@@ -121,6 +137,8 @@ class State:
             s.add_switch(name, **ls)
         for name, p in (d.get("ports") or {}).items():
             s.add_port(name, **p)
+        for name, r in (d.get("routers") or {}).items():
+            s.add_router(name, **r)
         for name, members in (d.get("port_groups") or {}).items():
             s.set_port_group(name, members)
         s.set_acls(d.get("acls") or [])
@@ -149,6 +167,8 @@ class State:
             "port_groups": {n: list(m) for n, m in self.port_groups.items()},
             "acls": [strip(a, skip=()) for a in self.acls],
             "options": dict(self.options),
+            "routers": {n: {"ports": [dataclasses.asdict(p) for p in r.ports]}
+                        for n, r in self.routers.items()},
         }
 
     def copy(self) -> "State":
@@ -227,6 +247,26 @@ class State:
         self._port_keys.pop(name, None)
         for g, members in list(self.port_groups.items()):
             self.port_groups[g] = tuple(m for m in members if m != name)
+
+    def add_router(self, name, ports):
+        out, seen = [], set()
+        for p in ports:
+            p = dict(p) if isinstance(p, dict) else dataclasses.asdict(p)
+            ls = self.switches.get(p.get("switch"))
+            if ls is None or not ls.subnet:
+                raise StateError(f"router {name}: port on {p.get('switch')!r} needs a logical "
+                                 f"switch with a subnet")
+            if ls.name in seen:
+                raise StateError(f"router {name}: two ports on {ls.name}")
+            seen.add(ls.name)
+            ip = str(ipaddress.IPv4Address(p["ip"]))
+            if ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(ls.subnet):
+                raise StateError(f"router {name}: {ip} outside {ls.name} {ls.subnet}")
+            for q in self.ports_on(ls.name):
+                if ip in q.ips or _check_mac(p["mac"]) == q.mac:
+                    raise StateError(f"router {name}: address of port {q.name} reused")
+            out.append(RouterPort(ls.name, _check_mac(p["mac"]), ip))
+        self.routers[name] = LogicalRouter(name, tuple(out))
 
     def set_options(self, options: dict):
         extra = set(options) - set(DEFAULT_OPTIONS)

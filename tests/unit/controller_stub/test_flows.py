@@ -258,3 +258,73 @@ def test_bench_small():
     from controller_stub import bench
     res = bench.run(6, 60, out=lambda *a: None)
     assert res["rules"] > 0 and 0 < res["move_flow_mods"] < res["rules"] / 3
+
+
+def routed_state():
+    return State.from_dict({
+        "hosts": {"hv1": {"tunnel_ip": "192.168.0.1"}, "hv2": {"tunnel_ip": "192.168.0.2"}},
+        "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
+                     "green": {"vni": 300, "subnet": "10.1.0.0/24"}},
+        "ports": {
+            "r1": {"switch": "red", "mac": MAC.format(1, 1), "ips": ["10.0.0.1"], "host": "hv1"},
+            "g1": {"switch": "green", "mac": MAC.format(3, 1), "ips": ["10.1.0.1"],
+                   "host": "hv2"},
+            "g2": {"switch": "green", "mac": MAC.format(3, 2), "ips": ["10.1.0.2"],
+                   "host": "hv1"},
+        },
+        "routers": {"lr0": {"ports": [
+            {"switch": "red", "mac": "02:00:00:00:fe:01", "ip": "10.0.0.254"},
+            {"switch": "green", "mac": "02:00:00:00:fe:03", "ip": "10.1.0.254"}]}},
+        "port_groups": {"g": ["g1"]},
+        "acls": [{"group": "g", "proto": "tcp", "ports": [22], "src": "10.0.0.0/24"}],
+    })
+
+
+def test_distributed_router_between_two_switches():
+    st = routed_state()
+    views = views_for(st)
+    fab = Fabric(st, views)
+    for h, sw in fab.switches.items():
+        flows = F.host_flows(st, h, views[h])
+        assert all(ofmsg.canonical(f) == f for f in flows)
+        sw.apply(ofmsg.diff([], flows))
+    # r1 resolves its gateway on hv1
+    host, ofport = fab.vif_of("r1")
+    arp = {"eth_src": MAC.format(1, 1), "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": F.ETH_ARP,
+           "arp_op": 1, "arp_spa": "10.0.0.1", "arp_sha": MAC.format(1, 1),
+           "arp_tpa": "10.0.0.254", "arp_tha": "00:00:00:00:00:00"}
+    ((h, o, ans),) = fab.send(host, ofport, arp)
+    assert (h, o) == (host, ofport) and ans["arp_sha"] == "02:00:00:00:fe:01"
+    # r1 (red, hv1) -> g1 (green, hv2): routed on hv1, tunnelled with green's VNI
+    p = {"eth_src": MAC.format(1, 1), "eth_dst": "02:00:00:00:fe:01", "eth_type": F.ETH_IP,
+         "ipv4_src": "10.0.0.1", "ipv4_dst": "10.1.0.1", "ip_proto": 6, "tcp_src": 3333,
+         "tcp_dst": 22, "nw_ttl": 64}
+    hops = fab.send(host, ofport, p)
+    ((h, o, got),) = [x for x in hops if "tunnel_to" not in x[2]]
+    assert (h, o) == fab.vif_of("g1")
+    assert got["eth_src"] == "02:00:00:00:fe:03" and got["eth_dst"] == MAC.format(3, 1)
+    assert got["nw_ttl"] == 63
+    (tun,) = [x[2] for x in hops if "tunnel_to" in x[2]]
+    assert tun["tunnel_id"] == 300
+    # g1's ACL still rules routed traffic: port 80 is not admitted
+    assert [x for x in fab.send(host, ofport, {**p, "tcp_dst": 80})
+            if "tunnel_to" not in x[2]] == []
+    # the reply is routed back on hv2 and is +est at r1's egress
+    back = {"eth_src": MAC.format(3, 1), "eth_dst": "02:00:00:00:fe:03", "eth_type": F.ETH_IP,
+            "ipv4_src": "10.1.0.1", "ipv4_dst": "10.0.0.1", "ip_proto": 6, "tcp_src": 22,
+            "tcp_dst": 3333, "nw_ttl": 64}
+    h2, o2 = fab.vif_of("g1")
+    assert [(h, o) for h, o, q in fab.send(h2, o2, back) if "tunnel_to" not in q] == \
+        [fab.vif_of("r1")]
+    # local routing: r1 -> g2 (both on hv1) never leaves the host
+    hops = fab.send(host, ofport, {**p, "ipv4_dst": "10.1.0.2", "tcp_dst": 5})
+    assert [(h, o) for h, o, q in hops] == [fab.vif_of("g2")]
+
+
+def test_router_validation():
+    st = routed_state()
+    with pytest.raises(StateError):
+        st.add_router("bad", [{"switch": "red", "mac": "02:00:00:00:fe:09", "ip": "10.1.0.9"}])
+    with pytest.raises(StateError):
+        st.add_router("bad", [{"switch": "red", "mac": MAC.format(1, 1), "ip": "10.0.0.200"}])
+    assert State.from_dict(st.to_dict()).to_dict() == st.to_dict()

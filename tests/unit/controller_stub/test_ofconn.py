@@ -171,3 +171,25 @@ def test_the_real_pipeline_accepts_every_rule_and_dumps_them_back_equal():
     dumped = [ofmsg.flow_from_stats(s) for part in reply.parts for s in part.body]
     assert sorted(map(str, dumped)) == sorted(map(str, desired))
     assert ofmsg.diff(dumped, desired) == []
+
+
+def test_the_real_pipeline_accepts_the_router_rules():
+    from tests.unit.controller_stub.test_flows import routed_state
+    state = routed_state()
+    views = views_for(state)
+    ports = [Port(ofport=o, name=n, hw_addr="02:00:00:00:ff:%02x" % o)
+             for n, o in views["hv1"].ofports.items()]
+    ctl = ControllerConnection(0.0)
+    sw = Switch(ports)
+    pump(ctl, sw)
+    desired = F.host_flows(state, "hv1", views["hv1"])
+    assert any(f.table == F.ROUTING for f in desired)
+    for m in ofmsg.diff([], desired):
+        ctl.send(m)
+    ctl.barrier()
+    (done,) = [e for e in pump(ctl, sw) if isinstance(e, BarrierDone)]
+    assert done.errors == []
+    ctl.send(ofmsg.dump_request())
+    (reply,) = [e for e in pump(ctl, sw) if isinstance(e, Reply)]
+    dumped = [ofmsg.flow_from_stats(s) for part in reply.parts for s in part.body]
+    assert ofmsg.diff(dumped, desired) == []
