@@ -227,3 +227,33 @@ def test_controller_restart_keeps_established_traffic(hvs, vms):
     finally:
         server.kill()
         server.wait()
+
+
+def test_logical_router_across_hosts(hvs, topology):
+    r1 = topology.add_host("r1", "10.0.0.1/24")       # red, hv1
+    g1 = topology.add_host("g1", "10.1.0.1/24")       # green, hv2
+    g2 = topology.add_host("g2", "10.1.0.2/24")       # green, hv1
+    r1.run("ip", "route", "add", "default", "via", "10.0.0.254")
+    for g in (g1, g2):
+        g.run("ip", "route", "add", "default", "via", "10.1.0.254")
+    place = {"r1": ("hv1", r1, "red"), "g1": ("hv2", g1, "green"), "g2": ("hv1", g2, "green")}
+    for hv, vm, _ in place.values():
+        plug(hvs, hv, vm)
+    state = State.from_dict({
+        "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
+                       "bridge": br} for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
+        "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
+                     "green": {"vni": 300, "subnet": "10.1.0.0/24"}},
+        "ports": {n: {"switch": ls, "mac": vm.mac, "ips": [vm.addr], "host": hv,
+                      "iface": vm.port} for n, (hv, vm, ls) in place.items()},
+        "routers": {"lr0": {"ports": [
+            {"switch": "red", "mac": "02:00:00:00:fe:01", "ip": "10.0.0.254"},
+            {"switch": "green", "mac": "02:00:00:00:fe:03", "ip": "10.1.0.254"}]}},
+    })
+    with BackgroundController(state) as bg:
+        bg.wait_converged(20)
+        p = r1.ping(g1.addr, count=3)                 # routed on hv1, tunnelled to hv2
+        assert p.returncode == 0, p.stdout
+        assert "ttl=63" in p.stdout                   # one router hop
+        assert r1.ping(g2.addr, count=2).returncode == 0   # routed, stays on hv1
+        assert neigh_mac(r1, "10.0.0.254") == "02:00:00:00:fe:01"
