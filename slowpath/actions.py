@@ -166,6 +166,38 @@ class Clone:
 
 
 @dataclass(frozen=True)
+class Multipath:
+    """NXAST_MULTIPATH: hash ``fields`` ("eth_src", "symmetric_l4",
+    "symmetric_l3l4", "nw_src", "nw_dst") into a link 0..n_links-1 and
+    store it in ``dst[dst_ofs:+n_bits]``.  Algorithms: "modulo_n",
+    "hash_threshold", "hrw", "iter_hash" (all hash-based here)."""
+    fields: str = "symmetric_l4"
+    basis: int = 0
+    algorithm: str = "hrw"
+    n_links: int = 1
+    dst: str = "reg0"
+    dst_ofs: int = 0
+    n_bits: int = 16
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """NXAST_BUNDLE: output to one live member port chosen by hash."""
+    fields: str = "symmetric_l4"
+    basis: int = 0
+    members: tuple = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """NXAST_SAMPLE: send 1 in 65536/probability packets to a collector."""
+    probability: int = 65535
+    collector_set_id: int = 0
+    obs_domain_id: int = 0
+    obs_point_id: int = 0
+
+
+@dataclass(frozen=True)
 class LearnSpec:
     """One flow_mod_spec of NXAST_LEARN.
 

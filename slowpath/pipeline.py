@@ -409,6 +409,14 @@ class Pipeline:
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "output_reg field")
             elif isinstance(a, A.Clone):
                 self.validate_actions(a.actions, match)
+            elif isinstance(a, A.Multipath):
+                f = FIELDS.get(a.dst)
+                if f is None or not f.writable or a.dst_ofs + a.n_bits > f.n_bits or (
+                        a.n_links < 1 or a.n_links > 1 << a.n_bits):
+                    raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, f"multipath {a}")
+            elif isinstance(a, A.Bundle):
+                if any(not 0 < m <= OFPP_MAX for m in a.members):
+                    raise bad_action(ofp.OFPBAC_BAD_OUT_PORT, f"bundle members {a.members}")
             elif isinstance(a, A.Learn):
                 if not 0 <= a.table_id < N_TABLES:
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "learn table")

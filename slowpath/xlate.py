@@ -50,6 +50,10 @@ _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))
 _VLAN0_TCI = member_int_mask("vlan0_tci")
+_PIPELINE_META = ("metadata", "regs", "conj_id", "actset_output")
+_PIPELINE_META_MASK = 0
+for _m in _PIPELINE_META:
+    _PIPELINE_META_MASK |= member_int_mask(_m)
 _IN_PORT_MASK = member_int_mask("in_port")
 _RECIRC_MASK = member_int_mask("recirc_id")
 _CONJ_MASK = member_int_mask("conj_id")
@@ -163,7 +167,12 @@ class XlateCtx:
         # so older megaflows without it get revalidated away).
         self.wc = Wildcards(_IN_PORT_MASK | (
             _RECIRC_MASK if pipeline.recirc_states or key.recirc_id else 0))
-        self.written = 0      # bits of key set by actions (no longer packet-dependent)
+        # Pipeline metadata starts at zero for every packet (it is not part
+        # of a packet): never packet-dependent, never in a megaflow.
+        for m in _PIPELINE_META:
+            o, n = MEMBERS[m]
+            self.key.buf[o:o + n] = bytes(n)
+        self.written = _PIPELINE_META_MASK   # bits set by actions: not packet-dependent
         self.pending = 0      # written bits not yet committed to the datapath
         self.odp: list = []
         self.out = XlateOutput(_NO_MEGAFLOW)
@@ -751,6 +760,49 @@ def _x_learn(ctx, a: A.Learn):
         ctx.p.apply_learn(fm, ctx.now)
 
 
+_HASH_FIELDS = {
+    "eth_src": ("eth_src",),
+    "nw_src": ("eth_type", "ip_src", "ipv6_src"),
+    "nw_dst": ("eth_type", "ip_dst", "ipv6_dst"),
+    "symmetric_l3l4": ("eth_type", "ip_src", "ip_dst", "ipv6_src", "ipv6_dst", "nw_proto",
+                       "tp_src", "tp_dst"),
+    "symmetric_l4": ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst",
+                     "ipv6_src", "ipv6_dst", "nw_proto", "tp_src", "tp_dst"),
+}
+
+
+def flow_hash(ctx: XlateCtx, fields: str, basis: int) -> int:
+    """Symmetric hash of the named field set (src/dst order-independent);
+    consults the fields."""
+    names = _HASH_FIELDS.get(fields, _HASH_FIELDS["symmetric_l4"])
+    vals = {n: ctx.read(n) for n in names}
+    parts = []
+    for a, b in (("eth_src", "eth_dst"), ("ip_src", "ip_dst"), ("ipv6_src", "ipv6_dst"),
+                 ("tp_src", "tp_dst")):
+        pair = sorted(v for v in (vals.pop(a, None), vals.pop(b, None)) if v is not None)
+        parts += pair
+    parts += [vals[n] for n in sorted(vals)]
+    return zlib.crc32(b"".join(v.to_bytes(16, "big") for v in parts), basis)
+
+
+def _x_multipath(ctx, a: A.Multipath):
+    link = flow_hash(ctx, a.fields, a.basis) % max(a.n_links, 1)
+    ctx.write(a.dst, link << a.dst_ofs, ((1 << a.n_bits) - 1) << a.dst_ofs)
+
+
+def _x_bundle(ctx, a: A.Bundle):
+    live = [m for m in a.members if (p := ctx.p.ports.get(m)) is not None and p.is_up]
+    if live:
+        ctx.output(live[flow_hash(ctx, a.fields, a.basis) % len(live)])
+
+
+def _x_sample(ctx, a: A.Sample):
+    # executed per packet by the datapath: probability out of 2**32-1
+    prob = (a.probability * 0xffffffff) // 0xffff
+    ctx.emit(dp.Sample(prob, (dp.Userspace("sample", (a.collector_set_id, a.obs_domain_id,
+                                                        a.obs_point_id)),)))
+
+
 def _x_nothing(ctx, a):
     pass
 
@@ -763,7 +815,8 @@ _HANDLERS = {
     A.CopyTtl: _x_copy_ttl, A.Group: _x_group, A.SetQueue: _x_set_queue,
     A.Resubmit: _x_resubmit, A.Ct: _x_ct, A.CtClear: _x_ct_clear, A.Meter: _x_meter,
     A.OutputReg: _x_output_reg, A.Clone: _x_clone, A.Note: _x_nothing,
-    A.Conjunction: _x_nothing, A.Learn: _x_learn,
+    A.Conjunction: _x_nothing, A.Learn: _x_learn, A.Multipath: _x_multipath,
+    A.Bundle: _x_bundle, A.Sample: _x_sample,
 }
 
 

@@ -424,3 +424,30 @@ def test_set_vlan_pcp_on_untagged_pushes_a_tag():
     # only the tag's presence was consulted, not its VID or PCP
     assert int.from_bytes(x.megaflow.mask, "big") == mask_of("in_port") | (
         0x1000 << member_shift("vlan0_tci"))
+
+
+def test_multipath_bundle_sample():
+    p = bridge(4)
+    add(p, "in_port=1", [A.Multipath("symmetric_l4", 0, "hrw", 3, "reg1", 0, 16),
+                         A.Resubmit(table=1)])
+    for link in range(3):
+        add(p, f"reg1={link}", [A.Output(2 + (link % 3))], table=1)
+    add(p, "in_port=2", [A.Bundle("symmetric_l4", 0, (3, 4))])
+    add(p, "in_port=3", [A.Sample(65535, 5), A.Output(1)])
+    seen = set()
+    for i in range(30):
+        data = bytes(Ether(src=A1, dst=A2) / IP(src=f"10.0.0.{i}") / UDP())
+        fwd = run(p, data, 1)
+        seen.add(fwd.actions)
+        assert int.from_bytes(fwd.megaflow.mask, "big") & field_int_mask(FIELDS["ip_src"])
+        # reg1 was written by multipath: not part of the megaflow
+        assert not int.from_bytes(fwd.megaflow.mask, "big") & field_int_mask(FIELDS["reg1"])
+    assert len(seen) == 3
+    outs = {run(p, bytes(Ether(src=A1, dst=A2) / IP(src=f"10.0.0.{i}") / UDP()), 2).actions
+            for i in range(30)}
+    assert outs == {(dp.Output(103),), (dp.Output(104),)}
+    p.set_port(Port(4, "p4", dp_port=104, link_down=True))
+    assert {run(p, bytes(Ether(src=A1, dst=A2) / IP(src=f"10.0.0.{i}") / UDP()), 2).actions
+            for i in range(10)} == {(dp.Output(103),)}
+    (s, o) = run(p, pkt(A1, A2), 3).actions
+    assert isinstance(s, dp.Sample) and s.probability == 0xffffffff and o == dp.Output(101)

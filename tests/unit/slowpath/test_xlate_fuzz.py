@@ -34,6 +34,8 @@ ACTION = st.one_of(
     st.just(A.OutputReg("reg0", 0, 16)), st.just(A.Note(b"x")),
     st.builds(A.Clone, st.lists(st.builds(A.Output, st.sampled_from(PORTS)), max_size=2).map(tuple)),
     st.just(A.Conjunction(5, 0, 2)), st.just(A.Conjunction(5, 1, 2)),
+    st.just(A.Multipath("symmetric_l4", 1, "hrw", 2, "reg0", 0, 8)),
+    st.just(A.Bundle("eth_src", 0, (1, 2))), st.just(A.Sample(100, 1)),
     st.just(A.Learn(2, 5, specs=(A.LearnSpec("match", "eth_dst", 48, src="eth_src"),
                                  A.LearnSpec("output", src="in_port", n_bits=16)))),
 )
