@@ -14,6 +14,7 @@ objects are only built through `convert.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import struct
 from dataclasses import dataclass, field
@@ -809,33 +810,49 @@ class Handlers:
     h_OFPBundleAddMsg = h_ONFBundleAddMsg
 
     def _commit(self, ch, b: Bundle, now):
-        """Apply in order; on any error restore the pipeline as it was."""
-        pipeline = self.sw.pipeline
-        commit = getattr(pipeline, "bundle_commit", None)
-        if commit is not None and all(kind == "flow" for kind, _ in b.messages):
-            removed = commit([m for _, m in b.messages], now) or []   # atomic in the pipeline
+        """Apply in order, all or nothing, with no translation in between.
+
+        The pipeline may be shared with a datapath thread (the daemon wraps it
+        so each call takes a lock).  A bundle must be applied under that lock
+        as one step: the wrapper can offer `atomically(fn)`, which calls
+        fn(real_pipeline) holding it; otherwise `_pipeline`/`_lock` are used
+        if present, else the object itself.  On any error the tables, groups
+        and meters are restored from a snapshot and the error is re-raised."""
+        wrapper = self.sw.pipeline
+        atomically = getattr(wrapper, "atomically", None)
+        if atomically is not None:
+            removed = atomically(lambda real: self._apply_bundle(ch, b, real, now))
         else:
-            saved = {k: copy.deepcopy(getattr(pipeline, k)) for k in _SNAPSHOT
-                     if hasattr(pipeline, k)} if b.messages else {}
-            removed = []
-            self.sw.deferred = []        # FLOW_REMOVED only once the bundle stands
-            try:
-                for kind, m in b.messages:
-                    if kind == "flow":
-                        removed.extend(pipeline.flow_mod(m, now) or [])
-                    else:
-                        self._table[type(m).__name__](ch, m, now)
-            except Exception:
-                for k, v in saved.items():
-                    setattr(pipeline, k, v)
-                if hasattr(pipeline, "version"):
-                    pipeline.version += 1
-                raise
-            finally:
-                removed.extend(self.sw.deferred)
-                self.sw.deferred = None
+            real = getattr(wrapper, "_pipeline", wrapper)
+            with getattr(wrapper, "_lock", None) or contextlib.nullcontext():
+                removed = self._apply_bundle(ch, b, real, now)
         if removed:
             self.sw.broadcast_flow_removed(removed, now)
+
+    def _apply_bundle(self, ch, b, pipeline, now):
+        commit = getattr(pipeline, "bundle_commit", None)
+        if commit is not None and all(kind == "flow" for kind, _ in b.messages):
+            return commit([m for _, m in b.messages], now) or []   # atomic in the pipeline
+        saved = {k: copy.deepcopy(getattr(pipeline, k)) for k in _SNAPSHOT
+                 if hasattr(pipeline, k)} if b.messages else {}
+        removed = []
+        self.sw.deferred = []        # FLOW_REMOVED only once the bundle stands
+        try:
+            for kind, m in b.messages:
+                if kind == "flow":
+                    removed.extend(pipeline.flow_mod(m, now) or [])
+                else:
+                    self._table[type(m).__name__](ch, m, now)
+        except Exception:
+            for k, v in saved.items():
+                setattr(pipeline, k, v)
+            if hasattr(pipeline, "version"):
+                pipeline.version += 1
+            raise
+        finally:
+            removed.extend(self.sw.deferred)
+            self.sw.deferred = None
+        return removed
 
 
 # the slow path keeps 8 option slots of at most 8 bytes (slowpath/fields.py)

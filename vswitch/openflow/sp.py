@@ -1,40 +1,19 @@
-"""The slow-path names the OpenFlow layer uses, in one place.
+"""The slow-path names the OpenFlow layer uses, imported in one place.
 
-Each name comes from its agreed `slowpath/` module when that module defines it,
-else from `_contract.py` (same names and fields), so the OpenFlow layer keeps
-working while `slowpath/` is being written.  Only `convert.py`, `handlers.py`
-and tests import this module.
+Handlers and the conversion layer (`convert.py`) refer to `sp.FlowMod`,
+`sp.Output`, ... so the set of slow-path types the channel depends on is
+visible at a glance and a rename in `slowpath/` is a one-line change here.
 """
 from __future__ import annotations
 
-import importlib
-
-from . import _contract
-
-
-def _pick(module: str, name: str):
-    try:
-        mod = importlib.import_module(module)
-        return getattr(mod, name)
-    except (ImportError, AttributeError):
-        return getattr(_contract, name)
-
-
-OFError = _pick("slowpath.errors", "OFError")
-Match = _pick("slowpath.match", "Match")
-Port = _pick("slowpath.port", "Port")
-FlowMod = _pick("slowpath.pipeline", "FlowMod")
-GroupMod = _pick("slowpath.pipeline", "GroupMod")
-MeterMod = _pick("slowpath.pipeline", "MeterMod")
-TableMod = _pick("slowpath.pipeline", "TableMod")
-Bucket = _pick("slowpath.pipeline", "Bucket")
-MeterBand = _pick("slowpath.pipeline", "MeterBand")
-
-_ACTIONS = ("Output", "Controller", "SetField", "PushVlan", "PopVlan", "Group", "PushMpls",
-            "PopMpls", "SetMplsTtl", "DecMplsTtl", "SetNwTtl", "CopyTtl",
-            "Resubmit", "Ct", "CtClear", "DecTtl", "SetQueue", "Move",
-            "Conjunction", "Note", "ApplyActions", "WriteActions",
-            "ClearActions", "GotoTable", "WriteMetadata", "Meter")
-for _n in _ACTIONS:
-    globals()[_n] = _pick("slowpath.actions", _n)
-del _n
+from slowpath.actions import (  # noqa: F401
+    ApplyActions, ClearActions, Conjunction, Controller, CopyTtl, Ct, CtClear, DecMplsTtl,
+    DecTtl, GotoTable, Group, Meter, Move, Note, Output, PopMpls, PopVlan, PushMpls, PushVlan,
+    Resubmit, SetField, SetMplsTtl, SetNwTtl, SetQueue, WriteActions, WriteMetadata,
+)
+from slowpath.errors import OFError  # noqa: F401
+from slowpath.match import Match  # noqa: F401
+from slowpath.pipeline import (  # noqa: F401
+    Bucket, FlowMod, GroupMod, MeterBand, MeterMod, TableMod,
+)
+from slowpath.port import Port  # noqa: F401

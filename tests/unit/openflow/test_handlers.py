@@ -321,3 +321,41 @@ def test_unsupported_flow_format_is_eperm(h10):
 def test_nx_role_request(h10):
     r = only(h10.roundtrip(p10.NXTRoleRequest(h10.dp, 2)), "OFPVendor")
     assert type(r.data).__name__ == "NXTRoleReply" and r.data.role == 2
+
+
+class _Locked:
+    """Like the daemon's LockedPipeline: a proxy that locks every call."""
+
+    def __init__(self, pipeline):
+        import threading
+        self._pipeline, self._lock, self.lock_held_in_commit = pipeline, threading.RLock(), []
+
+    def __getattr__(self, name):
+        attr = getattr(self._pipeline, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*a, **kw):
+            with self._lock:
+                return attr(*a, **kw)
+        return locked
+
+
+def test_bundle_rollback_through_a_locking_proxy():
+    from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
+    from vswitch.openflow.handlers import SwitchContext
+    real = make_pipeline()
+    sw = SwitchContext("br0", _Locked(real), FakeBackend(), 1)
+    h = Harness(switch=sw)
+    P = h.P
+    h.roundtrip(h.flow_mod(match=P.OFPMatch(in_port=2)))
+    _bundle(h, 3, of13.ONF_BCT_OPEN_REQUEST)
+    h.roundtrip(p13.ONFBundleAddMsg(h.dp, 3, 1, h.flow_mod(command=of13.OFPFC_DELETE,
+                                                           table_id=of13.OFPTT_ALL,
+                                                           out_port=of13.OFPP_ANY,
+                                                           out_group=of13.OFPG_ANY), []))
+    bad = h.flow_mod(instructions=[P.OFPInstructionActions(of13.OFPIT_APPLY_ACTIONS,
+                                                           [P.OFPActionGroup(9)])])
+    h.roundtrip(p13.ONFBundleAddMsg(h.dp, 3, 1, bad, []))
+    only(_bundle(h, 3, of13.ONF_BCT_COMMIT_REQUEST), "OFPErrorMsg")
+    assert len(real.flow_stats()) == 1          # the delete was rolled back in the real one
