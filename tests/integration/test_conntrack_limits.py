@@ -126,10 +126,11 @@ def test_syn_flood_fills_zone_refuses_new_keeps_established(daemon, topology, br
 
 
 def test_timeout_policy_from_ovs_vsctl_and_periodic_expiry(daemon, topology, bridge_name):
+    """Also: the zone comes from a register (ct(zone=NXM_NX_REG0[0..15]))."""
     a = topology.add_host("a", A + "/24")
     topology.add_host("b", B + "/24")
     setup_bridge(daemon, bridge_name, topology, textwrap.dedent("""
-        table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=6),output:2
+        table=0,priority=10,ip,in_port=1,actions=load:6->NXM_NX_REG0[0..15],ct(commit,zone=NXM_NX_REG0[0..15]),output:2
         table=0,priority=0,actions=drop
     """).strip() + "\n")
     # As on OVS: the user creates the Datapath row, then the zone's policy.
@@ -145,7 +146,8 @@ def test_timeout_policy_from_ovs_vsctl_and_periodic_expiry(daemon, topology, bri
     deadline = time.time() + 5
     while daemon.appctl("dpctl/ct-get-nconns").strip() != "5" and time.time() < deadline:
         time.sleep(0.1)
-    assert "timeout=" in daemon.appctl("dpctl/dump-conntrack", "--", "-s", "zone=6")
+    dump = daemon.appctl("dpctl/dump-conntrack", "--", "-s", "zone=6")
+    assert dump.count("zone=6") == 5 and "timeout=" in dump
     assert int(daemon.appctl("dpctl/ct-get-nconns")) == 5
     # the daemon's periodic expiry (not a dump) removes them after 2 s
     deadline = time.time() + 6
