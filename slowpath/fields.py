@@ -382,8 +382,6 @@ def parse_value(f: Field, s: str) -> int:
         return int(ipaddress.IPv6Address(s))
     if f.fmt == "port" and s.upper() in PORT_NUMBERS:
         return PORT_NUMBERS[s.upper()]
-    if f.fmt == "frag":
-        return {"no": 0, "yes": 1, "first": 1, "later": 3, "not_later": 0}[s]
     v = int(s, 0)
     if not 0 <= v <= f.max:
         raise ValueError(f"{f.name}: value {s!r} out of range")

@@ -71,6 +71,8 @@ class Match:
             if f.fmt in ("tcp_flags", "ct_state") and val[:1] in "+-":
                 v, mask = _parse_flag_set(f, val)
                 m.set_field(name, v, mask)
+            elif f.fmt == "frag" and val in FRAG_KEYWORDS:
+                m.set_field(name, *FRAG_KEYWORDS[val])
             elif "/" in val:
                 v, _, ms = val.partition("/")
                 m.set_field(name, v, _parse_mask(f, ms))
@@ -279,8 +281,10 @@ def _format_masked(f: Field, v: int, mk: int) -> str:
         bits = [("+" if v & b else "-") + n for n, b in names.items() if mk & b]
         if sum(bin(b).count("1") for n, b in names.items() if mk & b) == bin(mk).count("1"):
             return "".join(bits)
-    if f.fmt == "frag" and mk == 3:
-        return {0: "no", 1: "first", 3: "later"}.get(v, str(v))
+    if f.fmt == "frag":
+        for word, vm in FRAG_KEYWORDS.items():
+            if vm == (v, mk) or (word == "no" and (v, mk) == (0, 3)):
+                return word
     if mk == f.valid_mask:
         return format_value(f, v)
     if f.fmt in ("ipv4", "ipv6"):
@@ -288,6 +292,11 @@ def _format_masked(f: Field, v: int, mk: int) -> str:
         if mk == ((1 << n) - 1) << (f.n_bits - n):
             return f"{format_value(f, v)}/{n}"
     return f"{format_value(f, v)}/{format_value(f, mk) if f.fmt in ('mac', 'ipv4', 'ipv6') else hex(mk)}"
+
+
+#: ovs-ofctl ip_frag keywords -> (value, mask) over FLOW_NW_FRAG_ANY|LATER
+FRAG_KEYWORDS = {"no": (0, 1), "yes": (1, 1), "first": (1, 3), "later": (3, 3),
+                 "not_later": (0, 2)}
 
 
 def _parse_mask(f: Field, s: str) -> int:

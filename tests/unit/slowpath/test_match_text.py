@@ -23,6 +23,8 @@ from slowpath.trace import parse_flow, trace
     "metadata=0x10/0xff,tun_id=0x5,tun_src=1.1.1.1",
     "tcp,tcp_flags=+syn-ack",
     "ip,nw_frag=later",
+    "ip,nw_frag=yes",
+    "ipv6,nw_frag=not_later",
     "icmp6,icmp_type=135,nd_target=fe80::1",
 ])
 def test_parse_to_string_round_trip(text):
@@ -38,6 +40,17 @@ def test_to_string_shapes():
                              ).to_string() == "in_port=1,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"
     assert Match.parse("tcp,tcp_src=1").get("tp_src") == (1, 0xffff)
     assert Match().to_string() == ""
+
+
+def test_frag_keywords_follow_ovs():
+    first = FlowKey.from_fields(dl_type=0x800, nw_frag=1)
+    later = FlowKey.from_fields(dl_type=0x800, nw_frag=3)
+    whole = FlowKey.from_fields(dl_type=0x800, nw_frag=0)
+    assert [Match.parse("ip,ip_frag=yes").matches(k) for k in (first, later, whole)] == [1, 1, 0]
+    assert [Match.parse("ip,ip_frag=no").matches(k) for k in (first, later, whole)] == [0, 0, 1]
+    assert [Match.parse("ip,ip_frag=first").matches(k) for k in (first, later, whole)] == [1, 0, 0]
+    assert [Match.parse("ip,ip_frag=not_later").matches(k) for k in (first, later, whole)] == [1, 0, 1]
+    assert Match.parse("ip,nw_frag=yes").to_string() == "ip,nw_frag=yes"
 
 
 def test_matches_and_covers():
