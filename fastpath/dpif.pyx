@@ -54,7 +54,7 @@ cdef extern from "<poll.h>" nogil:
         short events
         short revents
     int c_poll "poll"(pollfd* fds, unsigned long nfds, int timeout)
-    short POLLIN
+    short POLLIN, POLLERR, POLLHUP, POLLNVAL
 
 cdef enum:
     ARENA_SIZE = 32 << 20
@@ -313,6 +313,11 @@ cdef class Dpif:
         if self.dp.now_ns - self.last_rank_ns > 1000000000:
             fp_cache_rank(self.dp.cache)
             self.last_rank_ns = self.dp.now_ns
+            # Once a second: notice devices that vanished without a socket
+            # error (AF_XDP does not always report one).
+            for p in self._ports.values():
+                if (<Port>p).error is None and (<Port>p).peer is None:
+                    (<Port>p).check_error()
         return got
 
     def poll(self, int timeout_ms=0):
@@ -320,8 +325,9 @@ cdef class Dpif:
 
         When nothing arrived, waits up to ``timeout_ms`` for any port to
         become readable and iterates once more."""
-        cdef int got, i, n
+        cdef int got, i, n, r
         cdef pollfd fds[256]
+        polled = []
         with self.lock:
             got = self._iterate()
             out = self._collect()
@@ -329,17 +335,29 @@ cdef class Dpif:
                 return out
             n = 0
             for p in self._ports.values():
-                if n < 256:
+                if n < 256 and (<Port>p).error is None:
                     fds[n].fd = (<Port>p).fd
                     fds[n].events = POLLIN
                     fds[n].revents = 0
+                    polled.append(p)
                     n += 1
         with nogil:
-            c_poll(fds, n, timeout_ms)
+            r = c_poll(fds, n, timeout_ms)
         with self.lock:
+            if r > 0:
+                for i in range(n):
+                    if fds[i].revents & (POLLERR | POLLHUP | POLLNVAL):
+                        # A vanished device would make every poll return at
+                        # once (a busy loop): stop polling that port.
+                        (<Port>polled[i]).check_error()
             self._iterate()
             out = self._collect()
         return out
+
+    def port_error(self, int dp_port):
+        """None, or why the port stopped working (e.g. its device vanished)."""
+        with self.lock:
+            return (<Port>self._ports[dp_port]).error
 
     # ------------------------------------------------------------ flows
     def _cookie_id(self, action):

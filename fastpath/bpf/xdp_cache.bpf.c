@@ -32,11 +32,18 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, XC_MAX_PORTS);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, XC_PORT_ARRAY);
     __type(key, __u32);                 /* ifindex */
     __type(value, struct port_info);
 } ports SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XC_MAX_PORTS);
+    __type(key, __u32);                 /* ifindex >= XC_PORT_ARRAY */
+    __type(value, struct port_info);
+} ports_big SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
@@ -85,14 +92,14 @@ struct {
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
-    __type(key, struct mkey);
+    __type(key, __u64);                 /* xc_hash(slot, xkey & mask) */
     __type(value, __u32);               /* flow id */
 } megaflows SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 65536);
-    __type(key, struct xkey);
+    __type(key, __u64);                 /* xc_hash of the whole xkey */
     __type(value, struct emc_val);
 } emc SEC(".maps");
 
@@ -113,7 +120,6 @@ struct {
 /* Scratch keys live in a per-CPU array, not on the 512-byte stack. */
 struct scratch {
     struct xkey k;
-    struct mkey m;
 };
 
 struct {
@@ -555,35 +561,56 @@ static __always_inline int to_userspace(struct xdp_md *ctx, struct xc_config *cf
     return XDP_PASS;
 }
 
+static __always_inline __u64 hmix(__u64 h, __u64 v)
+{
+    h = (h ^ v) * XC_HMUL;
+    return h ^ (h >> 32);
+}
+
+/* Does the packet's key satisfy the flow's match under its mask? */
+static __always_inline int flow_matches(const struct flow_act *a, const struct xkey *k,
+                                        const struct mask_slot *ms)
+{
+    __u64 diff = 0;
+#pragma unroll
+    for (int j = 0; j < XK_WORDS; j++)
+        diff |= (k->w[j] & ms->w[j]) ^ a->match[j];
+    return diff == 0;
+}
+
 struct search {
     __u32 flow_id;
     __u32 found;
 };
 
-/* One mask slot of the megaflow search (bpf_loop callback): 1 stops. */
-static long search_mask(__u64 index, void *ctx)
+/* Look the key up under mask slot `slot`: 1 (and sc filled) on a hit. */
+static __always_inline long try_mask(__u32 slot, struct search *sc)
 {
-    struct search *sc = ctx;
-    __u32 zero = 0, slot = index;
+    __u32 zero = 0;
     struct mask_slot *ms = bpf_map_lookup_elem(&masks, &slot);
     struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
     if (!ms || !s || !ms->valid)
         return 0;
-    s->m.mask_idx = slot;
-    s->m.pad = 0;
+    __u64 h = (__u64)(slot + 1) * XC_HMUL;
 #pragma unroll
     for (int j = 0; j < XK_WORDS; j++)
-        s->m.w[j] = s->k.w[j] & ms->w[j];
-    __u32 *id = bpf_map_lookup_elem(&megaflows, &s->m);
+        h = hmix(h, s->k.w[j] & ms->w[j]);
+    __u32 *id = bpf_map_lookup_elem(&megaflows, &h);
     if (!id)
         return 0;
     __u32 fid = *id;
     struct flow_act *a = bpf_map_lookup_elem(&flows, &fid);
-    if (!a || !(a->flags & XF_VALID))
+    if (!a || !(a->flags & XF_VALID) || a->mask_idx != slot || !flow_matches(a, &s->k, ms))
         return 0;
     sc->flow_id = fid;
     sc->found = 1;
     return 1;
+}
+
+/* bpf_loop callback for the slots after the inline ones. */
+static long search_mask(__u64 index, void *ctx)
+{
+    return try_mask((__u32)index + XC_DIRECT_MASKS, ctx);
 }
 
 SEC("xdp")
@@ -591,8 +618,9 @@ int xdp_cache(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
     __u32 zero = 0, ifindex = ctx->ingress_ifindex;
-    struct port_info *pi = bpf_map_lookup_elem(&ports, &ifindex);
-    if (!pi)
+    struct port_info *pi = ifindex < XC_PORT_ARRAY ? bpf_map_lookup_elem(&ports, &ifindex)
+                                                   : bpf_map_lookup_elem(&ports_big, &ifindex);
+    if (!pi || !(pi->flags & XC_PORT_VALID))
         return XDP_PASS;
     __u32 dp_port = pi->dp_port;
     struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
@@ -614,17 +642,31 @@ int xdp_cache(struct xdp_md *ctx)
     __u32 flow_id = 0, found = 0;
     struct flow_act *a = NULL;
     struct emc_val *ev = NULL;
-    if (cfg->flags & XC_CFG_EMC)
-        ev = bpf_map_lookup_elem(&emc, &s->k);
+    __u64 eh = 0;
+    if (cfg->flags & XC_CFG_EMC) {
+        eh = XC_EMC_SEED;
+#pragma unroll
+        for (int j = 0; j < XK_WORDS; j++)
+            eh = hmix(eh, s->k.w[j]);
+        ev = bpf_map_lookup_elem(&emc, &eh);
+    }
     if (ev) {
         flow_id = ev->flow_id;
         a = bpf_map_lookup_elem(&flows, &flow_id);
-        if (a && a->gen == ev->gen && (a->flags & XF_VALID))
-            found = 1;
+        if (a && a->gen == ev->gen && (a->flags & XF_VALID)) {
+            __u32 slot = a->mask_idx;
+            struct mask_slot *ms = bpf_map_lookup_elem(&masks, &slot);
+            if (ms && flow_matches(a, &s->k, ms))
+                found = 1;
+        }
     }
     if (!found) {
         struct search sc = { .flow_id = 0, .found = 0 };
-        bpf_loop(cfg->n_masks < XC_MAX_MASKS ? cfg->n_masks : XC_MAX_MASKS, search_mask, &sc, 0);
+        __u32 n = cfg->n_masks < XC_MAX_MASKS ? cfg->n_masks : XC_MAX_MASKS;
+        /* the loader fills the lowest free slots: the first ones are inline */
+        if (n > 0 && !try_mask(0, &sc) && n > 1 && !try_mask(1, &sc) && n > 2
+            && !try_mask(2, &sc) && n > 3 && !try_mask(3, &sc) && n > XC_DIRECT_MASKS)
+            bpf_loop(n - XC_DIRECT_MASKS, search_mask, &sc, 0);
         if (sc.found) {
             flow_id = sc.flow_id;
             a = bpf_map_lookup_elem(&flows, &flow_id);
@@ -632,7 +674,7 @@ int xdp_cache(struct xdp_md *ctx)
                 found = 1;
                 if (cfg->flags & XC_CFG_EMC) {
                     struct emc_val nv = { .flow_id = flow_id, .gen = a->gen };
-                    bpf_map_update_elem(&emc, &s->k, &nv, BPF_ANY);
+                    bpf_map_update_elem(&emc, &eh, &nv, BPF_ANY);
                 }
             }
         }

@@ -22,6 +22,8 @@
 
 #define XC_MAX_MASKS 32
 #define XC_MAX_PORTS 256
+#define XC_PORT_ARRAY 65536     /* ifindexes below this: array `ports`, above: hash `ports_big` */
+#define XC_DIRECT_MASKS 4        /* mask slots searched inline; the rest with bpf_loop */
 #define XC_XSK_QUEUES 16
 #define XC_MAX_GROUPS 256        /* output sets for broadcast */
 #define XC_GROUP_PORTS 32        /* ports per output set */
@@ -30,17 +32,18 @@ struct xkey {
     __u64 w[XK_WORDS];
 };
 
-/* Key of the megaflow hash: one table for all masks, prefixed by mask slot. */
-struct mkey {
-    __u32 mask_idx;
-    __u32 pad;
-    __u64 w[XK_WORDS];
-};
+/* The megaflow and exact-match tables are keyed by a 64-bit hash (xc_hash)
+ * of the masked key; a hit is verified against the flow's own match and
+ * mask (flow_act.match, masks[flow_act.mask_idx]), so a collision can only
+ * cost a lookup, never a wrong action. */
+#define XC_HMUL 0x9E3779B97F4A7C15ULL
+#define XC_EMC_SEED 0x5bd1e995ULL
 
 struct port_info {
     __u32 dp_port;
-    __u32 flags;
+    __u32 flags;            /* XC_PORT_VALID */
 };
+#define XC_PORT_VALID 1
 
 struct xc_config {
     __u32 n_masks;          /* mask slots [0, n_masks) are searched */
@@ -87,7 +90,9 @@ struct flow_act {
     __u8 ipv6_src_v[16], ipv6_src_m[16];
     __u8 ipv6_dst_v[16], ipv6_dst_m[16];
     __u8 label_v[4], label_m[4];
+    __u32 mask_idx;         /* the flow's mask slot */
     __u32 pad2;
+    __u64 match[XK_WORDS];  /* xkey & mask, to verify hash hits */
 };
 #define XF_VALID      0x0001
 #define XF_USERSPACE  0x0002
@@ -115,8 +120,8 @@ struct flow_stats {
 };
 
 _Static_assert(sizeof(struct xkey) == XK_SIZE, "xkey");
-_Static_assert(sizeof(struct mkey) == XK_SIZE + 8, "mkey");
-_Static_assert(sizeof(struct flow_act) == 156, "flow_act");
+_Static_assert(sizeof(struct flow_act) == 264, "flow_act");
+_Static_assert(__builtin_offsetof(struct flow_act, match) == 160, "flow_act.match");
 _Static_assert(XK_L3_END - XK_BASE == 96, "xkey region");
 
 #endif /* PYVSWITCH_XDP_CACHE_H */

@@ -45,11 +45,14 @@ PIN_ROOT = os.path.join(BPFFS, "pyvswitch")
 XK_BASE = MEMBERS["dl_dst"][0]                  # 336
 XK_L3_END = MEMBERS["igmp_group_ip4"][0]        # 432
 XK_SIZE = 104
-MKEY_SIZE = XK_SIZE + 8
 MAX_MASKS = 32
 MAX_PORTS = 256
+PORT_ARRAY = 65536
 XSK_QUEUES = 16
-FLOW_ACT_SIZE = 156
+FLOW_ACT_SIZE = 264
+XK_WORDS = XK_SIZE // 8
+HMUL, EMC_SEED = 0x9E3779B97F4A7C15, 0x5bd1e995
+_M64 = (1 << 64) - 1
 STATS_SIZE = 24
 MAX_FLOWS = 65536
 
@@ -332,9 +335,22 @@ def xdp_reachable(match: bytes, mask: bytes) -> bool:
     return m & ~int.from_bytes(full, "big") == 0
 
 
+def _hmix(h: int, v: int) -> int:
+    h = ((h ^ v) * HMUL) & _M64
+    return h ^ (h >> 32)
+
+
+def megaflow_hash(slot: int, masked_xkey: bytes) -> int:
+    """Key of ``megaflows`` (xdp_cache.bpf.c search_mask)."""
+    h = ((slot + 1) * HMUL) & _M64
+    for w in struct.unpack(f"<{XK_WORDS}Q", masked_xkey):
+        h = _hmix(h, w)
+    return h
+
+
 # --- the cache ---------------------------------------------------------------------
 class _Flow:
-    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group")
+    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "hkey")
 
     def __init__(self, fid, match, mask, actions, slot):
         self.id, self.match, self.mask, self.actions, self.slot = fid, match, mask, actions, slot
@@ -370,6 +386,7 @@ class XdpCache:
         self.mask_slots: dict[bytes, list] = {}              # xdp mask -> [slot, refcount]
         self.free_slots = list(range(MAX_MASKS - 1, -1, -1))
         self.xsk_enabled = False
+        self.hkeys: dict[bytes, _Flow] = {}                  # megaflows key -> flow
         self.group_sets: dict[frozenset, list] = {}          # ports -> [set id, refcount]
         self.group_ports: dict[int, frozenset] = {}
         self.free_groups = list(range(MAX_GROUPS - 1, -1, -1))
@@ -393,8 +410,8 @@ class XdpCache:
                                     f"DEVMAP_HASH, XSKMAP.  libbpf says:\n{log}")
         self.prog_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, b"xdp_cache"))
         self.fds = {}
-        for name in ("ports", "tx_ports", "xsks", "config", "masks", "megaflows", "emc",
-                     "flows", "stats", "groups"):
+        for name in ("ports", "ports_big", "tx_ports", "xsks", "config", "masks", "megaflows",
+                     "emc", "flows", "stats", "groups"):
             m = lib.bpf_object__find_map_by_name(obj, name.encode())
             self.fds[name] = lib.bpf_map__fd(m)
         try:
@@ -450,13 +467,13 @@ class XdpCache:
             if ifname in self.links:
                 raise ValueError(f"XDP cache already attached to {ifname}")
             ifindex = _ifindex(ifname)
-            self._update("ports", struct.pack("<I", ifindex), struct.pack("<II", dp_port, 0))
+            self.map_port(ifindex, dp_port)
             self.set_output(dp_port, ifindex)
             opts = _LinkOpts(ctypes.sizeof(_LinkOpts),
                              XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE, 0)
             fd = self.lib.bpf_link_create(self.prog_fd, ifindex, BPF_XDP, ctypes.byref(opts))
             if fd < 0:
-                self._delete("ports", struct.pack("<I", ifindex))
+                self.unmap_port(ifindex)
                 err = -fd
                 why = {errno.EBUSY: "another XDP program is attached (one per interface here)",
                        errno.EEXIST: "another XDP program is attached (one per interface here)",
@@ -469,7 +486,7 @@ class XdpCache:
         with self.lock:
             fd, ifindex, dp_port = self.links.pop(ifname)
             os.close(fd)
-            self._delete("ports", struct.pack("<I", ifindex))
+            self.unmap_port(ifindex)
             if self.outputs.get(dp_port) == ifindex:
                 self.del_output(dp_port)
 
@@ -526,30 +543,43 @@ class XdpCache:
             old = self.flows.get(k)
             if old is not None and old.actions == actions:
                 return not flags & XF_USERSPACE
+            if not self.free_ids:
+                raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
             group = None
             if len(outputs) > 1:
                 group = self._group_ref(frozenset(outputs))
                 body = body[:8] + struct.pack("<I", group) + body[12:]
             body = body[:4] + struct.pack("<I", flags) + body[8:]
-            if not self.free_ids:
-                raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
             fid = self.free_ids.popleft()
             gen = self.gens.get(fid, 0) + 1 & 0xffffffff
             self.gens[fid] = gen
-            self._update("stats", struct.pack("<I", fid), bytes(STATS_SIZE * self.ncpus))
-            self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
             if old is None:
                 xmask = xdp_key(mask)
                 slot = self._mask_ref(xmask)
                 f = _Flow(fid, k[0], k[1], actions, slot)
+                f.hkey = self._mkey(f)
+                other = self.hkeys.get(f.hkey)
+                if other is not None and other is not f:
+                    # 64-bit hash collision with another megaflow: leave
+                    # this one to userspace (never seen in practice)
+                    self._mask_unref(slot)
+                    self.free_ids.appendleft(fid)
+                    if group is not None:
+                        self._group_unref(group)
+                    return False
             else:
                 f = old
             old_id = None if old is None else old.id
             old_group = None if old is None else old.group
+            match_words = bytes(a & b for a, b in zip(xdp_key(f.match), xdp_key(f.mask)))
+            body = body[:152] + struct.pack("<II", f.slot, 0) + match_words
+            self._update("stats", struct.pack("<I", fid), bytes(STATS_SIZE * self.ncpus))
+            self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
             f.id, f.actions, f.group = fid, actions, group
             self.flows[k] = f
             self.by_id[fid] = f
-            self._update("megaflows", self._mkey(f), struct.pack("<I", fid))
+            self.hkeys[f.hkey] = f
+            self._update("megaflows", f.hkey, struct.pack("<I", fid))
             if old_id is not None:
                 # counters carry over; the old id is retired only once the
                 # megaflow points at the new one (no window of misses)
@@ -592,17 +622,17 @@ class XdpCache:
             self.free_groups.append(gid)
 
     def _mkey(self, f: _Flow) -> bytes:
-        xk = xdp_key(f.match)
-        xm = xdp_key(f.mask)
-        masked = bytes(a & b for a, b in zip(xk, xm))
-        return struct.pack("<II", f.slot, 0) + masked
+        masked = bytes(a & b for a, b in zip(xdp_key(f.match), xdp_key(f.mask)))
+        return struct.pack("<Q", megaflow_hash(f.slot, masked))
 
     def _mask_ref(self, xmask: bytes) -> int:
         ent = self.mask_slots.get(xmask)
         if ent is None:
             if not self.free_slots:
                 raise XdpError(errno.ENOSPC, f"XDP cache holds at most {MAX_MASKS} masks")
-            ent = self.mask_slots[xmask] = [self.free_slots.pop(), 0]
+            slot = min(self.free_slots)        # dense: the first slots are searched inline
+            self.free_slots.remove(slot)
+            ent = self.mask_slots[xmask] = [slot, 0]
             self._update("masks", struct.pack("<I", ent[0]), struct.pack("<II", 1, 0) + xmask)
             self._write_config()
         ent[1] += 1
@@ -631,7 +661,8 @@ class XdpCache:
             f = self.flows.pop((bytes(match), bytes(mask)), None)
             if f is None:
                 return False
-            self._delete("megaflows", self._mkey(f))
+            self._delete("megaflows", f.hkey)
+            del self.hkeys[f.hkey]
             self._retire(f.id)
             self._mask_unref(f.slot)
             if f.group is not None:
@@ -731,8 +762,16 @@ class XdpCache:
         return o.retval, out.raw[:o.data_size_out]
 
     def map_port(self, ifindex: int, dp_port: int) -> None:
-        """Map an ingress ifindex to a dp_port without attaching (tests)."""
-        self._update("ports", struct.pack("<I", ifindex), struct.pack("<II", dp_port, 0))
+        """Give packets arriving on ``ifindex`` in_port ``dp_port`` (attach
+        does it; tests use it alone)."""
+        m = "ports" if ifindex < PORT_ARRAY else "ports_big"
+        self._update(m, struct.pack("<I", ifindex), struct.pack("<II", dp_port, 1))
+
+    def unmap_port(self, ifindex: int) -> None:
+        if ifindex < PORT_ARRAY:
+            self._update("ports", struct.pack("<I", ifindex), bytes(8))
+        else:
+            self._delete("ports_big", struct.pack("<I", ifindex))
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:

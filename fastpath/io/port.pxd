@@ -103,4 +103,5 @@ cdef class Port:
     cdef readonly str name
     cdef readonly str kind
     cdef readonly object peer       # "dummy" ports: the test's end of the socketpair
+    cdef readonly object error      # None, or why the port stopped working (str)
     cpdef close(self)

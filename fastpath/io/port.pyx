@@ -39,6 +39,7 @@ from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_HEADROOM,
 from fastpath.io.port cimport FP_RX_CAP
 
 import os
+from socket import if_nametoindex as socket_if_nametoindex
 
 cdef extern from "<sys/socket.h>" nogil:
     int socket(int domain, int type, int protocol)
@@ -1023,6 +1024,29 @@ cdef class Port:
     @property
     def ifindex(self):
         return 0 if self.p == NULL else self.p.ifindex
+
+    def check_error(self):
+        """Called when poll() reports POLLERR/POLLHUP/POLLNVAL: clear the
+        socket error; if the device is gone (or replaced), remember why in
+        ``self.error`` and return False: stop polling this port, the daemon
+        should del_port it (and may add it again)."""
+        cdef int err = 0
+        cdef socklen_t n = sizeof(err)
+        if self.p == NULL:
+            return False
+        if self.p.kind == FP_PORT_TAP:
+            return True                 # our own device (tap/dummy): the fd is the port
+        getsockopt(self.p.fd, 1, 4, &err, &n)           # SOL_SOCKET, SO_ERROR
+        if err:
+            self.p.stats.rx_errors += 1
+        try:
+            if socket_if_nametoindex(self.name) != self.p.ifindex:
+                self.error = f"network device {self.name} was replaced"
+                return False
+        except OSError:
+            self.error = f"network device {self.name} disappeared"
+            return False
+        return True
 
     @property
     def xsk_zerocopy(self):

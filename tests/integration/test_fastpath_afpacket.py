@@ -289,3 +289,29 @@ def test_tcp_bulk_with_offloads(net, kind):
         print(f"TCP 4 MiB in {took:.2f}s")
     finally:
         dp.close()
+
+
+@pytest.mark.parametrize("kind", ["afpacket", "afxdp"])
+def test_device_removed_under_the_datapath(net, kind):
+    """Deleting a port's device must not make poll() spin; the port reports
+    why it stopped, and the other ports keep working."""
+    from fastpath.dpif import Dpif
+    ns1, p1 = net.host("r", "10.81.0.1")
+    ns2, p2 = net.host("s", "10.81.0.2")
+    dp = Dpif()
+    try:
+        a = dp.add_port(p1, kind)
+        b = dp.add_port(p2, kind)
+        assert dp.port_error(a) is None
+        sh(f"ip netns del {ns1}")              # takes the veth pair with it
+        deadline = time.monotonic() + 1.0
+        polls = 0
+        while time.monotonic() < deadline:
+            dp.poll(100)
+            polls += 1
+        assert polls <= 30, f"poll() spins after the device vanished ({polls} in 1 s)"
+        assert "disappeared" in (dp.port_error(a) or ""), dp.port_error(a)
+        assert dp.port_error(b) is None
+        dp.del_port(a)
+    finally:
+        dp.close()
