@@ -315,3 +315,28 @@ def test_device_removed_under_the_datapath(net, kind):
         dp.del_port(a)
     finally:
         dp.close()
+
+
+@pytest.mark.parametrize("kind", ["afpacket", "afxdp"])
+def test_link_down_up_keeps_the_port(net, kind):
+    from fastpath.dpif import Dpif
+    ns1, p1 = net.host("u", "10.82.0.1")
+    ns2, p2 = net.host("v", "10.82.0.2")
+    if kind == "afxdp":
+        for ns in (ns1, ns2):
+            sh(f"ip netns exec {ns} ethtool -K eth0 tx off")
+    dp = Dpif()
+    try:
+        a = dp.add_port(p1, kind)
+        b = dp.add_port(p2, kind)
+        with Loop(dp, {a: (A.Output(b),), b: (A.Output(a),)}):
+            assert ping(ns1, "10.82.0.2", count=1).returncode == 0
+            sh(f"ip link set {p1} down")
+            time.sleep(0.3)
+            sh(f"ip link set {p1} up")
+            time.sleep(0.3)
+            r = ping(ns1, "10.82.0.2", count=2)
+            assert r.returncode == 0, r.stdout + r.stderr
+        assert dp.port_error(a) is None
+    finally:
+        dp.close()
