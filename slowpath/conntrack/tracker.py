@@ -65,6 +65,7 @@ from slowpath.fields import CS, MEMBERS
 NEW, EST, REL, RPL, INV, TRK = CS["new"], CS["est"], CS["rel"], CS["rpl"], CS["inv"], CS["trk"]
 SNAT, DNAT = CS["snat"], CS["dnat"]
 FRAG_TIMEOUT = 30.0
+MAX_FRAGS = 65536      # remembered first fragments; beyond, later fragments are +inv
 EXPECT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNS = 3_000_000      # OVS's default ct-maxconns
 ALGS = ("tftp",)
@@ -250,7 +251,7 @@ class ConnTracker:
             if found is not None and not (ct.force and found[1]):
                 return self._repeat(frame, pkt, key, ct, nat, found, prev_state, now)
         ok = self._track(frame, pkt, key, ct, nat, zone, now)
-        if pkt.frag_first:
+        if pkt.frag_first and len(self.frags) < MAX_FRAGS:
             self.frags[(zone, pkt.tuple.af, pkt.tuple.src, pkt.tuple.dst, pkt.proto,
                         pkt.frag_id)] = (key.ct_state, self._conn_of(pkt, zone),
                                          bool(key.ct_state & RPL), now + FRAG_TIMEOUT)

@@ -315,3 +315,25 @@ def test_icmpv6_error_is_related_and_nd_is_invalid():
            / IPerror6(src=a, dst=b) / UDPerror(sport=5000, dport=53) / b"q")
     assert w.run(err).state == {"trk", "rel", "rpl"}
     assert w.run(E / IPv6(src=a, dst=b) / ICMPv6ND_NS(tgt=b)).state == {"trk", "inv"}
+
+
+def test_fragment_memory_is_bounded():
+    from scapy.layers.inet import fragment
+
+    from slowpath.conntrack import tracker as tr
+    ct = ConnTracker()
+    w = Wire(ct)
+    saved, tr.MAX_FRAGS = tr.MAX_FRAGS, 2
+    try:
+        pieces = [[E / f for f in fragment(IP(src=C, dst=S, id=i) / UDP(sport=5000 + i, dport=53)
+                                           / (b"z" * 2000), fragsize=1000)] for i in range(3)]
+        for p in pieces:
+            w.run(p[0], commit=True)
+        assert len(ct.frags) == 2
+        assert w.run(pieces[0][1]).state == {"trk", "new"}
+        assert w.run(pieces[2][1]).state == {"trk", "inv"}
+        w.now += 31
+        ct.expire(w.now)
+        assert not ct.frags
+    finally:
+        tr.MAX_FRAGS = saved
