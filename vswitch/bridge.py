@@ -52,6 +52,7 @@ OFPP_MAX = 0xfeff  # highest ofport we hand out (OVS keeps 16-bit ports)
 OF_VERSIONS = {"OpenFlow10": 1, "OpenFlow11": 2, "OpenFlow12": 3, "OpenFlow13": 4,
                "OpenFlow14": 5, "OpenFlow15": 6}
 DEFAULT_OF_VERSIONS = {1, 2, 3, 4, 5, 6}  # an empty Bridge.protocols, as OVS
+STATS_EVERY = 5  # seconds between Interface.statistics refreshes, as OVS
 SWEEP_INTERVAL = 1.0  # seconds between revalidator sweeps when nothing changed
 # OFPPC_* config bits a PORT_MOD may change, and the Port flag each sets.
 PORT_CONFIG_BITS = {0x1: "port_down", 0x4: "no_recv", 0x10: "no_flood",
@@ -427,6 +428,7 @@ class BridgeReconciler:
         self._pending = False
         self._last_sweep = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._ticks = 0
         datapath.upcall_handler = self.handle_upcall
         datapath.after_poll = self.maybe_sweep
         # One connection tracker per daemon, used only on the datapath thread
@@ -524,11 +526,7 @@ class BridgeReconciler:
                            {"datapath_id": "%016x" % br.datapath_id})
         for ovs_uuid, row in self.db.tables["Open_vSwitch"].rows.items():
             update("Open_vSwitch", ovs_uuid, row, {"cur_cfg": col(row, "next_cfg")})
-        if ops:
-            result = self.db.transact_local(ops)
-            errors = [r for r in result if isinstance(r, dict) and "error" in r]
-            if errors:
-                log.error("write-back failed: %s", errors)
+        self._transact(ops, "write-back")
 
     # --- timers on the control thread ----------------------------------------
     def _expire_tick(self) -> None:
@@ -539,7 +537,36 @@ class BridgeReconciler:
                 removed = br.pipeline.expire(now)
             if removed and br.connmgr is not None:
                 br.connmgr.flow_removed(removed)
+        self._ticks += 1
+        if self._ticks % STATS_EVERY == 0:
+            try:
+                self._write_statistics()
+            except Exception:
+                log.exception("writing statistics failed")
         self._timer = self.loop.call_later(1.0, self._expire_tick)
+
+    def _write_statistics(self) -> None:
+        """Interface.statistics, as OVS refreshes it every few seconds."""
+        ports = [(live.config.uuid, live.dp_port) for br in self.bridges.values()
+                 for live in br.ports.values() if live.dp_port is not None]
+        if not ports:
+            return
+        stats = self.datapath.call(lambda dpif: [dpif.port_stats(dp) for _, dp in ports])
+        rows = self.db.tables["Interface"].rows
+        ops = [{"op": "update", "table": "Interface",
+                "where": [["_uuid", "==", ["uuid", str(u)]]],
+                "row": {"statistics": ["map", [[k, v] for k, v in sorted(st.items())]]}}
+               for (u, _), st in zip(ports, stats)
+               if u in rows and dict(col(rows[u], "statistics")) != st]
+        self._transact(ops, "statistics")
+
+    def _transact(self, ops: list[dict], what: str) -> None:
+        """Our own write to the database; a failure is a bug worth a log line."""
+        if not ops:
+            return
+        errors = [r for r in self.db.transact_local(ops) if isinstance(r, dict) and "error" in r]
+        if errors:
+            log.error("writing %s failed: %s", what, errors)
 
     # --- the slow path, on the datapath thread ------------------------------
     def handle_upcall(self, datapath, upcall) -> None:

@@ -153,3 +153,19 @@ def test_controller_action_runs_in_the_slow_path(daemon, topology, bridge_name):
     # ovs-ofctl monitor asks for NXT_PACKET_IN2, as with Open vSwitch.
     assert log.count("PACKET_IN") == 5, log + daemon.log_tail()
     assert "udp" in log and "tp_dst=7777" in log
+
+
+def test_interface_statistics_are_written_back(daemon, topology, bridge_name):
+    h1 = topology.add_host("h1", "10.0.6.1/24")
+    topology.add_host("h2", "10.0.6.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    assert h1.ping("10.0.6.2", count=3).returncode == 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        stats = daemon.vsctl("get", "Interface", h1.port, "statistics").stdout
+        m = re.search(r"rx_packets=(\d+)", stats)
+        if m and int(m.group(1)) >= 3:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"statistics never showed the pings: {stats}")
