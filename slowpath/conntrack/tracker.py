@@ -392,7 +392,13 @@ class ConnTracker:
         if self.n_conns >= self.max_conns:
             return self._refuse(key, zone, t, "refused_global_limit")
         rkey = t.reverse()
-        if nat is not None and nat.kind is not None:
+        inherit_nat = exp is not None and exp.parent.snat and t.dst == exp.parent.rkey.dst
+        if inherit_nat:
+            # The parent's client was SNATed: its data flow goes back to the
+            # real client (translated destination), replies are SNATed again.
+            p = exp.parent.key
+            rkey = Tuple(t.af, p.src, t.src, t.proto, p.sport, t.sport)
+        elif nat is not None and nat.kind is not None:
             rkey = allocate(nat, t, lambda r: (zone, r) in self.conns, self.rng)
             if rkey is None:
                 return self._refuse(key, zone, t, "nat_exhausted")
@@ -405,7 +411,9 @@ class ConnTracker:
             tclass = "tcp_syn_sent"
         else:
             tclass = "icmp_first" if pkt.proto in (ICMP, ICMPV6) else "udp_first"
-        if nat is not None and nat.kind is not None and rkey != t.reverse():
+        if inherit_nat:
+            conn.dnat = True
+        elif nat is not None and nat.kind is not None and rkey != t.reverse():
             conn.snat, conn.dnat = nat.kind == "src", nat.kind == "dst"
         if exp is not None:
             conn.parent = exp.parent.key
@@ -421,7 +429,7 @@ class ConnTracker:
         self.stats["committed"] += 1
         if ct.helper is not None:
             self._helper(conn, ct.helper, now)
-        if conn.snat or conn.dnat:
+        if (conn.snat or conn.dnat) and nat is not None:
             self._nat_packet(frame, pkt, conn, False, key)
             state |= (SNAT if conn.snat else 0) | (DNAT if conn.dnat else 0)
         return self._md(key, state, zone, conn, None)

@@ -265,3 +265,18 @@ def test_timeout_policies_from_database_rows():
     ct = ConnTracker()
     ct.replace_timeout_policies(policies)
     assert ct.timeout(5, "udp_first") == 7 and ct.timeout(6, "udp_first") == 60
+
+
+def test_tftp_behind_snat_reaches_the_real_client():
+    ct = ConnTracker()
+    w = Wire(ct)
+    req = udp(sport=3333, dport=69, payload=b"\x00\x01f\x00octet\x00")
+    r = w.run(req, commit=True, nat="src=10.1.1.1:4000", helper="tftp")
+    assert (r.pkt[IP].src, r.pkt[UDP].sport) == ("10.1.1.1", 4000)
+    data = udp(src=S, dst="10.1.1.1", sport=45000, dport=4000, payload=b"\x00\x03\x00\x01d")
+    d = w.run(data, commit=True, nat="")
+    assert d.state == {"trk", "new", "rel", "dnat"}
+    assert (d.pkt[IP].dst, d.pkt[UDP].dport) == (C, 3333) and checksums_ok(d.frame)
+    ack = w.run(udp(sport=3333, dport=45000, payload=b"\x00\x04\x00\x01"), nat="")
+    assert ack.state == {"trk", "est", "rel", "rpl", "dnat"}
+    assert (ack.pkt[IP].src, ack.pkt[UDP].sport) == ("10.1.1.1", 4000) and checksums_ok(ack.frame)
