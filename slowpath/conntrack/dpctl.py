@@ -17,7 +17,7 @@ _PROTO = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "icmp", 132: "sctp", 136
 
 COMMANDS = {
     "dpctl/dump-conntrack": "[-s] [zone=N]",
-    "dpctl/flush-conntrack": "[zone=N]",
+    "dpctl/flush-conntrack": "[zone=N] [ct_nw_src=IP,ct_nw_dst=IP,ct_nw_proto=N,ct_tp_src=P,ct_tp_dst=P]",
     "dpctl/ct-stats-show": "[zone=N]",
     "dpctl/ct-get-nconns": "",
     "dpctl/ct-set-maxconns": "MAXCONNS",
@@ -37,6 +37,24 @@ def _zone_arg(args: list[str]) -> int | None:
                 raise ValueError(f"zone {z} out of range")
             return z
     return None
+
+
+_TUPLE_FIELDS = {"ct_nw_src": "src", "ct_nw_dst": "dst", "ct_ipv6_src": "src",
+                 "ct_ipv6_dst": "dst", "ct_nw_proto": "proto", "ct_tp_src": "sport",
+                 "ct_tp_dst": "dport"}
+
+
+def _orig_tuple(text: str) -> dict:
+    """``ct_nw_src=IP,ct_nw_dst=IP,ct_nw_proto=N,ct_tp_src=P,ct_tp_dst=P``
+    (any subset) -> Tuple attribute values to match."""
+    want = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        attr = _TUPLE_FIELDS.get(k)
+        if attr is None or not v:
+            raise ValueError(f"bad connection tuple field {part!r}")
+        want[attr] = int(ipaddress.ip_address(v)) if attr in ("src", "dst") else int(v, 0)
+    return want
 
 
 def _ip(af: int, v: int) -> str:
@@ -83,7 +101,15 @@ def run(tracker: ConnTracker, command: str, args: list[str], now: float) -> str:
         conns.sort(key=lambda c: (c.zone, c.key))
         return "".join(format_conn(c, now, "-s" in args) + "\n" for c in conns)
     if command == "dpctl/flush-conntrack":
-        tracker.flush(_zone_arg(args))
+        zone = _zone_arg(args)
+        tuples = [a for a in args if not a.startswith("zone=")]
+        if not tuples:
+            tracker.flush(zone)
+            return ""
+        want = _orig_tuple(tuples[0])
+        for c in tracker.connections(zone):
+            if all(getattr(c.key, k) == v for k, v in want.items()):
+                tracker.delete(c)
         return ""
     if command == "dpctl/ct-stats-show":
         tracker.expire(now)

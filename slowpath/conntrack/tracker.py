@@ -210,6 +210,11 @@ class ConnTracker:
         self.stats["expired"] += n
         return n
 
+    def delete(self, conn: Conn) -> None:
+        """Forget one connection (dpctl/flush-conntrack with a tuple)."""
+        if self.conns.get((conn.zone, conn.key), (None,))[0] is conn:
+            self._delete(conn)
+
     def flush(self, zone: int | None = None) -> int:
         """Delete every connection (of ``zone``); returns how many."""
         doomed = {c for c, _ in self.conns.values() if zone is None or c.zone == zone}

@@ -235,6 +235,12 @@ def test_control_commands():
     dpctl.run(ct, "dpctl/ct-set-timeout-policy", ["zone=0", "udp_first=1"], w.now)
     with pytest.raises(ValueError):
         dpctl.run(ct, "dpctl/ct-set-timeout-policy", ["zone=0", "bogus=1"], w.now)
+    w.run(udp(sport=7), commit=True, zone=0)
+    dpctl.run(ct, "dpctl/flush-conntrack", ["zone=0", "ct_nw_src=10.0.0.1,ct_nw_proto=17,ct_tp_src=7"],
+              w.now)
+    assert [c.key.sport for c in ct.connections()] == [5000]
+    with pytest.raises(ValueError):
+        dpctl.run(ct, "dpctl/flush-conntrack", ["ct_bogus=1"], w.now)
     dpctl.run(ct, "dpctl/flush-conntrack", [], w.now)
     assert ct.n_conns == 0 and dpctl.run(ct, "dpctl/dump-conntrack", [], w.now) == ""
 
