@@ -833,19 +833,53 @@ class Handlers:
         commit = getattr(pipeline, "bundle_commit", None)
         if commit is not None and all(kind == "flow" for kind, _ in b.messages):
             return commit([m for _, m in b.messages], now) or []   # atomic in the pipeline
-        saved = {k: copy.deepcopy(getattr(pipeline, k)) for k in _SNAPSHOT
-                 if hasattr(pipeline, k)} if b.messages else {}
+        # Undo by copy-on-first-touch: a table is copied just before the first
+        # flow-mod that can change it.  A group/meter mod (which may delete rules
+        # anywhere) snapshots groups, meters and all tables once; tables copied
+        # before that moment keep their older, original copy.
+        tables = getattr(pipeline, "tables", None)
+        saved_tables: dict = {}        # table id -> copy before the bundle (None: absent)
+        saved_all: dict = {}           # "tables"/"groups"/"meters" at the first other mod
+
+        def touch_tables(table_id):
+            if saved_all or not isinstance(tables, dict):
+                return
+            for t in (list(tables) if table_id == 0xFF else [table_id]):
+                if t not in saved_tables:
+                    saved_tables[t] = copy.deepcopy(tables.get(t))
+
+        def touch_all():
+            if not saved_all:
+                for k in ("tables", "groups", "meters"):
+                    if hasattr(pipeline, k):
+                        saved_all[k] = copy.deepcopy(getattr(pipeline, k))
+
         removed = []
         self.sw.deferred = []        # FLOW_REMOVED only once the bundle stands
         try:
             for kind, m in b.messages:
                 if kind == "flow":
+                    touch_tables(m.table_id)
                     removed.extend(pipeline.flow_mod(m, now) or [])
                 else:
+                    touch_all()
                     self._table[type(m).__name__](ch, m, now)
         except Exception:
-            for k, v in saved.items():
-                setattr(pipeline, k, v)
+            if saved_all:
+                restored = saved_all.get("tables")
+                for t, tab in saved_tables.items():
+                    if tab is None:
+                        restored.pop(t, None)
+                    else:
+                        restored[t] = tab
+                for k, v in saved_all.items():
+                    setattr(pipeline, k, v)
+            else:
+                for t, tab in saved_tables.items():
+                    if tab is None:
+                        tables.pop(t, None)
+                    else:
+                        tables[t] = tab
             if hasattr(pipeline, "version"):
                 pipeline.version += 1
             raise
@@ -870,7 +904,6 @@ def _nx_error(code):
 
 _BUNDLEABLE = {"OFPFlowMod", "NXTFlowMod", "OFPGroupMod", "OFPPortMod", "OFPMeterMod",
                "OFPTableMod"}
-_SNAPSHOT = ("tables", "groups", "meters")
 
 
 def _bundle_error(ch, code):

@@ -359,3 +359,33 @@ def test_bundle_rollback_through_a_locking_proxy():
     h.roundtrip(p13.ONFBundleAddMsg(h.dp, 3, 1, bad, []))
     only(_bundle(h, 3, of13.ONF_BCT_COMMIT_REQUEST), "OFPErrorMsg")
     assert len(real.flow_stats()) == 1          # the delete was rolled back in the real one
+
+
+def test_bundle_with_groups_applies_in_order_and_rolls_back_everything(h):
+    P = h.P
+    h.roundtrip(h.flow_mod(table_id=1, match=P.OFPMatch(in_port=2)))
+    before = [(r.table_id, r.match) for r in h.pipeline.flow_stats()]
+    _bundle(h, 4, of13.ONF_BCT_OPEN_REQUEST)
+    msgs = [
+        h.flow_mod(command=of13.OFPFC_DELETE, table_id=1, out_port=of13.OFPP_ANY,
+                   out_group=of13.OFPG_ANY),
+        P.OFPGroupMod(h.dp, of13.OFPGC_ADD, of13.OFPGT_ALL, 5,
+                      [P.OFPBucket(0, of13.OFPP_ANY, of13.OFPG_ANY, [P.OFPActionOutput(1)])]),
+        h.flow_mod(table_id=2, instructions=[P.OFPInstructionActions(
+            of13.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(5)])]),       # needs the group above
+    ]
+    for m in msgs:
+        assert h.roundtrip(p13.ONFBundleAddMsg(h.dp, 4, 1, m, [])) == []
+    r = only(_bundle(h, 4, of13.ONF_BCT_COMMIT_REQUEST), "ONFBundleCtrlMsg")
+    assert 5 in h.pipeline.groups and {x.table_id for x in h.pipeline.flow_stats()} == {2}
+    # now one that fails at the end: everything it did is undone
+    _bundle(h, 5, of13.ONF_BCT_OPEN_REQUEST)
+    for m in [h.flow_mod(table_id=3, match=P.OFPMatch(in_port=1)),
+              P.OFPGroupMod(h.dp, of13.OFPGC_DELETE, of13.OFPGT_ALL, 5, []),
+              h.flow_mod(table_id=4, instructions=[P.OFPInstructionActions(
+                  of13.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(5)])])]:   # group gone: fails
+        h.roundtrip(p13.ONFBundleAddMsg(h.dp, 5, 1, m, []))
+    only(_bundle(h, 5, of13.ONF_BCT_COMMIT_REQUEST), "OFPErrorMsg")
+    assert 5 in h.pipeline.groups
+    assert {x.table_id for x in h.pipeline.flow_stats()} == {2}
+    assert before  # (table 1 rule was deleted by the first, committed bundle)
