@@ -14,8 +14,17 @@ datapath actions just before anything that emits the packet (output,
 userspace, conntrack, recirculation), like OVS's ``commit_odp_actions``; VLAN
 stack changes are committed as pops and pushes.
 
-Side effects (rule/table/group counters, MAC learning, packet-ins) happen
-only when ``side_effects`` is true; revalidation re-translates without them.
+Side effects (rule/table/group counters, MAC learning, learn actions,
+packet-ins) happen only when ``side_effects`` is true; revalidation
+re-translates without them.  What a megaflow's later cache hits must be
+credited to is listed in ``XlateOutput`` (see ``Pipeline.credit``).
+
+Megaflow conventions: ``in_port`` (OpenFlow ofport; the caller maps it to
+its datapath port) is always exact; ``recirc_id`` is exact once the pipeline
+has ever recirculated; pipeline metadata (regs, metadata, conj_id) starts at
+zero and never appears.  Actions emitting to the controller become
+``Userspace("controller")``: the caller re-translates such packets one by
+one to produce their packet-ins.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ _PIPELINE_META = ("metadata", "regs", "conj_id", "actset_output")
 _PIPELINE_META_MASK = 0
 for _m in _PIPELINE_META:
     _PIPELINE_META_MASK |= member_int_mask(_m)
+del _m
 _IN_PORT_MASK = member_int_mask("in_port")
 _RECIRC_MASK = member_int_mask("recirc_id")
 _CONJ_MASK = member_int_mask("conj_id")
