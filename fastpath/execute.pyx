@@ -677,6 +677,10 @@ def _rec(int t, uint32_t arg=0, uint32_t arg2=0, uint16_t ofs=0, uint16_t size=0
     return _HDR.pack(t, n, arg, arg2, ofs, size) + payload + b"\0" * pad
 
 
+class _Unsupported(Exception):
+    """An action this fast path cannot execute."""
+
+
 def _compile(actions, cookies):
     from slowpath import dpactions as A
     from slowpath.fields import MEMBERS
@@ -726,11 +730,8 @@ def _compile(actions, cookies):
                 o, s = MEMBERS[mem]
                 out.append(_rec(A_SET, 0, 0, o, s, bytes(s) + b"\xff" * s))
         else:
-            # Ct, TunnelPop, TunnelPush without a prebuilt header, ...: not
-            # executable here; the whole packet
-            # goes to the slow path with the offending action.
-            out.append(_rec(A_SLOW, cookies(a)))
-            break
+            # Ct, TunnelPop, TunnelPush without a prebuilt header, ...
+            raise _Unsupported(a)
     return b"".join(out)
 
 
@@ -738,7 +739,12 @@ cdef class CompiledActions:
     """A compiled action block (immutable; owned by its megaflow)."""
 
     def __cinit__(self, tuple actions, cookies):
-        data = _compile(actions, cookies)
+        try:
+            data = _compile(actions, cookies)
+        except _Unsupported as e:
+            # Not executable here: the whole packet, untouched, goes to the
+            # slow path (nothing before the action may run twice).
+            data = _rec(A_SLOW, cookies(e.args[0]))
         self.actions = actions
         self.length = len(data)
         self.buf = <uint8_t*>malloc(self.length + 8)

@@ -185,6 +185,17 @@ def test_unsupported_action_goes_to_slow_path(dp3):
     assert recv_all(dp3.dummy_peer(2)) == []
 
 
+def test_unsupported_action_anywhere_means_nothing_runs_here(dp3):
+    """Actions before (or around) an unsupported one must not run in the fast
+    path: the slow path executes the whole list, so they would run twice."""
+    acts = [A.Output(3), A.SetMasked("dl_dst", 1, 0xffffffffffff),
+            A.Clone((A.Output(2), A.TunnelPop(5))), A.Output(2)]
+    on_port(dp3, 1, acts)
+    [u] = run(dp3, 1, UDP4)
+    assert (u.reason, u.action, u.packet) == ("slow_path", A.TunnelPop(5), UDP4)
+    assert recv_all(dp3.dummy_peer(2)) == [] and recv_all(dp3.dummy_peer(3)) == []
+
+
 def test_recirculation(dp3):
     on_port(dp3, 1, [A.SetMasked("dl_dst", 0xaa, 0xffffffffffff), A.Recirc(5)],
             mask=mask_of("in_port", "recirc_id"))
