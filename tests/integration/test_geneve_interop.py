@@ -27,8 +27,8 @@ import time
 
 import pytest
 
+from bench.bench_geneve import NsDaemon
 from bench.ovs import OvsSwitch
-from vswitch.process import DaemonProcess
 
 VM_MTU = 1400
 # OVN's option class with the critical bit.  8-byte options: pyvswitch's
@@ -41,34 +41,6 @@ MARK_A, MARK_B = 0xA1A2A3A4A5A6A7A8, 0xB1B2B3B4B5B6B7B8
 def sh(*argv, ns=None, check=True, timeout=30):
     argv = (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in argv]
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout)
-
-
-class NsDaemon(DaemonProcess):
-    """A pyvswitch daemon started inside a network namespace."""
-
-    def __init__(self, netns: str, rundir: str):
-        super().__init__(rundir=rundir)
-        self.netns = netns
-
-    def start(self, timeout: float = 30.0):
-        real = sys.executable
-        wrapper = os.path.join(self.rundir, "python-in-netns")
-        with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nexec ip netns exec {self.netns} {real} \"$@\"\n")
-        os.chmod(wrapper, 0o755)
-        sys.executable = wrapper
-        try:
-            return super().start(timeout)
-        finally:
-            sys.executable = real
-
-    def appctl(self, command, *args, check=True):
-        p = subprocess.run([sys.executable, "-m", "vswitch.cli", "appctl", "--rundir",
-                            self.rundir, command, *args], capture_output=True, text=True,
-                           timeout=30)
-        if check and p.returncode:
-            raise subprocess.CalledProcessError(p.returncode, p.args, p.stdout, p.stderr)
-        return p.stdout
 
 
 class Overlay:

@@ -2,7 +2,6 @@
 checked against scapy's GENEVE dissector; malformed input is dropped and
 counted, never raised."""
 
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
