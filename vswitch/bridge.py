@@ -322,12 +322,16 @@ class Bridge:
             self.controllers = targets[1:]
             self.connmgr.set_controllers(targets)
 
-    async def close(self) -> None:
-        if self.connmgr is not None:
-            await self.connmgr.stop()
-            self.connmgr = None
+    def remove_ports(self) -> None:
+        """Take every port out of the datapath now (internal devices vanish)."""
         for name in list(self.ports):
             self.del_port(name)
+
+    async def close(self) -> None:
+        self.remove_ports()
+        if self.connmgr is not None:
+            connmgr, self.connmgr = self.connmgr, None
+            await connmgr.stop()
 
     # --- backend of the OpenFlow handlers ----------------------------------
     def revalidate(self) -> None:
@@ -474,7 +478,9 @@ class BridgeReconciler:
         self.conntrack.replace_timeout_policies(policies)
         for name in [n for n in self.bridges if n not in desired]:
             log.info("deleting bridge %s", name)
-            asyncio.ensure_future(self.bridges.pop(name).close())
+            br = self.bridges.pop(name)
+            br.remove_ports()  # before cur_cfg says the change is live
+            asyncio.ensure_future(br.close())
         for name, cfg in desired.items():
             br = self.bridges.get(name)
             if br is None:
