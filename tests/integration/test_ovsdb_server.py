@@ -285,12 +285,12 @@ for i in range(int(sys.argv[2]), 10 ** 6):
     base_cfg = server.select("Open_vSwitch", ["next_cfg"])[0]["next_cfg"]
     rng = random.Random()
     n = 0
-    for _ in range(4):                                # ~700 transactions, 4 crashes
+    for _ in range(4):                                # ~1 000 transactions, 4 crashes
         w = subprocess.Popen([sys.executable, "-c", script, server.sock, str(n)],
                              stdout=subprocess.PIPE, text=True)
         try:
             acked = n - 1
-            target = n + rng.randrange(50, 300)
+            target = n + rng.randrange(200, 320)
             for line in w.stdout:
                 acked = int(line)
                 if acked >= target:
