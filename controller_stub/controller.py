@@ -137,6 +137,11 @@ class HostAgent:
             self._inflight.clear()
             self._sent.clear()
             self._dump_xid = session.conn.send(ofmsg.dump_request())
+            h = self.controller.state.hosts[self.name]
+            missing = [r for r in self.controller.state.hosts
+                       if r != self.name and self.view.tunnel(r) is None]
+            if h.ovsdb and missing:   # e.g. OVSDB was unreachable when we started
+                asyncio.ensure_future(self.controller.ensure_tunnels([self.name]))
             log.info("%s: connected (datapath %016x, %d ports); dumping its rules",
                      self.name, ev.datapath_id, len(ev.ports))
         elif session is not self.session:
@@ -302,11 +307,12 @@ class Controller:
                     a.dialer.cancel()
 
     # ---- OVSDB: tunnel ports
-    async def ensure_tunnels(self) -> dict:
-        """Create/update/remove each host's GENEVE ports (one per other host)."""
+    async def ensure_tunnels(self, hosts=None) -> dict:
+        """Create/update/remove each (given) host's GENEVE ports, one per
+        other host; returns host -> the OVSDB operations it took."""
         done = {}
         for name, h in self.state.hosts.items():
-            if not h.ovsdb:
+            if not h.ovsdb or (hosts is not None and name not in hosts):
                 continue
             want = {F.tunnel_port_name(r): rh.tunnel_ip
                     for r, rh in self.state.hosts.items() if r != name}
