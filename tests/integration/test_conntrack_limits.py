@@ -123,6 +123,13 @@ def test_syn_flood_fills_zone_refuses_new_keeps_established(daemon, topology, br
     # exactly the admitted SYNs reached the server, no refused one
     assert arrived == admitted, (arrived, stats)
     assert len(daemon.appctl("dpctl/dump-conntrack", "zone=7").splitlines()) == LIMIT
+    cli = [sys.executable, "-m", "vswitch.cli", "conntrack"]
+    stats_text = subprocess.run(cli + ["stats", "--rundir", daemon.rundir], capture_output=True,
+                                text=True, timeout=30).stdout
+    assert f"refused_zone_limit: {stats['refused_zone_limit']}" in stats_text
+    subprocess.run(cli + ["flush", "--rundir", daemon.rundir, "--zone", "7"], check=True,
+                   timeout=30)
+    assert daemon.appctl("dpctl/ct-get-nconns").strip() == "0"
 
 
 def test_timeout_policy_from_ovs_vsctl_and_periodic_expiry(daemon, topology, bridge_name):
