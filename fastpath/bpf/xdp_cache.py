@@ -302,12 +302,28 @@ def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
     return flags, bytes(b), tuple(outputs)
 
 
+_compiled_cache: dict = {}
+
+
+def _compile_cached(actions: tuple):
+    try:
+        return _compiled_cache[actions]
+    except KeyError:
+        pass
+    except TypeError:                          # unhashable action (cookie): no caching
+        return compile_actions(actions)
+    c = _compiled_cache[actions] = compile_actions(actions)
+    if len(_compiled_cache) > 4096:
+        _compiled_cache.clear()
+    return c
+
+
 def offloadable(actions) -> bool:
     """True when XDP can execute the whole action list: outputs (at the end,
     distinct ports, at most 32; several are one broadcast), drop (no
     output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
     members, PushVlan/PopVlan (at most two each after folding)."""
-    return compile_actions(tuple(actions)) is not None
+    return _compile_cached(tuple(actions)) is not None
 
 
 # --- keys ------------------------------------------------------------------------
@@ -326,13 +342,18 @@ def expand_key(xk: bytes) -> bytes:
     return bytes(b)
 
 
+_OUTSIDE = ~int.from_bytes(expand_key(xdp_key(b"\xff" * FLOW_KEY_SIZE)), "big") & ((1 << 8 * FLOW_KEY_SIZE) - 1)
+
+
 def xdp_reachable(match: bytes, mask: bytes) -> bool:
     """False when the megaflow needs a non-zero value in a member XDP keys
     always leave zero (tunnel, metadata, registers, conntrack, recirc_id,
     ARP/ND/IGMP fields...): no packet XDP looks up can match it."""
-    full = expand_key(xdp_key(b"\xff" * FLOW_KEY_SIZE))
-    m = int.from_bytes(match, "big") & int.from_bytes(mask, "big")
-    return m & ~int.from_bytes(full, "big") == 0
+    return int.from_bytes(match, "big") & int.from_bytes(mask, "big") & _OUTSIDE == 0
+
+
+def _and(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") & int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
 def _hmix(h: int, v: int) -> int:
@@ -527,7 +548,7 @@ class XdpCache:
         if len(match) != FLOW_KEY_SIZE or len(mask) != FLOW_KEY_SIZE:
             raise ValueError(f"match and mask must be {FLOW_KEY_SIZE} bytes")
         actions = tuple(actions)
-        compiled = compile_actions(actions)
+        compiled = _compile_cached(actions)
         if not xdp_reachable(match, mask):
             self.delete(match, mask)
             return False
@@ -571,9 +592,9 @@ class XdpCache:
                 f = old
             old_id = None if old is None else old.id
             old_group = None if old is None else old.group
-            match_words = bytes(a & b for a, b in zip(xdp_key(f.match), xdp_key(f.mask)))
+            match_words = _and(xdp_key(f.match), xdp_key(f.mask))
             body = body[:152] + struct.pack("<II", f.slot, 0) + match_words
-            self._update("stats", struct.pack("<I", fid), bytes(STATS_SIZE * self.ncpus))
+            # (stats of a free id are zero: fresh, or zeroed by _retire)
             self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
             f.id, f.actions, f.group = fid, actions, group
             self.flows[k] = f
@@ -622,8 +643,7 @@ class XdpCache:
             self.free_groups.append(gid)
 
     def _mkey(self, f: _Flow) -> bytes:
-        masked = bytes(a & b for a, b in zip(xdp_key(f.match), xdp_key(f.mask)))
-        return struct.pack("<Q", megaflow_hash(f.slot, masked))
+        return struct.pack("<Q", megaflow_hash(f.slot, _and(xdp_key(f.match), xdp_key(f.mask))))
 
     def _mask_ref(self, xmask: bytes) -> int:
         ent = self.mask_slots.get(xmask)
@@ -653,6 +673,7 @@ class XdpCache:
         """Invalidate a flow id (EMC entries naming it go stale) and free it."""
         gen = self.gens[fid] = self.gens.get(fid, 0) + 1 & 0xffffffff
         self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + bytes(FLOW_ACT_SIZE - 4))
+        self._update("stats", struct.pack("<I", fid), bytes(STATS_SIZE * self.ncpus))
         self.by_id.pop(fid, None)
         self.free_ids.append(fid)
 
