@@ -234,8 +234,8 @@ class _PI:
         self.__dict__.update(kw)
 
 
-@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow15"])
-@pytest.mark.parametrize("fmt", ["standard", "nxt_packet_in2"])
+@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
+@pytest.mark.parametrize("fmt", ["standard", "nxt_packet_in", "nxt_packet_in2"])
 def test_monitor_receives_packet_in(sw, fmt, proto):
     args = [OFCTL, "-O", proto, "--unixctl=" + os.path.join(sw.dir, "ofctl.ctl"),
             "monitor", sw.target, "65534", "-P", fmt]
@@ -251,9 +251,11 @@ def test_monitor_receives_packet_in(sw, fmt, proto):
         mon.terminate()
         out, err = mon.communicate(timeout=5)
     out += err   # monitor's output is not line-buffered into a pipe; either stream
-    assert ("NXT_PACKET_IN2" if fmt != "standard" else "OFPT_PACKET_IN") in out, out
+    want = {"standard": "OFPT_PACKET_IN", "nxt_packet_in": "NXT_PACKET_IN",
+            "nxt_packet_in2": "NXT_PACKET_IN2"}[fmt]
+    assert want in out, out
     assert "in_port=1" in out and "arp" in out
-    if fmt != "standard":
+    if fmt == "nxt_packet_in2":
         assert "userdata=01.02" in out
 
 
@@ -279,3 +281,4 @@ def test_tlv_map_and_tun_metadata_flows(sw, proto):
 def test_ct_flush_zone(sw):
     sw.ofctl("-O", "OpenFlow15", "ct-flush-zone", sw.target, "7")
     assert sw.backend.ct_flushes == [7]
+

@@ -40,7 +40,7 @@ CAPABILITIES10 = (of10.OFPC_FLOW_STATS | of10.OFPC_TABLE_STATS | of10.OFPC_PORT_
 ACTIONS10 = 0xFFF
 
 ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = of13.OFPCR_ROLE_EQUAL, of13.OFPCR_ROLE_MASTER, of13.OFPCR_ROLE_SLAVE
-PIF_STANDARD, PIF_NXT_PACKET_IN, PIF_NXT_PACKET_IN2 = 0, 1, 2
+PIF_STANDARD, PIF_NXT_PACKET_IN, PIF_NXT_PACKET_IN2 = 0, 1, 2  # NXPIF_*
 
 # default async config, OF1.3 §7.3.10: [master/equal, slave]
 DEFAULT_ASYNC = {
@@ -199,7 +199,13 @@ def flow_removed_msg(ch: Channel, ev, now: float):
     P = ch.dp.ofproto_parser
     if ch.version == codec.OFP10:
         if ch.flow_format == nicira_ext.NXFF_NXM:
-            return None  # NXT_FLOW_REMOVED not encoded yet; std OF1.0 below otherwise
+            nxm = codec.serialize_oxm_fields(convert.match_to_tlvs(ev.match, nxm=True))
+            return nx.NXTFlowRemovedNXM(
+                ch.dp, cookie=getattr(ev, "cookie", 0), priority=getattr(ev, "priority", 0),
+                reason=reason, duration_sec=sec, duration_nsec=nsec,
+                idle_timeout=getattr(ev, "idle_timeout", 0),
+                packet_count=getattr(ev, "packet_count", 0),
+                byte_count=getattr(ev, "byte_count", 0), nxm=nxm)
         return _new(P.OFPFlowRemoved, ch.dp, cookie=getattr(ev, "cookie", 0),
                     priority=getattr(ev, "priority", 0), reason=reason, duration_sec=sec,
                     duration_nsec=nsec, idle_timeout=getattr(ev, "idle_timeout", 0),
@@ -218,8 +224,7 @@ def flow_removed_msg(ch: Channel, ev, now: float):
 def packet_in_msg(ch: Channel, ev):
     """PACKET_IN (or NXT_PACKET_IN2) for one slow-path packet-in event, or None."""
     reason = getattr(ev, "reason", of13.OFPR_NO_MATCH)
-    controller_id = getattr(ev, "controller_id", 0)
-    if controller_id != ch.controller_id and controller_id:
+    if getattr(ev, "controller_id", 0) != ch.controller_id:   # OVS: ids must be equal
         return None
     if not ch.wants("packet_in", reason):
         return None
@@ -238,7 +243,7 @@ def packet_in_msg(ch: Channel, ev):
     else:
         pi_match = convert.make_match({"in_port": (in_port, None)})
     P = ch.dp.ofproto_parser
-    if ch.packet_in_format == PIF_NXT_PACKET_IN2 and ch.version >= codec.OFP13:
+    if ch.packet_in_format == PIF_NXT_PACKET_IN2:
         meta = codec.serialize_oxm_fields(convert.match_to_tlvs(pi_match))
         props = [
             _pi2_prop(P, nicira_ext.NXPINT_PACKET, bytes(data)),
@@ -255,7 +260,13 @@ def packet_in_msg(ch: Channel, ev):
         cont = getattr(ev, "continuation", None)
         if cont:
             props.append(_pi2_prop(P, nicira_ext.NXPINT_CONTINUATION, bytes(cont)))
-        return P.NXTPacketIn2(ch.dp, props)
+        # same layout in every version (OF1.0 VENDOR == OF1.2+ EXPERIMENTER)
+        return getattr(P, "NXTPacketIn2", p13.NXTPacketIn2)(ch.dp, props)
+    if ch.packet_in_format == PIF_NXT_PACKET_IN:
+        nxm = codec.serialize_oxm_fields(convert.match_to_tlvs(pi_match, nxm=True))
+        return nx.NXTPacketInNXM(ch.dp, buffer_id=NO_BUFFER, total_len=total_len,
+                                 reason=reason, table_id=table_id, cookie=cookie, nxm=nxm,
+                                 data=data)
     if ch.version == codec.OFP10:
         return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, convert.port_to10(in_port), reason, data)
     return P.OFPPacketIn(ch.dp, NO_BUFFER, total_len, reason, table_id, cookie,
@@ -696,13 +707,13 @@ class Handlers:
         return []
 
     def h_NXTSetPacketInFormat(self, ch, msg, now):
-        if msg.format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
+        if msg.format not in (PIF_STANDARD, PIF_NXT_PACKET_IN, PIF_NXT_PACKET_IN2):
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
         ch.packet_in_format = msg.format
         return []
 
     def h_NXTSetPacketInFormatMsg(self, ch, msg, now):
-        if msg.packet_in_format not in (PIF_STANDARD, PIF_NXT_PACKET_IN2):
+        if msg.packet_in_format not in (PIF_STANDARD, PIF_NXT_PACKET_IN, PIF_NXT_PACKET_IN2):
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_EPERM)
         ch.packet_in_format = msg.packet_in_format
         return []
@@ -740,6 +751,10 @@ class Handlers:
         maps = [(c, t, ln, i) for i, (c, t, ln) in sorted(self.sw.tlv_map.items())]
         return [nx.NXTTlvTableReply(ch.dp, max_option_space=TLV_MAX_FIELDS * TLV_MAX_LEN,
                                     max_fields=TLV_MAX_FIELDS, mappings=maps)]
+
+    def h_NXTSetControllerId(self, ch, msg, now):
+        ch.controller_id = msg.controller_id
+        return []
 
     def h_NXTCtFlushZone(self, ch, msg, now):
         hook = getattr(self.sw.backend, "ct_flush_zone", None)

@@ -90,3 +90,51 @@ def parse(dp, subtype: int, buf: bytes, off: int, end: int):
         (zone,) = struct.unpack_from(NX_ZONE_ID_PACK_STR, buf, off)
         return NXTCtFlushZone(dp, zone_id=zone)
     return None
+
+
+NXT_SET_CONTROLLER_ID = 20
+NX_CONTROLLER_ID_PACK_STR = "!6xH"      # zero[6], controller_id
+
+
+class NXTSetControllerId(_NXMsg):
+    subtype = NXT_SET_CONTROLLER_ID       # controller_id
+
+    def body(self):
+        return struct.pack(NX_CONTROLLER_ID_PACK_STR, self.controller_id)
+
+
+def _nxm_padded(nxm: bytes) -> bytes:
+    return bytes(nxm) + b"\0" * (-len(nxm) % 8)
+
+
+class NXTPacketInNXM(_NXMsg):
+    """NXT_PACKET_IN (packet-in format 1): metadata as an NXM match."""
+    subtype = 17                          # buffer_id, total_len, reason, table_id, cookie, nxm, data
+
+    def body(self):
+        from os_ken.ofproto import nicira_ext
+        return struct.pack(nicira_ext.NX_PACKET_IN_PACK_STR, self.buffer_id, self.total_len,
+                           self.reason, self.table_id, self.cookie, len(self.nxm)) + \
+            _nxm_padded(self.nxm) + b"\0\0" + bytes(self.data)
+
+
+class NXTFlowRemovedNXM(_NXMsg):
+    """NXT_FLOW_REMOVED for OF1.0 sessions that chose the NXM flow format."""
+    subtype = 14
+
+    def body(self):
+        from os_ken.ofproto import nicira_ext
+        return struct.pack(nicira_ext.NX_FLOW_REMOVED_PACK_STR, self.cookie, self.priority,
+                           self.reason, self.duration_sec, self.duration_nsec,
+                           self.idle_timeout, len(self.nxm), self.packet_count,
+                           self.byte_count) + _nxm_padded(self.nxm)
+
+
+_parse_base = parse
+
+
+def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
+    if subtype == NXT_SET_CONTROLLER_ID:
+        (cid,) = struct.unpack_from(NX_CONTROLLER_ID_PACK_STR, buf, off)
+        return NXTSetControllerId(dp, controller_id=cid)
+    return _parse_base(dp, subtype, buf, off, end)

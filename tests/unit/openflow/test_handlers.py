@@ -389,3 +389,30 @@ def test_bundle_with_groups_applies_in_order_and_rolls_back_everything(h):
     assert 5 in h.pipeline.groups
     assert {x.table_id for x in h.pipeline.flow_stats()} == {2}
     assert before  # (table 1 rule was deleted by the first, committed bundle)
+
+
+def test_nxm_session_gets_nxt_flow_removed_with_registers(h10):
+    import struct
+    h10.roundtrip(p10.NXTSetFlowFormat(h10.dp, nicira_ext.NXFF_NXM))
+    rule = nx_match.ClsRule()
+    rule.set_reg(3, 7)
+    h10.roundtrip(p10.NXTFlowMod(h10.dp, cookie=9, command=of10.OFPFC_ADD, rule=rule,
+                                 flags=of10.OFPFF_SEND_FLOW_REM, actions=[]))
+    delete = p10.NXTFlowMod(h10.dp, cookie=0, command=of10.OFPFC_DELETE,
+                            rule=nx_match.ClsRule(), actions=[])
+    delete.xid = 5
+    delete.serialize()
+    (raw,) = h10.feed(bytes(delete.buf))
+    vendor, subtype = struct.unpack_from("!II", raw, 8)
+    assert (raw[1], vendor, subtype) == (of10.OFPT_VENDOR, 0x2320, nicira_ext.NXT_FLOW_REMOVED)
+    cookie, prio, reason = struct.unpack_from("!QHB", raw, 16)
+    assert (cookie, reason) == (9, of10.OFPRR_DELETE)
+    # NXM_NX_REG3 (class 1, field 3, 4 bytes) = 7 inside the match
+    assert struct.pack("!IIxxxxx", (1 << 16) | (3 << 9) | 4, 7)[:8] in raw
+
+
+def test_controller_id_filters_packet_ins(h):
+    from vswitch.openflow import nx
+    h.roundtrip(nx.NXTSetControllerId(h.dp, controller_id=5))
+    assert packet_in_msg(h.channel, PacketIn(reason=of13.OFPR_ACTION)) is None
+    assert packet_in_msg(h.channel, PacketIn(reason=of13.OFPR_ACTION, controller_id=5)) is not None
