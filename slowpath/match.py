@@ -96,10 +96,9 @@ class Match:
             # OF1.0 semantics: 0xffff = no tag, else a tag with this VID
             if v == 0xffff:
                 return self.set_field("vlan_tci", 0, 0xffff)
-            return self.set_field("vlan_tci", VLAN_CFI | v, VLAN_CFI | 0xfff)
+            return self._merge_tci(VLAN_CFI | v, 0x1fff)
         if name in ("vlan_pcp", "dl_vlan_pcp"):
-            self.set_field("vlan_tci", v << 13 | VLAN_CFI, 0xe000 | VLAN_CFI)
-            return self
+            return self._merge_tci(v << 13 | VLAN_CFI, 0xf000)
         if mk != f.max and not f.maskable:
             raise bad_match(ofp.OFPBMC_BAD_MASK, f"{f.name} is not maskable")
         if v & ~mk:
@@ -111,6 +110,12 @@ class Match:
         self.mask = (self.mask & ~full) | (mk << sh)
         self.value = (self.value & ~full) | ((v & mk) << sh)
         return self
+
+    def _merge_tci(self, value: int, region: int) -> "Match":
+        """Match ``region`` bits of the TCI exactly, keeping the other bits
+        (dl_vlan and dl_vlan_pcp combine, each implying a tag)."""
+        v, m = self.get("vlan_tci")
+        return self.set_field("vlan_tci", (v & ~region) | value, m | region)
 
     # -- access -------------------------------------------------------------
     def get(self, name: str) -> tuple[int, int]:
@@ -213,18 +218,17 @@ class Match:
 
 
 def _format_vlan(v: int, m: int) -> str:
+    """dl_vlan/dl_vlan_pcp when the mask is exactly theirs, else vlan_tci=v/m."""
     if m == 0xffff and not v:
         return "vlan_tci=0x0000"
-    out = []
-    if m & 0x1fff == 0x1fff and v & VLAN_CFI:
-        out.append(f"dl_vlan={v & 0xfff}")
-        m &= ~0x1fff
-    if m & 0xf000 == 0xe000 | VLAN_CFI and v & VLAN_CFI:
-        out.append(f"dl_vlan_pcp={v >> 13}")
-        m &= ~0xf000
-    if m:
-        out = [f"vlan_tci={v:#06x}/{m | (0x1fff if out else 0):#06x}"]
-    return ",".join(out)
+    if v & VLAN_CFI:
+        if m == 0x1fff:
+            return f"dl_vlan={v & 0xfff}"
+        if m == 0xf000:
+            return f"dl_vlan_pcp={v >> 13}"
+        if m == 0xffff:
+            return f"dl_vlan={v & 0xfff},dl_vlan_pcp={v >> 13}"
+    return f"vlan_tci={v:#06x}/{m:#06x}"
 
 
 MEMBER_FIELDS: dict[str, list[Field]] = {}

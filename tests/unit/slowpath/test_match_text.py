@@ -84,3 +84,38 @@ def test_trace_output():
     assert out.rstrip().endswith("Datapath actions: set(ip(ttl=63)),output:2")
     assert "Megaflow: icmp,in_port=1,nw_ttl=64" in out
     assert parse_flow("in_port=3,tcp,tp_dst=22").tp_dst == 22
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from slowpath.fields import FIELDS  # noqa: E402
+
+_PROTO_FIELDS = {
+    "": ["in_port", "eth_src", "eth_dst", "reg0", "reg5", "metadata", "tun_id", "tun_src",
+         "pkt_mark", "ct_mark", "ct_zone", "ct_state", "vlan_tci", "tun_metadata3", "conj_id"],
+    "tcp": ["ip_src", "ip_dst", "tcp_src", "tcp_dst", "tcp_flags", "nw_ttl", "ip_dscp", "nw_ecn"],
+    "udp6": ["ipv6_src", "ipv6_dst", "udp_dst", "ipv6_label"],
+    "arp": ["arp_spa", "arp_tpa", "arp_op", "arp_sha", "arp_tha"],
+    "icmp": ["icmp_type", "icmp_code", "ip_src"],
+    "mpls": ["mpls_label", "mpls_tc", "mpls_ttl"],
+}
+
+
+@st.composite
+def matches(draw):
+    proto = draw(st.sampled_from(sorted(_PROTO_FIELDS)))
+    m = Match.parse(proto) if proto else Match()
+    names = draw(st.lists(st.sampled_from(_PROTO_FIELDS[proto] + _PROTO_FIELDS[""]),
+                          max_size=5, unique=True))
+    for n in names:
+        f = FIELDS[n]
+        v = draw(st.integers(0, f.max))
+        mk = draw(st.integers(0, f.max)) if f.maskable and draw(st.booleans()) else f.max
+        m.set_field(n, v & mk, mk)
+    return m
+
+
+@settings(max_examples=300, deadline=None)
+@given(matches())
+def test_to_string_parse_round_trip_property(m):
+    assert Match.parse(m.to_string()) == m, m.to_string()
