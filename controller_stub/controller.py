@@ -162,10 +162,12 @@ class HostAgent:
                 what = sent.get(err.xid)
                 log.warning("%s: switch refused %s (type %d code %d)", self.name,
                             what and f"{what[0]} {what[1]}", err.type, err.code)
-                if what and what[0] == "add":
-                    self.installed.pop(what[1].key, None)   # retried next pass
-                elif what:
-                    self.installed[what[1].key] = what[1]
+                for kind, f in (what[1] if what and what[0] == "bundle" else
+                                [what] if what else []):
+                    if kind == "add":
+                        self.installed.pop(f.key, None)   # retried next pass
+                    else:
+                        self.installed[f.key] = f
             self.controller._changed()
         elif isinstance(ev, Closed):
             log.info("%s: connection closed: %s", self.name, ev.reason)
@@ -194,12 +196,23 @@ class HostAgent:
             return 0
         conn = self.session.conn
         sent = {}
+        bundled = self.controller.state.options["bundles"]
+        if bundled:
+            self._bundle_id = getattr(self, "_bundle_id", 0) % 0xFFFFFFFF + 1
+            conn.send(ofmsg.bundle_ctrl(self._bundle_id, ofmsg.ofp.ONF_BCT_OPEN_REQUEST))
+
+        def send(msg):
+            return conn.send(ofmsg.bundle_add(self._bundle_id, msg) if bundled else msg)
         for f in dels:
-            sent[conn.send(ofmsg.delete_msg(f))] = ("del", f)
+            sent[send(ofmsg.delete_msg(f))] = ("del", f)
             del self.installed[f.key]
         for f in adds:
-            sent[conn.send(ofmsg.add_msg(f))] = ("add", f)
+            sent[send(ofmsg.add_msg(f))] = ("add", f)
             self.installed[f.key] = f
+        if bundled:   # all or nothing: a failed commit undoes every change
+            commit = conn.send(ofmsg.bundle_ctrl(self._bundle_id,
+                                                 ofmsg.ofp.ONF_BCT_COMMIT_REQUEST))
+            sent[commit] = ("bundle", list(sent.values()))
         self._inflight[conn.barrier()] = sent
         self._announce()
         self.total_flow_mods += n

@@ -213,3 +213,14 @@ def garp_packet_out(in_port: int, mac: str, ip: str):
                                actions=[parser.NXActionResubmitTable(in_port=0xFFF8,
                                                                      table_id=0)],
                                data=bytes(pkt.data))
+
+
+BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+
+
+def bundle_ctrl(bundle_id: int, type_: int):
+    return parser.ONFBundleCtrlMsg(DP, bundle_id, type_, BUNDLE_FLAGS, [])
+
+
+def bundle_add(bundle_id: int, msg):
+    return parser.ONFBundleAddMsg(DP, bundle_id, BUNDLE_FLAGS, msg, [])

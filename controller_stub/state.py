@@ -29,7 +29,9 @@ MAX_PORT_KEY = 0xFFFF          # also the conntrack zone of the port
 # conntrack: stateful ACLs with ct (needs a switch with the ct action); when
 # false, ACLs are stateless (replies to ACL'd ports are dropped unless an
 # allow rule admits them) and no ct action is used at all.
-DEFAULT_OPTIONS = {"conntrack": True}
+# bundles: each reconciliation of a host is one atomic ONF bundle (OpenFlow
+# 1.3 extension; OVS and pyvswitch have it) instead of flow mods + barrier.
+DEFAULT_OPTIONS = {"conntrack": True, "bundles": False}
 
 
 class StateError(ValueError):

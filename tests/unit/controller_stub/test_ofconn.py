@@ -5,6 +5,7 @@ echo, probes, xids, barrier-scoped errors, multipart gathering — and every
 rule the pipeline computes is accepted by the switch and dumps back equal,
 so a resynchronising controller sends nothing."""
 
+import asyncio
 import struct
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -193,3 +194,54 @@ def test_the_real_pipeline_accepts_the_router_rules():
     (reply,) = [e for e in pump(ctl, sw) if isinstance(e, Reply)]
     dumped = [ofmsg.flow_from_stats(s) for part in reply.parts for s in part.body]
     assert ofmsg.diff(dumped, desired) == []
+
+
+def test_a_reconciliation_as_one_atomic_bundle():
+    from controller_stub.controller import Controller
+    state = make_state()
+    state.set_options({"bundles": True})
+    views = views_for(state)
+    ctl = Controller(state, probe=None)
+    agent = ctl.agents["hv1"]
+    conn = ControllerConnection(0.0)
+    ports = [Port(ofport=o, name=n, hw_addr="02:00:00:00:ff:%02x" % o)
+             for n, o in views["hv1"].ofports.items()]
+    sw = Switch(ports)
+
+    class FakeSession:      # the agent only needs .conn and .transmit()
+        def __init__(self):
+            self.conn = conn
+
+        def transmit(self):
+            pass
+    session = FakeSession()
+    events = pump(conn, sw)
+    asyncio.run(_feed(agent, session, events, conn, sw))
+    assert agent.synced and agent.idle and agent.n_errors == 0
+    conn.send(ofmsg.dump_request())
+    (reply,) = [e for e in pump(conn, sw) if isinstance(e, Reply)]
+    dumped = [ofmsg.flow_from_stats(s) for part in reply.parts for s in part.body]
+    assert ofmsg.diff(dumped, agent.desired()) == []
+    # a bundle the switch refuses (goto backwards) changes nothing, and the
+    # agent forgets every rule of it so the next pass retries them all
+    bad = F.flow(F.OUTPUT, 5, {"in_port": 1}, (("goto", 0),))
+    agent.desired = lambda: [*F.host_flows(state, "hv1", agent.view), bad]
+    assert agent.reconcile() == 1
+    asyncio.run(_feed(agent, session, [], conn, sw))
+    assert agent.n_errors >= 1 and bad.key not in agent.installed
+    conn.send(ofmsg.dump_request())
+    (reply,) = [e for e in pump(conn, sw) if isinstance(e, Reply)]
+    assert len([s for part in reply.parts for s in part.body]) == len(dumped)
+
+
+async def _feed(agent, session, events, conn, sw):
+    agent.controller._cond = asyncio.Condition()
+    for ev in events:
+        agent.event(session, ev)
+    for _ in range(10):
+        evs = pump(conn, sw)
+        if not evs:
+            break
+        for ev in evs:
+            agent.event(session, ev)
+    await asyncio.sleep(0)
