@@ -8,8 +8,9 @@ without the daemon, so the figure is the kernel cache alone:
   in_port only), whatever the generator's flow count;
 - ``exact_flows=N``: one megaflow per generator flow, masked on the 5-tuple
   (in_port, dl_type, nw_src, nw_dst, nw_proto, tp_src, tp_dst), matching what
-  ``bench.trafgen --flows N`` sends (UDP sport ``0..N-1``, dport 5000), plus
-  a second mask so the exact-match LRU is in play.
+  ``bench.trafgen --flows N`` sends (flow i: UDP sport ``i & 0xffff``, dport
+  ``5000 + (i >> 16)``; one flow: the template's 1234 -> 5678); with the
+  reverse megaflow that makes two masks, so the exact-match LRU is in play.
 
 Plug in with::
 
@@ -58,7 +59,7 @@ class XdpCacheSystem(System):
         p1, p2 = topo.ports
         h1, h2 = list(topo.hosts.values())[:2]
         self.xc = X.XdpCache(os.path.join(X.PIN_ROOT, "bench-" + secrets.token_hex(4)),
-                             max_flows=max(1024, 2 * self.exact_flows + 16))
+                             max_flows=self.exact_flows + 1024)
         try:
             self.xc.attach(p1, 1, mode=self.mode)
             self.xc.attach(p2, 2, mode=self.mode)
@@ -70,7 +71,8 @@ class XdpCacheSystem(System):
             m = _mask("in_port", "dl_type", "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst")
             # trafgen: one flow is its template (1234 -> 5678); N flows are
             # sport 0..N-1 -> dport 5000.
-            ports = [(1234, 5678)] if self.exact_flows == 1 else [(s, 5000) for s in range(self.exact_flows)]
+            ports = ([(1234, 5678)] if self.exact_flows == 1
+                     else [(i & 0xffff, 5000 + (i >> 16)) for i in range(self.exact_flows)])
             for sport, dport in ports:
                 k = FlowKey.from_fields(in_port=1, dl_type=0x0800, nw_src=_ip(h1.addr),
                                         nw_dst=_ip(h2.addr), nw_proto=17, tp_src=sport, tp_dst=dport)
@@ -97,8 +99,10 @@ def main(argv=None) -> int:
     try:
         rows = []
         for system, flows in [(RawXdpRedirect(), 1), (RawXdpRedirect(), 1000),
+                              (RawXdpRedirect(), 100000),
                               (XdpCacheSystem(), 1), (XdpCacheSystem(), 1000),
                               (XdpCacheSystem(1), 1), (XdpCacheSystem(1000), 1000),
+                              (XdpCacheSystem(100000), 100000),
                               (XdpCacheSystem(mode="generic"), 1)]:
             runs = [bench.measure(system, seconds, flows) for _ in range(reps)]
             mpps = [r["mpps"] for r in runs]

@@ -399,6 +399,7 @@ class XdpCache:
         self.pin_dir = pin_dir or os.path.join(PIN_ROOT, f"pid{os.getpid()}")
         self.obj = None
         self.links: dict[str, tuple[int, int, int]] = {}    # ifname -> (link fd, ifindex, dp_port)
+        self.modes: dict[str, str] = {}                      # ifname -> "native" | "generic"
         self.outputs: dict[int, int] = {}                    # dp_port -> ifindex
         self.flows: dict[tuple[bytes, bytes], _Flow] = {}
         self.by_id: dict[int, _Flow] = {}
@@ -477,11 +478,18 @@ class XdpCache:
     # ------------------------------------------------------------------ ports
     def attach(self, ifname: str, dp_port: int, mode: str = "native") -> None:
         """Run the cache on ``ifname`` (packets get in_port ``dp_port``) and make
-        it an output target.  mode "native" (driver XDP; veth has it) or
-        "generic" (skb).  Native redirects into a veth need NAPI on its peer
+        it an output target.  mode "native" (driver XDP; veth has it),
+        "generic" (skb), or "auto" (native, else generic).  Native redirects into a veth need NAPI on its peer
         (XDP program or GRO there)."""
+        if mode == "auto":
+            try:
+                return self.attach(ifname, dp_port, "native")
+            except XdpError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+            return self.attach(ifname, dp_port, "generic")
         if mode not in ("native", "generic"):
-            raise ValueError("mode must be 'native' or 'generic'")
+            raise ValueError("mode must be 'native', 'generic' or 'auto'")
         if not 0 <= dp_port < 2 ** 32:
             raise ValueError("dp_port out of range")
         with self.lock:
@@ -502,10 +510,17 @@ class XdpCache:
                        errno.EINVAL: f"{mode} XDP is not supported on {ifname}"}.get(err, os.strerror(err))
                 raise XdpError(err, f"cannot attach XDP ({mode}) to {ifname}: {why}")
             self.links[ifname] = (fd, ifindex, dp_port)
+            self.modes[ifname] = mode
+
+    def attached(self) -> dict[str, tuple[int, str]]:
+        """{ifname: (dp_port, "native" | "generic")}"""
+        with self.lock:
+            return {n: (v[2], self.modes[n]) for n, v in self.links.items()}
 
     def detach(self, ifname: str) -> None:
         with self.lock:
             fd, ifindex, dp_port = self.links.pop(ifname)
+            self.modes.pop(ifname, None)
             os.close(fd)
             self.unmap_port(ifindex)
             if self.outputs.get(dp_port) == ifindex:

@@ -212,6 +212,8 @@ def test_attach_errors_name_what_is_missing(hosts, xc):
     with pytest.raises(X.XdpError, match="no such network device"):
         xc.attach("pvxnosuchdev0", 1)
     xc.attach(h1.port, 1)
+    xc.attach(h2.port, 2, mode="auto")
+    assert xc.attached() == {h1.port: (1, "native"), h2.port: (2, "native")}
     other = X.XdpCache(os.path.join(X.PIN_ROOT, "itest-" + secrets.token_hex(4)), max_flows=64)
     try:
         with pytest.raises(X.XdpError, match="another XDP program is attached"):
