@@ -287,7 +287,7 @@ def _format_masked(f: Field, v: int, mk: int) -> str:
             return "".join(bits)
     if f.fmt == "frag":
         for word, vm in FRAG_KEYWORDS.items():
-            if vm == (v, mk) or (word == "no" and (v, mk) == (0, 3)):
+            if vm == (v, mk):
                 return word
     if mk == f.valid_mask:
         return format_value(f, v)

@@ -98,13 +98,20 @@ _PROTO_FIELDS = {
     "arp": ["arp_spa", "arp_tpa", "arp_op", "arp_sha", "arp_tha"],
     "icmp": ["icmp_type", "icmp_code", "ip_src"],
     "mpls": ["mpls_label", "mpls_tc", "mpls_ttl"],
+    "icmp6,icmp_type=135": ["nd_target", "nd_sll", "ipv6_src"],
+    "icmp6,icmp_type=136": ["nd_target", "nd_tll"],
+    "ip": ["nw_tos", "ip_frag", "ct_nw_src", "ct_tp_dst", "nw_proto"],
+    "ipv6": ["ct_ipv6_src", "ipv6_exthdr", "ip_frag"],
+    "eth_type=0x88e7": ["pbb_isid"],
+    "eth": ["xreg1", "xxreg1", "tun_ipv6_src", "tun_flags", "tun_gbp_id", "dp_hash",
+            "recirc_id", "actset_output", "skb_priority", "ct_label", "dl_vlan", "vlan_pcp"],
 }
 
 
 @st.composite
 def matches(draw):
     proto = draw(st.sampled_from(sorted(_PROTO_FIELDS)))
-    m = Match.parse(proto) if proto else Match()
+    m = Match.parse(proto) if proto not in ("", "eth") else Match()
     names = draw(st.lists(st.sampled_from(_PROTO_FIELDS[proto] + _PROTO_FIELDS[""]),
                           max_size=5, unique=True))
     for n in names:
