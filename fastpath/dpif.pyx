@@ -34,16 +34,17 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_PKT_OWNED,
-                              FP_PKT_CSUM_PARTIAL, FP_HEADROOM)
+                              FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, FP_HEADROOM)
 from fastpath._fields cimport FLOW_KEY_SIZE, FK_OFS_DL_DST
 from fastpath.parse cimport fp_parse
 from fastpath.cache cimport (fp_cache, fp_megaflow, fp_cache_lookup, fp_cache_rank,
                              fp_key_hash, FlowCache, Megaflow, KEY_WORDS)
 from fastpath.io.port cimport (fp_port, fp_port_rx_burst, fp_port_rx_done, fp_port_tx_flush,
-                               Port)
+                               fp_port_tx_gso, fp_gso_segment, Port, FP_RX_CAP)
 from fastpath.execute cimport (fp_dp, fp_upcall, fp_pending, fp_execute, fp_upcall_add,
                                fp_csum_complete, CompiledActions, FP_MAX_PORTS,
-                               FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW)
+                               FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW,
+                               fp_act, A_OUTPUT)
 
 import threading
 import weakref
@@ -116,6 +117,55 @@ cdef void _run_packet(fp_dp* dp, fp_packet* p, uint64_t* key, int depth, uint64_
         fp_execute(dp, p, key, acts + 8, (<uint32_t*>acts)[0], depth)
 
 
+cdef bint _gso_passthrough(fp_dp* dp, const uint8_t* acts) noexcept nogil:
+    """True when the actions only output to AF_PACKET ports that take GSO."""
+    cdef uint32_t alen = (<uint32_t*>acts)[0]
+    cdef uint32_t pos = 0
+    cdef const fp_act* a
+    if alen == 0:
+        return False
+    while pos + 16 <= alen:
+        a = <const fp_act*>(acts + 8 + pos)
+        if a.type != A_OUTPUT or a.arg >= FP_MAX_PORTS or dp.ports[a.arg] == NULL \
+                or not dp.ports[a.arg].vnet:
+            return False
+        pos += a.len
+    return True
+
+
+cdef void _run_gso(fp_dp* dp, fp_packet* p, uint64_t* key, uint64_t now_ms) noexcept nogil:
+    """A TSO/USO super-packet: forward it whole when its megaflow only outputs
+    to GSO-capable ports, else segment it and run every segment."""
+    cdef uint32_t h = fp_key_hash(key)
+    cdef fp_megaflow* mf = fp_cache_lookup(dp.cache, key, h)
+    cdef uint8_t* acts
+    cdef uint32_t pos = 0, alen
+    cdef const fp_act* a
+    cdef int i, n
+    cdef uint64_t* k
+    if mf != NULL and mf.actions != NULL and _gso_passthrough(dp, <uint8_t*>mf.actions):
+        dp.stats.hit += 1
+        mf.packets += 1
+        mf.bytes += p.len
+        mf.used_ms = now_ms
+        acts = <uint8_t*>mf.actions
+        alen = (<uint32_t*>acts)[0]
+        while pos + 16 <= alen:
+            a = <const fp_act*>(acts + 8 + pos)
+            fp_port_tx_gso(dp.ports[a.arg], p)
+            pos += a.len
+        return
+    n = fp_gso_segment(p, dp.segs, FP_RX_CAP, &dp.arena)
+    if n < 0:
+        dp.stats.dropped += 1
+        return
+    for i in range(n):
+        k = dp.segkeys + <size_t>i * KEY_WORDS
+        fp_parse(&dp.segs[i], <uint8_t*>k)
+        memcpy(k, key, FK_OFS_DL_DST)             # metadata (in_port, ...) as received
+        _run_packet(dp, &dp.segs[i], k, 0, now_ms)
+
+
 cdef void _run_recirc(fp_dp* dp, uint64_t now_ms) noexcept nogil:
     cdef int i = 0
     while i < dp.n_recirc:
@@ -145,6 +195,9 @@ cdef int _run_once(fp_dp* dp, fp_port** ports, int n_ports, fp_packet* pkts,
             p.depth = 0
             if fp_parse(p, <uint8_t*>key):
                 dp.stats.malformed += 1
+            if p.flags & FP_PKT_GSO:
+                _run_gso(dp, p, key, now_ms)
+                continue
             if p.flags & FP_PKT_CSUM_PARTIAL:
                 fp_csum_complete(p, &dp.arena)
             _run_packet(dp, p, key, 0, now_ms)
@@ -189,6 +242,10 @@ cdef class Dpif:
         self._plist = <fp_port**>calloc(FP_MAX_PORTS, sizeof(fp_port*))
         self.pkts = <fp_packet*>calloc(MAX_BURST, sizeof(fp_packet))
         self.keys = <uint64_t*>calloc(MAX_BURST, FLOW_KEY_SIZE)
+        self.dp.segs = <fp_packet*>calloc(FP_RX_CAP, sizeof(fp_packet))
+        self.dp.segkeys = <uint64_t*>calloc(FP_RX_CAP, FLOW_KEY_SIZE)
+        if self.dp.segs == NULL or self.dp.segkeys == NULL:
+            raise MemoryError()
         if (self.dp.arena.base == NULL or self.dp.upcalls == NULL or self.dp.recirc == NULL
                 or self._plist == NULL or self.pkts == NULL or self.keys == NULL):
             raise MemoryError()
@@ -205,6 +262,8 @@ cdef class Dpif:
             free(self.dp.arena.base)
             free(self.dp.upcalls)
             free(self.dp.recirc)
+            free(self.dp.segs)
+            free(self.dp.segkeys)
             free(self.dp)
             self.dp = NULL
         free(self._plist)

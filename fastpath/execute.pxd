@@ -82,6 +82,8 @@ ctypedef struct fp_dp:
     fp_pending* recirc
     int n_recirc
     int max_recirc
+    fp_packet* segs                  # software-GSO scratch (FP_RX_CAP packets)
+    uint64_t* segkeys
     fp_meter meters[FP_MAX_METERS]
     uint64_t now_ns
     uint64_t rng

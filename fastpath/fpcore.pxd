@@ -16,6 +16,7 @@ cdef enum:
     FP_PKT_OWNED = 1           # data lives in the scratch arena (writable)
     FP_PKT_CSUM_PARTIAL = 2    # L4 checksum not yet complete (CHECKSUM_PARTIAL)
     FP_PKT_DROP = 4            # malformed or explicitly dropped
+    FP_PKT_GSO = 8             # a TSO/USO super-packet (gso_* fields valid)
 
 ctypedef struct fp_packet:
     uint8_t* data
@@ -31,6 +32,14 @@ ctypedef struct fp_packet:
     uint8_t l3_kind            # 0 none, 4 IPv4, 6 IPv6, 1 ARP
     uint8_t l4_proto           # IP protocol (TCP 6, UDP 17, ...)
     uint8_t depth              # recirculation depth
+    # GSO super-packets from AF_PACKET (virtio_net_hdr), passed through to
+    # AF_PACKET outputs as such or segmented in software otherwise.
+    uint8_t gso_type
+    uint8_t vnet_flags
+    uint16_t gso_size
+    uint16_t gso_hdr_len
+    uint16_t csum_start
+    uint16_t csum_offset
 
 ctypedef struct fp_arena:
     uint8_t* base

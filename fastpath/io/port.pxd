@@ -64,6 +64,7 @@ ctypedef struct fp_port:
     uint8_t* next_pkt
     uint32_t release_start      # first block consumed but not yet returned
     uint32_t n_release
+    uint8_t* tx_vnet                # FP_TXQ virtio_net_hdrs, 16 bytes apart
     # TX staging (copies; sendmmsg or write per flush)
     mmsghdr* tx_msgs
     iovec* tx_iov
@@ -97,6 +98,11 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
 cdef void fp_port_rx_done(fp_port* p) noexcept nogil
 cdef void fp_port_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept nogil
 cdef void fp_port_tx_flush(fp_port* p) noexcept nogil
+# Queue a GSO super-packet with its offload header (AF_PACKET ports with
+# vnet only: check p.vnet first).
+cdef void fp_port_tx_gso(fp_port* p, fp_packet* pk) noexcept nogil
+# Split a GSO super-packet into wire-size segments (complete checksums).
+cdef int fp_gso_segment(fp_packet* src, fp_packet* out, int room, fp_arena* arena) noexcept nogil
 
 cdef class Port:
     cdef fp_port* p

@@ -35,7 +35,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FA
 from posix.uio cimport iovec
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_HEADROOM,
-                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL)
+                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO)
 from fastpath.io.port cimport FP_RX_CAP
 
 import os
@@ -177,11 +177,16 @@ cdef uint16_t _csum(const uint8_t* b, uint32_t n, uint64_t s) noexcept nogil:
     return <uint16_t>~s
 
 
-cdef int _gso_segment(fp_port* p, const uint8_t* d, uint32_t len, virtio_net_hdr* vh,
-                      fp_packet* out, int room, fp_arena* arena) noexcept nogil:
+cdef int fp_gso_segment(fp_packet* src, fp_packet* out, int room, fp_arena* arena) noexcept nogil:
+    return _gso_segment(src.data, src.len, src.gso_type, src.gso_size, src.in_port,
+                        out, room, arena)
+
+
+cdef int _gso_segment(const uint8_t* d, uint32_t len, uint8_t gso_type_in, uint16_t gso_size,
+                      uint32_t in_port, fp_packet* out, int room, fp_arena* arena) noexcept nogil:
     """Software GSO: split a TCP/UDP super-packet into wire-size segments
     with complete headers and checksums.  Returns the count, or -1."""
-    cdef uint32_t l3 = 12, l4, hl, mss = vh.gso_size, plen, off, i, j, nseg, seg_len
+    cdef uint32_t l3 = 12, l4, hl, mss = gso_size, plen, off, i, j, nseg, seg_len
     cdef uint16_t et, ipid = 0
     cdef uint8_t proto, tcpflags = 0
     cdef int v4
@@ -190,7 +195,7 @@ cdef int _gso_segment(fp_port* p, const uint8_t* d, uint32_t len, virtio_net_hdr
     cdef uint8_t* ip
     cdef uint8_t* th
     cdef uint64_t ps
-    cdef uint8_t gso = vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    cdef uint8_t gso = gso_type_in & ~VIRTIO_NET_HDR_GSO_ECN
     while l3 + 2 <= len and (_rd16(d + l3) == 0x8100 or _rd16(d + l3) == 0x88a8):
         l3 += 4
     if l3 + 2 > len or mss == 0:
@@ -269,9 +274,7 @@ cdef int _gso_segment(fp_port* p, const uint8_t* d, uint32_t len, virtio_net_hdr
         out[i].data = b + FP_HEADROOM
         out[i].len = hl + seg_len
         out[i].flags = FP_PKT_OWNED
-        out[i].in_port = p.dp_port
-        p.stats.rx_packets += 1
-        p.stats.rx_bytes += hl + seg_len
+        out[i].in_port = in_port
         off += seg_len
     return nseg
 
@@ -305,9 +308,6 @@ cdef int _rx_afpacket(fp_port* p, fp_packet* pkts, int max_n, fp_arena* arena) n
         snap = h.tp_snaplen
         src = <uint8_t*>h + h.tp_mac
         vh = <virtio_net_hdr*>(src - sizeof(virtio_net_hdr)) if p.vnet else NULL
-        if (vh != NULL and vh.gso_type != VIRTIO_NET_HDR_GSO_NONE and n > 0
-                and n + snap // (vh.gso_size if vh.gso_size else 1) + 1 > FP_RX_CAP):
-            break                               # segments would not fit: next burst
         p.next_pkt += h.tp_next_offset
         p.pkt_left -= 1
         taken += 1
@@ -342,13 +342,17 @@ cdef int _rx_afpacket(fp_port* p, fp_packet* pkts, int max_n, fp_arena* arena) n
             pk.data = src
             pk.len = snap
         if vh != NULL and vh.gso_type != VIRTIO_NET_HDR_GSO_NONE:
-            k = _gso_segment(p, pk.data, pk.len, vh, pkts + n, FP_RX_CAP - n, arena)
-            if k < 0:
-                p.stats.rx_dropped += 1
-            else:
-                n += k
-            continue
-        if h.tp_status & TP_STATUS_CSUMNOTREADY:
+            # Keep the super-packet whole: one lookup; passed through as GSO
+            # to AF_PACKET outputs, segmented in software otherwise.
+            k = 4 if (pk.flags & FP_PKT_OWNED) else 0     # re-inserted VLAN tag
+            pk.flags |= FP_PKT_GSO
+            pk.gso_type = vh.gso_type
+            pk.gso_size = vh.gso_size
+            pk.gso_hdr_len = vh.hdr_len + k
+            pk.vnet_flags = vh.flags
+            pk.csum_start = vh.csum_start + k
+            pk.csum_offset = vh.csum_offset
+        elif h.tp_status & TP_STATUS_CSUMNOTREADY:
             pk.flags |= FP_PKT_CSUM_PARTIAL
         p.stats.rx_packets += 1
         p.stats.rx_bytes += pk.len
@@ -833,6 +837,31 @@ cdef void fp_port_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept 
     memcpy(dst, data, length)
     p.tx_iov[2 * p.tx_n + 1].iov_base = dst
     p.tx_iov[2 * p.tx_n + 1].iov_len = length
+    if p.vnet:
+        memset(p.tx_vnet + 16 * p.tx_n, 0, sizeof(virtio_net_hdr))
+    p.tx_n += 1
+    p.tx_used += need
+
+
+cdef void fp_port_tx_gso(fp_port* p, fp_packet* pk) noexcept nogil:
+    cdef size_t need = (pk.len + 63) & ~(<size_t>63)
+    cdef virtio_net_hdr* vh
+    if pk.len > FP_TXBUF or not p.vnet:
+        p.stats.tx_dropped += 1
+        return
+    if p.tx_n >= FP_TXQ or p.tx_used + need > FP_TXBUF:
+        fp_port_tx_flush(p)
+    cdef uint8_t* dst = p.tx_buf + p.tx_used
+    memcpy(dst, pk.data, pk.len)
+    p.tx_iov[2 * p.tx_n + 1].iov_base = dst
+    p.tx_iov[2 * p.tx_n + 1].iov_len = pk.len
+    vh = <virtio_net_hdr*>(p.tx_vnet + 16 * p.tx_n)
+    vh.flags = pk.vnet_flags
+    vh.gso_type = pk.gso_type
+    vh.hdr_len = pk.gso_hdr_len
+    vh.gso_size = pk.gso_size
+    vh.csum_start = pk.csum_start
+    vh.csum_offset = pk.csum_offset
     p.tx_n += 1
     p.tx_used += need
 
@@ -846,13 +875,14 @@ cdef fp_port* _alloc_port() except NULL:
     p.tx_msgs = <mmsghdr*>calloc(FP_TXQ, sizeof(mmsghdr))
     p.tx_iov = <iovec*>calloc(2 * FP_TXQ, sizeof(iovec))
     p.tx_buf = <uint8_t*>malloc(FP_TXBUF)
-    if p.tx_msgs == NULL or p.tx_iov == NULL or p.tx_buf == NULL:
+    p.tx_vnet = <uint8_t*>calloc(FP_TXQ, 16)
+    if p.tx_msgs == NULL or p.tx_iov == NULL or p.tx_buf == NULL or p.tx_vnet == NULL:
         _free_port(p)
         raise MemoryError()
     cdef int i
     for i in range(FP_TXQ):
         # [2i] = virtio_net_hdr (AF_PACKET with PACKET_VNET_HDR), [2i+1] = frame
-        p.tx_iov[2 * i].iov_base = _zero_vnet
+        p.tx_iov[2 * i].iov_base = p.tx_vnet + 16 * i
         p.tx_iov[2 * i].iov_len = sizeof(virtio_net_hdr)
         p.tx_msgs[i].msg_hdr.msg_iov = &p.tx_iov[2 * i + 1]
         p.tx_msgs[i].msg_hdr.msg_iovlen = 1
@@ -871,6 +901,7 @@ cdef void _free_port(fp_port* p) noexcept:
     free(p.tx_msgs)
     free(p.tx_iov)
     free(p.tx_buf)
+    free(p.tx_vnet)
     free(p)
 
 

@@ -265,7 +265,7 @@ def tcp_transfer(src_ns, dst_ns, dst_ip, nbytes=4 << 20, timeout=20):
     return int(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("kind", ["afpacket", "afxdp"])
+@pytest.mark.parametrize("kind", ["afpacket", "afpacket-segment", "afxdp", "mixed"])
 def test_tcp_bulk_with_offloads(net, kind):
     """TCP from a stack with TSO/checksum offload on (the veth default):
     GSO super-packets and CHECKSUM_PARTIAL must be handled by the datapath.
@@ -274,14 +274,20 @@ def test_tcp_bulk_with_offloads(net, kind):
     from fastpath.dpif import Dpif
     ns1, p1 = net.host("g", "10.80.0.1")
     ns2, p2 = net.host("h", "10.80.0.2")
-    if kind == "afxdp":
-        for ns in (ns1, ns2):
+    # afpacket: TSO super-packets pass through whole (GSO to GSO ports);
+    # afpacket-segment: a header action forces software segmentation;
+    # mixed: afpacket in, afxdp out (segmented for the non-GSO port).
+    if kind in ("afxdp", "mixed"):
+        for ns in ((ns1, ns2) if kind == "afxdp" else (ns2,)):
             sh(f"ip netns exec {ns} ethtool -K eth0 tx off")
+    kinds = {"afpacket": ("afpacket", "afpacket"), "afpacket-segment": ("afpacket", "afpacket"),
+             "afxdp": ("afxdp", "afxdp"), "mixed": ("afpacket", "afxdp")}[kind]
     dp = Dpif()
     try:
-        a = dp.add_port(p1, kind)
-        b = dp.add_port(p2, kind)
-        with Loop(dp, {a: (A.Output(b),), b: (A.Output(a),)}):
+        a = dp.add_port(p1, kinds[0])
+        b = dp.add_port(p2, kinds[1])
+        pre = (A.SetMasked("skb_priority", 0, 0xffffffff),) if kind == "afpacket-segment" else ()
+        with Loop(dp, {a: pre + (A.Output(b),), b: pre + (A.Output(a),)}):
             t0 = time.monotonic()
             n = tcp_transfer(ns1, ns2, "10.80.0.2")
             took = time.monotonic() - t0
