@@ -61,7 +61,7 @@ class Inner(NamedTuple):
 
 class CtPacket:
     __slots__ = ("af", "l3", "l4", "proto", "tuple", "frag", "frag_first", "frag_id",
-                 "tcp_flags", "seq", "ack", "win", "wscale", "payload_len",
+                 "tcp_flags", "seq", "ack", "win", "wscale", "payload_len", "payload_off",
                  "icmp_type", "icmp_code", "inner", "l3_end")
 
     def __init__(self):
@@ -73,6 +73,7 @@ class CtPacket:
         self.seq = self.ack = self.win = 0
         self.wscale = None         # TCP window scale option value (SYN only)
         self.payload_len = 0
+        self.payload_off = 0
         self.icmp_type = self.icmp_code = None
         self.inner: Inner | None = None
 
@@ -188,6 +189,7 @@ def parse(frame) -> CtPacket | None:
             return pkt
         pkt.seq, pkt.ack, pkt.win, pkt.tcp_flags = seq, ack, win, offfl & 0x0FFF
         pkt.payload_len = end - l4 - doff if not frag else max(0, end - l4 - doff)
+        pkt.payload_off = l4 + doff
         if offfl & 0x02:
             pkt.wscale = _wscale(frame, l4 + 20, l4 + doff)
     elif proto in (ICMP, ICMPV6):

@@ -49,7 +49,9 @@ connection pointer in packet metadata for the same purpose).
 
 from __future__ import annotations
 
+import ipaddress
 import random as _random
+import re
 import struct
 from collections import Counter, OrderedDict
 
@@ -68,7 +70,13 @@ FRAG_TIMEOUT = 30.0
 MAX_FRAGS = 65536      # remembered first fragments; beyond, later fragments are +inv
 EXPECT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNS = 3_000_000      # OVS's default ct-maxconns
-ALGS = ("tftp",)
+ALGS = ("tftp", "ftp")
+_FTP_PORT = re.compile(rb"^PORT (?P<h1>\d+),(?P<h2>\d+),(?P<h3>\d+),(?P<h4>\d+),"
+                       rb"(?P<p1>\d+),(?P<p2>\d+)\r?\n", re.I | re.M)
+_FTP_EPRT = re.compile(rb"^EPRT \|[12]\|(?P<addr>[0-9a-fA-F.:]+)\|(?P<port>\d+)\|", re.I | re.M)
+_FTP_PASV = re.compile(rb"^227 .*?(?P<h1>\d+),(?P<h2>\d+),(?P<h3>\d+),(?P<h4>\d+),"
+                       rb"(?P<p1>\d+),(?P<p2>\d+)", re.M)
+_FTP_EPSV = re.compile(rb"^229 .*?\(\|\|\|(?P<port>\d+)\|\)", re.M)
 TFTP_PORT = 69
 
 
@@ -320,6 +328,8 @@ class ConnTracker:
                     state |= REL
                 if ct.commit:
                     self._set_mark_label(conn, ct)
+                if conn.helper == "ftp" and pkt.payload_len:
+                    self._ftp(frame, pkt, conn, reply, now)
                 if nat is not None and (conn.snat or conn.dnat):
                     self._nat_packet(frame, pkt, conn, reply, key)
                     state |= (SNAT if conn.snat else 0) | (DNAT if conn.dnat else 0)
@@ -378,7 +388,7 @@ class ConnTracker:
             self.stats["invalid"] += 1
             return self._md(key, TRK | INV, zone, None, t)
         exp = None
-        if self.expectations and pkt.proto == UDP:
+        if self.expectations and pkt.proto in (UDP, TCP):
             exp = self.expectations.get((zone, t.af, t.src, t.dst, t.proto, t.dport))
             if exp is not None and exp.parent.expiration <= now:
                 exp = None
@@ -447,13 +457,48 @@ class ConnTracker:
 
     def _helper(self, conn: Conn, helper: str, now: float) -> None:
         """ALGs.  tftp: the server answers a request to port 69 from a new
-        port to the client's port; expect that flow as related."""
-        conn.helper = helper
+        port to the client's port; expect that flow as related.  ftp: the
+        control connection is watched (see `_ftp`)."""
         t = conn.key
-        if helper == "tftp" and t.proto == UDP and t.dport == TFTP_PORT:
+        if helper == "tftp" and t.proto == UDP:
+            conn.helper = helper
             r = conn.rkey        # as the server's packets look
             self.expectations[(conn.zone, t.af, r.src, r.dst, UDP, r.dport)] = Expectation(
                 conn, now + EXPECT_TIMEOUT)
+        elif helper == "ftp" and t.proto == TCP:
+            conn.helper = helper
+
+    def _ftp(self, frame, pkt: CtPacket, conn: Conn, reply: bool, now: float) -> None:
+        """FTP ALG (no NAT of the payload): PORT/EPRT from the client expect
+        the server's data connection to the given port; 227/229 replies
+        from the server expect the client's connection to the given port.
+        The announced address must be the endpoint's own (no third-party
+        transfers)."""
+        data = bytes(frame[pkt.payload_off:pkt.payload_off + min(pkt.payload_len, 512)])
+        t = pkt.tuple
+        m = None
+        if not reply:
+            m = _FTP_PORT.search(data) or _FTP_EPRT.search(data)
+        else:
+            m = _FTP_PASV.search(data) or _FTP_EPSV.search(data)
+        if m is None:
+            return
+        g = m.groupdict()
+        port = int(g["port"]) if g.get("port") else int(g["p1"]) * 256 + int(g["p2"])
+        if g.get("h1") is not None:
+            addr = int.from_bytes(bytes(int(g[f"h{i}"]) & 0xFF for i in range(1, 5)), "big")
+        elif g.get("addr"):
+            try:
+                addr = int(ipaddress.ip_address(g["addr"].decode()))
+            except ValueError:
+                return
+        else:
+            addr = t.src                    # EPSV: the server's own address
+        if addr != t.src or not 0 < port < 65536:
+            return
+        # the data connection goes from the other end to addr:port
+        self.expectations[(conn.zone, t.af, t.dst, addr, TCP, port)] = Expectation(
+            conn, now + EXPECT_TIMEOUT)
 
     @staticmethod
     def _set_mark_label(conn: Conn, ct) -> None:

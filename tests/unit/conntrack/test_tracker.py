@@ -337,3 +337,42 @@ def test_fragment_memory_is_bounded():
         assert not ct.frags
     finally:
         tr.MAX_FRAGS = saved
+
+
+def _ftp_control(w, helper="ftp"):
+    w.run(tcp(sport=40000, dport=21, flags="S", seq=100), commit=True, helper=helper)
+    w.run(tcp(src=S, dst=C, sport=21, dport=40000, flags="SA", seq=900, ack=101))
+    w.run(tcp(sport=40000, dport=21, flags="A", seq=101, ack=901))
+
+
+def test_ftp_alg_passive_and_active():
+    ct = ConnTracker()
+    w = Wire(ct)
+    _ftp_control(w)
+    pasv = b"227 Entering Passive Mode (10,0,0,2,195,80).\r\n"      # port 50000
+    r = w.run(tcp(src=S, dst=C, sport=21, dport=40000, flags="PA", seq=901, ack=101,
+                  payload=pasv))
+    assert r.state == {"trk", "est", "rpl"}
+    data = w.run(tcp(sport=40100, dport=50000, flags="S", seq=1), commit=True)
+    assert data.state == {"trk", "new", "rel"}
+    assert (data.key.ct_tp_src, data.key.ct_tp_dst) == (40000, 21)     # the control tuple
+    port_cmd = b"PORT 10,0,0,1,156,64\r\n"                              # port 40000
+    w.run(tcp(sport=40000, dport=21, flags="PA", seq=101, ack=901 + len(pasv), payload=port_cmd))
+    active = w.run(tcp(src=S, dst=C, sport=20, dport=40000, flags="S", seq=5), commit=True)
+    assert active.state == {"trk", "new", "rel"}
+    eprt = b"EPRT |1|10.0.0.1|40002|\r\n"
+    w.run(tcp(sport=40000, dport=21, flags="PA", seq=101 + len(port_cmd), ack=901 + len(pasv),
+              payload=eprt))
+    assert w.run(tcp(src=S, dst=C, sport=20, dport=40002, flags="S"), commit=True).state == {
+        "trk", "new", "rel"}
+    # a PORT naming another host (a bounce attack) expects nothing
+    bounce = b"PORT 10,9,9,9,0,80\r\n"
+    w.run(tcp(sport=40000, dport=21, flags="PA", seq=101 + len(port_cmd) + len(eprt),
+              ack=901 + len(pasv), payload=bounce))
+    assert w.run(tcp(src=S, dst="10.9.9.9", sport=20, dport=80, flags="S")).state == {"trk", "new"}
+    # without alg=ftp the same exchange expects nothing
+    ct2 = ConnTracker()
+    w2 = Wire(ct2)
+    _ftp_control(w2, helper=None)
+    w2.run(tcp(src=S, dst=C, sport=21, dport=40000, flags="PA", seq=901, ack=101, payload=pasv))
+    assert w2.run(tcp(sport=40100, dport=50000, flags="S", seq=1)).state == {"trk", "new"}
