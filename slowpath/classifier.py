@@ -108,24 +108,20 @@ class PrefixSet:
         if not counts:
             del self.by_len[plen]
 
-    def lookup(self, addr: int) -> tuple[set[int], int]:
-        """(prefix lengths with a prefix covering ``addr``, number of leading
-        bits of ``addr`` that decide this)."""
-        w = self.f.n_bits
-        matched, needed = set(), 0
-        for plen, (counts, lst) in self.by_len.items():
-            v = addr >> (w - plen)
-            if v in counts:
-                matched.add(plen)
-                needed = max(needed, plen)
-                continue
-            i = bisect_left(lst, v)
-            common = 0
-            for j in (i - 1, i):
-                if 0 <= j < len(lst):
-                    common = max(common, plen - (v ^ lst[j]).bit_length())
-            needed = max(needed, min(common + 1, plen))
-        return matched, needed
+    def proof_bits(self, plen: int, addr: int) -> int:
+        """0 if some /plen prefix covers ``addr``; else how many leading bits
+        of ``addr`` prove that none does (its longest common prefix with any
+        /plen prefix, plus one)."""
+        counts, lst = self.by_len[plen]
+        v = addr >> (self.f.n_bits - plen)
+        if v in counts:
+            return 0
+        i = bisect_left(lst, v)
+        common = 0
+        for j in (i - 1, i):
+            if 0 <= j < len(lst):
+                common = max(common, plen - (v ^ lst[j]).bit_length())
+        return min(common + 1, plen)
 
 
 class Wildcards:
@@ -370,15 +366,14 @@ class Classifier:
         return best
 
     def _trie_skip(self, st: Subtable, key: int, cache: dict) -> int:
-        """If a prefix lookup proves ``st`` cannot match ``key``, the key bits
-        that prove it (nonzero); else 0."""
+        """If prefix tracking proves ``st`` cannot match ``key``, the key
+        bits that prove it (nonzero); else 0."""
         for i, plen in st.plens:
-            r = cache.get(i)
+            r = cache.get((i, plen))
             if r is None:
                 f = TRIE_FIELDS[i]
-                matched, needed = self.tries[i].lookup((key >> f.shift) & f.max)
-                bits = ((1 << needed) - 1) << (f.n_bits - needed)
-                r = cache[i] = (matched, bits << f.shift)
-            if plen not in r[0]:
-                return r[1]   # never 0: an unmatched length needs >= 1 bit
+                n = self.tries[i].proof_bits(plen, (key >> f.shift) & f.max)
+                r = cache[(i, plen)] = ((1 << n) - 1) << (f.n_bits - n + f.shift) if n else 0
+            if r:
+                return r
         return 0
