@@ -26,6 +26,7 @@ COMMANDS = {
     "dpctl/ct-del-limits": "zone=N[,N]...",
     "dpctl/ct-get-limits": "[zone=N[,N]...]",
     "dpctl/ct-set-timeout-policy": "zone=N [NAME=SECONDS]...",
+    "dpctl/ct-set-refuse-policy": "drop|mark",
 }
 
 
@@ -169,5 +170,10 @@ def run(tracker: ConnTracker, command: str, args: list[str], now: float) -> str:
             raise ValueError("zone=N is required")
         pol = dict(a.split("=", 1) for a in args if not a.startswith("zone="))
         tracker.set_timeout_policy(zone, pol)
+        return ""
+    if command == "dpctl/ct-set-refuse-policy":
+        if args not in (["drop"], ["mark"]):
+            raise ValueError("usage: dpctl/ct-set-refuse-policy drop|mark")
+        tracker.drop_refused = args[0] == "drop"
         return ""
     raise ValueError(f"unknown command {command}")

@@ -165,7 +165,8 @@ def test_syn_flood_fills_a_zone_new_refused_established_keep_flowing():
 
 
 def test_global_limit_and_refusal_may_be_marked_only():
-    ct = ConnTracker(max_conns=3, drop_refused=False)
+    ct = ConnTracker(max_conns=3)
+    dpctl.run(ct, "dpctl/ct-set-refuse-policy", ["mark"], 0.0)
     w = Wire(ct)
     for i in range(3):
         assert w.run(udp(sport=100 + i), commit=True).state == {"trk", "new"}
