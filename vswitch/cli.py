@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=3, help="pings per pair")
     demo.add_argument("--keep", action="store_true",
                       help="keep running until Ctrl-C after the pings")
+    demo.add_argument("--overlay", action="store_true",
+                      help="the network-virtualization demo instead: three daemons "
+                           "joined by GENEVE, driven by controller_stub (two tenants, "
+                           "a three-tier ACL, a live migration)")
 
     bench = sub.add_parser("bench", help="measure packet rates (see bench/README)",
                            add_help=False)
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     conntrack.add_argument("-s", "--stats", action="store_true", dest="more",
                            help="dump: with packet/byte counters and timeouts")
 
+    tr = sub.add_parser("trace", help="show how a bridge treats a flow (like ofproto/trace)",
+                        description="Run BRIDGE's OpenFlow pipeline on FLOW (ovs-ofctl "
+                                    "syntax, e.g. in_port=1,icmp,nw_dst=10.0.0.2) and "
+                                    "print the rules, the megaflow and datapath actions.")
+    _add_rundir(tr)
+    tr.add_argument("bridge")
+    tr.add_argument("flow")
+
     appctl = sub.add_parser("appctl", help="send any control command to a running daemon",
                             description="Like ovs-appctl: COMMAND [ARG...]; "
                                         "'list-commands' lists them.")
@@ -95,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         from vswitch.daemon import run_daemon
         return run_daemon(args)
     if args.command == "demo":
+        if args.overlay:
+            from controller_stub.demo import main as overlay_demo
+            return overlay_demo([])
         from vswitch.demo import run_demo
         return run_demo(args)
     if args.command == "bench":
@@ -109,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         params = (["-s"] if args.more and args.action == "dump" else []) + (
             [f"zone={args.zone}"] if args.zone is not None else [])
         return _appctl(args.rundir, cmd, params)
+    if args.command == "trace":
+        return _appctl(args.rundir, "ofproto/trace", [args.bridge, args.flow])
     if args.command == "appctl":
         return _appctl(args.rundir, args.ctl_command, args.ctl_args)
     return 2

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Callable
 
-from vswitch import __version__, vlog
+from vswitch import __version__, trace, vlog
 from vswitch.pidfile import AlreadyRunning, Pidfile
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Daemon:
         ctl.register("version", "", lambda _a: f"pyvswitch {__version__}\n")
         ctl.register("exit", "", self._exit_command)
         self.bridges.register_commands(ctl)
+        trace.register_commands(ctl, self.bridges)
 
     def _exit_command(self, _args: list[str]) -> str:
         self._loop.call_soon_threadsafe(self.request_stop)

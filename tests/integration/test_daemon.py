@@ -169,3 +169,24 @@ def test_interface_statistics_are_written_back(daemon, topology, bridge_name):
         time.sleep(0.5)
     else:
         raise AssertionError(f"statistics never showed the pings: {stats}")
+
+
+def test_trace_shows_rules_megaflow_and_datapath_actions(daemon, topology, bridge_name):
+    topology.add_host("h1", "10.0.8.1/24")
+    topology.add_host("h2", "10.0.8.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    daemon.ofctl("add-flow", bridge_name, "priority=100,in_port=1,icmp,actions=output:2")
+    p = subprocess.run([sys.executable, "-m", "vswitch.cli", "trace", "--rundir", daemon.rundir,
+                        bridge_name, "in_port=1,icmp,nw_dst=10.0.8.2"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    dp_out = [ln for ln in lines if ln.startswith("Datapath actions:")]
+    assert dp_out == ["Datapath actions: output:3"], p.stdout  # ofport 2 = dp port 3
+    (mf,) = [ln for ln in lines if ln.startswith("Megaflow:")]
+    assert "in_port=1" in mf and "icmp" in mf or "nw_proto=1" in mf
+    assert "nw_dst" not in mf  # the rule never looked at it
+    bad = subprocess.run([sys.executable, "-m", "vswitch.cli", "trace", "--rundir", daemon.rundir,
+                          bridge_name, "in_port=1,nosuchfield=3"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "bad flow" in bad.stderr
