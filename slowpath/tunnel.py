@@ -57,7 +57,7 @@ IPPROTO_UDP = 17
 FLOW_TNL_F_OAM = 0x1          # tun_flags bit, ovs-ofctl "tun_flags=+oam"
 TLV_SLOTS = 8                 # tun_metadata0..7 (fields.py)
 TLV_SLOT_BYTES = 8
-SPORT_MIN, SPORT_MAX = 49152, 65535   # RFC 8926 §3.3: source port from the ephemeral range
+SPORT_MIN, SPORT_MAX = 32768, 60999   # OVS's tunnel source port range (RFC 8926 §3.3)
 
 #: Why a received packet was dropped: the counters the tunnel ports keep.
 DROP_REASONS = (
@@ -324,6 +324,11 @@ class TunnelConfig:
     ttl: int | str = 64         # number or "inherit"
     df_default: bool = True
     packet_type: str = "legacy_l2"
+    #: Native tunnelling (set by the daemon, never by options): how to reach
+    #: a fixed remote_ip through a datapath port, as a `NativeRoute`; then
+    #: `tunnel_push` prebuilds the outer Ethernet/IP/UDP/GENEVE header and
+    #: the fast path encapsulates by itself.
+    route: "NativeRoute | None" = None
 
     @property
     def families(self) -> tuple[int, ...]:
@@ -332,6 +337,16 @@ class TunnelConfig:
         if ip is None:
             return (4, 6)    # remote_ip=flow, no local_ip: either
         return (6,) if ":" in ip else (4,)
+
+
+@dataclass(frozen=True)
+class NativeRoute:
+    """Where encapsulated packets to a remote go: out of datapath port
+    ``out_dp_port`` from ``src_mac``/``src_ip`` to the next hop ``dst_mac``."""
+    out_dp_port: int
+    src_mac: str
+    dst_mac: str
+    src_ip: str
 
 
 def _bool(name: str, v: str) -> bool:
@@ -438,13 +453,14 @@ def fill_tunnel_key(key: FlowKey, outer: Outer, hdr: GeneveHeader) -> None:
 
 
 # --- encap: key + port -> outer packet -----------------------------------------
-_HASH_MEMBERS = ("dl_src", "dl_dst", "dl_type", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst",
-                 "nw_proto", "tp_src", "tp_dst")
+_HASH_MEMBERS = ("nw_src", "nw_dst", "ipv6_src", "ipv6_dst", "nw_proto", "tp_src", "tp_dst")
 
 
 def flow_source_port(key: FlowKey) -> int:
     """Outer UDP source port from a hash of the inner flow (RFC 8926 §3.3),
-    so ECMP spreads flows and keeps each one on one path."""
+    so ECMP spreads flows and keeps each one on one path: OVS's range
+    32768-60999 and the fast path's hash (the 5-tuple dp_hash), so Python
+    and Cython encapsulate identically."""
     h = zlib.crc32(b"".join(bytes(key.buf[o:o + s]) for o, s in
                             (MEMBERS[m] for m in _HASH_MEMBERS)))
     return SPORT_MIN + h % (SPORT_MAX - SPORT_MIN + 1)
@@ -469,8 +485,56 @@ def tunnel_push(key: FlowKey, cfg: TunnelConfig, tlv: TlvMap, tnl_dp_port: int =
     vni = cfg.key if cfg.key is not None else key.tun_id & 0xFFFFFF
     ttl = key.nw_ttl if cfg.ttl == "inherit" else cfg.ttl
     tos = key.nw_tos if cfg.tos == "inherit" else cfg.tos
+    options = encode_options(tlv.from_key(key))
+    header = b""
+    r = cfg.route
+    if r is not None and dst == cfg.remote_ip and cfg.packet_type == "legacy_l2" \
+            and not key.tun_flags & FLOW_TNL_F_OAM:
+        src, out_dp_port = r.src_ip, r.out_dp_port
+        header = build_header(r, Outer(src, dst, 0, cfg.dst_port, tos, ttl or 64,
+                                       cfg.df_default, cfg.csum), vni, options)
     return dp.TunnelPush(tnl_dp_port, out_dp_port, "geneve", vni, src, dst, ttl or 64, tos,
-                         cfg.dst_port, encode_options(tlv.from_key(key)))
+                         cfg.dst_port, options, header)
+
+
+def _mac(s: str) -> bytes:
+    return bytes.fromhex(s.replace(":", ""))
+
+
+def build_header(r: NativeRoute, o: Outer, vni: int, options: bytes) -> bytes:
+    """The prebuilt outer header of a TunnelPush (what the Cython executor
+    takes): Ethernet + IPv4/IPv6 + UDP + GENEVE with options, lengths as for
+    an empty payload, UDP source port 0, a non-zero UDP checksum field iff
+    a checksum is wanted — the executor fixes lengths, IPv4 checksum, source
+    port and UDP checksum per packet (`push_header` is its Python twin)."""
+    ip = push_udp_ip(push_geneve(b"", vni, options), o)
+    et = ETH_P_IP if ip[0] >> 4 == 4 else ETH_P_IPV6
+    return _mac(r.dst_mac) + _mac(r.src_mac) + struct.pack("!H", et) + ip
+
+
+def push_header(frame: bytes, key: FlowKey, header: bytes) -> bytes:
+    """Encapsulate ``frame`` in a prebuilt header exactly as the fast path
+    does (fastpath/execute.pyx ``_tnl_push``)."""
+    b = bytearray(header + frame)
+    total = len(b)
+    v4 = struct.unpack_from("!H", b, 12)[0] == ETH_P_IP
+    l3 = 14
+    l4 = l3 + ((b[l3] & 0x0F) * 4 if v4 else 40)
+    if v4:
+        struct.pack_into("!H", b, l3 + 2, total - l3)
+        struct.pack_into("!H", b, l3 + 10, 0)
+        struct.pack_into("!H", b, l3 + 10, _csum(bytes(b[l3:l4])))
+    else:
+        struct.pack_into("!H", b, l3 + 4, total - l3 - 40)
+    struct.pack_into("!H", b, l4, flow_source_port(key))
+    struct.pack_into("!H", b, l4 + 4, total - l4)
+    if struct.unpack_from("!H", b, l4 + 6)[0]:
+        struct.pack_into("!H", b, l4 + 6, 0)
+        srcdst = bytes(b[l3 + 12:l3 + 20]) if v4 else bytes(b[l3 + 8:l3 + 40])
+        half = len(srcdst) // 2
+        struct.pack_into("!H", b, l4 + 6, udp_checksum(srcdst[:half], srcdst[half:],
+                                                        bytes(b[l4:])))
+    return bytes(b)
 
 
 def encap(frame: bytes, key: FlowKey, push: dp.TunnelPush, cfg: TunnelConfig,

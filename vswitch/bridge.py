@@ -389,6 +389,7 @@ SLOW_PATH = (dp.Userspace("slow_path"),)
 def fast_path_can_execute(actions) -> bool:
     return all(isinstance(a, FAST_ACTIONS)
                or (isinstance(a, (dp.Clone, dp.Sample)) and fast_path_can_execute(a.actions))
+               or (isinstance(a, dp.TunnelPush) and bool(a.header))   # native tunnelling
                for a in actions)
 
 

@@ -49,7 +49,7 @@ class Overlay:
     port when it is pyvswitch (default: fixed remote, key=flow)."""
 
     def __init__(self, peer: str = "ovs", family: int = 4, vm_mtu: int = VM_MTU,
-                 gnv_b: dict | None = None):
+                 gnv_b: dict | None = None, native: bool = False):
         self.tag = secrets.token_hex(2)
         n = int(self.tag, 16) % 200 + 20
         self.peer, self.family, self.vm_mtu = peer, family, vm_mtu
@@ -60,6 +60,7 @@ class Overlay:
             self.ul_a, self.ul_b, self.plen = f"10.99.{n}.1", f"10.99.{n}.2", 24
         self.vm_a, self.vm_b = "10.200.0.1", "10.200.0.2"
         self.gnv_b = gnv_b
+        self.native = native   # hv-a's underlay NIC on a pyvswitch br-phy (as OVS's)
         self.tmp = tempfile.mkdtemp(prefix="gnv-interop-")
         self.pvs: NsDaemon | None = None
         self.pvs_b: NsDaemon | None = None
@@ -91,7 +92,8 @@ class Overlay:
         # underlay
         sh("ip", "link", "add", "ul", "netns", hva, "type", "veth", "peer", "ul", "netns", hvb)
         nodad = ["nodad"] if self.family == 6 else []
-        sh("ip", "addr", "add", f"{self.ul_a}/{self.plen}", "dev", "ul", *nodad, ns=hva)
+        if not self.native:
+            sh("ip", "addr", "add", f"{self.ul_a}/{self.plen}", "dev", "ul", *nodad, ns=hva)
         if self.peer != "ovs":
             sh("ip", "addr", "add", f"{self.ul_b}/{self.plen}", "dev", "ul", *nodad, ns=hvb)
         sh("ip", "link", "set", "ul", "up", ns=hva)
@@ -111,6 +113,11 @@ class Overlay:
         # pyvswitch in hv-a
         self.pvs = self._pvs(hva, "pvs", {"remote_ip": self.ul_b, "local_ip": self.ul_a,
                                           "key": "flow", "csum": "true"})
+        if self.native:
+            self.pvs.vsctl("add-br", "br-phy")
+            self.pvs.vsctl("add-port", "br-phy", "ul")
+            sh("ip", "addr", "add", f"{self.ul_a}/{self.plen}", "dev", "br-phy", *nodad, ns=hva)
+            sh("ip", "link", "set", "br-phy", "up", ns=hva)
         if self.peer == "pvs":
             self.pvs_b = self._pvs(hvb, "pvs_b", self.gnv_b or {
                 "remote_ip": self.ul_a, "key": "flow", "csum": "true"})
@@ -326,3 +333,33 @@ def test_capture_shows_wellformed_geneve_with_options(overlay):
         if ICMP in g.payload:
             seen[ip.src] = int.from_bytes(opt.data, "big")
     assert seen == {overlay.ul_a: MARK_A, overlay.ul_b: MARK_B}, (seen, [p.summary() for p in pkts])
+
+
+def test_native_tunnelling_fast_path_encap_with_ovs():
+    """hv-a in OVS's own layout (underlay NIC on br-phy, the address on
+    br-phy's internal port): once ARP resolves, pyvswitch encapsulates in the
+    fast path (a TunnelPush with a prebuilt header out of the NIC's datapath
+    port, cached as a megaflow), and OVS still decapsulates and matches."""
+    ov = Overlay(native=True)
+    try:
+        ov.build()
+        ov.ensure_tlv_map()
+        ov.flows()
+        assert ov.converge("vma", ov.vm_b), ov.logs()
+        deadline = time.monotonic() + 10
+        while "native: out dp_port" not in ov.pvs.appctl("tnl/geneve/show"):
+            assert time.monotonic() < deadline, ov.logs()
+            time.sleep(0.2)
+        for src, dst in (("vma", ov.vm_b), ("vmb", ov.vm_a)):
+            p = ov.ping(src, dst)
+            assert p.returncode == 0 and " 0% packet loss" in p.stdout, p.stdout + ov.logs()
+        tcp_transfer(ov, "vma", "vmb", ov.vm_a, 200_000)
+        flows = ov.pvs.appctl("dpctl/dump-flows")
+        assert "tnl_push(" in flows, flows
+        fast = [ln for ln in flows.splitlines() if "tnl_push(" in ln]
+        assert any("packets:0," not in ln for ln in fast), flows
+        dump = ov.ovs.ofctl("dump-flows", "br-int").stdout
+        hit = [ln for ln in dump.splitlines() if f"tun_metadata0={MARK_A:#x}" in ln]
+        assert hit and "n_packets=0," not in hit[0], dump
+    finally:
+        ov.close()

@@ -109,6 +109,8 @@ log = logging.getLogger(__name__)
 WAKE_PORT_NAME = "genev_sys"
 WAKE_FRAME = bytes(12) + b"\x88\xb5" + bytes(46)
 WAKE_RESEND = 0.05  # seconds: re-signal if the datapath has not drained yet
+ROUTE_REFRESH = 1.0  # seconds between native-route (route, neighbour) checks
+NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80   # REACHABLE STALE DELAY PROBE PERMANENT
 RCVBUF = 4 << 20
 
 # socket option numbers Python may not export
@@ -240,6 +242,11 @@ class TunnelManager:
         self._tx: dict[int, socket.socket] = {}
         self._src_cache: dict[str, str] = {}
         self._ident = 0
+        self._refresher: threading.Thread | None = None
+        self._refresh_stop = threading.Event()
+        self._want_eps: set = set()
+        self._failed_eps: set = set()
+        self.routes: dict[int, tnl.NativeRoute | None] = {}
 
     # --- configuration (control thread) ------------------------------------
     def sync(self) -> None:
@@ -255,17 +262,11 @@ class TunnelManager:
                 ports[live.dp_port] = TunnelPort(live.dp_port, live.config.name, br, cfg)
         self.ports = ports
         self._src_cache.clear()
-        want = {(fam, p.cfg.local_ip or "", p.cfg.dst_port)
-                for p in ports.values() for fam in p.cfg.families}
-        for k in [k for k in self.endpoints if k not in want]:
+        self._want_eps = {(fam, p.cfg.local_ip or "", p.cfg.dst_port)
+                          for p in ports.values() for fam in p.cfg.families}
+        for k in [k for k in self.endpoints if k not in self._want_eps]:
             self.endpoints.pop(k).close()
-        for k in want - set(self.endpoints):
-            try:
-                self.endpoints[k] = Endpoint(self, *k)
-                log.info("geneve: listening on %s port %d (IPv%d)", k[1] or "*", k[2], k[0])
-            except OSError as e:
-                log.error("geneve: cannot listen on %s port %d (IPv%d): %s",
-                          k[1] or "*", k[2], k[0], e)
+        self._open_endpoints()
         if ports and self.wake_dp_port is None:
             self.wake_dp_port = self.reconciler.datapath.call(
                 lambda dpif: dpif.add_port(WAKE_PORT_NAME, "dummy"))
@@ -273,6 +274,33 @@ class TunnelManager:
                 lambda dpif: dpif.dummy_peer(self.wake_dp_port))
         elif not ports and self.wake_dp_port is not None:
             self._close_wake()
+        if ports and self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,
+                                               name="geneve-routes")
+            self._refresher.start()
+        elif not ports and self._refresher is not None:
+            self._stop_refresher()
+
+    def _open_endpoints(self) -> None:
+        """Open wanted endpoints; one whose local_ip is not (yet) an address
+        here is retried every ROUTE_REFRESH seconds."""
+        for k in self._want_eps - set(self.endpoints):
+            try:
+                self.endpoints[k] = Endpoint(self, *k)
+                log.info("geneve: listening on %s port %d (IPv%d)", k[1] or "*", k[2], k[0])
+                self._failed_eps.discard(k)
+            except OSError as e:
+                if k not in self._failed_eps:
+                    log.error("geneve: cannot listen on %s port %d (IPv%d): %s (will retry)",
+                              k[1] or "*", k[2], k[0], e)
+                self._failed_eps.add(k)
+
+    def _stop_refresher(self) -> None:
+        self._refresh_stop.set()
+        if self._refresher is not threading.current_thread():
+            self._refresher.join(timeout=5)
+        self._refresher = None
+        self._refresh_stop = threading.Event()
 
     def _close_wake(self) -> None:
         n, self.wake_dp_port, self._wake_sock = self.wake_dp_port, None, None
@@ -282,6 +310,8 @@ class TunnelManager:
             pass
 
     def close(self) -> None:
+        if self._refresher is not None:
+            self._stop_refresher()
         self.ports = {}
         for ep in self.endpoints.values():
             ep.close()
@@ -339,6 +369,107 @@ class TunnelManager:
         except ValueError:
             return None
 
+    # --- native tunnelling: routes through a bridge's underlay port -----------
+    def _refresh_loop(self) -> None:
+        """Thread: look routes and neighbours up (blocking netlink), then
+        apply the result on the control thread."""
+        stop = self._refresh_stop
+        while not stop.is_set():
+            routes = {}
+            for dp_port, tp in list(self.ports.items()):
+                try:
+                    routes[dp_port] = self._resolve(tp.cfg)
+                except Exception as e:   # no route, interface gone...: host stack
+                    routes[dp_port] = None
+                    log.debug("geneve: %s: no native route: %s", tp.name, e)
+            try:
+                self.reconciler.loop.call_soon_threadsafe(self._apply_routes, routes)
+            except RuntimeError:
+                return   # loop closed
+            stop.wait(ROUTE_REFRESH)
+
+    def _apply_routes(self, routes: dict) -> None:
+        """On the control thread: for each tunnel port with a fixed remote
+        whose route leaves through a pyvswitch internal port (OVS's br-phy
+        layout: the underlay NIC is a bridge port, the local IP on the
+        bridge's internal port), give xlate a `NativeRoute` via
+        ``Port.tunnel`` so the fast path encapsulates and sends by itself.
+        Otherwise (or until ARP resolves) packets go through the host stack."""
+        try:
+            self._open_endpoints()
+        except Exception:
+            log.exception("geneve: opening endpoints")
+        for dp_port, route in routes.items():
+            tp = self.ports.get(dp_port)
+            if tp is None:
+                continue
+            self.routes[dp_port] = route
+            br = tp.bridge
+            live = br.ports.get(tp.name)
+            if live is None or live.dp_port != dp_port:
+                continue
+            with br.lock:
+                port = br.pipeline.ports.get(live.ofport)
+                have = port.tunnel if port is not None else None
+            want = dataclasses.replace(tp.cfg, route=route)
+            if port is not None and have != want:
+                log.info("geneve: %s: %s", tp.name,
+                         f"native via dp port {route.out_dp_port} to {route.dst_mac}"
+                         if route else "via the host stack")
+                br._update_port(live, tunnel=want)
+
+    def _resolve(self, cfg: tnl.TunnelConfig) -> tnl.NativeRoute | None:
+        if cfg.remote_ip is None or cfg.packet_type != "legacy_l2":
+            return None
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            (r,) = ipr.route("get", dst=cfg.remote_ip)[:1]
+            oif, gw = r.get_attr("RTA_OIF"), r.get_attr("RTA_GATEWAY")
+            src = cfg.local_ip or r.get_attr("RTA_PREFSRC")
+            ifname = ipr.get_links(oif)[0].get_attr("IFLA_IFNAME")
+            owner = next(((br, live) for br in list(self.reconciler.bridges.values())
+                          for live in list(br.ports.values())
+                          if live.config.name == ifname and live.config.type == "internal"
+                          and live.dp_port is not None), None)
+            if owner is None or not src:
+                return None
+            nh = gw or cfg.remote_ip
+            mac = None
+            for n in ipr.get_neighbours(dst=nh, ifindex=oif):
+                if n["state"] & NUD_VALID:
+                    mac = n.get_attr("NDA_LLADDR")
+        if mac is None:
+            self._kick_neighbour(nh)
+            return None
+        br, local = owner
+        with br.lock:
+            learned = br.pipeline.mac_learning.lookup(int(mac.replace(":", ""), 16), 0,
+                                                      time.monotonic())
+            uplinks = [p for p in br.pipeline.ports.values()
+                       if p.ofport != local.ofport and p.dp_port is not None]
+            port = br.pipeline.ports.get(learned) if learned is not None else None
+        if port is None:
+            if len(uplinks) != 1:
+                return None
+            port = uplinks[0]
+        try:
+            with open(f"/sys/class/net/{ifname}/address") as f:
+                src_mac = f.read().strip()
+        except OSError:
+            return None
+        return tnl.NativeRoute(port.dp_port, src_mac, mac, str(ipaddress.ip_address(src)))
+
+    @staticmethod
+    def _kick_neighbour(ip: str) -> None:
+        """Make the kernel resolve ``ip`` (a datagram to the discard port)."""
+        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.sendto(b"", (ip, 9))
+        except OSError:
+            pass
+
     def _source_for(self, dst: str, port: int) -> str:
         src = self._src_cache.get(dst)
         if src is None:
@@ -359,7 +490,7 @@ class TunnelManager:
             self._tx[family] = s
         return s
 
-    def execute_push(self, state, a: dp.TunnelPush) -> None:
+    def execute_push(self, state, a: dp.TunnelPush, env) -> None:
         port = self.ports.get(a.tnl_dp_port)
         c = self.tx_counters
         if port is None:
@@ -367,6 +498,10 @@ class TunnelManager:
             return
         frame = bytes(state.frame if state.trunc is None else state.frame[:state.trunc])
         state.trunc = None
+        if a.header:   # native: a prebuilt header and an underlay datapath port
+            env.output(a.out_dp_port, tnl.push_header(frame, state.key, a.header), state.key)
+            c.tx_packets += 1
+            return
         try:
             push = a if a.dst else tnl.tunnel_push(state.key, port.cfg, port.tlv(),
                                                    a.tnl_dp_port, a.out_dp_port)
@@ -406,10 +541,13 @@ class TunnelManager:
                      f"errors:{tx.tx_errors}\n")
         for dp_port, p in sorted(self.ports.items()):
             c = p.cfg
+            r = self.routes.get(dp_port)
             lines.append(f"  {p.name}: dp_port {dp_port} bridge {p.bridge.name} "
                          f"remote_ip={c.remote_ip or 'flow'} local_ip={c.local_ip or '*'} "
                          f"key={'flow' if c.key is None else c.key} dst_port={c.dst_port} "
-                         f"csum={str(c.csum).lower()} tlv_map={p.tlv().by_index}\n")
+                         f"csum={str(c.csum).lower()} tlv_map={p.tlv().by_index} "
+                         + (f"native: out dp_port {r.out_dp_port} {r.src_mac} -> {r.dst_mac}"
+                            if r else "host stack") + "\n")
         return "".join(lines)
 
 
@@ -418,7 +556,7 @@ def _execute_push(state, a: dp.TunnelPush, env) -> None:
     if manager is None:
         state.notes.append("tnl_push without tunnel ports")
         return
-    manager.execute_push(state, a)
+    manager.execute_push(state, a, env)
 
 
 odp_execute.register(dp.TunnelPush, _execute_push)
