@@ -275,6 +275,12 @@ class ConnTracker:
         return ent[0] if ent else None
 
     def _again(self, pkt: CtPacket, zone: int):
+        if pkt.inner is not None:          # an ICMP error: by the quoted tuple
+            ent = self.conns.get((zone, pkt.inner.tuple.reverse()))
+            if ent is not None:
+                return ent
+            ent = self.conns.get((zone, pkt.inner.tuple))   # already translated
+            return (ent[0], not ent[1]) if ent is not None else None
         ent = self.conns.get((zone, pkt.tuple))
         if ent is not None:
             return ent

@@ -123,6 +123,18 @@ def test_icmp_error_about_a_translated_connection_is_translated():
         p[IP].chksum, p[ICMP].chksum, p[IPerror].chksum)
 
 
+def test_translated_icmp_error_through_ct_again_is_left_alone():
+    ct = ConnTracker()
+    w = Wire(ct)
+    w.run(udp(), commit=True, nat="src=10.1.1.1:3000")
+    err = (E / IP(src=S, dst="10.1.1.1") / ICMP(type=3, code=3)
+           / IPerror(src="10.1.1.1", dst=S) / UDPerror(sport=3000, dport=53) / b"q")
+    first = w.run(err, nat="")
+    again = w.run(first.pkt, nat="", commit=True, key=first.key)
+    assert again.state == {"trk", "rel", "rpl", "snat"}
+    assert bytes(again.frame) == bytes(first.frame)
+
+
 def test_nat_pool_exhaustion_refuses():
     ct = ConnTracker()
     w = Wire(ct)
