@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
+from vswitch.openflow import sp
 from vswitch.openflow.manager import ConnectionManager
 
 OFCTL = shutil.which("ovs-ofctl")
@@ -282,3 +283,25 @@ def test_ct_flush_zone(sw):
     sw.ofctl("-O", "OpenFlow15", "ct-flush-zone", sw.target, "7")
     assert sw.backend.ct_flushes == [7]
 
+
+
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow15"])
+def test_ovn_style_geneve_metadata_actions_round_trip(sw, proto):
+    """What ovn-controller installs: tun_metadata0 (GENEVE option 0x102/0x80, 4 bytes)
+    matched by bit range and written by move/load; OF1.5 move is copy_field."""
+    t = sw.target
+    sw.ofctl("-O", proto, "add-tlv-map", t, "{class=0x102,type=0x80,len=4}->tun_metadata0")
+    sw.ofctl("-O", proto, "add-flow", t,
+             "tun_metadata0[16..30]=0x5,actions=move:NXM_NX_REG14[0..14]->"
+             "NXM_NX_TUN_METADATA0[16..30],load:0x5->NXM_NX_REG3[4..7],"
+             "move:NXM_NX_REG1[]->NXM_NX_REG2[],output:1")
+    (r,) = sw.pipeline.flow_stats()
+    acts = r.instructions[0].actions
+    assert acts[0] == sp.Move(src="reg14", dst="tun_metadata0", n_bits=15, src_ofs=0,
+                              dst_ofs=16 + 32)          # option left-aligned in the slot
+    assert r.match.get("tun_metadata0") == (0x5 << 48, 0x7FFF << 48)
+    for p in ("OpenFlow10", "OpenFlow13", "OpenFlow15"):
+        (line,) = flows(sw, "-O", p)
+        assert "tun_metadata0=0x50000/0x7fff0000" in line
+        assert "move:NXM_NX_REG14[0..14]->NXM_NX_TUN_METADATA0[16..30]" in line
+        assert "move:NXM_NX_REG1[]->NXM_NX_REG2[]" in line

@@ -25,6 +25,8 @@ from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_0_parser as p10
 from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
+from os_ken.ofproto import ofproto_v1_5 as _of15
+from os_ken.ofproto import ofproto_v1_5_parser as _p15
 
 from . import nx
 from .sp import OFError
@@ -115,6 +117,10 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
                 _parse_actions(parser_mod, buf, offset + NX_ACTION_CT_SIZE, offset + a_len,
                                depth + 1)
         one = bytes(buf[offset:offset + a_len])
+        if a_type == OFPAT15_COPY_FIELD and getattr(parser_mod, "OFPActionCopyField", None):
+            actions.append(_copy_field15(one))   # os-ken's parser reads past the action
+            offset += a_len
+            continue
         try:
             a = parser_mod.OFPAction.parser(one, 0)
         except OFError:
@@ -126,6 +132,95 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
         actions.append(a)
         offset += a_len
     return actions
+
+
+OFPAT15_COPY_FIELD = 28
+
+
+
+
+class CopyField(_p15.OFPActionCopyField):
+    """OF1.5 copy_field (what OVS sends for `move` in 1.5), with the two
+    fields as raw OXM/NXM headers: os-ken's own class reads past the action
+    when parsing and cannot name fields it does not know (tun_metadataN)."""
+
+    def __init__(self, n_bits, src_offset, dst_offset, src_num, dst_num, src_len=0,
+                 dst_len=0):
+        self.type, self.len = OFPAT15_COPY_FIELD, 0
+        self.n_bits, self.src_offset, self.dst_offset = n_bits, src_offset, dst_offset
+        self.src_num, self.dst_num, self.src_len, self.dst_len = src_num, dst_num, src_len, dst_len
+        self.oxm_ids = []
+
+    def serialize(self, buf, offset):
+        body = struct.pack(_of15.OFP_ACTION_COPY_FIELD_PACK_STR, self.type, 0, self.n_bits,
+                           self.src_offset, self.dst_offset)
+        body += struct.pack("!II", self.src_num << 9 | self.src_len,
+                            self.dst_num << 9 | self.dst_len)
+        body += b"\0" * (-len(body) % 8)
+        self.len = len(body)
+        body = body[:2] + struct.pack("!H", self.len) + body[4:]
+        if len(buf) < offset:
+            buf += bytearray(offset - len(buf))
+        buf[offset:offset + len(body)] = body
+
+
+def _copy_field15(one: bytes) -> CopyField:
+    from os_ken.ofproto import ofproto_v1_5 as of15
+    size = of15.OFP_ACTION_COPY_FIELD_SIZE
+    if len(one) < size + 8:
+        raise _bad_action_len()
+    _, _, n_bits, src_ofs, dst_ofs = struct.unpack_from(of15.OFP_ACTION_COPY_FIELD_PACK_STR,
+                                                        one, 0)
+    src, dst = struct.unpack_from("!II", one, size)
+    if src >> 16 == 0xFFFF or dst >> 16 == 0xFFFF:       # experimenter OXM ids
+        raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_SET_TYPE)
+    return CopyField(n_bits, src_ofs, dst_ofs, src >> 9, dst >> 9, src & 0x7F, dst & 0x7F)
+
+
+class _RawActionMixin:
+    """An action whose bytes we lay out from os-ken's PACK_STRs because os-ken
+    cannot name the fields involved (NXM headers of tun_metadataN etc.)."""
+
+    def __init__(self, data: bytes):
+        self.type, self.len, self.data = struct.unpack_from("!H", data)[0], len(data), data
+
+    def serialize(self, buf, offset):
+        if len(buf) < offset:
+            buf += bytearray(offset - len(buf))
+        buf[offset:offset + len(self.data)] = self.data
+
+
+# os-ken's instruction classes check isinstance against their own version's OFPAction
+_RAW = {v: type(f"RawAction{v}", (_RawActionMixin, mod.OFPAction), {})
+        for v, mod in ((OFP10, p10), (OFP13, p13), (OFP14, __import__(
+            "os_ken.ofproto.ofproto_v1_4_parser", fromlist=["x"])), (OFP15, _p15))}
+
+
+def _RawAction(data: bytes, version: int = OFP13):
+    return _RAW[version](data)
+
+
+def nx_reg_load(dst_header: int, ofs: int, n_bits: int, value: int, version=OFP13):
+    return _RawAction(struct.pack(nicira_ext.NX_ACTION_REG_LOAD_PACK_STR, 0xFFFF,
+                                  nicira_ext.NX_ACTION_REG_LOAD_SIZE, NX,
+                                  nicira_ext.NXAST_REG_LOAD, (ofs << 6) | (n_bits - 1),
+                                  dst_header, value), version)
+
+
+def nx_reg_move(src_header: int, dst_header: int, n_bits: int, src_ofs: int,
+                dst_ofs: int, version=OFP13):
+    return _RawAction(struct.pack(nicira_ext.NX_ACTION_REG_MOVE_PACK_STR, 0xFFFF,
+                                  nicira_ext.NX_ACTION_REG_MOVE_SIZE, NX,
+                                  nicira_ext.NXAST_REG_MOVE, n_bits, src_ofs, dst_ofs,
+                                  src_header, dst_header), version)
+
+
+def set_field_raw(num: int, value: bytes, mask, version=OFP13):
+    tlv = serialize_oxm_fields([(num, value, mask)])
+    body = struct.pack(of13.OFP_ACTION_SET_FIELD_PACK_STR, of13.OFPAT_SET_FIELD, 0)[:4] + tlv
+    body += b"\0" * (-len(body) % 8)
+    body = body[:2] + struct.pack("!H", len(body)) + body[4:]
+    return _RawAction(body, version)
 
 
 _FIXED_INSTRUCTIONS = {of13.OFPIT_GOTO_TABLE: of13.OFP_INSTRUCTION_GOTO_TABLE_SIZE,

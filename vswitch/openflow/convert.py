@@ -14,6 +14,7 @@ Unsupported things raise `OFError` with the code OpenFlow wants
 """
 from __future__ import annotations
 
+import contextvars
 import struct
 
 from os_ken.ofproto import nicira_ext
@@ -60,6 +61,22 @@ def match_items(match) -> dict:
     return {f.name: (v, m) for f, v, m in _match_fields(match, nxm=False)}
 
 
+def _tun_align(name, raw: bytes, v: int, m):
+    """GENEVE option data sits left-aligned in the slow path's 64-bit slot.
+    The option's length comes from the bridge's TLV map (clients that do not
+    know the map send shorter, right-aligned values); without a mapping the
+    wire length is the option length."""
+    idx = int(name[12:])
+    length = TLV_MAP.get().get(idx, (0, 0, len(raw)))[2]
+    if len(raw) > 8 or length > 8:
+        raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_LEN)
+    value_bits = (1 << 8 * length) - 1
+    if v > value_bits or (m is not None and m > value_bits):
+        raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_VALUE)
+    shift = 8 * (8 - length)
+    return v << shift, (value_bits if m is None else m) << shift
+
+
 def match_from_tlvs(tlvs) -> "sp.Match":
     """OXM/NXM TLVs [(os-ken num, value bytes, mask bytes|None)] -> Match."""
     fields = {}
@@ -74,12 +91,7 @@ def match_from_tlvs(tlvs) -> "sp.Match":
         if f.name == "in_port" and cls == _NXM0:
             v = port_from10(v)
         if f.name.startswith("tun_metadata"):
-            # GENEVE option data is left-aligned in the slow path's 64-bit slot
-            shift = 8 * (8 - len(value))
-            if shift < 0:
-                raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_LEN)
-            m = ((1 << 8 * len(value)) - 1 if m is None else m) << shift
-            v <<= shift
+            v, m = _tun_align(f.name, value, v, m)
         if f.name in fields:
             raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_DUP_FIELD)
         if m is not None and v & ~m:
@@ -165,9 +177,11 @@ def match_to_tlvs(match, nxm: bool = False) -> list:
         if nxm and f.name == "in_port":
             v, width = port_to10(v), 2
         if f.name.startswith("tun_metadata"):
-            # option width = the mask's significant bytes (left-aligned slot)
+            # option width from the bridge's TLV map, else the mask's significant bytes
             mm = f.max if m is None else m
             trailing = (((mm & -mm).bit_length() - 1) // 8) if mm else 0
+            if int(f.name[12:]) in TLV_MAP.get():
+                trailing = tun_shift(f.name) // 8
             width = 8 - trailing
             v >>= 8 * trailing
             m = None if m is None or (m >> 8 * trailing) == (1 << 8 * width) - 1 \
@@ -270,20 +284,48 @@ def _bad_action(code=of13.OFPBAC_BAD_TYPE):
 
 
 def _canon(name: str) -> str:
-    """os-ken field spelling (reg0, eth_dst_nxm, tunnel_id...) -> slow-path name."""
+    """os-ken field spelling (reg0, eth_dst_nxm, tunnel_id, field_<num> for
+    fields os-ken does not know, like tun_metadataN) -> slow-path name."""
     if name.endswith("_nxm"):
         name = name[:-4]
     f = _sf.FIELDS.get(name)
+    if f is None and name.startswith("field_") and name[6:].isdigit():
+        num = int(name[6:])
+        f = _sf.BY_OXM.get((num >> 7, num & 0x7F))
     if f is None:
         raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
     return f.name
+
+
+#: The bridge's GENEVE option map {index: (class, type, len)} for the message
+#: being converted (set by the handlers): tun_metadataN bit offsets on the wire
+#: count from the end of an option `len` bytes long, the slow path's slot is
+#: 8 bytes with the option left-aligned.
+TLV_MAP: contextvars.ContextVar = contextvars.ContextVar("tlv_map", default={})
+
+
+def tun_shift(field: str) -> int:
+    if not field.startswith("tun_metadata"):
+        return 0
+    length = TLV_MAP.get().get(int(field[12:]), (0, 0, 8))[2]
+    return 8 * (8 - length)
 
 
 def _set_from_oxm(num, v, m):
     f = _sf.BY_OXM.get((num >> 7, num & 0x7F)) if isinstance(num, int) else None
     if f is None:
         raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
-    return sp.SetField(f.name, _int(v), _int(m))
+    value, mask = _int(v), _int(m)
+    if f.name.startswith("tun_metadata"):
+        value, mask = _tun_align(f.name, v, value, mask)
+    return sp.SetField(f.name, value, mask)
+
+
+def _field_by_num(num: int) -> str:
+    f = _sf.BY_OXM.get((num >> 7, num & 0x7F))
+    if f is None:
+        raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+    return f.name
 
 
 _CT_ALGS = {21: "ftp", 69: "tftp"}
@@ -371,15 +413,22 @@ def action_from_oken(a, version: int):
     if n == "NXActionCTClear":
         return sp.CtClear()
     if n == "NXActionRegLoad":
-        ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
+        dst = _canon(a.dst)
+        ofs, nbits = (a.ofs_nbits >> 6) + tun_shift(dst), (a.ofs_nbits & 0x3F) + 1
         mask = ((1 << nbits) - 1) << ofs
-        return sp.SetField(_canon(a.dst), a.value << ofs, mask)
+        return sp.SetField(dst, a.value << ofs, mask)
     if n == "NXActionRegLoad2":
         num, v, m = of13.oxm_from_user(a.dst, a.value if a.mask is None else (a.value, a.mask))
         return _set_from_oxm(num, v, m)
     if n == "NXActionRegMove":
-        return sp.Move(src=_canon(a.src_field), dst=_canon(a.dst_field), n_bits=a.n_bits,
-                       src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
+        src, dst = _canon(a.src_field), _canon(a.dst_field)
+        return sp.Move(src=src, dst=dst, n_bits=a.n_bits, src_ofs=a.src_ofs + tun_shift(src),
+                       dst_ofs=a.dst_ofs + tun_shift(dst))
+    if n == "CopyField":
+        src, dst = _field_by_num(a.src_num), _field_by_num(a.dst_num)
+        return sp.Move(src=src, dst=dst, n_bits=a.n_bits,
+                       src_ofs=a.src_offset + tun_shift(src),
+                       dst_ofs=a.dst_offset + tun_shift(dst))
     if n == "NXActionConjunction":
         return sp.Conjunction(a.id, a.clause, a.n_clauses)
     if n == "NXActionNote":
@@ -442,7 +491,38 @@ def _nxm_name(field: str, ofp=of13) -> str:
                 return cand
             except KeyError:
                 pass
+    code = f.nxm or f.oxm
+    if code is not None and code[0] in (0, 1):       # NXM field os-ken has no name for
+        return f"field_{(code[0] << 7) | code[1]}"
     raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
+
+
+def _header_len(f) -> int:
+    # OVS writes variable-length tun_metadata headers with their maximum size
+    return 124 if f.name.startswith("tun_metadata") else _wire_width(f)
+
+
+def _nx_header(f) -> int:
+    cls, fld = f.nxm or f.oxm
+    return (cls << 16) | (fld << 9) | _header_len(f)
+
+
+def _set_field_wire(f, a, version):
+    """set_field/load for fields os-ken cannot spell, and masked set_field in 1.5."""
+    shift = tun_shift(f.name)
+    width = 8 - shift // 8 if shift or f.name.startswith("tun_metadata") else _wire_width(f)
+    value = a.value >> shift
+    mask = None if a.mask is None else a.mask >> shift
+    if mask == (1 << 8 * width) - 1:
+        mask = None
+    if version == codec.OFP10 or (version < codec.OFP15 and mask is not None):
+        m = (1 << 8 * width) - 1 if mask is None else mask
+        ofs = (m & -m).bit_length() - 1
+        return codec.nx_reg_load(_nx_header(f), ofs, m.bit_length() - ofs, (value & m) >> ofs,
+                                 version)
+    cls, fld = (f.oxm or f.nxm) if version >= codec.OFP13 else f.nxm
+    return codec.set_field_raw((cls << 7) | fld, value.to_bytes(width, "big"),
+                               None if mask is None else mask.to_bytes(width, "big"), version)
 
 
 def _set_field10(P, a):
@@ -486,12 +566,15 @@ def action_to_oken(a, version: int):
         f = _sf.FIELDS[a.field]
         if is10 and (native := _set_field10(P, a)) is not None:
             return native
+        if f.name.startswith("tun_metadata") or (version >= codec.OFP15 and a.mask is not None):
+            return _set_field_wire(f, a, version)
         if is10 or a.mask is not None or f.oxm is None:
             value, ofs, nbits = a.value, 0, f.n_bits
             if a.mask is not None:
                 ofs = (a.mask & -a.mask).bit_length() - 1
                 nbits = a.mask.bit_length() - ofs
                 value = a.value >> ofs
+                ofs -= tun_shift(a.field)
             return P.NXActionRegLoad(ofs_nbits=(ofs << 6) | (nbits - 1),
                                      dst=_nxm_name(a.field, of10 if is10 else of13), value=value)
         num = (f.oxm[0] << 7) | f.oxm[1]
@@ -534,9 +617,14 @@ def action_to_oken(a, version: int):
     if n == "CtClear":
         return P.NXActionCTClear()
     if n == "Move":
-        ofp = of10 if is10 else of13
-        return P.NXActionRegMove(src_field=_nxm_name(a.src, ofp), dst_field=_nxm_name(a.dst, ofp),
-                                 n_bits=a.n_bits, src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
+        sf_, df_ = _sf.FIELDS[a.src], _sf.FIELDS[a.dst]
+        src_ofs, dst_ofs = a.src_ofs - tun_shift(a.src), a.dst_ofs - tun_shift(a.dst)
+        if version >= codec.OFP15:       # OVS takes only the standard copy_field in 1.5
+            (sc, sfld), (dc, dfld) = (sf_.oxm or sf_.nxm), (df_.oxm or df_.nxm)
+            return codec.CopyField(a.n_bits, src_ofs, dst_ofs, (sc << 7) | sfld,
+                                   (dc << 7) | dfld, _header_len(sf_), _header_len(df_))
+        return codec.nx_reg_move(_nx_header(sf_), _nx_header(df_), a.n_bits, src_ofs, dst_ofs,
+                                 version)
     if n == "Conjunction":
         return P.NXActionConjunction(clause=a.clause, n_clauses=a.n_clauses, id_=a.id)
     if n == "Note":

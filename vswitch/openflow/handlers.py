@@ -308,6 +308,7 @@ class Handlers:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_TYPE)
         if ch.role == ROLE_SLAVE and name in _WRITE_MSGS:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_IS_SLAVE)
+        convert.TLV_MAP.set(self.sw.tlv_map)
         replies = fn(ch, msg, now) or []
         for r in replies:
             if r.xid is None:
