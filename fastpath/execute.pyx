@@ -528,13 +528,13 @@ cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
 
 
 cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
-                    uint32_t hlen, uint32_t out_port) noexcept nogil:
+                    uint32_t hlen, uint32_t out_port, uint32_t plen) noexcept nogil:
     """Encapsulate a copy of ``p`` in the prebuilt outer header ``hdr``
     (Ethernet/IPv4-or-IPv6/UDP/tunnel), fix lengths, IPv4 checksum, the UDP
     source port (inner-flow hash, 32768-60999 as OVS) and, when the header
     asks for one (non-zero field), the UDP checksum; send it out of
     ``out_port``.  The original packet is left as it was."""
-    cdef uint32_t l3, l4, total = hlen + p.len
+    cdef uint32_t l3, l4, total = hlen + plen
     cdef uint16_t et
     cdef uint8_t* b
     cdef uint8_t* ip
@@ -564,7 +564,7 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
         dp.stats.dropped += 1
         return
     memcpy(b, hdr, hlen)
-    memcpy(b + hlen, p.data, p.len)
+    memcpy(b + hlen, p.data, plen)
     ip = b + l3
     udp = b + l4
     if v4:
@@ -654,7 +654,9 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
                 dp.stats.dropped += 1
                 return 1
         elif a.type == A_TNL_PUSH:
-            _tnl_push(dp, p, key, (<const uint8_t*>a) + ACT_HDR, a.arg2, a.arg)
+            _tnl_push(dp, p, key, (<const uint8_t*>a) + ACT_HDR, a.arg2, a.arg,
+                      p.len if p.len < trunc else trunc)
+            trunc = 0xffffffff                  # like an output: trunc is spent
         elif a.type == A_SLOW:
             fp_upcall_add(dp, p, key, UPCALL_SLOW, a.arg, 1)
             return 1

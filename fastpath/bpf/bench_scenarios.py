@@ -48,10 +48,12 @@ def _ip(a: str) -> int:
 
 
 class XdpCacheSystem(System):
-    def __init__(self, exact_flows: int = 0, mode: str = "native"):
+    def __init__(self, exact_flows: int = 0, mode: str = "native", emc: bool = True):
         self.exact_flows = exact_flows
         self.mode = mode
-        self.name = f"pyvswitch-xdp-cache-{mode}" + (f"-{exact_flows}mf" if exact_flows else "")
+        self.emc = emc
+        self.name = (f"pyvswitch-xdp-cache-{mode}" + (f"-{exact_flows}mf" if exact_flows else "")
+                     + ("" if emc else "-noemc"))
         self.pids = []
         self.xc = None
 
@@ -59,7 +61,8 @@ class XdpCacheSystem(System):
         p1, p2 = topo.ports
         h1, h2 = list(topo.hosts.values())[:2]
         self.xc = X.XdpCache(os.path.join(X.PIN_ROOT, "bench-" + secrets.token_hex(4)),
-                             max_flows=self.exact_flows + 1024)
+                             max_flows=self.exact_flows + 1024,
+                             emc_min_masks=2 if self.emc else X.MAX_MASKS + 1)
         try:
             self.xc.attach(p1, 1, mode=self.mode)
             self.xc.attach(p2, 2, mode=self.mode)

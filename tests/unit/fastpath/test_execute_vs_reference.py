@@ -197,3 +197,31 @@ def test_random_frames_and_actions_never_crash(pkt, data, acts):
         recv_all(dp.dummy_peer(3))
     finally:
         dp.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(PACKETS[:-1]), st.booleans(), st.booleans(), st.binary(max_size=16),
+       st.one_of(st.none(), st.integers(14, 60)))
+def test_tunnel_push_equals_python_twin(pkt, v6, csum, opts, trunc):
+    """_tnl_push (Cython) == slowpath.tunnel.push_header (its Python twin)."""
+    from scapy.contrib.geneve import GENEVE
+    from slowpath import tunnel
+    opts = opts[:len(opts) // 4 * 4]
+    ip = (IPv6(src="2001:db8::a", dst="2001:db8::b") if v6 else
+          IP(src="192.0.2.1", dst="192.0.2.2", flags="DF"))
+    hdr = bytearray(bytes(Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b") / ip
+                          / UDP(sport=0, dport=6081) / GENEVE(vni=7, options=opts)))
+    l4 = 14 + (40 if v6 else 20)
+    hdr[l4 + 6:l4 + 8] = b"\xff\xff" if csum else b"\0\0"
+    hdr = bytes(hdr)
+    acts = ((A.Trunc(trunc),) if trunc else ()) + (A.TunnelPush(9, 3, header=hdr),)
+    dp = Dpif()
+    try:
+        for i in range(3):
+            dp.add_port(f"p{i}", "dummy")
+        dp.execute(pkt, acts, key=bytes(parse_packet(pkt, 1)))
+        [got] = recv_all(dp.dummy_peer(3))
+    finally:
+        dp.close()
+    inner = pkt[:trunc] if trunc else pkt
+    assert got == tunnel.push_header(inner, parse_packet(pkt, 1), hdr)
