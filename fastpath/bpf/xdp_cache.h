@@ -71,9 +71,13 @@ struct emc_val {
  *   5. output: redirect to dp_port `out_port` (XF_OUTPUT), or broadcast to
  *      the ports of output set `out_port` (XF_OUTPUT|XF_BCAST), else drop. */
 struct flow_act {
+    /* hot: read on every hit (first two cache lines) */
     __u32 gen;
     __u32 flags;            /* XF_* */
     __u32 out_port;
+    __u32 mask_idx;         /* the flow's mask slot */
+    __u64 match[XK_WORDS];  /* xkey & mask, to verify hash hits */
+    /* rewrites */
     __u8 pops;
     __u8 npush;
     __u16 pad;
@@ -90,9 +94,6 @@ struct flow_act {
     __u8 ipv6_src_v[16], ipv6_src_m[16];
     __u8 ipv6_dst_v[16], ipv6_dst_m[16];
     __u8 label_v[4], label_m[4];
-    __u32 mask_idx;         /* the flow's mask slot */
-    __u32 pad2;
-    __u64 match[XK_WORDS];  /* xkey & mask, to verify hash hits */
 };
 #define XF_VALID      0x0001
 #define XF_USERSPACE  0x0002
@@ -121,7 +122,7 @@ struct flow_stats {
 
 _Static_assert(sizeof(struct xkey) == XK_SIZE, "xkey");
 _Static_assert(sizeof(struct flow_act) == 264, "flow_act");
-_Static_assert(__builtin_offsetof(struct flow_act, match) == 160, "flow_act.match");
+_Static_assert(__builtin_offsetof(struct flow_act, match) == 16, "flow_act.match");
 _Static_assert(XK_L3_END - XK_BASE == 96, "xkey region");
 
 #endif /* PYVSWITCH_XDP_CACHE_H */

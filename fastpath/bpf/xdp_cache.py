@@ -67,11 +67,12 @@ XF_SET = {
 }
 # member -> (value offset, mask offset) in struct flow_act
 _ACT_OFS = {
-    "dl_dst": (28, 34), "dl_src": (40, 46), "nw_src": (52, 56), "nw_dst": (60, 64),
-    "nw_tos": (68, 69), "nw_ttl": (70, 71), "tp_src": (72, 74), "tp_dst": (76, 78),
-    "ipv6_src": (80, 96), "ipv6_dst": (112, 128), "ipv6_label": (144, 148),
-    "vlan0_tci": (24, 26),
+    "dl_dst": (136, 142), "dl_src": (148, 154), "nw_src": (160, 164), "nw_dst": (168, 172),
+    "nw_tos": (176, 177), "nw_ttl": (178, 179), "tp_src": (180, 182), "tp_dst": (184, 186),
+    "ipv6_src": (188, 204), "ipv6_dst": (220, 236), "ipv6_label": (252, 256),
+    "vlan0_tci": (132, 134),
 }
+_ACT_POPS, _ACT_PUSH_TPID, _ACT_PUSH_TCI, _ACT_MASK_IDX, _ACT_MATCH = 120, 124, 128, 12, 16
 # Key members outside the XDP key region that XDP packets always have zero.
 _IN_PORT = MEMBERS["in_port"]
 
@@ -284,10 +285,10 @@ def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
         struct.pack_into("<I", b, 8, outputs[0])
     elif outputs:
         flags |= XF_OUTPUT | XF_BCAST
-    b[12], b[13] = pops, len(pushed)
+    b[_ACT_POPS], b[_ACT_POPS + 1] = pops, len(pushed)
     for i, (tpid, tci) in enumerate(pushed):
-        struct.pack_into("!H", b, 16 + 2 * i, tpid)
-        struct.pack_into("!H", b, 20 + 2 * i, tci)
+        struct.pack_into("!H", b, _ACT_PUSH_TPID + 2 * i, tpid)
+        struct.pack_into("!H", b, _ACT_PUSH_TCI + 2 * i, tci)
     if vlan_set is not None and vlan_set[1]:
         sets["vlan0_tci"] = vlan_set
     for member, (v, m) in sets.items():
@@ -608,7 +609,8 @@ class XdpCache:
             old_id = None if old is None else old.id
             old_group = None if old is None else old.group
             match_words = _and(xdp_key(f.match), xdp_key(f.mask))
-            body = body[:152] + struct.pack("<II", f.slot, 0) + match_words
+            body = (body[:_ACT_MASK_IDX] + struct.pack("<I", f.slot) + match_words
+                    + body[_ACT_MATCH + XK_SIZE:])
             # (stats of a free id are zero: fresh, or zeroed by _retire)
             self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
             f.id, f.actions, f.group = fid, actions, group

@@ -45,9 +45,9 @@ return 0; }}
         assert int(got[name + "_v"]) == vo, member
         assert int(got[name + "_m"]) == mo, member
     assert (int(got["out_port"]), int(got["pops"]), int(got["npush"]), int(got["push_tpid"]),
-            int(got["push_tci"])) == (8, 12, 13, 16, 20)
+            int(got["push_tci"])) == (8, X._ACT_POPS, X._ACT_POPS + 1, X._ACT_PUSH_TPID, X._ACT_PUSH_TCI)
     assert int(got["sizeof_flow_act"]) == X.FLOW_ACT_SIZE
-    assert (int(got["mask_idx"]), int(got["match"])) == (152, 160)
+    assert (int(got["mask_idx"]), int(got["match"])) == (X._ACT_MASK_IDX, X._ACT_MATCH)
     assert int(got["sizeof_stats"]) == X.STATS_SIZE
     assert (int(got["XK_SIZE"]), int(got["XK_BASE"]), int(got["XK_L3_END"])) == (X.XK_SIZE, X.XK_BASE, X.XK_L3_END)
     assert (int(got["MAX_MASKS"]), int(got["XSK_QUEUES"]), int(got["MAX_PORTS"])) == (X.MAX_MASKS, X.XSK_QUEUES, X.MAX_PORTS)
