@@ -486,7 +486,7 @@ class XdpCache:
             try:
                 return self.attach(ifname, dp_port, "native")
             except XdpError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ERANGE):
                     raise
             return self.attach(ifname, dp_port, "generic")
         if mode not in ("native", "generic"):
@@ -508,7 +508,10 @@ class XdpCache:
                 why = {errno.EBUSY: "another XDP program is attached (one per interface here)",
                        errno.EEXIST: "another XDP program is attached (one per interface here)",
                        errno.EOPNOTSUPP: f"the driver of {ifname} has no {mode} XDP",
-                       errno.EINVAL: f"{mode} XDP is not supported on {ifname}"}.get(err, os.strerror(err))
+                       errno.EINVAL: f"{mode} XDP is not supported on {ifname}",
+                       errno.ERANGE: f"MTU of {ifname} too large for {mode} XDP without "
+                                     "multi-buffer support (veth: at most ~3.5 KB); use generic"
+                       }.get(err, os.strerror(err))
                 raise XdpError(err, f"cannot attach XDP ({mode}) to {ifname}: {why}")
             self.links[ifname] = (fd, ifindex, dp_port)
             self.modes[ifname] = mode

@@ -334,3 +334,20 @@ def test_misses_go_to_the_af_xdp_socket(hosts, xc):
     finally:
         sniff.close()
         xsk.close()
+
+
+def test_jumbo_mtu_needs_generic_and_auto_falls_back(xc):
+    tag = secrets.token_hex(3)
+    a, b = f"pvxj{tag}a", f"pvxj{tag}b"
+    subprocess.run(["ip", "link", "add", a, "mtu", "9000", "type", "veth", "peer", "name", b,
+                    "mtu", "9000"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", a, "up"], check=True)
+        with pytest.raises(X.XdpError, match="MTU .* too large"):
+            xc.attach(a, 1, mode="native")
+        xc.attach(a, 1, mode="auto")
+        assert xc.attached()[a] == (1, "generic") and xdp_attached(a)
+        xc.detach(a)
+        assert not xdp_attached(a)
+    finally:
+        subprocess.run(["ip", "link", "del", a], check=False)
