@@ -81,10 +81,11 @@ def _prefix_len(f: Field, mask: int) -> int | None:
 class PrefixSet:
     """Prefixes of one field, by length: what a trie lookup needs."""
 
-    __slots__ = ("f", "by_len")
+    __slots__ = ("f", "width", "by_len")
 
     def __init__(self, f: Field):
         self.f = f
+        self.width = f.n_bits
         self.by_len: dict[int, tuple[dict[int, int], list[int]]] = {}
 
     def add(self, plen: int, v: int) -> None:
@@ -113,15 +114,20 @@ class PrefixSet:
         of ``addr`` prove that none does (its longest common prefix with any
         /plen prefix, plus one)."""
         counts, lst = self.by_len[plen]
-        v = addr >> (self.f.n_bits - plen)
+        v = addr >> (self.width - plen)
         if v in counts:
             return 0
         i = bisect_left(lst, v)
-        common = 0
-        for j in (i - 1, i):
-            if 0 <= j < len(lst):
-                common = max(common, plen - (v ^ lst[j]).bit_length())
-        return min(common + 1, plen)
+        diff = (v ^ lst[i - 1]).bit_length() if i else plen
+        if i < len(lst):
+            diff = min(diff, (v ^ lst[i]).bit_length())
+        return plen - diff + 1       # common prefix (plen - diff) plus one bit
+
+
+_TRIE_BITS = 0
+for _f in TRIE_FIELDS:
+    _TRIE_BITS |= _f.int_mask
+del _f
 
 
 class Wildcards:
@@ -318,20 +324,10 @@ class Classifier:
         for st in self.ranked():
             if st.max_priority <= floor:
                 break
-            if st.plens:
-                skip = self._trie_skip(st, key, tries)
-                if skip:
-                    consulted |= skip
-                    continue
-            for sm, sh, counts in st.stages:
-                if (key & sm) >> sh not in counts:
-                    consulted |= sm
-                    break
-            else:
-                consulted |= st.mask
-                for r in st.rules.get((key & st.mask) >> st.shift, ()):
-                    if r.priority > floor:
-                        out.append(r)
+            bits, lst = self._probe(st, key, tries)
+            consulted |= bits
+            if lst:
+                out += [r for r in lst if r.priority > floor]
         wc.mask |= consulted
         return out
 
@@ -347,33 +343,47 @@ class Classifier:
         for st in self.ranked():
             if st.max_priority <= best_pri:
                 break   # no later subtable can win: early exit
-            if st.plens:
-                skip = self._trie_skip(st, key, tries)
-                if skip:
-                    consulted |= skip
-                    continue
-            for sm, sh, counts in st.stages:
-                if (key & sm) >> sh not in counts:
-                    consulted |= sm
-                    break
-            else:
-                consulted |= st.mask
-                lst = st.rules.get((key & st.mask) >> st.shift)
-                if lst and lst[0].priority > best_pri:
-                    best, best_pri = lst[0], lst[0].priority
+            bits, lst = self._probe(st, key, tries)
+            consulted |= bits
+            if lst and lst[0].priority > best_pri:
+                best, best_pri = lst[0], lst[0].priority
         if wc is not None:
             wc.mask |= consulted
         return best
+
+    def _probe(self, st: Subtable, key: int, tries: dict):
+        """Search one subtable: (bits consulted, matching rules or None)."""
+        for sm, sh, counts in st.stages:
+            if (key & sm) >> sh not in counts:
+                return self._miss_bits(st, sm, key, tries), None
+        lst = st.rules.get((key & st.mask) >> st.shift)
+        if lst:
+            return st.mask, lst
+        return self._miss_bits(st, st.mask, key, tries), None
+
+    def _miss_bits(self, st: Subtable, bits: int, key: int, tries: dict) -> int:
+        """What proves ``st`` has no match: the ``bits`` the failed probe
+        looked at or, narrower when they include a tracked address prefix,
+        the prefix-tracking proof."""
+        if st.plens and bits & _TRIE_BITS:
+            proof = self._trie_skip(st, key, tries)
+            if proof:
+                return proof
+        return bits
 
     def _trie_skip(self, st: Subtable, key: int, cache: dict) -> int:
         """If prefix tracking proves ``st`` cannot match ``key``, the key
         bits that prove it (nonzero); else 0."""
         for i, plen in st.plens:
-            r = cache.get((i, plen))
+            ck = i << 8 | plen
+            r = cache.get(ck)
             if r is None:
                 f = TRIE_FIELDS[i]
-                n = self.tries[i].proof_bits(plen, (key >> f.shift) & f.max)
-                r = cache[(i, plen)] = ((1 << n) - 1) << (f.n_bits - n + f.shift) if n else 0
+                addr = cache.get(~i)          # ~i: the field's address, per lookup
+                if addr is None:
+                    addr = cache[~i] = (key >> f.shift) & f.max
+                n = self.tries[i].proof_bits(plen, addr)
+                r = cache[ck] = ((1 << n) - 1) << (f.n_bits - n + f.shift) if n else 0
             if r:
                 return r
         return 0
