@@ -49,18 +49,19 @@ cdef void fp_cache_rank(fp_cache* c) noexcept nogil
 
 cdef class Megaflow:
     cdef fp_megaflow* mf
-    cdef readonly bytes match
-    cdef readonly bytes mask
+    cdef readonly bytes mask         # shared by all megaflows of a subtable
     cdef public object actions      # the actions tuple as given
     cdef public object compiled     # owner of mf.actions memory
 
 cdef class FlowCache:
     cdef fp_cache* c
-    cdef dict flows                 # (mask bytes, match bytes) -> Megaflow
+    cdef dict flows                 # fp_megaflow* address -> Megaflow
     cdef dict subtables             # mask bytes -> int (fp_subtable* address)
+    cdef dict mask_objs             # fp_subtable* address -> its mask bytes
     cdef list graveyard             # freed at the next quiescent point
     cdef public uint64_t max_flows
     cdef fp_megaflow* _find(self, bytes match, bytes mask)
+    cdef Megaflow _get(self, bytes match, bytes mask)
     cdef fp_subtable* _subtable(self, bytes mask) except NULL
     cdef int _st_insert(self, fp_subtable* st, fp_megaflow* mf) except -1
     cdef void _st_remove(self, fp_subtable* st, fp_megaflow* mf)

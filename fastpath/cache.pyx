@@ -180,6 +180,11 @@ cdef class Megaflow:
             self.mf = NULL
 
     @property
+    def match(self):
+        """The (masked) match, read from the C megaflow."""
+        return PyBytes_FromStringAndSize(<char*>self.mf.match, FLOW_KEY_SIZE)
+
+    @property
     def packets(self):
         return self.mf.packets
 
@@ -225,6 +230,7 @@ cdef class FlowCache:
             raise MemoryError()
         self.flows = {}
         self.subtables = {}
+        self.mask_objs = {}
         self.graveyard = []
         self.max_flows = max_flows
 
@@ -247,8 +253,17 @@ cdef class FlowCache:
         return len(self.flows)
 
     cdef fp_megaflow* _find(self, bytes match, bytes mask):
-        m = self.flows.get((mask, match))
-        return NULL if m is None else (<Megaflow>m).mf
+        """The megaflow (match & mask, mask) in the C tables, or NULL."""
+        addr = self.subtables.get(mask)
+        if addr is None:
+            return NULL
+        return _st_lookup(<fp_subtable*><size_t>addr, <const uint64_t*><char*>match)
+
+    cdef Megaflow _get(self, bytes match, bytes mask):
+        cdef fp_megaflow* mf = self._find(match, mask)
+        if mf == NULL:
+            return None
+        return self.flows[<size_t>mf]
 
     cdef fp_subtable* _subtable(self, bytes mask) except NULL:
         cdef fp_subtable* st
@@ -274,6 +289,7 @@ cdef class FlowCache:
         self.c.subtables[self.c.n_subtables] = st     # publish last
         self.c.n_subtables += 1
         self.subtables[mask] = <size_t>st
+        self.mask_objs[<size_t>st] = mask
         return st
 
     cdef int _st_insert(self, fp_subtable* st, fp_megaflow* mf) except -1:
@@ -337,7 +353,7 @@ cdef class FlowCache:
         _words_of(match)
         _words_of(mask)
         match = _and(match, mask)
-        old = self.flows.get((mask, match))
+        old = self._get(match, mask)
         if old is not None:
             # Atomic replacement of the actions pointer; the old compiled
             # block stays alive in the graveyard until the next quiesce().
@@ -354,8 +370,7 @@ cdef class FlowCache:
             raise MemoryError()
         obj = Megaflow.__new__(Megaflow)
         obj.mf = mf
-        obj.match = match
-        obj.mask = mask
+        obj.mask = self.mask_objs[<size_t>st]     # one bytes object per mask
         obj.actions = actions
         obj.compiled = compiled
         memcpy(mf.match, <char*>match, FLOW_KEY_SIZE)
@@ -363,8 +378,13 @@ cdef class FlowCache:
         mf.actions = _addr(compiled)
         mf.hash = _masked_hash(st, mf.match)
         mf.created_ms = fp_now_ms()
-        self._st_insert(st, mf)
-        self.flows[(mask, match)] = obj
+        try:
+            self._st_insert(st, mf)
+        except BaseException:
+            obj.mf = NULL
+            free(mf)
+            raise
+        self.flows[<size_t>mf] = obj
         self.c.n_flows += 1
         return obj
 
@@ -372,14 +392,14 @@ cdef class FlowCache:
         _words_of(match)
         _words_of(mask)
         match = _and(match, mask)
-        return self.flows.get((mask, match))
+        return self._get(match, mask)
 
     def delete(self, bytes match, bytes mask):
         """Remove a megaflow; returns its Megaflow object (stats) or None."""
         _words_of(match)
         _words_of(mask)
         match = _and(match, mask)
-        obj = self.flows.get((mask, match))
+        obj = self._get(match, mask)
         if obj is None:
             return None
         self._unlink(obj)
@@ -390,7 +410,7 @@ cdef class FlowCache:
         """Take ``obj`` out of its subtable (EMC left to the caller)."""
         cdef fp_subtable* st = <fp_subtable*>obj.mf.st
         cdef int i, j
-        del self.flows[(obj.mask, obj.match)]
+        del self.flows[<size_t>obj.mf]
         self._st_remove(st, obj.mf)
         obj.mf.dead = 1
         self.c.n_flows -= 1
@@ -405,6 +425,7 @@ cdef class FlowCache:
                     self.c.n_subtables -= 1
                     break
             del self.subtables[obj.mask]
+            del self.mask_objs[<size_t>st]
             self.graveyard.append(_block(st.slots))
             self.graveyard.append(_block(st))
 
@@ -432,9 +453,7 @@ cdef class FlowCache:
                              fp_key_hash(<const uint64_t*><char*>key))
         if mf == NULL:
             return None
-        st_mask = PyBytes_FromStringAndSize(<char*>(<fp_subtable*>mf.st).mask, FLOW_KEY_SIZE)
-        match = PyBytes_FromStringAndSize(<char*>mf.match, FLOW_KEY_SIZE)
-        return self.flows.get((st_mask, match))
+        return self.flows.get(<size_t>mf)
 
     def lookup_batch(self, bytes keys, int repeat=1):
         """Look up every FLOW_KEY_SIZE-byte key in ``keys`` ``repeat`` times
