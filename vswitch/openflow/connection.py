@@ -23,7 +23,6 @@ States and the only legal moves between them are in `TRANSITIONS`.
 from __future__ import annotations
 
 import enum
-import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional

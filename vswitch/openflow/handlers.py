@@ -333,6 +333,11 @@ class Handlers:
     def h_OFPSetConfig(self, ch, msg, now):
         self.sw.frag_flags = msg.flags & 3
         ch.miss_send_len = msg.miss_send_len
+        # implicit table misses are truncated by the pipeline (switch-wide here;
+        # OVS keeps it per connection)
+        real = getattr(self.sw.pipeline, "_pipeline", self.sw.pipeline)
+        if hasattr(real, "miss_send_len"):
+            real.miss_send_len = msg.miss_send_len
         return []
 
     def h_OFPBarrierRequest(self, ch, msg, now):

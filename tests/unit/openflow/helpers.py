@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as of13
+from os_ken.ofproto import ofproto_parser
 
 from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
 from vswitch.openflow import codec

@@ -8,7 +8,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as p13
 from tests.unit.openflow.helpers import hello_bytes, parse_reply, split_messages
 from vswitch.openflow import codec
 from vswitch.openflow.connection import (
-    Connected, ConnectionClosed, ErrorSent, MessageReceived, OpenFlowConnection, State,
+    Connected, ConnectionClosed, ErrorSent, OpenFlowConnection, State,
     TRANSITIONS)
 
 

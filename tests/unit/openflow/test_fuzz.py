@@ -17,7 +17,7 @@ import random
 import struct
 
 from os_ken.ofproto import nicira_ext, nx_match
-from os_ken.ofproto import ofproto_v1_0 as of10, ofproto_v1_0_parser as p10
+from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_3 as of13, ofproto_v1_3_parser as p13
 
 from tests.unit.openflow.helpers import Harness

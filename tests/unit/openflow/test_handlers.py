@@ -376,7 +376,7 @@ def test_bundle_with_groups_applies_in_order_and_rolls_back_everything(h):
     ]
     for m in msgs:
         assert h.roundtrip(p13.ONFBundleAddMsg(h.dp, 4, 1, m, [])) == []
-    r = only(_bundle(h, 4, of13.ONF_BCT_COMMIT_REQUEST), "ONFBundleCtrlMsg")
+    only(_bundle(h, 4, of13.ONF_BCT_COMMIT_REQUEST), "ONFBundleCtrlMsg")
     assert 5 in h.pipeline.groups and {x.table_id for x in h.pipeline.flow_stats()} == {2}
     # now one that fails at the end: everything it did is undone
     _bundle(h, 5, of13.ONF_BCT_OPEN_REQUEST)
