@@ -3,7 +3,8 @@
     vm-a --veth-- [hv-a: switch, gnv0] ==underlay veth== [hv-b: switch, gnv0] --veth-- vm-b
 
 Both hypervisors run the same system under test: two pyvswitch daemons
-(host-stack tunnel endpoint, see ``vswitch/ports/geneve.py``), or two private
+(host-stack tunnel endpoint, or native tunnelling with the underlay on a
+pyvswitch br-phy; see ``vswitch/ports/geneve.py``), or two private
 Open vSwitch 3.1 userspace datapaths (``bench.ovs.OvsSwitch``, native
 tunnelling: the underlay veth is a port of br-phy, which owns the address).
 Rules are plain ``in_port=1 -> output:2`` / ``in_port=2 -> output:1`` with a
@@ -143,17 +144,31 @@ class Hypervisors:
 
 
 class PyvswitchPair:
-    name = "pyvswitch"
+    """``native=False``: the underlay veth is a plain host interface (tunnel
+    traffic through the host stack both ways).  ``native=True``: OVS's
+    layout, the underlay veth on a pyvswitch br-phy with the address on its
+    internal port, so encapsulation runs in the Cython fast path."""
+
+    def __init__(self, native: bool = False):
+        self.native = native
+        self.name = "pyvswitch-native" if native else "pyvswitch-hoststack"
 
     def setup(self, hv: Hypervisors):
         self.daemons = []
         for side, other in (("hva", "hvb"), ("hvb", "hva")):
-            sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "ul", ns=hv.ns[side])
+            sh("ip", "addr", "flush", "dev", "ul", ns=hv.ns[side])
+            if not self.native:
+                sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "ul", ns=hv.ns[side])
             sh("ip", "link", "set", "ul", "up", ns=hv.ns[side])
-            rundir = os.path.join(hv.tmp, f"pvs-{side}")
+            rundir = os.path.join(hv.tmp, f"{self.name}-{side}")
             os.makedirs(rundir, exist_ok=True)
             d = NsDaemon(hv.ns[side], rundir, log_level="warning").start()
             self.daemons.append(d)
+            if self.native:
+                d.vsctl("add-br", "br-phy")
+                d.vsctl("add-port", "br-phy", "ul")
+                sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "br-phy", ns=hv.ns[side])
+                sh("ip", "link", "set", "br-phy", "up", ns=hv.ns[side])
             d.vsctl("add-br", "br-int")
             d.vsctl("add-port", "br-int", "vport", "--", "set", "Interface", "vport",
                     "ofport_request=1")
@@ -200,7 +215,7 @@ class OvsPair:
             o.stop()
 
 
-SYSTEMS = {s.name: s for s in (PyvswitchPair(), OvsPair())}
+SYSTEMS = {s.name: s for s in (PyvswitchPair(), PyvswitchPair(native=True), OvsPair())}
 
 
 def measure(hv: Hypervisors, system, seconds: float) -> dict:
@@ -208,11 +223,16 @@ def measure(hv: Hypervisors, system, seconds: float) -> dict:
     try:
         for pid in system.pids:
             _pin_tree(pid, SWITCH_CPU)
-        # Warm up: ARP on the underlay, caches filled.
+        # Warm up: ARP on the underlay, native routes resolved, caches filled.
         for _ in range(20):
             if sh("ping", "-c", "1", "-W", "1", hv.vm_b, ns=hv.ns["vma"],
                   check=False).returncode == 0:
                 break
+        for d in getattr(system, "daemons", []) if getattr(system, "native", False) else []:
+            deadline = time.monotonic() + 10
+            while "native: out dp_port" not in d.appctl("tnl/geneve/show") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
         hv.generate(0.3)
         time.sleep(0.3)
         for pid in system.pids:

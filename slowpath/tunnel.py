@@ -32,6 +32,7 @@ map ``tun_md_opts[4i:4i+4]`` = (class, type, length) plus
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import zlib
@@ -421,9 +422,10 @@ _ZERO_ETH = bytes(12)
 
 
 def decap(outer: Outer, payload: bytes, tlv: TlvMap, in_port: int,
-          cfg: TunnelConfig | None = None) -> tuple[bytes, FlowKey]:
+          cfg: TunnelConfig | None = None, parse: bool = True) -> tuple[bytes, FlowKey]:
     """GENEVE payload of a UDP datagram -> (inner Ethernet frame, flow key
-    with the tunnel metadata and ``in_port``)."""
+    with the tunnel metadata and ``in_port``).  ``parse=False`` leaves the
+    key's header fields zero (for a datapath that re-parses the frame)."""
     hdr, inner = pull_geneve(payload)
     l3 = cfg is not None and cfg.packet_type == "legacy_l3"
     if hdr.proto == ETH_P_TEB and not l3:
@@ -434,19 +436,30 @@ def decap(outer: Outer, payload: bytes, tlv: TlvMap, in_port: int,
         raise GeneveError("unsupported_protocol", f"{hdr.proto:#06x}")
     if len(inner) < 14:
         raise GeneveError("truncated", "inner frame")
-    key = parse_packet(inner, in_port)
+    if parse:
+        key = parse_packet(inner, in_port)
+    else:
+        key = FlowKey()
+        key.in_port = in_port
     tlv.to_key(key, hdr.options)
     fill_tunnel_key(key, outer, hdr)
     return inner, key
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip(s: str) -> tuple[int, int]:
+    """(version, value) of an address; tunnel endpoints repeat, so cached."""
+    a = ipaddress.ip_address(s)
+    return a.version, int(a)
+
+
 def fill_tunnel_key(key: FlowKey, outer: Outer, hdr: GeneveHeader) -> None:
     key.tun_id = hdr.vni
-    src, dst = ipaddress.ip_address(outer.src), ipaddress.ip_address(outer.dst)
-    if src.version == 4:
-        key.tun_src, key.tun_dst = int(src), int(dst)
+    (v, src), (_, dst) = _ip(outer.src), _ip(outer.dst)
+    if v == 4:
+        key.tun_src, key.tun_dst = src, dst
     else:
-        key.tun_ipv6_src, key.tun_ipv6_dst = int(src), int(dst)
+        key.tun_ipv6_src, key.tun_ipv6_dst = src, dst
     key.tun_tos, key.tun_ttl = outer.tos, outer.ttl
     key.tun_tp_src, key.tun_tp_dst = outer.sport, outer.dport
     key.tun_flags = FLOW_TNL_F_OAM if hdr.oam else 0
@@ -598,7 +611,8 @@ def receive(pkt: bytes, tlv_for, ports, counters: Counters):
         return None
 
 
-def receive_udp(outer: Outer, payload: bytes, tlv_for, ports, counters: Counters):
+def receive_udp(outer: Outer, payload: bytes, tlv_for, ports, counters: Counters,
+                parse: bool = True):
     """Like `receive` for a UDP payload whose outer headers are known."""
     try:
         if len(payload) < GENEVE_HLEN:
@@ -612,7 +626,7 @@ def receive_udp(outer: Outer, payload: bytes, tlv_for, ports, counters: Counters
         if best is None:
             pull_geneve(payload)   # malformed beats no_port as a reason
             raise GeneveError("no_port", f"{outer.src}->{outer.dst} vni {vni}")
-        inner, key = decap(outer, payload, tlv_for(best[0]), best[0], best[1])
+        inner, key = decap(outer, payload, tlv_for(best[0]), best[0], best[1], parse)
     except GeneveError as e:
         counters.drop(e.reason)
         return None

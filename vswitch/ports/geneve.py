@@ -193,9 +193,9 @@ class Endpoint:
                 tos = struct.unpack("=i", data[:4])[0]
             elif level == socket.IPPROTO_IPV6 and typ == IPV6_HOPLIMIT and len(data) >= 4:
                 ttl = struct.unpack("=i", data[:4])[0]
-        src = str(ipaddress.ip_address(addr[0].split("%")[0]))
-        return tnl.Outer(src, str(ipaddress.ip_address(dst)) if dst else "", addr[1],
-                         self.port, tos, ttl, False, False)
+        # The kernel's spellings are canonical (what ipaddress would print).
+        return tnl.Outer(addr[0].split("%")[0], dst or "", addr[1], self.port, tos, ttl,
+                         False, False)
 
     def _run(self) -> None:
         s, m = self.sock, self.manager
@@ -213,7 +213,8 @@ class Endpoint:
             try:
                 outer = self._outer(addr, anc)
                 ports = [(p.dp_port, p.cfg) for p in m.ports.values()]
-                got = tnl.receive_udp(outer, data, m.tlv_for, ports, self.counters)
+                # the datapath re-parses the inner frame: only metadata here
+                got = tnl.receive_udp(outer, data, m.tlv_for, ports, self.counters, parse=False)
             except Exception:   # wire input never kills the thread
                 self.counters.drop("bad_outer_header")
                 log.exception("geneve receive")
