@@ -34,10 +34,15 @@ def _keys(n):
                                       tp_dst=i % 60000)) for i in range(n)]
 
 
+def _per_op(benchmark, name, n):
+    if benchmark.stats is not None:            # None with --benchmark-disable
+        benchmark.extra_info[name] = benchmark.stats.stats.mean / n * 1e9
+
+
 def test_parse_udp(benchmark):
     N = 10000
     benchmark(parse_repeat, UDP, 1, N)
-    benchmark.extra_info["ns_per_packet"] = benchmark.stats.stats.mean / N * 1e9
+    _per_op(benchmark, "ns_per_packet", N)
 
 
 @pytest.mark.parametrize("flows", [1, 1000, 100000])
@@ -56,5 +61,5 @@ def test_lookup(benchmark, flows):
     c.rank()
     hits = benchmark(c.lookup_batch, blob, 4)
     assert hits == 4 * n
-    benchmark.extra_info["ns_per_lookup"] = benchmark.stats.stats.mean / (4 * n) * 1e9
+    _per_op(benchmark, "ns_per_lookup", 4 * n)
     benchmark.extra_info["megaflow_struct_bytes"] = MEGAFLOW_BYTES
