@@ -19,14 +19,18 @@ def parse_flow(text: str) -> FlowKey:
     return FlowKey.from_int(m.value)
 
 
-def trace(pipeline, flow: str | FlowKey, now: float = 0.0, packet: bytes | None = None) -> str:
+def trace(pipeline, flow: str | FlowKey, now: float = 0.0, packet: bytes | None = None,
+          bridge: str = "br0") -> str:
+    """``ofproto/trace`` text for ``flow`` (ovs-ofctl syntax or a FlowKey
+    whose in_port is the OpenFlow port).  No side effects."""
     key = parse_flow(flow) if isinstance(flow, str) else flow
     x = pipeline.xlate(key, packet, now, side_effects=False, trace=True)
     flow_text = Match(int(key), _nonzero_members(key)).to_string()
-    lines = [f"Flow: {flow_text}", "", "bridge(\"pipeline\")", "-----------------"]
+    lines = [f"Flow: {flow_text}", "", f'bridge("{bridge}")', "-" * (len(bridge) + 10)]
     lines += [" " + t for t in x.trace]
     mega = Match(int.from_bytes(x.megaflow.match, "big"), int.from_bytes(x.megaflow.mask, "big"))
-    lines += ["", f"Megaflow: {mega.to_string()}",
+    lines += ["", f"Final flow: {Match(int(x.final_key), _nonzero_members(x.final_key)).to_string()}"]
+    lines += [f"Megaflow: {mega.to_string()}",
               f"Datapath actions: {format_actions(x.actions)}"]
     if x.packet_ins:
         lines.append(f"Packet-ins: {len(x.packet_ins)}")

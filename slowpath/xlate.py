@@ -118,7 +118,7 @@ class XlateOutput:
     ``Pipeline.credit``."""
 
     __slots__ = ("megaflow", "packet_ins", "rules", "groups", "macs", "learns", "slow",
-                 "version", "trace")
+                 "version", "trace", "final_key")
 
     def __init__(self, megaflow: Megaflow):
         self.megaflow = megaflow
@@ -130,6 +130,7 @@ class XlateOutput:
         self.slow = False                 # must not be cached (per-packet work)
         self.version = 0                  # pipeline.version the translation saw
         self.trace: list[str] = []
+        self.final_key: FlowKey | None = None   # the flow after all actions (when tracing)
 
     @property
     def actions(self) -> tuple:
@@ -858,6 +859,8 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
             ctx.run_pipeline(0)
     except _Stop:
         pass
+    if trace:
+        ctx.out.final_key = ctx.key.copy()
     mask = ctx.wc.mask
     ctx.out.megaflow = Megaflow((int(ctx.base) & mask).to_bytes(FLOW_KEY_SIZE, "big"),
                                 mask.to_bytes(FLOW_KEY_SIZE, "big"), tuple(ctx.odp))

@@ -83,6 +83,7 @@ def test_trace_output():
     assert "0. icmp, priority 10" in out
     assert out.rstrip().endswith("Datapath actions: set(ip(ttl=63)),output:2")
     assert "Megaflow: icmp,in_port=1,nw_ttl=64" in out
+    assert "Final flow: icmp,in_port=1,nw_dst=10.0.0.2,nw_ttl=63" in out
     assert parse_flow("in_port=3,tcp,tp_dst=22").tp_dst == 22
 
 
