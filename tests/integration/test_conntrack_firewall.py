@@ -215,6 +215,10 @@ def test_three_tier_policy_allows_exactly_the_allowed(daemon, three_tier, server
                         capture_output=True, text=True, timeout=30).stdout
     assert z1 and all("zone=1" in line for line in z1.splitlines())
     assert "TCP:" in daemon.appctl("dpctl/ct-stats-show")
+    # the caches: the ct pass is a slow-path megaflow, the pass after
+    # recirculation an ordinary one that depends on ct_state
+    flows = daemon.appctl("dpctl/dump-flows")
+    assert "slow_path" in flows and "ct_state" in flows, flows
 
 
 SENDER = textwrap.dedent("""
