@@ -762,6 +762,17 @@ class Handlers:
         ch.controller_id = msg.controller_id
         return []
 
+    def h_NXTResume(self, ch, msg, now):
+        """Resume a paused pipeline run (controller(pause)): the backend owns the
+        continuation format; without one there is nothing to resume."""
+        hook = getattr(self.sw.backend, "resume", None)
+        if hook is None or not msg.continuation:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_EXP_TYPE)
+        metadata = convert.match_from_tlvs(
+            codec.parse_oxm_fields(msg.metadata, 0, len(msg.metadata))) if msg.metadata else None
+        hook(bytes(msg.packet), metadata, bytes(msg.continuation))
+        return []
+
     def h_NXTCtFlushZone(self, ch, msg, now):
         hook = getattr(self.sw.backend, "ct_flush_zone", None)
         if hook is not None:

@@ -138,3 +138,42 @@ def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
         (cid,) = struct.unpack_from(NX_CONTROLLER_ID_PACK_STR, buf, off)
         return NXTSetControllerId(dp, controller_id=cid)
     return _parse_base(dp, subtype, buf, off, end)
+
+
+NXT_RESUME = 28
+
+
+class NXTResume(_NXMsg):
+    """NXT_RESUME: a controller hands back a paused packet-in (same property
+    list as NXT_PACKET_IN2: packet, metadata, continuation, ...)."""
+    subtype = NXT_RESUME
+
+    def body(self):
+        return b"".join(bytes(p.serialize()) for p in self.properties)
+
+
+def _parse_resume(dp, buf, off, end):
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+    from os_ken.ofproto import nicira_ext as nxe
+    msg = NXTResume(dp, properties=[], packet=b"", metadata=b"", continuation=b"")
+    rest = bytes(buf[off:end])
+    while rest:
+        prop, rest = p13.NXTPacketIn2Prop.parse(rest)
+        msg.properties.append(prop)
+        data = getattr(prop, "data", b"")
+        if prop.type == nxe.NXPINT_PACKET:
+            msg.packet = data
+        elif prop.type == nxe.NXPINT_METADATA:
+            msg.metadata = data
+        elif prop.type == nxe.NXPINT_CONTINUATION:
+            msg.continuation = data
+    return msg
+
+
+_parse_base2 = parse
+
+
+def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
+    if subtype == NXT_RESUME:
+        return _parse_resume(dp, buf, off, end)
+    return _parse_base2(dp, subtype, buf, off, end)

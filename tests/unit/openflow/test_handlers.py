@@ -416,3 +416,31 @@ def test_controller_id_filters_packet_ins(h):
     h.roundtrip(nx.NXTSetControllerId(h.dp, controller_id=5))
     assert packet_in_msg(h.channel, PacketIn(reason=of13.OFPR_ACTION)) is None
     assert packet_in_msg(h.channel, PacketIn(reason=of13.OFPR_ACTION, controller_id=5)) is not None
+
+
+def test_packet_in2_continuation_comes_back_with_nxt_resume(h):
+    """controller(pause): the continuation we send in NXT_PACKET_IN2 returns in
+    NXT_RESUME and reaches the backend's resume hook with packet and metadata."""
+    from tests.unit.openflow.helpers import parse_reply, split_messages
+    from vswitch.openflow import nx
+    from slowpath.flow import FlowKey
+    resumed = []
+    h.backend.resume = lambda packet, metadata, cont: resumed.append((packet, metadata, cont))
+    h.roundtrip(p13.NXTSetPacketInFormatMsg(h.dp, PIF_NXT_PACKET_IN2))
+    key = FlowKey.from_fields(in_port=2)
+    h.conn.send(packet_in_msg(h.channel, PacketIn(reason=of13.OFPR_ACTION, key=key,
+                                                  continuation=b"\x01" * 16)))
+    (raw,) = split_messages(h.conn.bytes_to_send())
+    pi = parse_reply(raw)
+    # a controller echoes packet, metadata and continuation back (OVN's pinctrl does)
+    keep = [p for p in pi.properties if p.type in (nicira_ext.NXPINT_PACKET,
+                                                   nicira_ext.NXPINT_METADATA,
+                                                   nicira_ext.NXPINT_CONTINUATION)]
+    resume = nx.NXTResume(h.dp, properties=keep)
+    assert h.roundtrip(resume) == []
+    ((packet, metadata, cont),) = resumed
+    assert packet == bytes(range(200)) and cont == b"\x01" * 16
+    assert metadata.get("in_port") == (2, 0xFFFFFFFF)
+    del h.backend.resume
+    err = only(h.roundtrip(resume), "OFPErrorMsg")
+    assert err.code == of13.OFPBRC_BAD_EXP_TYPE
