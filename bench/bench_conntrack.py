@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import time
 
 from bench.scenarios import SWITCH_CPU, Bench, Pyvswitch, _pin
 from vswitch.process import DaemonProcess

@@ -1,3 +1,5 @@
 """Connection tracking (the distributed firewall): see tracker.py and README.md."""
 
-from slowpath.conntrack.tracker import ConnTracker, Conn  # noqa: F401
+from slowpath.conntrack.tracker import Conn, ConnTracker
+
+__all__ = ["Conn", "ConnTracker"]

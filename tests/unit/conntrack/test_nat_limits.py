@@ -4,7 +4,7 @@ under odp_execute, and the control commands' text."""
 import ipaddress
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
