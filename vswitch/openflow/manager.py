@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MGMT_PROBE = None          # ovs-ofctl sessions are short; no inactivity probe
 CONTROLLER_PROBE = 5.0     # OVS default inactivity_probe
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 8.0
+ASYNC_BACKLOG_BYTES = 4 << 20  # unread output past which async messages are dropped
 
 PORT_ADD, PORT_DELETE, PORT_MODIFY = of13.OFPPR_ADD, of13.OFPPR_DELETE, of13.OFPPR_MODIFY
 
@@ -42,6 +43,7 @@ class _Session(asyncio.Protocol):
         self.channel: Optional[Channel] = None
         self.transport = None
         self._timer = None
+        self.dropped = 0
         self.closed = asyncio.get_event_loop().create_future()
 
     # asyncio callbacks
@@ -99,6 +101,13 @@ class _Session(asyncio.Protocol):
                                  msg.buf or b"", msg.xid)
 
     def send(self, msg):
+        """Asynchronous messages (packet-in, port-status, flow-removed).  A
+        controller that stops reading loses them instead of growing our
+        memory without bound (OVS rconn caps its packet-in backlog too)."""
+        if self.transport is not None and \
+                self.transport.get_write_buffer_size() > ASYNC_BACKLOG_BYTES:
+            self.dropped += 1
+            return
         self.conn.send(msg)
         self.transmit()
 

@@ -155,3 +155,28 @@ def test_bad_target_is_rejected():
         with pytest.raises(ValueError):
             await new_mgr().start(["bogus:1"])
     run(main())
+
+
+def test_packet_ins_to_a_controller_that_does_not_read_are_dropped(monkeypatch):
+    monkeypatch.setattr(M, "ASYNC_BACKLOG_BYTES", 64 << 10)
+
+    async def main():
+        mgr = new_mgr()
+        d = tempfile.mkdtemp(dir="/tmp")
+        path = os.path.join(d, "br0.mgmt")
+        await mgr.start([f"punix:{path}"])
+        peer = Peer(*await asyncio.open_unix_connection(path))
+        await peer.hello()
+        while mgr.n_connections < 1:
+            await asyncio.sleep(0.01)
+
+        class PI:
+            reason, in_port, table_id, cookie, max_len = 0, 2, 0, 0, 0xffff
+            data = b"\xff" * 1500
+        for _ in range(20000):            # ~30 MB if nothing were dropped
+            mgr.send_packet_in(PI())
+        (session,) = mgr._sessions
+        assert session.dropped > 0
+        assert session.transport.get_write_buffer_size() < (64 << 10) + 2000
+        await mgr.stop()
+    run(main())
