@@ -8,6 +8,19 @@ this module only feeds it bytes, drains events into `Handlers`, writes what is
 pending and re-arms one timer (aioquic's `QuicConnectionProtocol.transmit`).
 The daemon talks to it through `start/stop/set_controllers` and pushes
 asynchronous events with `send_packet_in`, `port_status` and `flow_removed`.
+
+The backend the daemon passes in provides (all called on the event loop):
+  execute_packet_out(in_port, actions, data)   PACKET_OUT (actions: slowpath values)
+  revalidate()                                 before every BARRIER reply
+  port_mod(ofport, config, mask)               PORT_MOD (OFPPC_* bits)
+  port_stats(ofport | None) -> [dict]          port_no, rx_packets, ... collisions,
+                                               duration_sec, duration_nsec
+and optionally
+  tlv_map_changed({index: (class, type, len)}) NXT_TLV_TABLE_MOD
+  ct_flush_zone(zone)                          NXT_CT_FLUSH_ZONE
+  resume(packet, metadata_match, continuation) NXT_RESUME
+The pipeline may be wrapped (the daemon's LockedPipeline); bundles commit
+through `atomically(fn)` if the wrapper has it, else `_pipeline` under `_lock`.
 """
 from __future__ import annotations
 
