@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import time
 import uuid as uuidlib
@@ -52,6 +53,7 @@ OFPP_MAX = 0xfeff  # highest ofport we hand out (OVS keeps 16-bit ports)
 OF_VERSIONS = {"OpenFlow10": 1, "OpenFlow11": 2, "OpenFlow12": 3, "OpenFlow13": 4,
                "OpenFlow14": 5, "OpenFlow15": 6}
 DEFAULT_OF_VERSIONS = {1, 2, 3, 4, 5, 6}  # an empty Bridge.protocols, as OVS
+REOPENABLE = ("", "system", "afxdp")  # types whose device may come back by itself
 STATS_EVERY = 5  # seconds between Interface.statistics refreshes, as OVS
 SWEEP_INTERVAL = 1.0  # seconds between revalidator sweeps when nothing changed
 # OFPPC_* config bits a PORT_MOD may change, and the Port flag each sets.
@@ -322,6 +324,24 @@ class Bridge:
             self.controllers = targets[1:]
             self.connmgr.set_controllers(targets)
 
+    def check_ports(self, errors: dict[int, str]) -> bool:
+        """Take out ports whose device failed; reopen those whose device is
+        back (a veth re-created, say).  True if anything changed."""
+        changed = False
+        for name, live in list(self.ports.items()):
+            if live.dp_port is not None and live.dp_port in errors:
+                log.warning("%s: port %s failed: %s", self.name, name, errors[live.dp_port])
+                self.del_port(name)
+                self.ports[name] = LivePort(live.config, -1, None,
+                                            f"network device {name} failed "
+                                            f"({errors[live.dp_port]})")
+                changed = True
+            elif (live.dp_port is None and live.config.type in REOPENABLE
+                  and os.path.exists(f"/sys/class/net/{name}")):
+                del self.ports[name]
+                changed |= self.add_port(live.config).dp_port is not None
+        return changed
+
     def remove_ports(self) -> None:
         """Take every port out of the datapath now (internal devices vanish)."""
         for name in list(self.ports):
@@ -537,7 +557,12 @@ class BridgeReconciler:
 
     # --- timers on the control thread ----------------------------------------
     def _expire_tick(self) -> None:
-        """Idle/hard timeouts of rules, once a second (OVS does the same)."""
+        """Once a second: rule timeouts (as OVS), devices that vanished or
+        came back, and every few seconds statistics."""
+        try:
+            self._check_devices()
+        except Exception:
+            log.exception("checking devices failed")
         now = time.monotonic()
         for br in list(self.bridges.values()):
             with self.ofproto_lock:
@@ -551,6 +576,17 @@ class BridgeReconciler:
             except Exception:
                 log.exception("writing statistics failed")
         self._timer = self.loop.call_later(1.0, self._expire_tick)
+
+    def _check_devices(self) -> None:
+        dp_ports = [live.dp_port for br in self.bridges.values()
+                    for live in br.ports.values() if live.dp_port is not None]
+        errors = self.datapath.call(lambda dpif: {
+            dp: err for dp in dp_ports if (err := dpif.port_error(dp)) is not None})
+        changed = False
+        for br in list(self.bridges.values()):
+            changed |= br.check_ports(errors)
+        if changed:
+            self._write_back()
 
     def _write_statistics(self) -> None:
         """Interface.statistics, as OVS refreshes it every few seconds."""

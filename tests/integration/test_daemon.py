@@ -190,3 +190,46 @@ def test_trace_shows_rules_megaflow_and_datapath_actions(daemon, topology, bridg
                           bridge_name, "in_port=1,nosuchfield=3"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "bad flow" in bad.stderr
+
+
+def test_vanished_device_is_reported_and_reopened_when_back(daemon, topology, bridge_name):
+    h1 = topology.add_host("h1", "10.0.9.1/24")
+    h2 = topology.add_host("h2", "10.0.9.2/24")
+    add_bridge(daemon, bridge_name, topology)
+    subprocess.run(["ip", "link", "del", h2.port], check=True)  # h2's cable cut
+    deadline = time.monotonic() + 10
+    while "failed" not in daemon.vsctl("get", "Interface", h2.port, "error").stdout:
+        assert time.monotonic() < deadline, daemon.log_tail()
+        time.sleep(0.3)
+    assert daemon.vsctl("get", "Interface", h2.port, "ofport").stdout.strip() == "-1"
+    # Re-cable h2 with a new veth of the same name: the port comes back.
+    subprocess.run(["ip", "link", "add", h2.port, "type", "veth", "peer", "name", "pvstmp0",
+                    "netns", h2.netns], check=True)
+    h2.run("ip", "link", "del", "eth0", check=False)
+    h2.run("ip", "link", "set", "pvstmp0", "name", "eth0")
+    h2.run("ip", "link", "set", "eth0", "address", h2.mac)
+    h2.run("ip", "addr", "add", h2.ip, "dev", "eth0")
+    h2.run("ip", "link", "set", "eth0", "up")
+    subprocess.run(["ip", "link", "set", h2.port, "up"], check=True)
+    deadline = time.monotonic() + 10
+    while daemon.vsctl("get", "Interface", h2.port, "ofport").stdout.strip() == "-1":
+        assert time.monotonic() < deadline, daemon.log_tail()
+        time.sleep(0.3)
+    assert daemon.vsctl("get", "Interface", h2.port, "error").stdout.strip() == "[]"
+    assert h1.ping(h2.addr, count=2).returncode == 0
+
+
+def test_afxdp_ports_forward_and_dpdk_is_refused_clearly(daemon, topology, bridge_name):
+    h1 = topology.add_host("h1", "10.0.10.1/24")
+    h2 = topology.add_host("h2", "10.0.10.2/24")
+    daemon.vsctl("add-br", bridge_name)
+    for h in (h1, h2):
+        # AF_XDP carries no partial-checksum state: the sender must checksum.
+        h.run("ethtool", "-K", "eth0", "tx", "off")
+        daemon.vsctl("add-port", bridge_name, h.port, "--", "set", "Interface", h.port,
+                     "type=afxdp")
+        assert daemon.vsctl("get", "Interface", h.port, "error").stdout.strip() == "[]"
+    assert h1.ping(h2.addr, count=3).returncode == 0, daemon.log_tail()
+    daemon.vsctl("add-port", bridge_name, "pvsdpdk0", "--", "set", "Interface", "pvsdpdk0",
+                 "type=dpdk")
+    assert "DPDK is not available" in daemon.vsctl("get", "Interface", "pvsdpdk0", "error").stdout

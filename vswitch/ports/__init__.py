@@ -59,8 +59,26 @@ class InternalNetdev(Netdev):
                             f"(a network device with that name exists)")
 
 
+class AfxdpNetdev(SystemNetdev):
+    """An existing interface over AF_XDP (copy mode on veth, zero-copy where
+    the driver has it): the fast path's own UMEM and a small XDP program that
+    steers every frame to its socket.  On veth the peer needs ``ethtool -K
+    PEER tx off`` (AF_XDP carries no partial-checksum state), as with OVS."""
+
+    type = "afxdp"
+    kind = "afxdp"
+
+
+class DpdkNetdev(Netdev):
+    type = "dpdk"
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        raise PortError(f"could not open network device {name} (DPDK is not "
+                        f"available in this build; use type=afxdp or system)")
+
+
 NETDEV_TYPES: dict[str, Netdev] = {
-    cls.type: cls() for cls in (SystemNetdev, InternalNetdev)
+    cls.type: cls() for cls in (SystemNetdev, InternalNetdev, AfxdpNetdev, DpdkNetdev)
 }
 NETDEV_TYPES[""] = NETDEV_TYPES["system"]  # OVSDB's default type
 
