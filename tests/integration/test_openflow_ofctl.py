@@ -305,3 +305,18 @@ def test_ovn_style_geneve_metadata_actions_round_trip(sw, proto):
         assert "tun_metadata0=0x50000/0x7fff0000" in line
         assert "move:NXM_NX_REG14[0..14]->NXM_NX_TUN_METADATA0[16..30]" in line
         assert "move:NXM_NX_REG1[]->NXM_NX_REG2[]" in line
+
+
+@pytest.mark.parametrize("proto", ALL)
+def test_descriptions_queues_frags_replace_flows(sw, proto):
+    t = sw.target
+    assert "pyvswitch" in sw.ofctl("-O", proto, "dump-desc", t).stdout
+    assert "1(p1): addr:02:00:00:00:00:01" in sw.ofctl("-O", proto, "dump-ports-desc", t).stdout
+    assert "0 queues" in sw.ofctl("-O", proto, "queue-stats", t).stdout
+    sw.ofctl("-O", proto, "set-frags", t, "drop")
+    assert sw.ofctl("-O", proto, "get-frags", t).stdout.strip() == "drop"
+    sw.ofctl("-O", proto, "add-flow", t, "in_port=9,actions=drop")
+    wanted = "in_port=1,actions=output:2\npriority=5,ip,actions=drop\n"
+    sw.ofctl("-O", proto, "replace-flows", t, "-", stdin=wanted)
+    assert sw.ofctl("-O", proto, "diff-flows", t, "-", stdin=wanted).stdout == ""
+    assert len(sw.pipeline.flow_stats()) == 2

@@ -624,6 +624,8 @@ def _p10_stats(dp, version, msg_type, msg_len, xid, buf):
         cls = p10.NXFlowStatsRequest if subtype == nicira_ext.NXST_FLOW else p10.NXAggregateStatsRequest
         msg = cls(dp, flags, out_port, table_id)
         msg.nxm = parse_oxm_fields(buf, off, off + match_len)
+    elif st_type == PortDescStatsRequest10.OFPST10_PORT_DESC:
+        msg = PortDescStatsRequest10(dp, flags)
     else:
         raise OFError(ET_BAD_REQUEST, of10.OFPBRC_BAD_STAT)
     return _finish(msg, version, msg_type, msg_len, xid, buf)
@@ -1035,6 +1037,34 @@ def _i_table_features13(msg):
             b = _TF_CACHE[id(s)] = (s, bytes(s.serialize()))
         out.append(b[1])
     return out
+
+
+@_mp_item(p13.OFPQueueStatsReply, p10.OFPQueueStatsReply)
+def _i_queue(msg):
+    if msg.body:
+        raise ValueError("queues are not implemented")
+    return []
+
+
+class PortDescStatsRequest10(p10.OFPStatsRequest):
+    """OFPST_PORT_DESC in OpenFlow 1.0 (an OVS extension; os-ken has no class)."""
+    cls_stats_type = OFPST10_PORT_DESC = 13
+
+    def __init__(self, datapath, flags=0):
+        super().__init__(datapath, flags)
+
+
+class PortDescStatsReply10(p10.OFPStatsReply):
+    cls_stats_type = 13
+
+    def __init__(self, datapath, body=None):
+        super().__init__(datapath)
+        self.body = body or []
+
+
+@_mp_item(PortDescStatsReply10)
+def _i_port_desc10(msg):
+    return [_port10(p) for p in msg.body]
 
 
 _MP_CHUNK = MAX_MESSAGE - 64

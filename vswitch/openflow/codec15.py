@@ -320,6 +320,7 @@ def _mp(*classes):
 
 for _c14, _c15, _c13 in (
         (p14.OFPDescStatsReply, p15.OFPDescStatsReply, codec.p13.OFPDescStatsReply),
+        (p14.OFPQueueStatsReply, p15.OFPQueueStatsReply, codec.p13.OFPQueueStatsReply),
         (p14.OFPTableStatsReply, p15.OFPTableStatsReply, codec.p13.OFPTableStatsReply),
         (p14.OFPGroupStatsReply, p15.OFPGroupStatsReply, codec.p13.OFPGroupStatsReply),
         (p14.OFPGroupFeaturesStatsReply, p15.OFPGroupFeaturesStatsReply,

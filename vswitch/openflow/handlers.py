@@ -506,6 +506,10 @@ class Handlers:
         return [_new(P.OFPPortDescStatsReply, ch.dp, body=[_port_obj(ch.version, p, P)
                                                      for p in self._ports()])]
 
+    def h_PortDescStatsRequest10(self, ch, msg, now):
+        return [codec.PortDescStatsReply10(ch.dp, [_port_obj(ch.version, p, ch.dp.ofproto_parser)
+                                                   for p in self._ports()])]
+
     def h_OFPQueueStatsRequest(self, ch, msg, now):
         P = ch.dp.ofproto_parser
         return [_new(P.OFPQueueStatsReply, ch.dp, body=[])]
