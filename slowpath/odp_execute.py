@@ -28,6 +28,7 @@ from slowpath.fields import MEMBERS
 from slowpath.flow import FlowKey, parse_packet
 
 ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_ARP = 0x0800, 0x86DD, 0x0806
+ETH_TYPES_MPLS = (0x8847, 0x8848)
 VLAN_TPIDS = (0x8100, 0x88A8)
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6, IPPROTO_SCTP = 1, 6, 17, 58, 132
 
@@ -97,7 +98,9 @@ def layout(frame: bytearray) -> Layout:
         return Layout(None, 0, None, None)
     off = 12
     (eth_type,) = struct.unpack_from("!H", frame, off)
-    while eth_type in VLAN_TPIDS and len(frame) >= off + 6:
+    for _ in range(2):  # at most two tags, like the flow key (and OVS)
+        if eth_type not in VLAN_TPIDS or len(frame) < off + 6:
+            break
         off += 4
         (eth_type,) = struct.unpack_from("!H", frame, off)
     l3 = off + 2
@@ -110,7 +113,39 @@ def layout(frame: bytearray) -> Layout:
         return Layout(l3, eth_type, l3 + 40, frame[l3 + 6])
     if eth_type == ETH_TYPE_ARP and len(frame) >= l3 + 28:
         return Layout(l3, eth_type, None, None)
+    if eth_type in ETH_TYPES_MPLS and len(frame) >= l3 + 4:
+        return Layout(l3, eth_type, None, None)  # l3: the outermost label stack entry
     return Layout(None, eth_type, None, None)
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), SCTP's checksum."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _sctp_fix(frame: bytearray, lay: Layout) -> None:
+    """SCTP's CRC32c covers the whole packet: recompute it after a rewrite."""
+    at = lay.l4 + 8
+    if at + 4 > len(frame):
+        return
+    frame[at:at + 4] = b"\0\0\0\0"
+    frame[at:at + 4] = crc32c(bytes(frame[lay.l4:])).to_bytes(4, "little")
 
 
 def _csum_fold(s: int) -> int:
@@ -217,6 +252,15 @@ def _set_masked(state: PacketState, a: dp.SetMasked, env: Environment) -> None:
     elif m in ("tp_src", "tp_dst") and lay.l4 is not None and lay.proto in (
             IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP):
         _rewrite(frame, lay.l4 + (0 if m == "tp_src" else 2), 2, a.value, a.mask, lay, False, False)
+        if lay.proto == IPPROTO_SCTP:
+            _sctp_fix(frame, lay)
+    elif (v6 and m == "nd_target" and lay.proto == IPPROTO_ICMPV6
+          and lay.l4 + 24 <= len(frame) and frame[lay.l4] in (135, 136)):
+        _rewrite(frame, lay.l4 + 8, 16, a.value, a.mask, lay, False, False)
+    elif arp and m == "nw_proto":
+        _rewrite(frame, lay.l3 + 7, 1, a.value, a.mask, lay, False, False)  # ARP opcode
+    elif m == "mpls_lse" and lay.eth_type in ETH_TYPES_MPLS and lay.l3 is not None:
+        _rewrite(frame, lay.l3, 4, a.value, a.mask, lay, False, False)
     elif m in ("tp_src", "tp_dst") and lay.l4 is not None and lay.proto in (
             IPPROTO_ICMP, IPPROTO_ICMPV6):
         # ICMP type and code live in the low byte of tp_src / tp_dst.

@@ -362,7 +362,15 @@ class Bridge:
         key = parse_packet(data, in_port)
         with self.lock:
             out = self.pipeline.packet_out(key, data, actions, time.monotonic())
-        self.reconciler.datapath.call(lambda dpif: dpif.execute(data, out.actions))
+        if fast_path_can_execute(out.actions):
+            self.reconciler.datapath.call(lambda dpif: dpif.execute(data, out.actions))
+        else:  # e.g. a tunnel push through the host stack: the Python executor
+            env = _SlowEnv(self.reconciler, self.reconciler.datapath)
+            try:
+                self.reconciler.datapath.call(
+                    lambda dpif: odp_execute.execute(data, key, out.actions, env))
+            except Exception:
+                log.exception("%s: packet-out actions %s", self.name, out.actions)
         self.send_packet_ins(out.packet_ins)
 
     def tlv_map_changed(self, tlv_map: dict) -> None:
@@ -518,7 +526,8 @@ class BridgeReconciler:
             "where": [["_uuid", "==", ["uuid", str(ovs_uuid)]]],
             "row": {"ovs_version": __version__,
                     "datapath_types": ["set", ["netdev"]],
-                    "iface_types": ["set", sorted(t for t in NETDEV_TYPES if t)]},
+                    "iface_types": ["set", sorted(t for t, n in NETDEV_TYPES.items()
+                                                  if t and n.advertised)]},
         }])
 
     def _write_back(self) -> None:

@@ -24,6 +24,8 @@ class Netdev:
     kind = ""
     #: Whether the daemon created the Linux device (and so must remove it).
     creates_device = False
+    #: Listed in Open_vSwitch.iface_types (what controllers may use).
+    advertised = True
 
     def check(self, name: str, options: dict[str, str]) -> None:
         """Raise PortError if the port cannot be opened; called before open."""
@@ -71,6 +73,7 @@ class AfxdpNetdev(SystemNetdev):
 
 class DpdkNetdev(Netdev):
     type = "dpdk"
+    advertised = False  # not in Open_vSwitch.iface_types: we cannot open it
 
     def check(self, name: str, options: dict[str, str]) -> None:
         raise PortError(f"could not open network device {name} (DPDK is not "

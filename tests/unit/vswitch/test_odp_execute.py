@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
+from scapy.contrib.mpls import MPLS
+from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.sctp import SCTP
 
 from fastpath.dpif import Dpif
 from slowpath import dpactions as dp
@@ -29,6 +32,11 @@ PACKETS = [
     bytes(E / IPv6(src="fd00::1", dst="fd00::2", hlim=3) / UDP(sport=7, dport=8) / b"six"),
     bytes(E / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=9, dport=10)),
     bytes(E / ARP(psrc="10.3.0.1", pdst="10.3.0.2", hwsrc="02:00:00:00:00:01")),
+    bytes(E / IP(src="10.4.0.1", dst="10.4.0.2") / SCTP(sport=5000, dport=6000)),
+    bytes(E / IPv6(src="fd00::1", dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt="fd00::2")),
+    bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x8847)
+          / MPLS(label=100, ttl=9) / IP(src="10.5.0.1", dst="10.5.0.2")),
+    bytes(E / Dot1Q(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src="10.6.0.1", dst="10.6.0.2")),
 ]
 
 
@@ -41,7 +49,8 @@ def _set(member):
 
 ACTIONS = st.one_of(
     *[_set(m) for m in ("dl_dst", "dl_src", "nw_src", "nw_dst", "nw_ttl", "nw_tos",
-                        "tp_src", "tp_dst", "ipv6_src", "ipv6_dst")],
+                        "tp_src", "tp_dst", "ipv6_src", "ipv6_dst", "nd_target", "nw_proto",
+                        "mpls_lse", "arp_sha", "arp_tha")],
     st.builds(lambda vid, pcp: dp.PushVlan(0x8100, 0x1000 | pcp << 13 | vid),
               st.integers(1, 4094), st.integers(0, 7)),
     st.just(dp.PopVlan()),
@@ -91,7 +100,7 @@ def cython_outputs(packet, actions):
     return sorted(got)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(PACKETS), st.lists(ACTIONS, max_size=4),
        st.lists(st.integers(1, 3), min_size=1, max_size=2))
 def test_python_executor_equals_cython(packet, rewrites, ports):
