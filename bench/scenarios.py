@@ -106,11 +106,12 @@ class LinuxBridge(System):
 
 
 class Pyvswitch(System):
-    """pyvswitch with AF_PACKET ports; rules: NORMAL or in_port→output."""
+    """pyvswitch with ``system`` (AF_PACKET) or ``afxdp`` ports; rules:
+    NORMAL or in_port→output."""
 
-    def __init__(self, rules: str = "normal"):
-        self.rules = rules
-        self.name = f"pyvswitch-afpacket-{rules}"
+    def __init__(self, rules: str = "normal", port_type: str = "system"):
+        self.rules, self.port_type = rules, port_type
+        self.name = f"pyvswitch-{'afpacket' if port_type == 'system' else port_type}-{rules}"
 
     def setup(self, topo: Topology) -> None:
         self.daemon = DaemonProcess(log_level="warning").start()
@@ -119,7 +120,8 @@ class Pyvswitch(System):
         self.br = f"pvsbr{topo.tag}"
         self.daemon.vsctl("add-br", self.br)
         for port in topo.ports:
-            self.daemon.vsctl("add-port", self.br, port)
+            self.daemon.vsctl("add-port", self.br, port, "--", "set", "Interface", port,
+                              f"type={self.port_type}")
         if self.rules == "in_port":
             self.daemon.ofctl("del-flows", self.br)
             self.daemon.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
@@ -183,7 +185,8 @@ class OpenVswitch(System):
 
 SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(),
                                OpenVswitch("system"), OpenVswitch("afxdp"),
-                               Pyvswitch("normal"), Pyvswitch("in_port"))}
+                               Pyvswitch("normal"), Pyvswitch("in_port"),
+                               Pyvswitch("in_port", "afxdp"))}
 
 
 def _gro_on(ifname: str) -> None:
