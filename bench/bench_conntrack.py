@@ -16,6 +16,7 @@ Prints a Markdown table of medians (min–max).  Figures only, no assertions.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -109,14 +110,22 @@ class PyvswitchFirewall(Pyvswitch):
         super().setup(topo)
         _load(self.daemon, self.br, FIREWALL)
         h1, h2 = topo.hosts["h1"], topo.hosts["h2"]
-        # h2 answers once from the flow's destination port: the flow is +est.
-        h2.run(sys.executable, "-c", textwrap.dedent(f"""
-            import socket
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("{h2.addr}", 5678))
-            s.sendto(b"hello", ("{h1.addr}", 1234))
-        """))
+        h2.run("ip", "neigh", "replace", h1.addr, "lladdr", h1.mac, "dev", "eth0")
+        # The generator's flow (1234 -> 5678) is committed by a first packet
+        # and answered once by h2: from then on it is +est.
+        for host, sport, dst, dport in ((h1, 1234, h2.addr, 5678), (h2, 5678, h1.addr, 1234)):
+            host.run(sys.executable, "-c", textwrap.dedent(f"""
+                import socket, time
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("{host.addr}", {sport}))
+                s.sendto(b"hello", ("{dst}", {dport}))
+                time.sleep(0.2)
+            """))
+        dump = self.daemon.appctl("dpctl/dump-conntrack", "--", "-s")
+        if not re.search(r"udp,orig=\(src=%s,dst=%s,sport=1234,dport=5678\).*packets=1/1"
+                         % (h1.addr, h2.addr), dump):
+            raise RuntimeError("the measured flow is not established: " + dump)
         _pin(self.daemon.proc.pid, SWITCH_CPU)
 
 
