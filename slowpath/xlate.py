@@ -270,6 +270,7 @@ class XlateCtx:
             # only the outer TCI was rewritten (set_field vlan_vid/pcp on a
             # tag the writer saw): a masked rewrite of just those bits
             sh = member_shift("vlan0_tci")
+            self.wc.mask |= VLAN_CFI << sh    # that the packet has a tag decides this
             w = (pending & _VLAN0_TCI) >> sh
             self.odp.append(dp.SetMasked("vlan0_tci", self.key.vlan0_tci & w, w))
             self.committed_vlans = _vlan_stack(self.key)
@@ -290,7 +291,7 @@ class XlateCtx:
                     for _ in range(len(sc) - common):
                         self.odp.append(dp.PopVlan())
                     for tpid, tci in reversed(sk[:len(sk) - common]):
-                        self.odp.append(dp.PushVlan(tpid, tci))
+                        self.odp.append(dp.PushVlan(tpid or 0x8100, tci))
             self.committed_vlans = sk
             pending &= ~_VLAN_MASK
         if pending:
@@ -588,11 +589,23 @@ def _x_push_vlan(ctx, a: A.PushVlan):
     k = ctx.key
     tpid = k.vlan0_tpid
     tci = tci if tci & VLAN_CFI else 0
+    third = False
+    if tci:   # is there an inner tag too?  (consult its presence)
+        ctx.wc.mask |= (VLAN_CFI << member_shift("vlan1_tci")) & ~ctx.written
+        third = bool(k.vlan1_tci & VLAN_CFI)
+    if third:
+        # a third tag: the key keeps only the outer two, so the push cannot
+        # be deferred to a commit that diffs stacks; emit it now
+        ctx.commit()
+        ctx.odp.append(dp.PushVlan(a.ethertype, tci | VLAN_CFI))
     for n in ("vlan0_tpid", "vlan0_tci", "vlan1_tpid", "vlan1_tci"):
         ctx.written |= member_int_mask(n)
-        ctx.pending |= member_int_mask(n)
+        if not third:
+            ctx.pending |= member_int_mask(n)
     k.vlan1_tpid, k.vlan1_tci = (tpid, tci) if tci else (0, 0)
     k.vlan0_tpid, k.vlan0_tci = a.ethertype, tci | VLAN_CFI
+    if third:
+        ctx.committed_vlans = _vlan_stack(k)
 
 
 def _x_pop_vlan(ctx, a: A.PopVlan):

@@ -264,9 +264,11 @@ def rulesets(draw):
 def packets(draw):
     src = draw(st.sampled_from([A1, A2, A3]))
     dst = draw(st.sampled_from([A1, A2, A3, BCAST]))
-    vlan = draw(st.sampled_from([None, 10, 20]))
+    vlan = draw(st.sampled_from([None, 10, 20, (10, 20)]))
     e = Ether(src=src, dst=dst)
-    if vlan:
+    if isinstance(vlan, tuple):
+        e = e / Dot1Q(vlan=vlan[0]) / Dot1Q(vlan=vlan[1])
+    elif vlan:
         e = e / Dot1Q(vlan=vlan)
     ipdst = draw(st.sampled_from(["10.0.0.2", "10.0.0.9", "10.1.0.2"]))
     l4 = draw(st.sampled_from([UDP(dport=2), UDP(dport=3), TCP(dport=2), ICMP()]))
@@ -451,3 +453,14 @@ def test_multipath_bundle_sample():
             for i in range(10)} == {(dp.Output(103),)}
     (s, o) = run(p, pkt(A1, A2), 3).actions
     assert isinstance(s, dp.Sample) and s.probability == 0xffffffff and o == dp.Output(101)
+
+
+def test_push_onto_two_tags_pushes_one():
+    p = bridge()
+    add(p, "in_port=1", [A.PushVlan(0x88a8), A.Output(2)])
+    data = bytes(Ether(src=A1, dst=A2) / Dot1Q(vlan=5) / Dot1Q(vlan=6) / IP() / UDP())
+    x = run(p, data, 1)
+    assert x.actions == (dp.PushVlan(0x88a8, 0x1005), dp.Output(102))
+    one = run(p, pkt(A1, A2, vlan=5), 1)
+    assert one.actions == (dp.PushVlan(0x88a8, 0x1005), dp.Output(102))
+    assert not x.megaflow.matches(parse_packet(pkt(A1, A2, vlan=5), 1))
