@@ -291,6 +291,33 @@ def test_tlv_options_set_on_one_side_are_matched_on_the_other(overlay):
     assert p.returncode == 0, p.stdout + overlay.logs()
 
 
+def _accept_hits(ov) -> int:
+    dump = ov.ovs.ofctl("dump-flows", "br-int").stdout
+    (line,) = [ln for ln in dump.splitlines() if f"tun_metadata0={MARK_A:#x}" in ln]
+    return int(line.split("n_packets=")[1].split(",")[0])
+
+
+def test_packet_out_to_a_tunnel_port(overlay):
+    """A controller's packet-out to the geneve port is encapsulated too (in
+    Python when the tunnel goes through the host stack), options included."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    overlay.ensure_tlv_map()
+    overlay.flows()
+    assert overlay.converge("vma", overlay.vm_b), overlay.logs()
+    before = _accept_hits(overlay)
+    frame = bytes(Ether(src="02:0a:00:00:00:01", dst="02:0b:00:00:00:01")
+                  / IP(src=overlay.vm_a, dst=overlay.vm_b) / ICMP())
+    overlay.pvs.ofctl("packet-out", "br-int", "in_port=LOCAL,packet=" + frame.hex()
+                      + f",actions=set_field:{MARK_A:#x}->tun_metadata0,"
+                      "set_field:0x77->tun_id,output:2")
+    deadline = time.monotonic() + 5
+    while _accept_hits(overlay) == before:
+        assert time.monotonic() < deadline, overlay.logs()
+        time.sleep(0.1)
+
+
 def test_capture_shows_wellformed_geneve_with_options(overlay):
     from scapy.contrib.geneve import GENEVE
     from scapy.layers.inet import ICMP, IP, UDP
