@@ -323,3 +323,23 @@ def test_descriptions_queues_frags_replace_flows(sw, proto):
         f.write(wanted)
     assert sw.ofctl("-O", proto, "diff-flows", t, path).stdout == ""
     assert len(sw.pipeline.flow_stats()) == 2
+
+
+@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
+def test_clone_ct_nat_output_reg_round_trip(sw, proto):
+    t = sw.target
+    sw.ofctl("-O", proto, "add-flow", t,
+             "ip,actions=clone(set_field:1->reg0,output:2),ct(commit,table=3,zone=5,"
+             "nat(src=10.0.0.1-10.0.0.9:100-200,random)),output:NXM_NX_REG1[0..15]")
+    sw.ofctl("-O", proto, "add-flow", t, "table=2,ip,actions=ct(nat),ct(commit,nat(dst=10.1.1.1))")
+    acts = {r.table_id: r.instructions[0].actions for r in sw.pipeline.flow_stats()}
+    assert acts[0][0] == sp.Clone((sp.SetField("reg0", 1, 0xFFFFFFFF) if proto == "OpenFlow10"
+                                   else acts[0][0].actions[0], sp.Output(2)))
+    assert acts[0][1].nat == "src=10.0.0.1-10.0.0.9:100-200,random"
+    assert acts[0][2] == sp.OutputReg(field="reg1", ofs=0, n_bits=16)
+    for p in ("OpenFlow10", "OpenFlow13", "OpenFlow15"):
+        got = " ".join(flows(sw, "-O", p))
+        assert "clone(" in got and "output:2)" in got
+        assert "ct(commit,table=3,zone=5,nat(src=10.0.0.1-10.0.0.9:100-200,random))" in got
+        assert "output:NXM_NX_REG1[0..15]" in got
+        assert "ct(nat),ct(commit,nat(dst=10.1.1.1))" in got

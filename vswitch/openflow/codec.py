@@ -111,6 +111,12 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
             raise _bad_action_len()
         if a_type == 0xFFFF and a_len >= 16:
             vendor, subtype = struct.unpack_from("!IH", buf, offset + 4)
+            if vendor == NX and subtype == NXAST_CLONE:   # os-ken has no clone
+                inner = _parse_actions(parser_mod, buf, offset + NX_ACTION_CLONE_SIZE,
+                                       offset + a_len, depth + 1)
+                actions.append(Clone(inner, _version_of(parser_mod)))
+                offset += a_len
+                continue
             if vendor == NX and subtype == NXAST_CT:
                 if a_len < NX_ACTION_CT_SIZE:
                     raise _bad_action_len()
@@ -135,6 +141,12 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
 
 
 OFPAT15_COPY_FIELD = 28
+NXAST_CLONE = 42                 # include/openflow/nicira-ext.h: header + pad[6]
+NX_ACTION_CLONE_SIZE = 16
+
+
+def _version_of(parser_mod) -> int:
+    return {p10: OFP10, p13: OFP13, _p15: OFP15}.get(parser_mod, OFP14)
 
 
 
@@ -198,6 +210,18 @@ _RAW = {v: type(f"RawAction{v}", (_RawActionMixin, mod.OFPAction), {})
 
 def _RawAction(data: bytes, version: int = OFP13):
     return _RAW[version](data)
+
+
+def Clone(actions, version=OFP13):
+    """NXAST_CLONE: run `actions` on a copy of the packet (OVN uses it a lot)."""
+    body = bytearray()
+    for a in actions:
+        _put_action(body, a)
+    length = NX_ACTION_CLONE_SIZE + len(body)
+    raw = _RawAction(struct.pack("!HHIH6x", 0xFFFF, length, NX, NXAST_CLONE) + bytes(body),
+                     version)
+    raw.clone_actions = list(actions)
+    return raw
 
 
 def nx_reg_load(dst_header: int, ofs: int, n_bits: int, value: int, version=OFP13):
@@ -841,8 +865,17 @@ def _e_flow_removed10(msg):
 def _actions(actions, offset=0) -> bytearray:
     buf = bytearray(offset)
     for a in actions:
-        a.serialize(buf, len(buf))
+        _put_action(buf, a)
     return buf[offset:]
+
+
+def _put_action(buf: bytearray, a) -> None:
+    """Append one action; trust its `len` (os-ken's NAT writes fewer bytes)."""
+    start = len(buf)
+    a.serialize(buf, start)
+    end = start + (getattr(a, "len", 0) or len(buf) - start)
+    if len(buf) < end:
+        buf += bytes(end - len(buf))
 
 
 def _instructions(insts) -> bytearray:

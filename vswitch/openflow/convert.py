@@ -424,6 +424,11 @@ def action_from_oken(a, version: int):
         src, dst = _canon(a.src_field), _canon(a.dst_field)
         return sp.Move(src=src, dst=dst, n_bits=a.n_bits, src_ofs=a.src_ofs + tun_shift(src),
                        dst_ofs=a.dst_ofs + tun_shift(dst))
+    if hasattr(a, "clone_actions"):
+        return sp.Clone(tuple(action_from_oken(x, version) for x in a.clone_actions))
+    if n == "NXActionOutputReg":
+        ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
+        return sp.OutputReg(field=_canon(a.src), ofs=ofs, n_bits=nbits, max_len=a.max_len)
     if n == "CopyField":
         src, dst = _field_by_num(a.src_num), _field_by_num(a.dst_num)
         return sp.Move(src=src, dst=dst, n_bits=a.n_bits,
@@ -471,6 +476,32 @@ def _nat_text(x) -> str:
         if x.flags & flag:
             parts.append(word)
     return ",".join(parts)
+
+
+def _nat_to_oken(P, text: str):
+    """The ovs-ofctl nat(...) body (as _nat_text writes it) -> NXActionNAT."""
+    from . import nx
+    flags, kw = 0, {}
+    for part in filter(None, text.split(",")):
+        word, _, rng = part.partition("=")
+        if word in ("src", "dst"):
+            flags |= nx.NX_NAT_F_SRC if word == "src" else nx.NX_NAT_F_DST
+            if rng:
+                addrs, _, ports = rng.rpartition(":") if rng.count(":") == 1 else (rng, "", "")
+                lo, _, hi = addrs.partition("-")
+                fam = "ipv6" if ":" in lo else "ipv4"
+                kw[f"range_{fam}_min"] = lo
+                if hi:
+                    kw[f"range_{fam}_max"] = hi
+                if ports:
+                    plo, _, phi = ports.partition("-")
+                    kw["range_proto_min"] = int(plo)
+                    if phi:
+                        kw["range_proto_max"] = int(phi)
+        else:
+            flags |= {"persistent": nx.NX_NAT_F_PERSISTENT, "hash": nx.NX_NAT_F_PROTO_HASH,
+                      "random": nx.NX_NAT_F_PROTO_RANDOM}.get(word, 0)
+    return P.NXActionNAT(flags, **kw)
 
 
 def _nx_port(p):
@@ -566,8 +597,8 @@ def action_to_oken(a, version: int):
         f = _sf.FIELDS[a.field]
         if is10 and (native := _set_field10(P, a)) is not None:
             return native
-        if f.name.startswith("tun_metadata") or (version >= codec.OFP15 and a.mask is not None):
-            return _set_field_wire(f, a, version)
+        if f.name.startswith("tun_metadata") or version >= codec.OFP15:
+            return _set_field_wire(f, a, version)   # OVS takes no NX load in 1.5
         if is10 or a.mask is not None or f.oxm is None:
             value, ofs, nbits = a.value, 0, f.n_bits
             if a.mask is not None:
@@ -610,12 +641,23 @@ def action_to_oken(a, version: int):
         zone_src, zone = "", a.zone
         if a.zone_src:
             zone_src, zone = _nxm_name(a.zone_src, of10 if is10 else of13), 15   # bits 0..15
+        inner = [action_to_oken(x, version) for x in a.exec]
+        if a.nat is not None:
+            inner.insert(0, _nat_to_oken(P, a.nat))
+        if getattr(a, "force", False):
+            flags |= getattr(nicira_ext, "NX_CT_F_FORCE", 2)
         return P.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone,
                             recirc_table=0xFF if a.table is None else a.table,
                             alg={v: k for k, v in _CT_ALGS.items()}.get(a.alg, 0),
-                            actions=[action_to_oken(x, version) for x in a.exec])
+                            actions=inner)
     if n == "CtClear":
         return P.NXActionCTClear()
+    if n == "Clone":
+        return codec.Clone([action_to_oken(x, version) for x in a.actions], version)
+    if n == "OutputReg":
+        return P.NXActionOutputReg(ofs_nbits=(a.ofs << 6) | (a.n_bits - 1),
+                                   src=_nxm_name(a.field, of10 if is10 else of13),
+                                   max_len=a.max_len)
     if n == "Move":
         sf_, df_ = _sf.FIELDS[a.src], _sf.FIELDS[a.dst]
         src_ofs, dst_ofs = a.src_ofs - tun_shift(a.src), a.dst_ofs - tun_shift(a.dst)

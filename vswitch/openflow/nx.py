@@ -177,3 +177,11 @@ def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
     if subtype == NXT_RESUME:
         return _parse_resume(dp, buf, off, end)
     return _parse_base2(dp, subtype, buf, off, end)
+
+
+# NXAST_NAT flags (include/openflow/nicira-ext.h); os-ken only has the range bits
+NX_NAT_F_SRC = 1 << 0
+NX_NAT_F_DST = 1 << 1
+NX_NAT_F_PERSISTENT = 1 << 2
+NX_NAT_F_PROTO_HASH = 1 << 3
+NX_NAT_F_PROTO_RANDOM = 1 << 4
