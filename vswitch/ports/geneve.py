@@ -54,33 +54,43 @@ bad_outer_header, fragment, no_port) plus tx_too_big/tx_errors:
 
 How packets enter and leave (the choice, and its trade-offs)
 ------------------------------------------------------------
-Tunnel traffic uses the host's IP stack, like the Linux kernel's own geneve
-device, not OVS userspace's "native tunnelling" over a bridged underlay NIC:
+Receive always uses the host's IP stack; send uses it too unless the
+underlay is laid out as in OVS userspace, in which case the fast path sends.
 
 * receive: one kernel UDP socket per (address family, local_ip, dst_port),
   shared by all tunnel ports on it (OVS's ``genev_sys_6081``), read by one
-  thread that decapsulates (``slowpath.tunnel``) and hands the inner frame
-  and its tunnel key to the datapath thread, which runs it through the
-  megaflow cache as if received on the tunnel's datapath port (``execute``
-  with ``recirc(0)``), so tunnel → VM traffic is cached in the fast path;
-* send: a raw socket with ``IP_HDRINCL`` (``IPV6_HDRINCL``), so we write the
-  outer header ourselves: the UDP source port from the inner flow hash,
-  our own UDP checksum, TOS/TTL/DF.  The kernel routes, resolves ARP and
-  picks the source address when ``local_ip`` is unset.
+  thread that decapsulates (``slowpath.tunnel``, about 9 us a packet) and
+  queues the inner frame with its tunnel metadata; a wake-up frame on the
+  ``genev_sys`` dummy datapath port makes the datapath thread run the queue
+  through the megaflow cache as if received on the tunnel's datapath port
+  (``execute`` with ``recirc(0)``), so tunnel -> VM forwarding is cached;
+* send, host stack (the underlay NIC is an ordinary interface with the
+  address): xlate emits a ``TunnelPush`` without header, the megaflow is
+  "slow path" and every packet is translated and encapsulated in Python,
+  then sent on a raw socket with ``IP_HDRINCL``/``IPV6_HDRINCL`` (we write
+  the outer header: UDP source port from the inner 5-tuple hash in OVS's
+  32768-60999 range, our UDP checksum, TOS/TTL/DF; the kernel routes and
+  resolves ARP; the source address comes from the routing table when
+  ``local_ip`` is unset);
+* send, native (OVS's layout: the underlay NIC is a port of a pyvswitch
+  bridge such as ``br-phy`` and the address is on that bridge's internal
+  port): a thread resolves each fixed ``remote_ip``'s route and neighbour
+  once a second and hands xlate a `NativeRoute` (``Port.tunnel.route``); the
+  ``TunnelPush`` then carries a prebuilt Ethernet/IP/UDP/GENEVE header and
+  the Cython fast path encapsulates and sends out of the NIC's datapath
+  port itself (``slowpath.tunnel.push_header`` is its Python twin, equal
+  byte for byte).  Received packets go NIC -> br-phy -> internal port ->
+  kernel -> the UDP socket above.
 
-Good: works with any underlay the host can route (no bridge for the
-underlay NIC, no ARP/route tables of our own, coexists with other host
-traffic), kernel checks received UDP checksums, no device per tunnel.
-Costs: each packet crosses the kernel stack twice (socket + thread hop),
-and until the Cython executor implements ``TunnelPush`` (xlate emits it,
-resolved, for output to a port with ``Port.tunnel``), VM → tunnel megaflows
-are "slow path" (every packet is translated in Python), so the rate is far
-below the fast path's; an outer packet bigger
-than the route MTU is dropped and counted (raw sockets do not fragment),
-never ICMP-signalled; a packet-out to a tunnel port is not encapsulated.
-Native tunnelling over an afxdp/XDP underlay port (``TunnelPop`` is
-already executable, ``slowpath.tunnel.execute_tunnel_pop``) is the way to
-line rate; this design is the correct, simple baseline it can be compared to.
+Trade-offs: the host stack works with any underlay the host can route, needs
+no ARP or route tables of our own, coexists with other traffic and lets the
+kernel check received UDP checksums; but each packet crosses the kernel
+stack and a thread hop, host-stack send is Python per packet, an outer
+packet bigger than the route MTU is dropped and counted (raw sockets do not
+fragment; not ICMP-signalled) and ``remote_ip=flow`` ports always send
+through it.  Native send runs at fast-path speed; decapsulation in the fast
+path (``TunnelPop`` on the NIC port: ``slowpath.tunnel.execute_tunnel_pop``
+is executable in Python already) is what remains for line rate.
 """
 
 from __future__ import annotations
