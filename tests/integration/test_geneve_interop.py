@@ -31,11 +31,10 @@ from bench.bench_geneve import NsDaemon
 from bench.ovs import OvsSwitch
 
 VM_MTU = 1400
-# OVN's option class with the critical bit.  8-byte options: pyvswitch's
-# OpenFlow layer decodes set_field of a shorter tun_metadata right-aligned
-# while matches are left-aligned (reported to the vswitch/openflow owner).
-TLV = "{class=0x0102,type=0x80,len=8}->tun_metadata0"
-MARK_A, MARK_B = 0xA1A2A3A4A5A6A7A8, 0xB1B2B3B4B5B6B7B8
+# OVN's option: class 0x0102, type 0x80 (critical), 4 bytes.
+TLV = "{class=0x0102,type=0x80,len=4}->tun_metadata0"
+MARK_A, MARK_B = 0xA1A2A3A4, 0xB1B2B3B4
+BAD = 0x0BAD0BAD
 
 
 def sh(*argv, ns=None, check=True, timeout=30):
@@ -280,10 +279,10 @@ def test_tlv_options_set_on_one_side_are_matched_on_the_other(overlay):
     mf = overlay.pvs.appctl("dpctl/dump-flows")
     assert f"tun_metadata0={MARK_B:#x}" in mf, mf
     # A wrong mark from pyvswitch is not matched by OVS (and vice versa).
-    overlay.flows(send_a=0x0BAD0BAD0BAD0BAD)
+    overlay.flows(send_a=BAD)
     p = overlay.ping("vma", overlay.vm_b, count=2)
     assert p.returncode != 0, p.stdout
-    overlay.flows(send_b=0x0BAD0BAD0BAD0BAD)
+    overlay.flows(send_b=BAD)
     p = overlay.ping("vmb", overlay.vm_a, count=2)
     assert p.returncode != 0, p.stdout
     overlay.flows()
@@ -347,9 +346,9 @@ def test_capture_shows_wellformed_geneve_with_options(overlay):
     for p in pkts:
         ip, udp, g = p[IP], p[UDP], p[GENEVE]
         assert g.version == 0 and g.proto == 0x6558 and g.vni == 0x77
-        assert g.optionlen == 3 and g.critical == 1
+        assert g.optionlen == 2 and g.critical == 1
         (opt,) = g.options
-        assert (opt.classid, opt.type, opt.length) == (0x0102, 0x80, 2)
+        assert (opt.classid, opt.type, opt.length) == (0x0102, 0x80, 1)
         assert udp.dport == 6081 and udp.len == len(udp)
         assert udp.chksum != 0                       # csum=true on both sides
         chk = IP(bytes(ip))
