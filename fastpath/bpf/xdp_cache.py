@@ -233,16 +233,19 @@ def _compose(old, v: int, m: int):
     return ((ov & ~m) | (v & m), om | m)
 
 
-def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
+def compile_actions(actions, max_tags: int = 2) -> tuple[int, bytes, tuple] | None:
     """Normalise an action tuple into a ``struct flow_act`` body (without
     gen): returns (flags, bytes, output ports) or None when XDP cannot
     execute it.  Several outputs (all at the end, distinct ports, nothing
-    between them) become one broadcast; the caller fills in the set id."""
+    between them) become one broadcast; the caller fills in the set id.
+    ``max_tags``: most VLAN tags the matching frames can carry (2 unless the
+    megaflow says fewer, see ``max_vlan_tags``)."""
     sets: dict[str, tuple[int, int]] = {}
     pushed: list[list[int]] = []
     pops = 0
     vlan_set = None
     outputs = []
+    tags = max_tags     # VLAN tags on the frame, at most
     for a in actions:
         if isinstance(a, A.Output):
             if a.dp_port in outputs:
@@ -259,6 +262,10 @@ def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
                 else:
                     vlan_set = _compose(vlan_set, a.value, m)
             elif a.member in XF_SET:
+                if tags > 2 and a.member not in ("dl_dst", "dl_src"):
+                    # executors find no L3 behind a third tag: a no-op there,
+                    # but XDP applies L3 sets to the frame as received
+                    return None
                 size = MEMBERS[a.member][1]
                 full = (1 << (8 * size)) - 1
                 sets[a.member] = _compose(sets.get(a.member), a.value & full, a.mask & full)
@@ -266,7 +273,9 @@ def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
                 return None
         elif isinstance(a, A.PushVlan):
             pushed.append([a.tpid & 0xffff, a.tci & 0xffff & ~VLAN_CFI])
+            tags += 1
         elif isinstance(a, A.PopVlan):
+            tags = max(0, tags - 1)
             if pushed:
                 pushed.pop()
             else:
@@ -306,25 +315,40 @@ def compile_actions(actions) -> tuple[int, bytes, tuple] | None:
 _compiled_cache: dict = {}
 
 
-def _compile_cached(actions: tuple):
+def _compile_cached(actions: tuple, max_tags: int = 2):
+    k = (actions, max_tags)
     try:
-        return _compiled_cache[actions]
+        return _compiled_cache[k]
     except KeyError:
         pass
     except TypeError:                          # unhashable action (cookie): no caching
-        return compile_actions(actions)
-    c = _compiled_cache[actions] = compile_actions(actions)
+        return compile_actions(actions, max_tags)
+    c = _compiled_cache[k] = compile_actions(actions, max_tags)
     if len(_compiled_cache) > 4096:
         _compiled_cache.clear()
     return c
 
 
-def offloadable(actions) -> bool:
+def max_vlan_tags(match: bytes | None, mask: bytes | None) -> int:
+    """Most VLAN tags a frame matching (match, mask) carries, from the
+    tag-present (CFI) bits of vlan0_tci/vlan1_tci: 0, 1 or 2."""
+    if match is None or mask is None:
+        return 2
+    for n, member in enumerate(("vlan0_tci", "vlan1_tci")):
+        o, _ = MEMBERS[member]
+        if mask[o] & (VLAN_CFI >> 8) and not match[o] & (VLAN_CFI >> 8):
+            return n
+    return 2
+
+
+def offloadable(actions, match: bytes | None = None, mask: bytes | None = None) -> bool:
     """True when XDP can execute the whole action list: outputs (at the end,
     distinct ports, at most 32; several are one broadcast), drop (no
     output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
-    members, PushVlan/PopVlan (at most two each after folding)."""
-    return _compile_cached(tuple(actions)) is not None
+    members, PushVlan/PopVlan (at most two each after folding), no L3/L4
+    set while the frame may carry more than two tags.  Give the megaflow's
+    match/mask to know how many tags its frames have (default: up to 2)."""
+    return _compile_cached(tuple(actions), max_vlan_tags(match, mask)) is not None
 
 
 # --- keys ------------------------------------------------------------------------
@@ -567,7 +591,7 @@ class XdpCache:
         if len(match) != FLOW_KEY_SIZE or len(mask) != FLOW_KEY_SIZE:
             raise ValueError(f"match and mask must be {FLOW_KEY_SIZE} bytes")
         actions = tuple(actions)
-        compiled = _compile_cached(actions)
+        compiled = _compile_cached(actions, max_vlan_tags(match, mask))
         if not xdp_reachable(match, mask):
             self.delete(match, mask)
             return False

@@ -160,12 +160,24 @@ def test_offloadable():
     assert X.offloadable([A.SetMasked("nw_dst", 1, 0xffffffff), A.PushVlan(0x8100, 0x1005),
                           A.PopVlan(), A.PopVlan(), A.Output(3)])
     assert X.offloadable([])
+    assert X.offloadable([A.PopVlan(), A.PushVlan(0x8100, 1), A.SetMasked("nw_src", 1, 1)])
+    # L3 sets behind a pushed tag: fine when the megaflow says "untagged"
+    push_set = [A.PushVlan(0x8100, 1), A.SetMasked("nw_src", 1, 1), A.Output(1)]
+    untagged = mask_of("vlan0_tci")
+    assert X.offloadable(push_set, bytes(len(untagged)), untagged)
+    one_tag = bytearray(len(untagged))
+    one_tag[X.MEMBERS["vlan0_tci"][0]] = 0x10
+    one_tag_mask = mask_of("vlan0_tci", "vlan1_tci")
+    assert X.max_vlan_tags(bytes(one_tag), one_tag_mask) == 1
+    assert X.offloadable(push_set, bytes(one_tag), one_tag_mask)
+    assert not X.offloadable(push_set[:1] + push_set, bytes(one_tag), one_tag_mask)
     assert X.offloadable([A.SetMasked("dl_dst", 1, 1), A.Output(1), A.Output(2), A.Output(3)])
     for bad in ([A.Output(1), A.Output(1)], [A.Output(1), A.SetMasked("dl_dst", 1, 1), A.Output(2)],
                 [A.Output(1), A.SetMasked("dl_dst", 1, 1)], [A.Output(p) for p in range(33)],
                 [A.Userspace("controller")], [A.Ct()], [A.SetMasked("pkt_mark", 1, 1), A.Output(1)],
                 [A.Trunc(100), A.Output(1)], [A.PopVlan()] * 3, [A.PushVlan(0x8100, 1)] * 3,
-                [A.Recirc(1)], [A.Meter(1), A.Output(1)]):
+                [A.Recirc(1)], [A.Meter(1), A.Output(1)],
+                [A.PushVlan(0x8100, 1), A.SetMasked("nw_src", 1, 1), A.Output(1)]):
         assert not X.offloadable(bad), bad
 
 
