@@ -76,17 +76,19 @@ def format_conn(c: Conn, now: float, stats: bool = False) -> str:
     name = _PROTO.get(t.proto)
     head = (name + ("6" if t.af == 6 and t.proto != ICMPV6 else "")
             if name else f"proto={t.proto}") if t.proto != ICMPV6 else "icmpv6"
-    out = f"{head},orig=({_side(c.key)}),reply=({_side(c.rkey)})"
-    if stats:
-        out += f",packets={c.packets[0]}/{c.packets[1]},bytes={c.bytes[0]}/{c.bytes[1]}"
+    orig, reply = _side(c.key), _side(c.rkey)
+    if stats:       # counters inside each direction, as OVS prints them
+        orig += f",packets={c.packets[0]},bytes={c.bytes[0]}"
+        reply += f",packets={c.packets[1]},bytes={c.bytes[1]}"
+    out = f"{head},orig=({orig}),reply=({reply})"
     if c.zone:
         out += f",zone={c.zone}"
+    if stats:
+        out += f",timeout={max(0, int(c.expiration - now))}"
     if c.mark:
         out += f",mark={c.mark}"
     if c.label:
         out += f",labels=0x{c.label:x}"
-    if stats:
-        out += f",timeout={max(0, int(c.expiration - now))}"
     if c.tcp is not None:
         out += f",protoinfo=(state={c.tcp.state_name})"
     if c.helper:
