@@ -70,14 +70,13 @@ FRAG_TIMEOUT = 30.0
 MAX_FRAGS = 65536      # remembered first fragments; beyond, later fragments are +inv
 EXPECT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNS = 3_000_000      # OVS's default ct-maxconns
-ALGS = ("tftp", "ftp")
+ALGS = ("tftp", "ftp")    # the alg= values ct(commit,alg=...) understands
 _FTP_PORT = re.compile(rb"^PORT (?P<h1>\d+),(?P<h2>\d+),(?P<h3>\d+),(?P<h4>\d+),"
                        rb"(?P<p1>\d+),(?P<p2>\d+)\r?\n", re.I | re.M)
 _FTP_EPRT = re.compile(rb"^EPRT \|[12]\|(?P<addr>[0-9a-fA-F.:]+)\|(?P<port>\d+)\|", re.I | re.M)
 _FTP_PASV = re.compile(rb"^227 .*?(?P<h1>\d+),(?P<h2>\d+),(?P<h3>\d+),(?P<h4>\d+),"
                        rb"(?P<p1>\d+),(?P<p2>\d+)", re.M)
 _FTP_EPSV = re.compile(rb"^229 .*?\(\|\|\|(?P<port>\d+)\|\)", re.M)
-TFTP_PORT = 69
 
 
 class Conn:
