@@ -343,3 +343,20 @@ def test_clone_ct_nat_output_reg_round_trip(sw, proto):
         assert "ct(commit,table=3,zone=5,nat(src=10.0.0.1-10.0.0.9:100-200,random))" in got
         assert "output:NXM_NX_REG1[0..15]" in got
         assert "ct(nat),ct(commit,nat(dst=10.1.1.1))" in got
+
+
+def test_conjunction_controller_pause_and_version_gaps(sw):
+    t = sw.target
+    sw.ofctl("-O", "OpenFlow15", "add-flow", t, "ip,nw_src=10.0.0.1,actions=conjunction(7,1/2)")
+    sw.ofctl("-O", "OpenFlow15", "add-group", t, "group_id=1,type=all,bucket=output:1")
+    sw.ofctl("-O", "OpenFlow15", "add-flow", t,
+             "conj_id=7,ip,actions=controller(userdata=01.02.03,pause,max_len=128,id=3),"
+             "dec_ttl,push_vlan:0x8100,set_field:4196->vlan_vid,ct_clear,group:1")
+    for p in ("OpenFlow13", "OpenFlow15"):
+        got = " ".join(flows(sw, "-O", p))
+        assert "conjunction(7,1/2)" in got
+        assert ("conj_id=7,ip actions=controller(max_len=128,id=3,userdata=01.02.03,pause),"
+                "dec_ttl,push_vlan:0x8100,set_field:4196->vlan_vid,ct_clear,group:1") in got
+    # OF1.0 cannot say group:1 - the rule is still listed, the gap is marked
+    got = " ".join(flows(sw))
+    assert "mod_vlan_vid:100" in got and "note:70.79.76" in got    # "pyvswitch:Group"

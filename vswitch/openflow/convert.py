@@ -705,10 +705,10 @@ def instructions_to_oken(insts, version: int) -> list:
         n = type(i).__name__
         if n == "ApplyActions":
             out.append(P.OFPInstructionActions(of13.OFPIT_APPLY_ACTIONS,
-                                               [action_to_oken(a, version) for a in i.actions]))
+                                               report_actions(i.actions, version)))
         elif n == "WriteActions":
             out.append(P.OFPInstructionActions(of13.OFPIT_WRITE_ACTIONS,
-                                               [action_to_oken(a, version) for a in i.actions]))
+                                               report_actions(i.actions, version)))
         elif n == "ClearActions":
             out.append(P.OFPInstructionActions(of13.OFPIT_CLEAR_ACTIONS, []))
         elif n == "GotoTable":
@@ -720,13 +720,30 @@ def instructions_to_oken(insts, version: int) -> list:
     return out
 
 
+def report_actions(actions, version) -> list:
+    """Actions for a stats reply.  A rule must stay visible even if one of its
+    actions has no encoding in this version: that action becomes a note
+    `pyvswitch:<Name>` instead of failing the whole dump."""
+    out = []
+    for i, a in enumerate(actions):
+        if version == codec.OFP10 and type(a).__name__ == "PushVlan" and any(
+                type(b).__name__ == "SetField" and b.field == "vlan_vid" for b in actions[i:]):
+            continue    # OF1.0's set_vlan_vid pushes a tag when there is none
+        try:
+            out.append(action_to_oken(a, version))
+        except Exception:    # noqa: BLE001 - reporting only
+            P = codec.datapath(version).ofproto_parser
+            out.append(P.NXActionNote(note=list(b"pyvswitch:" + type(a).__name__.encode())))
+    return out
+
+
 def instructions_to_actions10(insts, version=codec.OFP10) -> list:
     """OF1.0 has only an action list: flatten apply-actions (+ goto as resubmit)."""
     out = []
     for i in insts:
         n = type(i).__name__
         if n in ("ApplyActions", "WriteActions"):
-            out.extend(action_to_oken(a, version) for a in i.actions)
+            out.extend(report_actions(i.actions, version))
         elif n == "GotoTable":
             out.append(action_to_oken(sp.Resubmit(table=i.table_id), version))
     return out
