@@ -40,12 +40,19 @@ ACTION = st.one_of(
                                  A.LearnSpec("output", src="in_port", n_bits=16)))),
 )
 MATCH = st.sampled_from(["", "in_port=1", "ip", "tcp,tp_dst=5", "dl_vlan=3", "conj_id=5",
-                         "reg0=5", "mpls", "ip,nw_ttl=1", "arp"])
+                         "reg0=5", "mpls", "ip,nw_ttl=1", "arp", "metadata=5/0xff",
+                         "ip,nw_dst=10.0.0.0/8"])
+
+
+EXTRA = st.lists(st.one_of(
+    st.builds(A.WriteActions, st.lists(ACTION, max_size=2).map(tuple)),
+    st.just(A.ClearActions()), st.just(A.WriteMetadata(5, 0xff)), st.just(A.Meter(1)),
+    st.builds(A.GotoTable, st.integers(1, 3))), max_size=2)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), MATCH, st.integers(0, 3),
-                          st.lists(ACTION, max_size=4)), max_size=10),
+                          st.lists(ACTION, max_size=4), EXTRA), max_size=10),
        st.lists(st.binary(min_size=FLOW_KEY_SIZE, max_size=FLOW_KEY_SIZE), min_size=1, max_size=4),
        st.integers(1, 3))
 def test_xlate_never_raises(rules, keys, in_port):
@@ -57,10 +64,10 @@ def test_xlate_never_raises(rules, keys, in_port):
     p.group_mod(GroupMod("add", "all", 1, (Bucket((A.Output(1), A.Resubmit(table=1))),)))
     p.group_mod(GroupMod("add", "select", 2, (Bucket((A.Group(1),), 1), Bucket((A.Output(2),), 1))))
     p.group_mod(GroupMod("add", "ff", 3, (Bucket((A.Output(3),), watch_port=3),)))
-    for table, m, prio, acts in rules:
+    for table, m, prio, acts, extra in rules:
         try:
             p.flow_mod(FlowMod("add", table, prio, Match.parse(m),
-                               instructions=(A.ApplyActions(tuple(acts)),)), 0.0)
+                               instructions=(A.ApplyActions(tuple(acts)), *extra)), 0.0)
         except OFError:
             pass
     for raw in keys:
