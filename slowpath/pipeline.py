@@ -353,7 +353,6 @@ class Pipeline:
                          packet_out: bool = False) -> None:
         """Check actions the way OVS/OpenFlow do; raises OFError(BAD_ACTION...).
         output:TABLE is only valid in a packet-out."""
-        vlan_pushed = False
         for a in actions:
             if isinstance(a, A.Output):
                 p = a.port
@@ -369,13 +368,11 @@ class Pipeline:
                     raise bad_action(ofp.OFPBAC_BAD_SET_TYPE, f"set_field {a.field}")
                 if not 0 <= a.value <= f.max or (a.mask is not None and not 0 <= a.mask <= f.max):
                     raise bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, f"set_field {a.field} value")
+                # (VLAN fields on an untagged packet push a tag at run time)
                 if (match is not None and f.prereq and f.prereq != "vlan"
                         and not match.prereq_ok(f.prereq)):
                     raise bad_action(ofp.OFPBAC_MATCH_INCONSISTENT,
                                      f"set_field {a.field} needs {f.prereq}")
-                if f.prereq == "vlan" and not vlan_pushed and match is not None and not (
-                        match.prereq_ok("vlan")):
-                    pass   # OVS accepts and pushes a tag at run time
             elif isinstance(a, A.Move):
                 for name, ofs in ((a.src, a.src_ofs), (a.dst, a.dst_ofs)):
                     f = FIELDS.get(name)
@@ -386,7 +383,6 @@ class Pipeline:
             elif isinstance(a, A.PushVlan):
                 if a.ethertype not in (0x8100, 0x88a8):
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "push_vlan ethertype")
-                vlan_pushed = True
             elif isinstance(a, A.PushMpls):
                 if a.ethertype not in (0x8847, 0x8848):
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "push_mpls ethertype")
