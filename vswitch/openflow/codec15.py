@@ -432,3 +432,8 @@ def _group_mod15(dp, version, msg_type, msg_len, xid, buf):
         off += blen
     msg = p15.OFPGroupMod(dp, command, type_, group_id, command_bucket_id, buckets, [])
     return _finish(msg, version, msg_type, msg_len, xid, buf)
+
+
+@_enc(p14.OFPRoleStatus, p15.OFPRoleStatus)
+def _role_status(msg):
+    return struct.pack(of14.OFP_ROLE_STATUS_PACK_STR, msg.role, msg.reason, msg.generation_id)

@@ -670,7 +670,16 @@ class Handlers:
             for other in self.sw.channels:
                 if other is not ch and other.role == ROLE_MASTER:
                     other.role = ROLE_SLAVE
+                    self._role_status(other)
         ch.role = role
+
+    def _role_status(self, ch):
+        """OF1.4+: tell a demoted master (OFPCRR_MASTER_REQUEST)."""
+        if ch.version < codec.OFP14 or not ch.wants("role_status", of14.OFPCRR_MASTER_REQUEST):
+            return
+        gen = self.sw.generation_id if self.sw.generation_id is not None else 0xFFFFFFFFFFFFFFFF
+        ch.send_async(ch.dp.ofproto_parser.OFPRoleStatus(
+            ch.dp, ch.role, of14.OFPCRR_MASTER_REQUEST, gen, []))
 
     def h_NXTRoleRequest(self, ch, msg, now):
         # NX roles: 0 other(equal), 1 master, 2 slave

@@ -444,3 +444,17 @@ def test_packet_in2_continuation_comes_back_with_nxt_resume(h):
     del h.backend.resume
     err = only(h.roundtrip(resume), "OFPErrorMsg")
     assert err.code == of13.OFPBRC_BAD_EXP_TYPE
+
+
+def test_of14_demoted_master_gets_role_status():
+    from os_ken.ofproto import ofproto_v1_4 as of14
+    from tests.unit.openflow.helpers import parse_reply, split_messages
+    a = Harness(version=codec.OFP14, allowed=codec.SUPPORTED_VERSIONS)
+    b = Harness(version=codec.OFP14, allowed=codec.SUPPORTED_VERSIONS, switch=a.switch)
+    only(a.roundtrip(a.P.OFPRoleRequest(a.dp, of13.OFPCR_ROLE_MASTER, 1)), "OFPRoleReply")
+    only(b.roundtrip(b.P.OFPRoleRequest(b.dp, of13.OFPCR_ROLE_MASTER, 2)), "OFPRoleReply")
+    (raw,) = split_messages(a.conn.bytes_to_send())
+    st = parse_reply(raw)
+    assert type(st).__name__ == "OFPRoleStatus"
+    assert (st.role, st.reason, st.generation_id) == (of13.OFPCR_ROLE_SLAVE,
+                                                      of14.OFPCRR_MASTER_REQUEST, 2)
