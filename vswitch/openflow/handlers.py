@@ -771,6 +771,12 @@ class Handlers:
         return [nx.NXTTlvTableReply(ch.dp, max_option_space=TLV_MAX_FIELDS * TLV_MAX_LEN,
                                     max_fields=TLV_MAX_FIELDS, mappings=maps)]
 
+    def h_NXTSetAsyncConfig(self, ch, msg, now):
+        ch.async_masks.update(packet_in=list(msg.packet_in_mask),
+                              port_status=list(msg.port_status_mask),
+                              flow_removed=list(msg.flow_removed_mask))
+        return []
+
     def h_NXTSetControllerId(self, ch, msg, now):
         ch.controller_id = msg.controller_id
         return []

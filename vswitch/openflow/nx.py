@@ -185,3 +185,27 @@ NX_NAT_F_DST = 1 << 1
 NX_NAT_F_PERSISTENT = 1 << 2
 NX_NAT_F_PROTO_HASH = 1 << 3
 NX_NAT_F_PROTO_RANDOM = 1 << 4
+
+
+NXT_SET_ASYNC_CONFIG = 19
+NX_ASYNC_CONFIG_PACK_STR = "!6I"  # packet_in_mask[2], port_status_mask[2], flow_removed_mask[2]
+
+
+class NXTSetAsyncConfig(_NXMsg):
+    """OF1.0 spelling of SET_ASYNC: [master/equal, slave] masks per kind."""
+    subtype = NXT_SET_ASYNC_CONFIG
+
+    def body(self):
+        return struct.pack(NX_ASYNC_CONFIG_PACK_STR, *self.packet_in_mask,
+                           *self.port_status_mask, *self.flow_removed_mask)
+
+
+_parse_base3 = parse
+
+
+def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
+    if subtype == NXT_SET_ASYNC_CONFIG:
+        v = struct.unpack_from(NX_ASYNC_CONFIG_PACK_STR, buf, off)
+        return NXTSetAsyncConfig(dp, packet_in_mask=list(v[0:2]),
+                                 port_status_mask=list(v[2:4]), flow_removed_mask=list(v[4:6]))
+    return _parse_base3(dp, subtype, buf, off, end)

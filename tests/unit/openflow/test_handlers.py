@@ -458,3 +458,12 @@ def test_of14_demoted_master_gets_role_status():
     assert type(st).__name__ == "OFPRoleStatus"
     assert (st.role, st.reason, st.generation_id) == (of13.OFPCR_ROLE_SLAVE,
                                                       of14.OFPCRR_MASTER_REQUEST, 2)
+
+
+def test_nx_set_async_config_on_of10(h10):
+    from vswitch.openflow import nx
+    assert h10.roundtrip(nx.NXTSetAsyncConfig(h10.dp, packet_in_mask=[1 << of10.OFPR_ACTION, 0],
+                                              port_status_mask=[0, 0],
+                                              flow_removed_mask=[0, 0])) == []
+    assert packet_in_msg(h10.channel, PacketIn(reason=of10.OFPR_NO_MATCH)) is None
+    assert packet_in_msg(h10.channel, PacketIn(reason=of10.OFPR_ACTION)) is not None
