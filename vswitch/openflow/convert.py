@@ -487,7 +487,13 @@ def _nat_to_oken(P, text: str):
         if word in ("src", "dst"):
             flags |= nx.NX_NAT_F_SRC if word == "src" else nx.NX_NAT_F_DST
             if rng:
-                addrs, _, ports = rng.rpartition(":") if rng.count(":") == 1 else (rng, "", "")
+                if rng.startswith("["):       # IPv6 with ports: [lo]-[hi]:ports
+                    close = rng.rfind("]")
+                    addrs, ports = rng[:close + 1].replace("[", "").replace("]", ""), \
+                        rng[close + 1:].lstrip(":")
+                else:
+                    addrs, _, ports = (rng.rpartition(":") if rng.count(":") == 1
+                                       else (rng, "", ""))
                 lo, _, hi = addrs.partition("-")
                 fam = "ipv6" if ":" in lo else "ipv4"
                 kw[f"range_{fam}_min"] = lo
