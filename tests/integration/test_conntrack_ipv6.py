@@ -62,6 +62,8 @@ def test_ipv6_tcp_and_dnat(daemon, topology, bridge_name):
     a.run("ip", "-6", "neigh", "replace", VIP6, "lladdr", b.mac, "dev", "eth0", "nud", "permanent")
     b.run("ip", "-6", "neigh", "replace", A6, "lladdr", a.mac, "dev", "eth0", "nud", "permanent")
     setup_bridge(daemon, bridge_name, topology, FLOWS)
+    flows = daemon.ofctl("dump-flows", bridge_name).stdout     # NAT survives the round trip
+    assert f"ct(commit,zone=8,nat(dst=[{B6}]:8080))" in flows, flows
     servers = [subprocess.Popen(["ip", "netns", "exec", h.netns, sys.executable, "-c", SERVER6,
                                  str(port)], stdout=subprocess.PIPE, text=True)
                for h, port in ((b, 8080), (a, 8080))]
