@@ -54,7 +54,8 @@ MAX_RESUBMITS = 4096
 # is consumed at translation time by the TunnelPush of a tunnel output.
 EMIT_MEMBERS = ("dl_dst", "dl_src", "vlan0_tci", "mpls_lse", "nw_tos", "nw_ttl", "nw_src",
                 "nw_dst", "ipv6_label", "ipv6_src", "ipv6_dst", "tp_src", "tp_dst",
-                "arp_sha", "arp_tha", "nd_target", "pkt_mark")
+                "arp_sha", "arp_tha", "nd_target", "pkt_mark",
+                "nw_proto")  # nw_proto: only ever written as arp_op (ip_proto is read-only)
 _EMIT_MASKS = [(m, member_int_mask(m), member_shift(m)) for m in EMIT_MEMBERS]
 _VLAN_MASK = (member_int_mask("vlan0_tpid") | member_int_mask("vlan0_tci")
               | member_int_mask("vlan1_tpid") | member_int_mask("vlan1_tci"))

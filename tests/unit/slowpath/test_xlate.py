@@ -464,3 +464,21 @@ def test_push_onto_two_tags_pushes_one():
     one = run(p, pkt(A1, A2, vlan=5), 1)
     assert one.actions == (dp.PushVlan(0x88a8, 0x1005), dp.Output(102))
     assert not x.megaflow.matches(parse_packet(pkt(A1, A2, vlan=5), 1))
+
+
+def test_set_arp_op_reaches_the_datapath():
+    """An ARP responder's set_field:2->arp_op must rewrite the packet, not
+    only the pipeline's view of it (found by controller_stub)."""
+    from scapy.layers.l2 import ARP, Ether
+
+    from slowpath.pipeline import FlowMod, Pipeline
+    from slowpath.port import Port
+
+    p = Pipeline("secure")
+    for n in (1, 2):
+        p.set_port(Port(ofport=n, name=f"p{n}", dp_port=n))
+    p.flow_mod(FlowMod("add", 0, 100, Match.parse("arp,arp_op=1"), instructions=(
+        A.ApplyActions((A.SetField("arp_op", 2, None), A.Output(2))),)), 0)
+    frame = bytes(Ether() / ARP(op=1))
+    out = p.xlate(parse_packet(frame, 1), frame, 0)
+    assert out.megaflow.actions == (dp.SetMasked("nw_proto", 2, 0xFF), dp.Output(2))
