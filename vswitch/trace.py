@@ -3,19 +3,18 @@
 Like ``ovs-appctl ofproto/trace BRIDGE FLOW``: FLOW is in ovs-ofctl match
 syntax (``in_port=1,icmp,nw_dst=10.0.0.2``); the pipeline is run on that
 flow without side effects (no counters, no MAC learning, no packet-ins) and
-the answer lists the rules it went through, then the megaflow and datapath
-actions the caches would get — the oracle the tests and users compare the
-datapath against.
+the answer (``slowpath/trace.py``) lists the rules it went through, then the
+megaflow and datapath actions the caches would get — the oracle the tests
+and users compare the datapath against.  This module is the control-socket
+adapter: it finds the bridge and holds the ofproto lock.
 """
 
 from __future__ import annotations
 
 import time
 
-from slowpath.dpactions import format_actions
 from slowpath.errors import OFError
-from slowpath.flow import FlowKey
-from slowpath.match import Match
+from slowpath.trace import parse_flow, trace as trace_pipeline
 from vswitch.unixctl import UnixctlError
 
 
@@ -24,20 +23,11 @@ def trace(reconciler, bridge_name: str, flow: str) -> str:
     if bridge is None:
         raise UnixctlError(f"{bridge_name}: unknown bridge")
     try:
-        match = Match.parse(flow)
+        key = parse_flow(flow)
     except OFError as e:
         raise UnixctlError(f"bad flow {flow!r}: {e}") from None
-    key = FlowKey.from_int(match.value)
     with reconciler.ofproto_lock:
-        out = bridge.pipeline.xlate(key, None, time.monotonic(),
-                                    side_effects=False, trace=True)
-    lines = [f"Flow: {Match(int(key), match.mask).to_string() or flow}", ""]
-    lines += out.trace or ["(no rules matched)"]
-    lines += ["", f"Megaflow: {Match(int.from_bytes(out.megaflow.match, 'big'), int.from_bytes(out.megaflow.mask, 'big')).to_string()}",
-              f"Datapath actions: {format_actions(out.megaflow.actions)}"]
-    if out.slow:
-        lines.append("This flow is handled by the userspace slow path for every packet.")
-    return "\n".join(lines) + "\n"
+        return trace_pipeline(bridge.pipeline, key, time.monotonic(), bridge=bridge_name)
 
 
 def register_commands(ctl, reconciler) -> None:
