@@ -98,7 +98,7 @@ def _wscale_of(pkt) -> int:
 
 class TcpConn:
     """peers[0] is the originator, peers[1] the responder."""
-    __slots__ = ("peers",)
+    __slots__ = ("peers", "liberal")
 
     def __init__(self, pkt):
         src, dst = Peer(), Peer()
@@ -120,6 +120,9 @@ class TcpConn:
         src.state = TcpState.SYN_SENT
         dst.state = TcpState.CLOSED
         self.peers = (src, dst)
+        # No window checks (Linux's tcp_be_liberal): set once a fast path
+        # forwards the connection's segments without showing them to us.
+        self.liberal = False
 
     def timeout_class(self) -> str:
         src, dst = self.peers
@@ -153,6 +156,8 @@ class TcpConn:
             sws, dws = src.wscale & WSCALE_MASK, dst.wscale & WSCALE_MASK
         elif src.wscale & WSCALE_UNKNOWN and dst.wscale & WSCALE_UNKNOWN:
             sws = dws = MAX_WSCALE
+        if self.liberal:
+            return _liberal_update(src, dst, pkt, flags, win << sws)
         orig_seq = seq = pkt.seq
         check_ackskew = True
         if src.state < TcpState.SYN_SENT:
@@ -235,6 +240,28 @@ class TcpConn:
                 src.state = dst.state = TcpState.TIME_WAIT
             return LOOSE
         return INVALID
+
+
+def _liberal_update(src: Peer, dst: Peer, pkt, flags: int, win: int) -> str:
+    """Resynchronise on the segment and apply its state changes, whatever
+    its sequence numbers (segments we did not see came before it)."""
+    end = (pkt.seq + pkt.payload_len + (1 if flags & SYN else 0)
+           + (1 if flags & FIN else 0)) & M32
+    if src.state < TcpState.SYN_SENT or seq_gt(end, src.seqlo):
+        src.seqlo = end
+    if flags & ACK:
+        dst.seqhi = (pkt.ack + max(win, 1)) & M32
+    src.max_win = max(src.max_win, pkt.win)
+    if flags & FIN and src.state < TcpState.CLOSING:
+        src.state = TcpState.CLOSING
+    if flags & ACK:
+        if dst.state == TcpState.SYN_SENT:
+            dst.state = TcpState.ESTABLISHED
+        elif dst.state == TcpState.CLOSING:
+            dst.state = TcpState.FIN_WAIT_2
+    if flags & RST:
+        src.state = dst.state = TcpState.TIME_WAIT
+    return VALID
 
 
 def _timeout_class(src: Peer, dst: Peer) -> str:

@@ -83,7 +83,7 @@ class Conn:
     """One tracked connection."""
     __slots__ = ("zone", "key", "rkey", "tcp", "seen", "mark", "label", "snat", "dnat",
                  "expiration", "tclass", "tlist", "helper", "parent", "packets", "bytes",
-                 "created")
+                 "created", "offloaded")
 
     def __init__(self, zone: int, key: Tuple, rkey: Tuple, now: float):
         self.zone, self.key, self.rkey = zone, key, rkey
@@ -100,6 +100,7 @@ class Conn:
         self.packets = [0, 0]
         self.bytes = [0, 0]
         self.created = now
+        self.offloaded = False   # a cache forwards its packets without us
 
     @property
     def replied(self) -> bool:
@@ -132,6 +133,7 @@ class ConnTracker:
         self._lists: dict[float, OrderedDict] = {}
         self.stats: Counter = Counter()
         self._last_expire = 0.0
+        self._unoffloaded: list[Conn] = []
 
     # --- configuration ---------------------------------------------------------
     def set_zone_limit(self, zone: int | None, limit: int) -> None:
@@ -196,6 +198,49 @@ class ConnTracker:
         self.zone_count[conn.zone] -= 1
         if not self.zone_count[conn.zone]:
             del self.zone_count[conn.zone]
+        if conn.offloaded:
+            conn.offloaded = False
+            self._unoffloaded.append(conn)
+
+    # --- offload to a cache (the tracker's half) -------------------------------
+    @staticmethod
+    def _offloadable(conn: Conn) -> bool:
+        if conn.helper == "ftp":          # the ALG must see the payload
+            return False
+        if conn.tcp is not None:
+            a, b = conn.tcp.peers
+            return a.state == b.state == tcpmod.TcpState.ESTABLISHED
+        return conn.seen == 2
+
+    def offload(self, zone: int, t: Tuple) -> Conn | None:
+        """May a cache forward the packets of the connection that ``t`` (a
+        packet tuple, either direction) belongs to in ``zone``, without
+        showing them to the tracker?  Yes once both directions were seen
+        (TCP: established on both sides) and no ALG reads the payload; the
+        connection is then marked offloaded and, for TCP, its windows are no
+        longer checked (we will not see every segment).  The cache must keep
+        sending SYN/FIN/RST segments here and call `touch` with its hit
+        times; `unoffloaded` says which connections it must drop."""
+        ent = self.conns.get((zone, t))
+        if ent is None or not self._offloadable(ent[0]):
+            return None
+        conn = ent[0]
+        conn.offloaded = True
+        if conn.tcp is not None:
+            conn.tcp.liberal = True
+        return conn
+
+    def touch(self, conn: Conn, used: float) -> None:
+        """The cache forwarded packets of ``conn``, the last at ``used``:
+        keep it alive as if we had seen them."""
+        if conn.tlist is not None and used + self.timeout(conn.zone, conn.tclass) > conn.expiration:
+            self._refresh(conn, conn.tclass, used)
+
+    def unoffloaded(self) -> list[Conn]:
+        """Offloaded connections that were deleted (expired, flushed,
+        closed and reopened) or stopped qualifying since the last call."""
+        out, self._unoffloaded = self._unoffloaded, []
+        return out
 
     def expire(self, now: float) -> int:
         """Remove connections whose timeout passed; returns how many."""
@@ -335,6 +380,9 @@ class ConnTracker:
                     self._set_mark_label(conn, ct)
                 if conn.helper == "ftp" and pkt.payload_len:
                     self._ftp(frame, pkt, conn, reply, now)
+                if conn.offloaded and not self._offloadable(conn):
+                    conn.offloaded = False              # e.g. a FIN: closing
+                    self._unoffloaded.append(conn)
                 if nat is not None and (conn.snat or conn.dnat):
                     self._nat_packet(frame, pkt, conn, reply, key)
                     state |= (SNAT if conn.snat else 0) | (DNAT if conn.dnat else 0)

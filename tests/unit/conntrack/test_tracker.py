@@ -376,3 +376,36 @@ def test_ftp_alg_passive_and_active():
     _ftp_control(w2, helper=None)
     w2.run(tcp(src=S, dst=C, sport=21, dport=40000, flags="PA", seq=901, ack=101, payload=pasv))
     assert w2.run(tcp(sport=40100, dport=50000, flags="S", seq=1)).state == {"trk", "new"}
+
+
+def test_offload_half_windows_relaxed_touch_and_unoffload_events():
+    ct = ConnTracker()
+    w = Wire(ct)
+    r1, _, _ = handshake(w)
+    t = __import__("slowpath.conntrack.packet", fromlist=["parse"]).parse(
+        bytearray(bytes(tcp(flags="A", seq=1001, ack=5001)))).tuple
+    assert ct.offload(0, Tuple(*t[:4], 1, 2)) is None          # unknown tuple
+    conn = ct.offload(0, t)
+    assert conn is not None and conn.offloaded and conn.tcp.liberal
+    # a cache forwarded 10 MB we never saw; the FIN it hands us is fine
+    w.now += 100
+    ct.touch(conn, w.now)
+    assert conn.expiration == w.now + 24 * 3600
+    fin = w.run(tcp(flags="FA", seq=1001 + 10_000_000, ack=5001 + 3_000_000))
+    assert fin.state == {"trk", "est"}
+    assert ct.unoffloaded() == [conn] and not conn.offloaded   # closing: back to us
+    assert ct.unoffloaded() == []
+    w.run(tcp(src=S, dst=C, sport=8080, dport=40000, flags="FA", seq=5001 + 3_000_000,
+              ack=1002 + 10_000_000))
+    assert conn.tclass in ("tcp_close", "tcp_time_wait")
+    # not offloadable: half-open, or before a UDP reply
+    w.run(udp(), commit=True)
+    assert ct.offload(0, __import__("slowpath.conntrack.packet", fromlist=["parse"]).parse(
+        bytearray(bytes(udp()))).tuple) is None
+    # deleting an offloaded connection reports it
+    w.run(udp(src=S, dst=C, sport=53, dport=5000))
+    u = ct.offload(0, __import__("slowpath.conntrack.packet", fromlist=["parse"]).parse(
+        bytearray(bytes(udp()))).tuple)
+    assert u is not None
+    ct.flush()
+    assert ct.unoffloaded() == [u]
