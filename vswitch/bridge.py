@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import os
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -98,6 +99,8 @@ class BridgeConfig:
     controllers: list[str]
     datapath_id: int | None  # other_config:datapath-id
     ifaces: dict[str, IfaceConfig]
+    datapath_type: str = "netdev"  # "xdp": kernel flow cache in front (fastpath/bpf)
+    xdp_mode: str = "generic"  # other_config:xdp-mode, native|generic|auto
 
 
 def read_config(db) -> dict[str, BridgeConfig]:
@@ -140,7 +143,9 @@ def read_config(db) -> dict[str, BridgeConfig]:
             bridges[name] = BridgeConfig(
                 name=name, uuid=br_uuid, fail_mode=opt(col(br, "fail_mode")) or "standalone",
                 protocols=frozenset(col(br, "protocols")), controllers=controllers,
-                datapath_id=dpid, ifaces=ifaces)
+                datapath_id=dpid, ifaces=ifaces,
+                datapath_type=col(br, "datapath_type") or "netdev",
+                xdp_mode=col(br, "other_config").get("xdp-mode", "generic"))
     return bridges
 
 
@@ -168,8 +173,17 @@ class LockedPipeline:
     the ofproto lock, since the datapath thread translates concurrently."""
 
     def __init__(self, pipeline: Pipeline, lock: threading.RLock):
-        self._pipeline = pipeline
-        self._lock = lock
+        object.__setattr__(self, "_pipeline", pipeline)
+        object.__setattr__(self, "_lock", lock)
+
+    def atomically(self, fn):
+        """``fn(pipeline)`` under the lock, as one step (a bundle commit)."""
+        with self._lock:
+            return fn(self._pipeline)
+
+    def __setattr__(self, name: str, value) -> None:
+        with self._lock:
+            setattr(self._pipeline, name, value)
 
     def __getattr__(self, name: str):
         attr = getattr(self._pipeline, name)
@@ -204,6 +218,10 @@ class Bridge:
         self.revalidated_version = -1
         #: GENEVE option -> tun_metadataN (NXT_TLV_TABLE_MOD), read by tunnel ports
         self.tlv_map: dict[int, tuple[int, int, int]] = {}
+        self.datapath_type: str | None = None
+        #: datapath_type=xdp: the kernel flow cache on this bridge's ports
+        self.xdp = None
+        self.xdp_mode = "generic"
 
     @property
     def mgmt_target(self) -> str:
@@ -235,6 +253,8 @@ class Bridge:
         with self.lock:
             self.pipeline.set_port(port)
         self.reconciler.dp_ports[dp_port] = (self, ofport)
+        if self.xdp is not None:
+            self._xdp_add(live)
         if self.connmgr is not None:
             self.connmgr.port_status(PORT_ADD, port)
         log.info("%s: added %s port %s", self.name, netdev.type, cfg.name,
@@ -254,6 +274,8 @@ class Bridge:
         except OSError as e:
             log.warning("%s: removing %s: %s", self.name, name, e)
         self.revalidate()
+        if self.xdp is not None:
+            self._xdp_remove(live)
         if self.connmgr is not None and port is not None:
             self.connmgr.port_status(PORT_DELETE, port)
         log.info("%s: deleted port %s", self.name, name)
@@ -268,6 +290,8 @@ class Bridge:
 
     # --- reconcile -----------------------------------------------------------
     def reconcile(self, cfg: BridgeConfig) -> None:
+        if (cfg.datapath_type, cfg.xdp_mode) != (self.datapath_type, self.xdp_mode):
+            self._set_datapath_type(cfg.datapath_type, cfg.xdp_mode)
         for name in [n for n, p in self.ports.items()
                      if n not in cfg.ifaces
                      or (p.config.type, p.config.options)
@@ -324,6 +348,51 @@ class Bridge:
             self.controllers = targets[1:]
             self.connmgr.set_controllers(targets)
 
+    def _set_datapath_type(self, datapath_type: str, xdp_mode: str) -> None:
+        """netdev: the userspace caches only; xdp: an XDP flow cache on each
+        port forwards what it can in the kernel and passes misses up to the
+        port's AF_PACKET socket.  Changing it reopens every port."""
+        self.remove_ports()
+        self._close_xdp()
+        self.datapath_type, self.xdp_mode = datapath_type, xdp_mode
+        if datapath_type == "xdp":
+            from fastpath.bpf.xdp_cache import XdpCache, XdpError
+
+            try:
+                self.xdp = XdpCache(f"/sys/fs/bpf/pyvswitch/pid{os.getpid()}-{self.name}")
+            except XdpError as e:
+                log.error("%s: datapath_type=xdp unavailable, using netdev: %s", self.name, e)
+        elif datapath_type not in ("netdev", "system"):
+            log.warning("%s: unknown datapath_type %r, using netdev", self.name, datapath_type)
+
+    def _close_xdp(self) -> None:
+        if self.xdp is not None:
+            self.xdp.close()
+            self.xdp = None
+
+    def _xdp_add(self, live: LivePort) -> None:
+        from fastpath.bpf.xdp_cache import XdpError
+
+        try:
+            if live.config.type == "internal":
+                self.xdp.set_output(live.dp_port, socket.if_nametoindex(live.config.name))
+            else:
+                self.xdp.attach(live.config.name, live.dp_port, mode=self.xdp_mode)
+        except (XdpError, OSError) as e:
+            # Still forwarded, by the userspace datapath alone.
+            log.warning("%s: no XDP cache on %s: %s", self.name, live.config.name, e)
+
+    def _xdp_remove(self, live: LivePort) -> None:
+        from fastpath.bpf.xdp_cache import XdpError
+
+        try:
+            if live.config.type == "internal":
+                self.xdp.del_output(live.dp_port)
+            elif live.config.name in self.xdp.attached():
+                self.xdp.detach(live.config.name)
+        except (XdpError, OSError) as e:
+            log.warning("%s: removing XDP from %s: %s", self.name, live.config.name, e)
+
     def check_ports(self, errors: dict[int, str]) -> bool:
         """Take out ports whose device failed; reopen those whose device is
         back (a veth re-created, say).  True if anything changed."""
@@ -349,6 +418,7 @@ class Bridge:
 
     async def close(self) -> None:
         self.remove_ports()
+        self._close_xdp()
         if self.connmgr is not None:
             connmgr, self.connmgr = self.connmgr, None
             await connmgr.stop()
@@ -421,6 +491,16 @@ def fast_path_can_execute(actions) -> bool:
                for a in actions)
 
 
+def _with_kernel_hits(dump, caches) -> list:
+    """A megaflow's counters are its userspace hits plus its XDP hits."""
+    kernel = {(m, k): (p, b, u) for xdp in caches for m, k, _a, p, b, u in xdp.dump()}
+    merged = []
+    for match, mask, actions, packets, nbytes, used in dump:
+        kp, kb, ku = kernel.get((match, mask), (0, 0, 0.0))
+        merged.append((match, mask, actions, packets + kp, nbytes + kb, max(used or 0.0, ku)))
+    return merged
+
+
 class _SlowEnv:
     """odp_execute's view of the datapath, for packets run in Python."""
 
@@ -470,6 +550,12 @@ class BridgeReconciler:
         ct_execute.install(self.conntrack, time.monotonic)
 
     async def start(self) -> None:
+        from fastpath.bpf.xdp_cache import cleanup_stale
+
+        try:
+            cleanup_stale()  # pinned maps of a daemon that died
+        except OSError as e:
+            log.warning("cleaning stale XDP maps: %s", e)
         self.db.ensure_open_vswitch_row()
         self._write_system_info()
         self.db.add_listener(self._on_commit)
@@ -525,7 +611,7 @@ class BridgeReconciler:
             "op": "update", "table": "Open_vSwitch",
             "where": [["_uuid", "==", ["uuid", str(ovs_uuid)]]],
             "row": {"ovs_version": __version__,
-                    "datapath_types": ["set", ["netdev"]],
+                    "datapath_types": ["set", ["netdev", "xdp"]],
                     "iface_types": ["set", sorted(t for t, n in NETDEV_TYPES.items()
                                                   if t and n.advertised)]},
         }])
@@ -645,6 +731,10 @@ class BridgeReconciler:
                 # Megaflows the fast path cannot execute still get cached,
                 # as "send to the slow path", so they cost no miss lookups.
                 dpif.flow_put(match, out.megaflow.mask, actions if fast else SLOW_PATH)
+                if bridge.xdp is not None:
+                    # Same key space (in_port = dp_port); XDP runs what it can
+                    # and flags the rest "to userspace".
+                    bridge.xdp.put(match, out.megaflow.mask, actions)
                 self.revalidator.installed(match, out.megaflow.mask, bridge.pipeline,
                                            ofport, out, now)
         if fast:
@@ -668,11 +758,16 @@ class BridgeReconciler:
     def sweep(self, dpif, force: bool = False) -> None:
         """Revalidate every megaflow; on the datapath thread."""
         now = time.monotonic()
+        bridges = tuple(self.bridges.values())
+        caches = [br.xdp for br in bridges if br.xdp is not None]
         with self.ofproto_lock:
-            versions = [(br, br.pipeline.version) for br in tuple(self.bridges.values())]
-            doomed = self.revalidator.sweep(dpif.flow_dump(), now, force)
+            versions = [(br, br.pipeline.version) for br in bridges]
+            doomed = self.revalidator.sweep(_with_kernel_hits(dpif.flow_dump(), caches),
+                                            now, force)
         for match, mask in doomed:
             dpif.flow_del(match, mask)
+            for xdp in caches:
+                xdp.delete(match, mask)
         for br, version in versions:
             br.revalidated_version = version
         self._last_sweep = now
@@ -693,8 +788,12 @@ class BridgeReconciler:
         """Megaflows like ``ovs-appctl dpctl/dump-flows``: in_port and
         outputs are datapath port numbers (see dpctl/show)."""
         if "--kernel" in args:
-            return "no kernel (XDP) flow cache on this datapath\n"
-        flows = self.datapath.call(lambda dpif: dpif.flow_dump())
+            caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+            if not caches:
+                return "no bridge has datapath_type=xdp: no kernel flow cache\n"
+            flows = [f for xdp in caches for f in xdp.dump()]
+        else:
+            flows = self.datapath.call(lambda dpif: dpif.flow_dump())
         now = time.monotonic()
         lines = []
         for match, mask, actions, packets, nbytes, used in flows:

@@ -115,7 +115,7 @@ class DaemonProcess:
 
     def appctl(self, command: str, *args: str, check: bool = True) -> str:
         p = subprocess.run([sys.executable, "-m", "vswitch.cli", "appctl",
-                            "--rundir", self.rundir, command, *args],
+                            "--rundir", self.rundir, "--", command, *args],
                            capture_output=True, text=True, timeout=30)
         if check and p.returncode:
             raise subprocess.CalledProcessError(p.returncode, p.args, p.stdout, p.stderr)

@@ -14,7 +14,6 @@ objects are only built through `convert.py`.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import struct
 from dataclasses import dataclass, field
@@ -335,9 +334,7 @@ class Handlers:
         ch.miss_send_len = msg.miss_send_len
         # implicit table misses are truncated by the pipeline (switch-wide here;
         # OVS keeps it per connection)
-        real = getattr(self.sw.pipeline, "_pipeline", self.sw.pipeline)
-        if hasattr(real, "miss_send_len"):
-            real.miss_send_len = msg.miss_send_len
+        self.sw.pipeline.miss_send_len = msg.miss_send_len
         return []
 
     def h_OFPBarrierRequest(self, ch, msg, now):
@@ -866,17 +863,15 @@ class Handlers:
         The pipeline may be shared with a datapath thread (the daemon wraps it
         so each call takes a lock).  A bundle must be applied under that lock
         as one step: the wrapper can offer `atomically(fn)`, which calls
-        fn(real_pipeline) holding it; otherwise `_pipeline`/`_lock` are used
-        if present, else the object itself.  On any error the tables, groups
-        and meters are restored from a snapshot and the error is re-raised."""
+        fn(real_pipeline) holding it; a bare Pipeline (tests) is used as it
+        is.  On any error the tables, groups and meters are restored from a
+        snapshot and the error is re-raised."""
         wrapper = self.sw.pipeline
         atomically = getattr(wrapper, "atomically", None)
         if atomically is not None:
             removed = atomically(lambda real: self._apply_bundle(ch, b, real, now))
         else:
-            real = getattr(wrapper, "_pipeline", wrapper)
-            with getattr(wrapper, "_lock", None) or contextlib.nullcontext():
-                removed = self._apply_bundle(ch, b, real, now)
+            removed = self._apply_bundle(ch, b, wrapper, now)
         if removed:
             self.sw.broadcast_flow_removed(removed, now)
 
