@@ -77,7 +77,7 @@ class Revalidator:
             if now - max(used or 0, ukey.created) > self.max_idle:
                 doomed.append(k)
             elif force or ukey.version != ukey.pipeline.version:
-                if not self._still_valid(ukey, match, mask, tuple(actions), now):
+                if not self._still_valid(ukey, match, mask, now):
                     doomed.append(k)
         for k in doomed:
             self.ukeys.pop(k, None)
@@ -85,13 +85,14 @@ class Revalidator:
             del self.ukeys[k]  # gone from the datapath behind our back
         return doomed
 
-    def _still_valid(self, ukey: UKey, match: bytes, mask: bytes, actions: tuple,
-                     now: float) -> bool:
+    def _still_valid(self, ukey: UKey, match: bytes, mask: bytes, now: float) -> bool:
         key = FlowKey(match)
         key.in_port = ukey.in_ofport
         version = ukey.pipeline.version
         new = ukey.pipeline.revalidate(key, now)
-        if new.slow or tuple(new.actions) != actions:
+        # Compared with what was translated, not with what the datapath
+        # holds: a slow-path megaflow holds a "send up" marker instead.
+        if new.slow or tuple(new.actions) != tuple(ukey.xout.actions):
             return False
         new_mask = int.from_bytes(new.megaflow.mask, "big")
         if new_mask & ~int.from_bytes(mask, "big"):

@@ -432,15 +432,23 @@ class Bridge:
         key = parse_packet(data, in_port)
         with self.lock:
             out = self.pipeline.packet_out(key, data, actions, time.monotonic())
-        if fast_path_can_execute(out.actions):
-            self.reconciler.datapath.call(lambda dpif: dpif.execute(data, out.actions))
-        else:  # e.g. a tunnel push through the host stack: the Python executor
-            env = _SlowEnv(self.reconciler, self.reconciler.datapath)
-            try:
-                self.reconciler.datapath.call(
-                    lambda dpif: odp_execute.execute(data, key, out.actions, env))
-            except Exception:
-                log.exception("%s: packet-out actions %s", self.name, out.actions)
+            port = self.pipeline.ports.get(in_port)
+        # The datapath's view: in_port is a datapath port (0: none, e.g. CONTROLLER).
+        dp_key = key.copy()
+        dp_key.in_port = port.dp_port if port is not None else 0
+        reconciler, datapath = self.reconciler, self.reconciler.datapath
+
+        def run(dpif):
+            if fast_path_can_execute(out.actions):
+                reconciler._handle_upcalls(datapath, dpif.execute(data, out.actions,
+                                                                  bytes(dp_key)))
+            else:  # ct, tunnel push/pop...: the Python executor
+                odp_execute.execute(data, dp_key, out.actions, _SlowEnv(reconciler, datapath))
+
+        try:
+            datapath.call(run)
+        except Exception:
+            log.exception("%s: packet-out actions %s", self.name, out.actions)
         self.send_packet_ins(out.packet_ins)
 
     def tlv_map_changed(self, tlv_map: dict) -> None:
@@ -481,7 +489,17 @@ class Bridge:
 # a megaflow with any other action is executed by slowpath/odp_execute.py.
 FAST_ACTIONS = (dp.Output, dp.SetMasked, dp.PushVlan, dp.PopVlan, dp.Trunc, dp.Recirc,
                 dp.Meter, dp.Hash, dp.PushMpls, dp.PopMpls, dp.CtClear)
-SLOW_PATH = (dp.Userspace("slow_path"),)
+def slow_path(actions: tuple) -> tuple:
+    """What the fast path caches for a megaflow it cannot execute: "send
+    it up", with the actions to run in Python — unless they need a fresh
+    translation per packet (packet-ins carry per-packet data)."""
+    return (dp.Userspace("slow_path", None if _has_userspace(actions) else actions),)
+
+
+def _has_userspace(actions) -> bool:
+    return any(isinstance(a, dp.Userspace)
+               or (isinstance(a, (dp.Clone, dp.Sample)) and _has_userspace(a.actions))
+               for a in actions)
 
 
 def fast_path_can_execute(actions) -> bool:
@@ -712,6 +730,13 @@ class BridgeReconciler:
         path": translate it, cache the result, and execute it."""
         if self.tunnels.handle_upcall(datapath, upcall):
             return  # received tunnel packets were waiting (vswitch/ports/geneve.py)
+        cached = getattr(upcall.action, "cookie", None) if upcall.reason == "action" else None
+        if isinstance(cached, tuple):
+            # A hit on a slow-path megaflow that carries its actions: no need
+            # to translate again (the revalidator keeps it true and credits it).
+            odp_execute.execute(upcall.packet, FlowKey(upcall.key), cached,
+                                _SlowEnv(self, datapath))
+            return
         entry = self.dp_ports.get(upcall.dp_port)
         if entry is None:
             return  # the port is going away
@@ -730,7 +755,7 @@ class BridgeReconciler:
                 match = bytes(match)
                 # Megaflows the fast path cannot execute still get cached,
                 # as "send to the slow path", so they cost no miss lookups.
-                dpif.flow_put(match, out.megaflow.mask, actions if fast else SLOW_PATH)
+                dpif.flow_put(match, out.megaflow.mask, actions if fast else slow_path(actions))
                 if bridge.xdp is not None:
                     # Same key space (in_port = dp_port); XDP runs what it can
                     # and flags the rest "to userspace".
