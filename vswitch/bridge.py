@@ -664,6 +664,16 @@ class BridgeReconciler:
                 if col(row, "name") == br.name and br.connmgr is not None:
                     update("Bridge", row_uuid, row,
                            {"datapath_id": "%016x" % br.datapath_id})
+        ctl_rows = self.db.tables["Controller"].rows
+        for br_uuid, row in bridge_rows.items():
+            br = self.bridges.get(col(row, "name"))
+            if br is None or br.connmgr is None:
+                continue
+            for ctl_uuid in col(row, "controller"):
+                ctl = ctl_rows.get(ctl_uuid)
+                if ctl is not None:
+                    update("Controller", ctl_uuid, ctl, {
+                        "is_connected": br.connmgr.is_connected(col(ctl, "target"))})
         for ovs_uuid, row in self.db.tables["Open_vSwitch"].rows.items():
             update("Open_vSwitch", ovs_uuid, row, {"cur_cfg": col(row, "next_cfg")})
         self._transact(ops, "write-back")
@@ -695,11 +705,9 @@ class BridgeReconciler:
                     for live in br.ports.values() if live.dp_port is not None]
         errors = self.datapath.call(lambda dpif: {
             dp: err for dp in dp_ports if (err := dpif.port_error(dp)) is not None})
-        changed = False
         for br in list(self.bridges.values()):
-            changed |= br.check_ports(errors)
-        if changed:
-            self._write_back()
+            br.check_ports(errors)
+        self._write_back()  # also Controller.is_connected; writes only what changed
 
     def _write_statistics(self) -> None:
         """Interface.statistics, as OVS refreshes it every few seconds."""

@@ -80,6 +80,12 @@ def test_set_controller_connects_and_emer_reset_removes_it(daemon, two_hosts, br
         conn.settimeout(10)
         hello = conn.recv(8)
         assert hello[1] == 0 and hello[0] in (1, 2, 3, 4, 5, 6)  # OFPT_HELLO
+        # Answer as an OpenFlow 1.3 controller: the session is up.
+        conn.sendall(bytes([4, 0, 0, 8, 0, 0, 0, 1]))
+        deadline = time.monotonic() + 10
+        while daemon.vsctl("get", "Controller", bridge_name, "is_connected").stdout.strip() != "true":
+            assert time.monotonic() < deadline, "Controller.is_connected never became true"
+            time.sleep(0.3)
         conn.close()
         daemon.vsctl("emer-reset")
         assert daemon.vsctl("get-controller", bridge_name).stdout.strip() == ""

@@ -159,6 +159,7 @@ class ConnectionManager:
         self.handlers = Handlers(self.switch)
         self._sessions: set[_Session] = set()
         self._targets: dict[str, object] = {}   # target -> asyncio.Server | Task
+        self._active_sessions: dict[str, _Session] = {}  # active target -> its session
 
     # ---- lifecycle
     async def start(self, targets: list[str]) -> None:
@@ -195,10 +196,10 @@ class ConnectionManager:
             return await loop.create_server(lambda: _Session(self, CONTROLLER_PROBE),
                                             ip or "0.0.0.0", int(port or 6653), reuse_address=True)
         if kind in ("tcp", "unix"):
-            return asyncio.ensure_future(self._active(kind, rest))
+            return asyncio.ensure_future(self._active(kind, rest, target))
         raise ValueError(f"bad OpenFlow target {target!r}")
 
-    async def _active(self, kind, rest):
+    async def _active(self, kind, rest, target):
         loop = asyncio.get_event_loop()
         backoff = BACKOFF_MIN
         while True:
@@ -212,6 +213,7 @@ class ConnectionManager:
                 else:
                     _, proto = await loop.create_unix_connection(
                         lambda: _Session(self, CONTROLLER_PROBE), rest)
+                self._active_sessions[target] = proto
                 started = loop.time()
                 try:
                     await proto.closed
@@ -259,6 +261,12 @@ class ConnectionManager:
 
     def flow_removed(self, events) -> None:
         self.switch.broadcast_flow_removed(list(events), asyncio.get_event_loop().time())
+
+    def is_connected(self, target: str) -> bool:
+        """Whether an active target (tcp:/unix:) has a negotiated session now
+        (what OVS reports as Controller.is_connected)."""
+        s = self._active_sessions.get(target)
+        return s is not None and s.channel is not None and not s.conn.closed
 
     @property
     def n_connections(self) -> int:
