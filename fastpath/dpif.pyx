@@ -32,6 +32,7 @@ from libc.string cimport memcpy, memset
 from libc.stdlib cimport calloc, malloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.unistd cimport close as c_close
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_PKT_OWNED,
                               FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, FP_HEADROOM)
@@ -46,6 +47,7 @@ from fastpath.execute cimport (fp_dp, fp_upcall, fp_pending, fp_execute, fp_upca
                                FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW,
                                fp_act, A_OUTPUT)
 
+import os
 import threading
 import weakref
 
@@ -224,6 +226,7 @@ cdef class Dpif:
     cdef dict _cookie_ids
     cdef object _compiled            # actions tuple -> CompiledActions (shared, weak)
     cdef object lock
+    cdef int wake_fd                 # eventfd: wakeup() ends a poll() early
 
     def __cinit__(self, int burst=64, uint64_t max_flows=200000):
         if not 1 <= burst <= MAX_BURST:
@@ -256,8 +259,12 @@ cdef class Dpif:
         self._cookie_ids = {}
         self._compiled = weakref.WeakValueDictionary()
         self.lock = threading.RLock()
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def __dealloc__(self):
+        if self.wake_fd > 0:
+            c_close(self.wake_fd)
+            self.wake_fd = -1
         if self.dp != NULL:
             free(self.dp.arena.base)
             free(self.dp.upcalls)
@@ -385,7 +392,7 @@ cdef class Dpif:
         When nothing arrived, waits up to ``timeout_ms`` for any port to
         become readable and iterates once more."""
         cdef int got, i, n, r
-        cdef pollfd fds[256]
+        cdef pollfd fds[257]
         polled = []
         with self.lock:
             got = self._iterate()
@@ -400,8 +407,16 @@ cdef class Dpif:
                     fds[n].revents = 0
                     polled.append(p)
                     n += 1
+            fds[n].fd = self.wake_fd
+            fds[n].events = POLLIN
+            fds[n].revents = 0
         with nogil:
-            r = c_poll(fds, n, timeout_ms)
+            r = c_poll(fds, n + 1, timeout_ms)
+        if fds[n].revents & POLLIN:
+            try:
+                os.eventfd_read(self.wake_fd)
+            except BlockingIOError:
+                pass
         with self.lock:
             if r > 0:
                 for i in range(n):
@@ -412,6 +427,10 @@ cdef class Dpif:
             self._iterate()
             out = self._collect()
         return out
+
+    def wakeup(self):
+        """End a poll() sleeping in another thread now (thread-safe)."""
+        os.eventfd_write(self.wake_fd, 1)
 
     def port_error(self, int dp_port):
         """None, or why the port stopped working (e.g. its device vanished)."""

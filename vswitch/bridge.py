@@ -289,7 +289,9 @@ class Bridge:
             self.connmgr.port_status(PORT_MODIFY, port)
 
     # --- reconcile -----------------------------------------------------------
-    def reconcile(self, cfg: BridgeConfig) -> None:
+    def reconcile(self, cfg: BridgeConfig) -> "asyncio.Task | None":
+        """Apply ``cfg``; returns the task still opening OpenFlow listeners
+        and controller connections, if any."""
         if (cfg.datapath_type, cfg.xdp_mode) != (self.datapath_type, self.xdp_mode):
             self._set_datapath_type(cfg.datapath_type, cfg.xdp_mode)
         for name in [n for n, p in self.ports.items()
@@ -308,7 +310,7 @@ class Bridge:
                 self._update_port(live, tag=icfg.tag, trunks=icfg.trunks,
                                   vlan_mode=icfg.vlan_mode)
         self._reconcile_flows(cfg)
-        self._reconcile_openflow(cfg)
+        return self._reconcile_openflow(cfg)
 
     def _reconcile_flows(self, cfg: BridgeConfig) -> None:
         """OVS's default behaviour: with no controller, a standalone bridge
@@ -327,7 +329,7 @@ class Bridge:
         self.fail_mode = cfg.fail_mode
         self.revalidate()
 
-    def _reconcile_openflow(self, cfg: BridgeConfig) -> None:
+    def _reconcile_openflow(self, cfg: BridgeConfig) -> "asyncio.Task | None":
         versions = {OF_VERSIONS[p] for p in cfg.protocols if p in OF_VERSIONS} \
             or DEFAULT_OF_VERSIONS
         local = self.ports.get(self.name)
@@ -344,9 +346,10 @@ class Bridge:
                 self.name, LockedPipeline(self.pipeline, self.lock), self,
                 datapath_id=dpid, allowed_versions=versions)
             self.versions, self.datapath_id = versions, dpid
-        if targets != self.controllers:
-            self.controllers = targets[1:]
-            self.connmgr.set_controllers(targets)
+        if cfg.controllers != self.controllers:
+            self.controllers = list(cfg.controllers)
+            return self.connmgr.set_controllers(targets)
+        return None
 
     def _set_datapath_type(self, datapath_type: str, xdp_mode: str) -> None:
         """netdev: the userspace caches only; xdp: an XDP flow cache on each
@@ -609,6 +612,7 @@ class BridgeReconciler:
         for problem in problems:
             log.warning("ignoring conntrack timeout policy of %s", problem)
         self.conntrack.replace_timeout_policies(policies)
+        opening = []
         for name in [n for n in self.bridges if n not in desired]:
             log.info("deleting bridge %s", name)
             br = self.bridges.pop(name)
@@ -619,8 +623,20 @@ class BridgeReconciler:
             if br is None:
                 log.info("adding bridge %s", name)
                 br = self.bridges[name] = Bridge(name, self)
-            br.reconcile(cfg)
+            if (task := br.reconcile(cfg)) is not None:
+                opening.append(task)
         self.tunnels.sync()
+        if opening:
+            # cur_cfg only once BRIDGE.mgmt exists: `ovs-vsctl add-br br0 &&
+            # ovs-ofctl dump-flows br0` must work, as with OVS.
+            asyncio.ensure_future(self._write_back_after(opening))
+        else:
+            self._write_back()
+
+    async def _write_back_after(self, tasks: list) -> None:
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("opening OpenFlow targets failed: %s", result)
         self._write_back()
 
     def _write_system_info(self) -> None:

@@ -67,6 +67,7 @@ class Datapath:
             return fn(self.dpif, *args)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fut, fn, args))
+        self.dpif.wakeup()  # do not wait out the poll timeout
         return fut.result(timeout=timeout)
 
     # --- the loop --------------------------------------------------------
