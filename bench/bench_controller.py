@@ -1,6 +1,6 @@
 """Convergence benchmark on in-process fake switches.
 
-``python -m controller_stub.bench --hosts 100 --ports 1000`` builds a
+``python -m bench.bench_controller --hosts 100 --ports 1000`` builds a
 state (ports spread round-robin over hosts, 20 ports per logical switch,
 a three-tier ACL on a tenth of them), then times:
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import flows as F
-from . import ofmsg
-from .fake import FakeSwitch
-from .state import State
+from controller_stub import flows as F
+from controller_stub import ofmsg
+from controller_stub.fake import FakeSwitch
+from controller_stub.state import State
 
 
 def build(n_hosts: int, n_ports: int, per_switch: int = 20) -> tuple:
@@ -94,7 +94,7 @@ def run(n_hosts: int, n_ports: int, out=print) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m controller_stub.bench")
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_controller")
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--ports", type=int, default=1000)
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Quick numbers for the OVSDB engine (issue 6): durable small transactions
 per second, and the time to answer a monitor over N rows.
 
-    python -m vswitch.ovsdb.bench [--rows 10000] [--txns 1000] [--dir DIR]
+    python -m bench.bench_ovsdb [--rows 10000] [--txns 1000] [--dir DIR]
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import os
 import tempfile
 import time
 
-from .db import open_database
-from .server import DEFAULT_SCHEMA
-from .service import OvsdbService
+from vswitch.ovsdb.db import open_database
+from vswitch.ovsdb.server import DEFAULT_SCHEMA
+from vswitch.ovsdb.service import OvsdbService
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,6 @@
 """Slow-path benchmark: classifier lookups/s and upcalls/s vs rule count.
 
-Run ``python -m slowpath.bench [N ...]``.  Rules mix five mask shapes (L2
+Run ``python -m bench.bench_slowpath [N ...]``.  Rules mix five mask shapes (L2
 exact, IPv4 /24 and /32 prefixes, 5-tuple-ish, metadata+port) so lookups
 probe several subtables; an *upcall* is the full slow-path cost of a miss:
 ``parse_packet`` -> ``xlate`` -> megaflow.  Memory per rule is measured with

@@ -7,5 +7,5 @@ match, classifier        Match (value/mask), tuple-space Classifier, Wildcards
 actions, dpactions       OpenFlow actions/instructions; datapath-action vocabulary
 port, mac_learning       Port (ofport, dp_port, config, VLANs); NORMAL's MAC table
 pipeline, xlate          Pipeline (flow/group/meter mods, stats, timeouts), xlate()
-trace, bench             ofproto/trace text; python -m slowpath.bench
+trace                    ofproto/trace text
 """

@@ -255,7 +255,7 @@ def test_without_conntrack_no_ct_action_and_acls_are_stateless():
 
 
 def test_bench_small():
-    from controller_stub import bench
+    from bench import bench_controller as bench
     res = bench.run(6, 60, out=lambda *a: None)
     assert res["rules"] > 0 and 0 < res["move_flow_mods"] < res["rules"] / 3
 
