@@ -17,12 +17,17 @@ import time
 
 import pytest
 
+from tests.capabilities import require_tools
 from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
 from vswitch.openflow import sp
 from vswitch.openflow.manager import ConnectionManager
 
 OFCTL = shutil.which("ovs-ofctl")
-pytestmark = pytest.mark.skipif(OFCTL is None, reason="ovs-ofctl not installed")
+
+
+@pytest.fixture(autouse=True)
+def _ofctl_installed():
+    require_tools("ovs-ofctl", package="openvswitch-common")
 
 
 class Switch:

@@ -1,9 +1,10 @@
 """The key layout is defined once; the generated C/Cython views must agree."""
 
-import shutil
 import subprocess
 
 import pytest
+
+from tests.capabilities import require_tools
 
 from slowpath import fields, fields_codegen
 from slowpath.fields import FIELDS, FLOW_KEY_SIZE, FLOW_MEMBERS, MEMBERS
@@ -52,8 +53,8 @@ def test_generated_files_carry_header(tmp_path):
     assert "cdef packed struct flow_key:" in pxd
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")
 def test_c_header_offsets_match(tmp_path):
+    require_tools("gcc", package="build-essential")
     fields_codegen.write_all(str(tmp_path))
     prog = tmp_path / "t.c"
     body = "\n".join(
