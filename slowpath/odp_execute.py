@@ -154,7 +154,7 @@ def _csum_fold(s: int) -> int:
     return s
 
 
-def _csum_replace(frame: bytearray, at: int, old: bytes, new: bytes, data_at: int,
+def csum_replace(frame: bytearray, at: int, old: bytes, new: bytes, data_at: int,
                   udp: bool = False) -> None:
     """RFC 1624 incremental update of the 16-bit checksum at ``at`` for
     bytes that changed at ``data_at`` (headers start at even offsets, so the
@@ -205,12 +205,12 @@ def _rewrite(frame: bytearray, at: int, size: int, value: int, mask: int,
         return
     frame[at:at + size] = new
     if ip_csum and lay.l3 is not None:
-        _csum_replace(frame, lay.l3 + 10, old, new, at)
+        csum_replace(frame, lay.l3 + 10, old, new, at)
     csum = _l4_csum_at(lay)
     in_l4 = lay.l4 is not None and at >= lay.l4
     pseudo = pseudo and lay.proto != IPPROTO_ICMP  # ICMPv4 has no pseudo-header
     if csum and (pseudo or in_l4) and at != csum[0]:
-        _csum_replace(frame, csum[0], old, new, at,
+        csum_replace(frame, csum[0], old, new, at,
                       udp=csum[1] and lay.eth_type == ETH_TYPE_IP)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from slowpath.odp_execute import csum_replace
+
 ETH_IP, ETH_IPV6 = 0x0800, 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8)
 ICMP, TCP, UDP, ICMPV6, SCTP, UDPLITE = 1, 6, 17, 58, 132, 136
@@ -248,28 +250,6 @@ def csum16(data) -> int:
     return ~s & 0xFFFF
 
 
-def _csum_adjust(frame, at: int, old: bytes, new: bytes, data_at: int, udp: bool = False) -> None:
-    """RFC 1624: fix the checksum at ``at`` for bytes changed at ``data_at``."""
-    if at < 0 or at + 2 > len(frame):
-        return
-    (c,) = struct.unpack_from("!H", frame, at)
-    if udp and c == 0:
-        return
-    if data_at % 2:
-        old, new = b"\0" + old, b"\0" + new
-    if len(old) % 2:
-        old, new = old + b"\0", new + b"\0"
-    s = ~c & 0xFFFF
-    for i in range(0, len(old), 2):
-        s += (~struct.unpack_from("!H", old, i)[0] & 0xFFFF) + struct.unpack_from("!H", new, i)[0]
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    c = ~s & 0xFFFF
-    if udp and c == 0:
-        c = 0xFFFF
-    struct.pack_into("!H", frame, at, c)
-
-
 def l4_csum_at(proto: int, l4: int | None) -> int | None:
     if l4 is None:
         return None
@@ -286,7 +266,7 @@ def set_addr(frame, l3: int, af: int, which: str, value: int, csums: list[tuple[
         if old == new:
             return
         frame[at:at + 4] = new
-        _csum_adjust(frame, l3 + 10, old, new, at)
+        csum_replace(frame, l3 + 10, old, new, at)
     else:
         at = l3 + (8 if which == "src" else 24)
         old = bytes(frame[at:at + 16])
@@ -295,7 +275,7 @@ def set_addr(frame, l3: int, af: int, which: str, value: int, csums: list[tuple[
             return
         frame[at:at + 16] = new
     for c, udp in csums:
-        _csum_adjust(frame, c, old, new, at, udp)
+        csum_replace(frame, c, old, new, at, udp)
 
 
 def set_u16(frame, at: int, value: int, csums: list[tuple[int, bool]]) -> None:
@@ -305,7 +285,7 @@ def set_u16(frame, at: int, value: int, csums: list[tuple[int, bool]]) -> None:
         return
     frame[at:at + 2] = new
     for c, udp in csums:
-        _csum_adjust(frame, c, old, new, at, udp)
+        csum_replace(frame, c, old, new, at, udp)
 
 
 def fix_ipv4_csum(frame, l3: int) -> None:

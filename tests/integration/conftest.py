@@ -7,6 +7,7 @@ the test fails, and checks that the daemon left no link behind.
 import os
 import secrets
 import shutil
+import socket
 
 import pytest
 
@@ -56,3 +57,13 @@ def bridge_name():
     name = "pvsbr" + secrets.token_hex(3)
     yield name
     assert not link_exists(name), f"bridge-local device {name} left behind"
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

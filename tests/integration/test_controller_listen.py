@@ -3,28 +3,19 @@
 controller's ``ptcp:`` listener and is bound to its host by datapath id."""
 
 import re
-import socket
 
 from controller_stub.controller import BackgroundController
 from controller_stub.state import State
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def test_switch_dials_the_controller(daemon, topology, bridge_name):
+def test_switch_dials_the_controller(daemon, topology, bridge_name, free_tcp_port):
     h1 = topology.add_host("h1", "10.0.5.1/24")
     h2 = topology.add_host("h2", "10.0.5.2/24")
     daemon.vsctl("add-br", bridge_name)
     for h in (h1, h2):
         daemon.vsctl("add-port", bridge_name, h.port)
     dpid = re.search(r"dpid:([0-9a-f]{16})", daemon.ofctl("show", bridge_name).stdout).group(1)
-    port = free_port()
+    port = free_tcp_port
     state = State.from_dict({
         "hosts": {"hv1": {"tunnel_ip": "192.168.0.1", "openflow": "listen", "datapath_id": dpid,
                           "bridge": bridge_name}},

@@ -4,7 +4,6 @@ controller makes pings work between namespaces."""
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,10 @@ import time
 APP = os.path.join(os.path.dirname(__file__), "osken_apps", "learning_switch_13.py")
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def test_osken_learning_switch_drives_the_bridge(daemon, topology, bridge_name):
+def test_osken_learning_switch_drives_the_bridge(daemon, topology, bridge_name, free_tcp_port):
     h1 = topology.add_host("h1", "10.0.12.1/24")
     h2 = topology.add_host("h2", "10.0.12.2/24")
-    port = free_port()
+    port = free_tcp_port
     app = subprocess.Popen([sys.executable, APP, str(port)], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
