@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 from pyroute2 import IPRoute, NetNS
@@ -106,19 +108,26 @@ class LinuxBridge(System):
 
 
 class Pyvswitch(System):
-    """pyvswitch with ``system`` (AF_PACKET) or ``afxdp`` ports; rules:
-    NORMAL or in_port→output."""
+    """pyvswitch with ``system`` (AF_PACKET) or ``afxdp`` ports, optionally
+    behind the XDP flow cache (``datapath_type=xdp``, native mode); rules:
+    ``normal`` (NORMAL), ``in_port`` (in_port→output), ``tp_src10k`` (10 000
+    rules on the UDP source port: one megaflow per flow)."""
 
-    def __init__(self, rules: str = "normal", port_type: str = "system"):
-        self.rules, self.port_type = rules, port_type
-        self.name = f"pyvswitch-{'afpacket' if port_type == 'system' else port_type}-{rules}"
+    def __init__(self, rules: str = "normal", port_type: str = "system",
+                 datapath_type: str = "netdev"):
+        self.rules, self.port_type, self.datapath_type = rules, port_type, datapath_type
+        kind = "xdp" if datapath_type == "xdp" else (
+            "afpacket" if port_type == "system" else port_type)
+        self.name = f"pyvswitch-{kind}-{rules}"
 
     def setup(self, topo: Topology) -> None:
         self.daemon = DaemonProcess(log_level="warning").start()
         self.pids = [self.daemon.proc.pid]
         _pin(self.daemon.proc.pid, SWITCH_CPU)
         self.br = f"pvsbr{topo.tag}"
-        self.daemon.vsctl("add-br", self.br)
+        self.daemon.vsctl("add-br", self.br, "--", "set", "Bridge", self.br,
+                          f"datapath_type={self.datapath_type}",
+                          "other_config:xdp-mode=native")
         for port in topo.ports:
             self.daemon.vsctl("add-port", self.br, port, "--", "set", "Interface", port,
                               f"type={self.port_type}")
@@ -126,6 +135,16 @@ class Pyvswitch(System):
             self.daemon.ofctl("del-flows", self.br)
             self.daemon.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
             self.daemon.ofctl("add-flow", self.br, "in_port=2,actions=output:1")
+        elif self.rules == "tp_src10k":
+            with tempfile.NamedTemporaryFile("w", suffix=".flows", delete=False) as f:
+                f.write("priority=0,in_port=2,actions=output:1\n")
+                for tp in range(10_000):
+                    f.write(f"priority=100,udp,in_port=1,tp_src={tp},actions=output:2\n")
+            try:
+                self.daemon.ofctl("del-flows", self.br)
+                self.daemon.ofctl("add-flows", self.br, "--bundle", f.name)
+            finally:
+                os.unlink(f.name)
         self.out_port = topo.ports[1]
         _pin(self.daemon.proc.pid, SWITCH_CPU)  # threads started since
 
@@ -135,8 +154,16 @@ class Pyvswitch(System):
         for i, line in enumerate(lines):
             if f": {self.out_port} " in line + " " and i + 1 < len(lines):
                 stats = dict(kv.split(":") for kv in lines[i + 1].split())
-                return int(stats["tx_packets"])
+                dp_port = int(line.split()[1].rstrip(":"))
+                return int(stats["tx_packets"]) + self._kernel_forwarded(dp_port)
         return None
+
+    def _kernel_forwarded(self, dp_port: int) -> int:
+        if self.datapath_type != "xdp":
+            return 0
+        dump = self.daemon.appctl("dpctl/dump-flows", "--kernel")
+        return sum(int(m.group(1)) for m in re.finditer(
+            rf"packets:(\d+),.*actions:output:{dp_port}$", dump, re.M))
 
     def flow_count(self) -> int | None:
         return len(self.daemon.appctl("dpctl/dump-flows").splitlines())
@@ -186,7 +213,9 @@ class OpenVswitch(System):
 SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(),
                                OpenVswitch("system"), OpenVswitch("afxdp"),
                                Pyvswitch("normal"), Pyvswitch("in_port"),
-                               Pyvswitch("in_port", "afxdp"))}
+                               Pyvswitch("tp_src10k"), Pyvswitch("in_port", "afxdp"),
+                               Pyvswitch("in_port", datapath_type="xdp"),
+                               Pyvswitch("tp_src10k", datapath_type="xdp"))}
 
 
 def _gro_on(ifname: str) -> None:
