@@ -3,7 +3,8 @@
 Seeds are well-formed requests of every method; each case mutates one at
 random (JSON structure and raw bytes), feeds it to a live session and checks
 the reply is a proper JSON-RPC answer with an RFC 7047 error or a result.
-``OVSDB_FUZZ_N=100000`` runs the full-size campaign from the issue."""
+100 000 cases by default (a few seconds), as the issue asks; ``OVSDB_FUZZ_N``
+changes the count."""
 import json
 import os
 import random
@@ -13,7 +14,7 @@ from vswitch.ovsdb.schema import load_schema
 from vswitch.ovsdb.service import OvsdbService
 from .conftest import VSWITCH_SCHEMA
 
-N = int(os.environ.get("OVSDB_FUZZ_N", "3000"))
+N = int(os.environ.get("OVSDB_FUZZ_N", "100000"))
 
 SEEDS = [
     ["transact", ["Open_vSwitch",
