@@ -160,8 +160,7 @@ class PyvswitchPair:
             if not self.native:
                 sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "ul", ns=hv.ns[side])
             sh("ip", "link", "set", "ul", "up", ns=hv.ns[side])
-            rundir = os.path.join(hv.tmp, f"{self.name}-{side}")
-            os.makedirs(rundir, exist_ok=True)
+            rundir = tempfile.mkdtemp(prefix=f"{self.name}-{side}-", dir=hv.tmp)
             d = NsDaemon(hv.ns[side], rundir, log_level="warning").start()
             self.daemons.append(d)
             if self.native:
@@ -192,7 +191,8 @@ class OvsPair:
         self.switches = []
         for side, other in (("hva", "hvb"), ("hvb", "hva")):
             sh("ip", "addr", "flush", "dev", "ul", ns=hv.ns[side])
-            o = OvsSwitch(rundir=os.path.join(hv.tmp, f"ovs-{side}"), netns=hv.ns[side],
+            o = OvsSwitch(rundir=tempfile.mkdtemp(prefix=f"ovs-{side}-", dir=hv.tmp),
+                          netns=hv.ns[side],
                           log_level="warn").start()
             self.switches.append(o)
             o.vsctl("add-br", "br-int", "--", "set", "Bridge", "br-int", "datapath_type=netdev")
@@ -219,6 +219,8 @@ SYSTEMS = {s.name: s for s in (PyvswitchPair(), PyvswitchPair(native=True), OvsP
 
 
 def measure(hv: Hypervisors, system, seconds: float) -> dict:
+    for side in ("hva", "hvb"):   # MACs of the previous system's devices are gone
+        sh("ip", "neigh", "flush", "all", ns=hv.ns[side], check=False)
     system.setup(hv)
     try:
         for pid in system.pids:

@@ -107,7 +107,16 @@ class OvsSwitch:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop vswitchd (its bridges' devices go away) then ovsdb-server."""
+        """Stop vswitchd, then ovsdb-server.  ``exit --cleanup`` first: on a
+        plain SIGTERM the userspace datapath leaves its internal (TAP)
+        devices behind, addresses and routes included."""
+        p = self.procs.get("ovs-vswitchd")
+        if p is not None and p.poll() is None:
+            try:
+                self.appctl("exit", "--cleanup", check=False)
+                p.wait(timeout)
+            except (subprocess.TimeoutExpired, OSError, subprocess.SubprocessError):
+                pass
         for name in ("ovs-vswitchd", "ovsdb-server"):
             p = self.procs.pop(name, None)
             if p is None:
