@@ -7,6 +7,8 @@ import asyncio
 import json
 import tempfile
 
+from os_ken.ofproto import ofproto_parser
+
 from controller_stub import flows as F
 from controller_stub import ofmsg
 from controller_stub.api import Api
@@ -14,6 +16,7 @@ from controller_stub.controller import Controller
 from controller_stub.state import State
 from slowpath.port import Port
 from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
+from vswitch.openflow import codec
 from vswitch.openflow.connection import Connected, MessageReceived, OpenFlowConnection
 from vswitch.openflow.handlers import Channel, Handlers, SwitchContext
 from vswitch.openflow.sp import OFError
@@ -71,8 +74,13 @@ class PeerSwitch:
         msg.serialize()
         ch = Channel(4, send_async=lambda m: None)
         for reply in self.handlers.handle(ch, _reparse(msg), 0.0):
-            for s in reply.body:
-                yield ofmsg.flow_from_stats(s)
+            # As a controller would see it: the reply's bytes, parsed by os-ken
+            # (the switch side may hold actions os-ken has no class for).
+            reply.xid = 0
+            for wire in codec.encode(reply):
+                parsed = ofproto_parser.msg(ofmsg.DP, *ofproto_parser.header(wire), wire)
+                for s in parsed.body:
+                    yield ofmsg.flow_from_stats(s)
 
     def apply_direct(self, msg):
         msg.serialize()
