@@ -27,6 +27,7 @@ import threading
 import time
 import uuid as uuidlib
 
+from fastpath.bpf.xdp_cache import XdpCache, XdpError, cleanup_stale
 from slowpath import dpactions as dp
 from slowpath import odp_execute
 from slowpath.conntrack import ConnTracker
@@ -359,8 +360,6 @@ class Bridge:
         self._close_xdp()
         self.datapath_type, self.xdp_mode = datapath_type, xdp_mode
         if datapath_type == "xdp":
-            from fastpath.bpf.xdp_cache import XdpCache, XdpError
-
             try:
                 self.xdp = XdpCache(f"/sys/fs/bpf/pyvswitch/pid{os.getpid()}-{self.name}")
             except XdpError as e:
@@ -374,8 +373,6 @@ class Bridge:
             self.xdp = None
 
     def _xdp_add(self, live: LivePort) -> None:
-        from fastpath.bpf.xdp_cache import XdpError
-
         try:
             if live.config.type == "internal":
                 self.xdp.set_output(live.dp_port, socket.if_nametoindex(live.config.name))
@@ -386,8 +383,6 @@ class Bridge:
             log.warning("%s: no XDP cache on %s: %s", self.name, live.config.name, e)
 
     def _xdp_remove(self, live: LivePort) -> None:
-        from fastpath.bpf.xdp_cache import XdpError
-
         try:
             if live.config.type == "internal":
                 self.xdp.del_output(live.dp_port)
@@ -396,10 +391,9 @@ class Bridge:
         except (XdpError, OSError) as e:
             log.warning("%s: removing XDP from %s: %s", self.name, live.config.name, e)
 
-    def check_ports(self, errors: dict[int, str]) -> bool:
+    def check_ports(self, errors: dict[int, str]) -> None:
         """Take out ports whose device failed; reopen those whose device is
-        back (a veth re-created, say).  True if anything changed."""
-        changed = False
+        back (a veth re-created, say)."""
         for name, live in list(self.ports.items()):
             if live.dp_port is not None and live.dp_port in errors:
                 log.warning("%s: port %s failed: %s", self.name, name, errors[live.dp_port])
@@ -407,12 +401,10 @@ class Bridge:
                 self.ports[name] = LivePort(live.config, -1, None,
                                             f"network device {name} failed "
                                             f"({errors[live.dp_port]})")
-                changed = True
             elif (live.dp_port is None and live.config.type in REOPENABLE
                   and os.path.exists(f"/sys/class/net/{name}")):
                 del self.ports[name]
-                changed |= self.add_port(live.config).dp_port is not None
-        return changed
+                self.add_port(live.config)
 
     def remove_ports(self) -> None:
         """Take every port out of the datapath now (internal devices vanish)."""
@@ -571,8 +563,6 @@ class BridgeReconciler:
         ct_execute.install(self.conntrack, time.monotonic)
 
     async def start(self) -> None:
-        from fastpath.bpf.xdp_cache import cleanup_stale
-
         try:
             cleanup_stale()  # pinned maps of a daemon that died
         except OSError as e:
