@@ -17,6 +17,7 @@ from libc.stdlib cimport malloc, free
 import struct as _struct
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, fp_pkt_own, fp_pkt_push,
+                              rd16, rd32, wr16, wr32,
                               FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_HEADROOM)
 from fastpath._fields cimport *
 from fastpath.io.port cimport fp_port, fp_port_tx
@@ -28,21 +29,6 @@ cdef enum:
     META_END = FK_OFS_DL_DST       # key bytes before this are metadata
 
 
-cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
-    return (<uint16_t>p[0] << 8) | p[1]
-
-cdef inline void wr16(uint8_t* p, uint16_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 8)
-    p[1] = <uint8_t>v
-
-cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
-
-cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
 # ---------------------------------------------------------------- checksums

@@ -8,7 +8,7 @@ tests hold the two to byte equality.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
-from fastpath.fpcore cimport fp_packet
+from fastpath.fpcore cimport fp_packet, rd16, wr16, wr32
 from fastpath._fields cimport *
 
 cdef enum:
@@ -24,18 +24,6 @@ cdef enum:
     FLOW_DL_TYPE_NONE = 0x5ff
     NO_OFS = 0xffff
 
-cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
-    return (<uint16_t>p[0] << 8) | p[1]
-
-cdef inline void wr16(uint8_t* p, uint16_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 8)
-    p[1] = <uint8_t>v
-
-cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
 
 
 cdef int _parse_nd(const uint8_t* d, uint32_t size, uint8_t icmp_type,

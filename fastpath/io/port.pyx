@@ -35,7 +35,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FA
 from posix.uio cimport iovec
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_HEADROOM,
-                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO)
+                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, rd16, wr16)
 from fastpath.io.port cimport FP_RX_CAP
 
 import os
@@ -158,17 +158,10 @@ cdef inline tpacket_block_desc* _block(fp_port* p, uint32_t i) noexcept nogil:
     return <tpacket_block_desc*>(p.ring + <size_t>i * p.block_size)
 
 
-cdef inline uint16_t _rd16(const uint8_t* b) noexcept nogil:
-    return (<uint16_t>b[0] << 8) | b[1]
-
-cdef inline void _wr16(uint8_t* b, uint16_t v) noexcept nogil:
-    b[0] = <uint8_t>(v >> 8)
-    b[1] = <uint8_t>v
-
 cdef uint16_t _csum(const uint8_t* b, uint32_t n, uint64_t s) noexcept nogil:
     cdef uint32_t i = 0
     while i + 1 < n:
-        s += _rd16(b + i)
+        s += rd16(b + i)
         i += 2
     if n & 1:
         s += <uint32_t>b[n - 1] << 8
@@ -196,17 +189,17 @@ cdef int _gso_segment(const uint8_t* d, uint32_t len, uint8_t gso_type_in, uint1
     cdef uint8_t* th
     cdef uint64_t ps
     cdef uint8_t gso = gso_type_in & ~VIRTIO_NET_HDR_GSO_ECN
-    while l3 + 2 <= len and (_rd16(d + l3) == 0x8100 or _rd16(d + l3) == 0x88a8):
+    while l3 + 2 <= len and (rd16(d + l3) == 0x8100 or rd16(d + l3) == 0x88a8):
         l3 += 4
     if l3 + 2 > len or mss == 0:
         return -1
-    et = _rd16(d + l3)
+    et = rd16(d + l3)
     l3 += 2
     if et == 0x0800 and len >= l3 + 20 and (d[l3] & 0x0f) >= 5:
         v4 = 1
         l4 = l3 + (d[l3] & 0x0f) * 4
         proto = d[l3 + 9]
-        ipid = _rd16(d + l3 + 4)
+        ipid = rd16(d + l3 + 4)
     elif et == 0x86dd and len >= l3 + 40:
         v4 = 0
         l4 = l3 + 40
@@ -219,7 +212,7 @@ cdef int _gso_segment(const uint8_t* d, uint32_t len, uint8_t gso_type_in, uint1
         if (d[l4 + 12] >> 4) < 5:
             return -1
         hl = l4 + (d[l4 + 12] >> 4) * 4
-        seq0 = (<uint32_t>_rd16(d + l4 + 4) << 16) | _rd16(d + l4 + 6)
+        seq0 = (<uint32_t>rd16(d + l4 + 4) << 16) | rd16(d + l4 + 6)
         tcpflags = d[l4 + 13]
     elif proto == 17 and gso == VIRTIO_NET_HDR_GSO_UDP_L4:
         hl = l4 + 8
@@ -242,33 +235,33 @@ cdef int _gso_segment(const uint8_t* d, uint32_t len, uint8_t gso_type_in, uint1
         ip = b + FP_HEADROOM + l3
         th = b + FP_HEADROOM + l4
         if v4:
-            _wr16(ip + 2, <uint16_t>(hl - l3 + seg_len))
-            _wr16(ip + 4, <uint16_t>(ipid + i))
-            _wr16(ip + 10, 0)
-            _wr16(ip + 10, _csum(ip, l4 - l3, 0))
-            ps = _rd16(ip + 12) + _rd16(ip + 14) + _rd16(ip + 16) + _rd16(ip + 18)
+            wr16(ip + 2, <uint16_t>(hl - l3 + seg_len))
+            wr16(ip + 4, <uint16_t>(ipid + i))
+            wr16(ip + 10, 0)
+            wr16(ip + 10, _csum(ip, l4 - l3, 0))
+            ps = rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18)
         else:
-            _wr16(ip + 4, <uint16_t>(hl - l3 - 40 + seg_len))
+            wr16(ip + 4, <uint16_t>(hl - l3 - 40 + seg_len))
             ps = 0
             for j in range(16):
-                ps += _rd16(ip + 8 + 2 * j)
+                ps += rd16(ip + 8 + 2 * j)
         ps += proto + (hl - l4) + seg_len
         if proto == 6:
             seq = seq0 + off
-            _wr16(th + 4, <uint16_t>(seq >> 16))
-            _wr16(th + 6, <uint16_t>seq)
+            wr16(th + 4, <uint16_t>(seq >> 16))
+            wr16(th + 6, <uint16_t>seq)
             th[13] = tcpflags
             if i + 1 < nseg:
                 th[13] &= ~0x09                  # FIN, PSH only on the last
             if i > 0:
                 th[13] &= ~0x80                  # CWR only on the first
-            _wr16(th + 16, 0)
-            _wr16(th + 16, _csum(th, hl - l4 + seg_len, ps))
+            wr16(th + 16, 0)
+            wr16(th + 16, _csum(th, hl - l4 + seg_len, ps))
         else:
-            _wr16(th + 4, <uint16_t>(8 + seg_len))
-            _wr16(th + 6, 0)
+            wr16(th + 4, <uint16_t>(8 + seg_len))
+            wr16(th + 6, 0)
             ps = _csum(th, 8 + seg_len, ps)
-            _wr16(th + 6, <uint16_t>(ps if ps else 0xffff))
+            wr16(th + 6, <uint16_t>(ps if ps else 0xffff))
         out[i].buf = b
         out[i].bufsize = FP_HEADROOM + hl + seg_len + 64
         out[i].data = b + FP_HEADROOM
