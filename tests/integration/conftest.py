@@ -67,3 +67,28 @@ def free_tcp_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+@pytest.fixture
+def daemons_with_bridge(tmp_path):
+    """Start, on call, one daemon per name, each with one new bridge; returns
+    {name: (DaemonProcess, bridge)}.  All are stopped at teardown, and each
+    bridge's device must be gone then."""
+    made = {}
+
+    def start(names, prefix: str = "pvsd") -> dict:
+        for name in names:
+            d = DaemonProcess(rundir=str(tmp_path / name))
+            os.makedirs(d.rundir)
+            d.start()
+            br = prefix + secrets.token_hex(3)
+            made[name] = (d, br)
+            d.vsctl("add-br", br)
+        return made
+
+    try:
+        yield start
+    finally:
+        for d, br in made.values():
+            d.cleanup()
+            assert not link_exists(br)

@@ -10,9 +10,7 @@ are checked against real OVS (test_controller_ovs_oracle.py) and as flow
 computation in tests/unit/controller_stub.
 """
 
-import os
 import re
-import secrets
 import time
 
 import pytest
@@ -20,27 +18,12 @@ import pytest
 from controller_stub import flows as F
 from controller_stub.controller import BackgroundController
 from controller_stub.state import State
-from vswitch.process import DaemonProcess
-from vswitch.topology import link_exists
 
 
 @pytest.fixture
-def hypervisors(tmp_path):
+def hypervisors(daemons_with_bridge):
     """Two daemons, each with one bridge; yields {name: (daemon, bridge)}."""
-    made = {}
-    try:
-        for hv in ("hv1", "hv2"):
-            d = DaemonProcess(rundir=str(tmp_path / hv))
-            os.makedirs(d.rundir)
-            d.start()
-            br = "pvsc" + secrets.token_hex(3)
-            made[hv] = (d, br)
-            d.vsctl("add-br", br)
-        yield made
-    finally:
-        for d, br in made.values():
-            d.cleanup()
-            assert not link_exists(br)
+    return daemons_with_bridge(("hv1", "hv2"), "pvsc")
 
 
 def state_for(hvs, vms, placement):

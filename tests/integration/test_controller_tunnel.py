@@ -4,9 +4,7 @@ overlapping addresses stay apart across tunnels, ARP never crosses a
 tunnel (checked on a capture of the underlay), stateful ACLs hold across
 hosts, and a VM migrating during a continuous ping loses well under 1 s."""
 
-import os
 import re
-import secrets
 import subprocess
 import time
 
@@ -14,28 +12,13 @@ import pytest
 
 from controller_stub.controller import BackgroundController
 from controller_stub.state import State
-from vswitch.process import DaemonProcess
-from vswitch.topology import link_exists
 
 HVS = ("hv1", "hv2", "hv3")
 
 
 @pytest.fixture
-def hvs(tmp_path):
-    made = {}
-    try:
-        for hv in HVS:
-            d = DaemonProcess(rundir=str(tmp_path / hv))
-            os.makedirs(d.rundir)
-            d.start()
-            br = "pvst" + secrets.token_hex(3)
-            made[hv] = (d, br)
-            d.vsctl("add-br", br)
-        yield made
-    finally:
-        for d, br in made.values():
-            d.cleanup()
-            assert not link_exists(br)
+def hvs(daemons_with_bridge):
+    return daemons_with_bridge(HVS, "pvst")
 
 
 @pytest.fixture
