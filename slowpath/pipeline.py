@@ -23,6 +23,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from slowpath import actions as A
 from slowpath.classifier import Classifier, Rule
+from slowpath.continuation import ContinuationStore
 from slowpath.errors import (
     OFError, bad_action, bad_instruction, flow_mod_failed, group_mod_failed,
     meter_mod_failed,
@@ -203,6 +204,8 @@ class Pipeline:
         #: by the caller on NXT_TLV_TABLE_MOD; None = no options mapped
         self.tlv_map = None
         self._recirc_by_state: dict[tuple, int] = {}
+        #: translations paused by controller(pause), for NXT_RESUME
+        self.continuations = ContinuationStore()
 
     # ---- ports ------------------------------------------------------------
     def set_port(self, port: Port) -> None:
@@ -656,6 +659,14 @@ class Pipeline:
         """OFPT_PACKET_OUT: run ``actions`` (output:TABLE runs the pipeline)."""
         self.validate_actions(actions, packet_out=True)
         return X.xlate(self, key, packet, now, actions=tuple(actions))
+
+    def resume(self, key: FlowKey, packet: bytes, continuation: bytes,
+               now: float) -> "X.XlateOutput":
+        """NXT_RESUME: go on with a paused translation.  ``key`` is the
+        (possibly rewritten) packet's flow with the pipeline metadata the
+        controller handed back.  Raises NXR_STALE for an unknown continuation."""
+        frozen = self.continuations.thaw(continuation)
+        return X.xlate(self, key, packet, now, resume=frozen)
 
     def revalidate(self, key: FlowKey, now: float) -> "X.XlateOutput":
         """Re-translate a cached megaflow's upcall key without side effects."""

@@ -106,6 +106,8 @@ class PacketIn:
     userdata: bytes = b""
     pause: bool = False
     controller_id: int = 0
+    frozen: "Frozen | None" = None     # controller(pause): what is left to run
+    continuation: bytes = b""          # ``frozen`` registered for NXT_RESUME
 
     @property
     def in_port(self) -> int:
@@ -163,6 +165,47 @@ class _Stop(Exception):
     """Abort the whole translation (e.g. dec_ttl hit zero)."""
 
 
+class _Pause(Exception):
+    """controller(pause): unwind the translation.  Each level it crosses
+    appends what it had left to do to ``rest`` -- innermost first, which is
+    execution order -- like OVS's freeze_unroll_actions."""
+
+    def __init__(self, pin: PacketIn):
+        self.pin = pin
+        self.rest: list = []
+
+
+@dataclass(frozen=True)
+class Return:
+    """Frozen end of a resubmit: restore what the resubmit saved."""
+    in_port: int
+    table_id: int
+    rule: Rule | None
+
+
+class RunActionSet:
+    """Frozen end of the pipeline: execute the action set."""
+
+    def __repr__(self):
+        return "RunActionSet"
+
+
+RUN_ACTION_SET = RunActionSet()
+
+
+@dataclass
+class Frozen:
+    """A translation paused by controller(pause), to be resumed by NXT_RESUME.
+    ``items`` are actions, instructions (goto_table, write_actions...),
+    `Return` and `RUN_ACTION_SET` markers, run in order."""
+    items: tuple
+    action_set: dict
+    table_id: int
+    rule: Rule | None
+    n_resubmits: int
+    version: int
+
+
 class XlateCtx:
     def __init__(self, pipeline, key: FlowKey, packet: bytes | None, now: float,
                  side_effects: bool, trace: bool):
@@ -194,6 +237,7 @@ class XlateCtx:
         self.table_id = 0
         self.rule: Rule | None = None
         self.in_group = 0
+        self.in_clone = 0     # controller(pause) does not pause inside a clone
         self.packet_out = False
 
     # --- the one accessor -------------------------------------------------
@@ -384,9 +428,12 @@ class XlateCtx:
         if self.side_effects:
             data = self._packet_now()
             cookie = self.rule.cookie if self.rule is not None else 0xffffffffffffffff
-            self.out.packet_ins.append(PacketIn(
-                reason, self.table_id, cookie, self.key.copy(), data, len(data),
-                act.max_len, act.userdata, act.pause, act.controller_id))
+            pin = PacketIn(reason, self.table_id, cookie, self.key.copy(), data, len(data),
+                           act.max_len, act.userdata, act.pause, act.controller_id)
+            self.out.packet_ins.append(pin)
+            if act.pause and not self.in_clone:
+                self.out.slow = True
+                raise _Pause(pin)
 
     def _packet_now(self) -> bytes:
         """The packet as the actions so far made it (what a packet-in carries)."""
@@ -404,7 +451,12 @@ class XlateCtx:
     def run_pipeline(self, table_id: int) -> None:
         """Walk tables from ``table_id`` following goto_table; then run the
         action set (OpenFlow 1.3 §5.1)."""
-        if self.run_table(table_id):
+        try:
+            ok = self.run_table(table_id)
+        except _Pause as p:
+            p.rest.append(RUN_ACTION_SET)
+            raise
+        if ok:
             self.execute_action_set()
 
     def run_table(self, table_id: int) -> bool:
@@ -432,25 +484,59 @@ class XlateCtx:
                 table.matched_count += 1
                 self.p.credit_rule(rule, 1, len(self.packet or b""), self.now)
             goto = None
-            for inst in rule.instructions:
-                if isinstance(inst, A.Meter):
-                    self.emit(dp.Meter(inst.meter_id))
-                elif isinstance(inst, A.ApplyActions):
-                    self.depth += 1
-                    self.do_actions(inst.actions)
-                    self.depth -= 1
-                elif isinstance(inst, A.ClearActions):
-                    self.action_set.clear()
-                elif isinstance(inst, A.WriteActions):
-                    for a in inst.actions:
-                        self.action_set[_set_slot(a)] = a
-                elif isinstance(inst, A.WriteMetadata):
-                    self.write("metadata", inst.metadata, inst.mask)
-                elif isinstance(inst, A.GotoTable):
+            for i, inst in enumerate(rule.instructions):
+                if isinstance(inst, A.GotoTable):
                     goto = inst.table_id
+                    continue
+                try:
+                    self.run_instruction(inst)
+                except _Pause as p:
+                    p.rest.extend(rule.instructions[i + 1:])
+                    raise
             if goto is None:
                 return True
             table_id = goto
+
+    def run_instruction(self, inst) -> None:
+        """One instruction other than goto_table."""
+        if isinstance(inst, A.Meter):
+            self.emit(dp.Meter(inst.meter_id))
+        elif isinstance(inst, A.ApplyActions):
+            self.depth += 1
+            self.do_actions(inst.actions)
+            self.depth -= 1
+        elif isinstance(inst, A.ClearActions):
+            self.action_set.clear()
+        elif isinstance(inst, A.WriteActions):
+            for a in inst.actions:
+                self.action_set[_set_slot(a)] = a
+        elif isinstance(inst, A.WriteMetadata):
+            self.write("metadata", inst.metadata, inst.mask)
+
+    def run_frozen(self, items) -> None:
+        """Run a `Frozen`'s items.  A goto_table that misses ends its table
+        walk: the rest up to the enclosing resubmit's `Return` is skipped,
+        and at the top level so is the action set."""
+        skipping = False
+        for i, it in enumerate(items):
+            if skipping and not isinstance(it, Return):
+                continue
+            skipping = False
+            try:
+                if isinstance(it, Return):
+                    self.key.in_port = it.in_port
+                    self.table_id, self.rule = it.table_id, it.rule
+                elif it is RUN_ACTION_SET:
+                    self.execute_action_set()
+                elif isinstance(it, A.GotoTable):
+                    skipping = not self.run_table(it.table_id)
+                elif isinstance(it, _INSTRUCTIONS):
+                    self.run_instruction(it)
+                else:
+                    self.do_actions((it,))
+            except _Pause as p:
+                p.rest.extend(items[i + 1:])
+                raise
 
     def execute_action_set(self) -> None:
         if not self.action_set:
@@ -465,13 +551,17 @@ class XlateCtx:
         self.do_actions(ordered)
 
     def do_actions(self, actions) -> None:
-        for a in actions:
+        for i, a in enumerate(actions):
             h = _HANDLERS.get(type(a))
             if h is None:
                 self.note(f"unsupported action {a!r}: slow path")
                 self.out.slow = True
                 continue
-            h(self, a)
+            try:
+                h(self, a)
+            except _Pause as p:
+                p.rest.extend(actions[i + 1:])
+                raise
 
     # --- cloning for groups and clone() ----------------------------------
     def save(self):
@@ -497,10 +587,12 @@ class XlateCtx:
         key, written, odp = self.key.copy(), self.written, self.odp
         self.odp = []
         self.depth += 1
+        self.in_clone += 1
         try:
             self.do_actions(actions)
         finally:
             self.depth -= 1
+            self.in_clone -= 1
             inner = self.odp
             if not all(isinstance(a, (dp.Output, dp.Userspace, dp.Meter)) for a in inner):
                 inner = [dp.Clone(tuple(inner))]
@@ -708,7 +800,11 @@ def _x_resubmit(ctx, a: A.Resubmit):
         ctx.key.in_port = a.in_port
     ctx.depth += 1
     ctx.note(f"resubmit({'' if a.in_port == OFPP_IN_PORT else a.in_port},{table})")
-    ctx.run_table(table)
+    try:
+        ctx.run_table(table)
+    except _Pause as p:
+        p.rest.append(Return(saved_port, saved_table, saved_rule))
+        raise
     ctx.depth -= 1
     ctx.key.in_port = saved_port
     ctx.table_id, ctx.rule = saved_table, saved_rule
@@ -845,16 +941,31 @@ _HANDLERS = {
 }
 
 
+_INSTRUCTIONS = (A.ApplyActions, A.ClearActions, A.WriteActions, A.WriteMetadata)
+
+
 def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0, *,
-          actions=None, side_effects: bool = True, trace: bool = False) -> XlateOutput:
+          actions=None, side_effects: bool = True, trace: bool = False,
+          resume: Frozen | None = None) -> XlateOutput:
     """Translate ``key`` (``key.in_port`` is the OpenFlow port) through
-    ``pipeline`` from table 0, or run ``actions`` (packet-out).  Returns the
-    megaflow and the packet-ins and rules it produced."""
+    ``pipeline`` from table 0, or run ``actions`` (packet-out), or go on
+    with a paused translation (``resume``: ``key`` then carries the pipeline
+    metadata the controller handed back).  Returns the megaflow and the
+    packet-ins and rules it produced."""
     ctx = XlateCtx(pipeline, key, packet, now, side_effects, trace)
     ctx.out.version = pipeline.version
     in_port = pipeline.ports.get(key.in_port)
     try:
-        if in_port is not None and in_port.no_recv and actions is None:
+        if resume is not None:
+            for m in _PIPELINE_META:
+                o, n = MEMBERS[m]
+                ctx.key.buf[o:o + n] = key.buf[o:o + n]
+            ctx.action_set = dict(resume.action_set)
+            ctx.table_id, ctx.rule = resume.table_id, resume.rule
+            ctx.n_resubmits = resume.n_resubmits
+            ctx.out.slow = True
+            ctx.run_frozen(resume.items)
+        elif in_port is not None and in_port.no_recv and actions is None:
             ctx.note(f"port {key.in_port} is no_recv: dropping")
         elif key.recirc_id:
             state = pipeline.recirc_states.get(key.recirc_id)
@@ -873,6 +984,11 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
             ctx.run_pipeline(0)
     except _Stop:
         pass
+    except _Pause as p:
+        p.pin.frozen = Frozen(tuple(p.rest), ctx.action_set, ctx.table_id, ctx.rule,
+                              ctx.n_resubmits, pipeline.version)
+        p.pin.continuation = pipeline.continuations.freeze(p.pin.frozen, p.pin.table_id,
+                                                           p.pin.cookie)
     if trace:
         ctx.out.final_key = ctx.key.copy()
     mask = ctx.wc.mask

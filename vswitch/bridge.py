@@ -427,7 +427,25 @@ class Bridge:
         key = parse_packet(data, in_port)
         with self.lock:
             out = self.pipeline.packet_out(key, data, actions, time.monotonic())
-            port = self.pipeline.ports.get(in_port)
+        self._execute_once(key, data, out, "packet-out")
+
+    def resume(self, data: bytes, metadata: Match | None, continuation: bytes) -> None:
+        """NXT_RESUME: run what a controller(pause) left, on the packet the
+        controller handed back, with the pipeline metadata (registers,
+        in_port, tunnel, ct) it handed back.  Raises NXR_STALE (an OFError)
+        for a continuation this bridge did not issue or no longer keeps."""
+        in_port = FlowKey.from_int(metadata.value).in_port if metadata is not None else 0
+        key = parse_packet(data, in_port)
+        if metadata is not None:
+            key = FlowKey.from_int((int(key) & ~metadata.mask) | metadata.value)
+        with self.lock:
+            out = self.pipeline.resume(key, data, continuation, time.monotonic())
+        self._execute_once(key, data, out, "resume")
+
+    def _execute_once(self, key: FlowKey, data: bytes, out, what: str) -> None:
+        """Execute a one-packet translation (packet-out, resume) on the
+        datapath thread, then hand its packet-ins to the controllers."""
+        port = self.pipeline.ports.get(key.in_port)
         # The datapath's view: in_port is a datapath port (0: none, e.g. CONTROLLER).
         dp_key = key.copy()
         dp_key.in_port = port.dp_port if port is not None else 0
@@ -443,7 +461,7 @@ class Bridge:
         try:
             datapath.call(run)
         except Exception:
-            log.exception("%s: packet-out actions %s", self.name, out.actions)
+            log.exception("%s: %s actions %s", self.name, what, out.actions)
         self.send_packet_ins(out.packet_ins)
 
     def tlv_map_changed(self, tlv_map: dict) -> None:

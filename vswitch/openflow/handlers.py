@@ -258,7 +258,8 @@ def packet_in_msg(ch: Channel, ev):
             props.append(_pi2_prop(P, nicira_ext.NXPINT_USERDATA, bytes(userdata)))
         cont = getattr(ev, "continuation", None)
         if cont:
-            props.append(_pi2_prop(P, nicira_ext.NXPINT_CONTINUATION, bytes(cont)))
+            # a nested property list: 4 pad bytes align it (OVS ofpprop_put_nested)
+            props.append(_pi2_prop(P, nicira_ext.NXPINT_CONTINUATION, bytes(4) + bytes(cont)))
         # same layout in every version (OF1.0 VENDOR == OF1.2+ EXPERIMENTER)
         return getattr(P, "NXTPacketIn2", p13.NXTPacketIn2)(ch.dp, props)
     if ch.packet_in_format == PIF_NXT_PACKET_IN:
@@ -780,10 +781,13 @@ class Handlers:
 
     def h_NXTResume(self, ch, msg, now):
         """Resume a paused pipeline run (controller(pause)): the backend owns the
-        continuation format; without one there is nothing to resume."""
+        continuation format (slowpath/continuation.py) and raises NXR_STALE
+        for one it did not issue."""
         hook = getattr(self.sw.backend, "resume", None)
-        if hook is None or not msg.continuation:
-            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_EXP_TYPE)
+        if hook is None:
+            raise _nx_error(sp.NXR_NOT_SUPPORTED)
+        if not msg.packet or not msg.continuation:
+            raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_LEN)
         metadata = convert.match_from_tlvs(
             codec.parse_oxm_fields(msg.metadata, 0, len(msg.metadata))) if msg.metadata else None
         hook(bytes(msg.packet), metadata, bytes(msg.continuation))

@@ -166,7 +166,7 @@ def _parse_resume(dp, buf, off, end):
         elif prop.type == nxe.NXPINT_METADATA:
             msg.metadata = data
         elif prop.type == nxe.NXPINT_CONTINUATION:
-            msg.continuation = data
+            msg.continuation = data[4:]     # nested: 4 pad bytes first
     return msg
 
 

@@ -12,6 +12,7 @@ from slowpath.actions import (  # noqa: F401
     PushVlan,
     Resubmit, SetField, SetMplsTtl, SetNwTtl, SetQueue, WriteActions, WriteMetadata,
 )
+from slowpath.continuation import NXR_NOT_SUPPORTED, NXR_STALE  # noqa: F401
 from slowpath.errors import OFError  # noqa: F401
 from slowpath.match import Match  # noqa: F401
 from slowpath.pipeline import (  # noqa: F401
