@@ -12,13 +12,13 @@ and recirculation queues.
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove, memset, memcmp
 from libc.stdlib cimport malloc, free
 import struct as _struct
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, fp_pkt_own, fp_pkt_push,
                               rd16, rd32, wr16, wr32,
-                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_HEADROOM)
+                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, FP_HEADROOM)
 from fastpath._fields cimport *
 from fastpath.io.port cimport fp_port, fp_port_tx
 from fastpath.parse cimport fp_parse
@@ -573,6 +573,342 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
     fp_port_tx(dp.ports[out_port], b, total)
 
 
+# ---------------------------------------------------------------- GENEVE decap (tnl_pop)
+#
+# Native tunnelling, receive side: the underlay NIC is a datapath port, a
+# megaflow on it says ``tnl_pop`` for GENEVE to a local tunnel address, and
+# this code decapsulates and recirculates the inner frame as received on the
+# tunnel port that accepts it (``slowpath.tunnel.receive_udp`` is the Python
+# twin: same port choice, same key, same drop reasons, tested against each
+# other).  The tunnel ports and their bridges' TLV maps are one table per
+# process (``set_tunnel_ports``), written only on the datapath thread.
+
+cdef enum:
+    A_TNL_POP = 16               # decapsulate GENEVE and recirculate (arg: endpoint port)
+    TNL_MAX_PORTS = 256
+    TNL_MAX_TLV = 64
+    TNL_SLOTS = 8                # tun_metadata0..7 (slowpath/fields.py)
+    TNL_NREASONS = 9
+
+# slowpath.tunnel.DROP_REASONS, in order
+cdef enum:
+    TD_TRUNCATED = 0
+    TD_BAD_VERSION = 1
+    TD_BAD_OPTION_LENGTH = 2
+    TD_UNKNOWN_CRITICAL = 3
+    TD_OPTION_LENGTH_MISMATCH = 4
+    TD_UNSUPPORTED_PROTOCOL = 5
+    TD_BAD_OUTER_HEADER = 6
+    TD_FRAGMENT = 7
+    TD_NO_PORT = 8
+
+ctypedef struct fp_tnl_tlv:
+    uint16_t cls
+    uint8_t type
+    uint8_t len                  # bytes, as the TLV map says
+    int index                    # tun_metadata<index>
+
+ctypedef struct fp_tnl_port:
+    uint32_t dp_port
+    uint8_t rfam                 # remote_ip: 0 = flow (any), 4 or 6
+    uint8_t lfam                 # local_ip: 0 = any, 4 or 6
+    uint8_t has_key              # 0: key=flow
+    uint8_t l3                   # packet_type=legacy_l3
+    uint8_t remote[16]
+    uint8_t local[16]
+    uint32_t key
+    uint16_t dst_port
+    uint16_t n_tlv
+    fp_tnl_tlv tlv[TNL_MAX_TLV]
+
+cdef fp_tnl_port _tnl_ports[TNL_MAX_PORTS]
+cdef int _tnl_n = 0
+cdef uint64_t _tnl_drops[TNL_NREASONS]
+cdef uint64_t _tnl_rx = 0
+
+TNL_DROP_REASONS = ("truncated", "bad_version", "bad_option_length", "unknown_critical_option",
+                    "option_length_mismatch", "unsupported_protocol", "bad_outer_header",
+                    "fragment", "no_port")
+
+
+cdef int _tnl_accepts(const fp_tnl_port* t, int fam, const uint8_t* src, const uint8_t* dst,
+                      uint16_t dport, uint32_t vni) noexcept nogil:
+    """slowpath.tunnel.accepts: 0 = no, higher = more specific."""
+    cdef int alen = 4 if fam == 4 else 16
+    if t.dst_port != dport:
+        return 0
+    if t.lfam and (t.lfam != fam or memcmp(t.local, dst, alen) != 0):
+        return 0
+    if t.rfam and (t.rfam != fam or memcmp(t.remote, src, alen) != 0):
+        return 0
+    if t.has_key and t.key != vni:
+        return 0
+    return 1 + (2 if t.rfam else 0) + (1 if t.has_key else 0)
+
+
+cdef int _tnl_decap(const uint8_t* d, uint32_t n, uint8_t* meta, uint32_t* inner_ofs,
+                    uint32_t* inner_len, uint16_t* l3proto) noexcept nogil:
+    """Outer Ethernet/IP/UDP/GENEVE frame -> index of the accepting tunnel
+    port, the inner frame's offset and length (``l3proto`` non-zero: a
+    legacy_l3 payload that needs a zero Ethernet header of that type) and
+    the key's metadata (``meta``, META_END zeroed bytes) with in_port and
+    the tunnel fields; or -(1 + drop reason).  Checks in the order of
+    slowpath.tunnel (pull_ethernet, pull_udp_ip, receive_udp, decap)."""
+    cdef uint32_t off = 12, m, ihl, tot, l4, end, ulen, plen, hlen, o, dlen, i
+    cdef const uint8_t* ip
+    cdef const uint8_t* src
+    cdef const uint8_t* dst
+    cdef const uint8_t* g
+    cdef const uint8_t* opt
+    cdef uint16_t et, frag, sport, dport, csum, proto, c
+    cdef uint8_t tos, ttl
+    cdef int fam, best = -1, score = 0, s, j, k
+    cdef uint32_t vni
+    cdef uint64_t sm
+    cdef const fp_tnl_port* t
+    cdef const fp_tnl_tlv* tl
+    while n >= off + 2 and (rd16(d + off) == 0x8100 or rd16(d + off) == 0x88a8):
+        off += 4
+    if n < off + 2:
+        return -1 - TD_TRUNCATED
+    et = rd16(d + off)
+    if et != 0x0800 and et != 0x86dd:
+        return -1 - TD_BAD_OUTER_HEADER
+    off += 2
+    ip = d + off
+    m = n - off
+    if m < 1:
+        return -1 - TD_TRUNCATED
+    if ip[0] >> 4 == 4:
+        if m < 20:
+            return -1 - TD_TRUNCATED
+        ihl = (ip[0] & 0x0f) * 4
+        tot = rd16(ip + 2)
+        frag = rd16(ip + 6)
+        if ihl < 20 or tot < ihl + 8 or m < tot:
+            return -1 - (TD_TRUNCATED if m < tot else TD_BAD_OUTER_HEADER)
+        if frag & 0x3fff:
+            return -1 - TD_FRAGMENT
+        if ip[9] != 17:
+            return -1 - TD_BAD_OUTER_HEADER
+        fam, src, dst, tos, ttl, l4, end = 4, ip + 12, ip + 16, ip[1], ip[8], ihl, tot
+    elif ip[0] >> 4 == 6:
+        if m < 48:
+            return -1 - TD_TRUNCATED
+        if ip[6] != 17:
+            return -1 - TD_BAD_OUTER_HEADER
+        plen = rd16(ip + 4)
+        if m < 40 + plen or plen < 8:
+            return -1 - TD_TRUNCATED
+        fam, src, dst, l4, end = 6, ip + 8, ip + 24, 40, 40 + plen
+        tos = <uint8_t>(rd16(ip) >> 4)
+        ttl = ip[7]
+    else:
+        return -1 - TD_BAD_OUTER_HEADER
+    sport = rd16(ip + l4)
+    dport = rd16(ip + l4 + 2)
+    ulen = rd16(ip + l4 + 4)
+    csum = rd16(ip + l4 + 6)
+    if ulen < 8 or l4 + ulen > end:
+        return -1 - (TD_TRUNCATED if l4 + ulen > end else TD_BAD_OUTER_HEADER)
+    if csum:
+        sm = _sum_buf(src, 8 if fam == 4 else 32) + 17 + ulen
+        sm += _sum_buf(ip + l4, 6) + _sum_buf(ip + l4 + 8, ulen - 8)
+        c = ~_fold(sm)
+        if c == 0:
+            c = 0xffff
+        if c != csum:
+            return -1 - TD_BAD_OUTER_HEADER
+    g = ip + l4 + 8
+    plen = ulen - 8
+    # receive_udp
+    if plen < 8:
+        return -1 - TD_TRUNCATED
+    vni = rd32(g + 4) >> 8
+    for j in range(_tnl_n):
+        s = _tnl_accepts(&_tnl_ports[j], fam, src, dst, dport, vni)
+        if s > score:
+            best, score = j, s
+    # pull_geneve (also when no port accepts: malformed beats no_port)
+    if g[0] >> 6 != 0:
+        return -1 - TD_BAD_VERSION
+    hlen = 8 + (g[0] & 0x3f) * 4
+    if plen < hlen:
+        return -1 - TD_TRUNCATED
+    o = 8
+    while o < hlen:
+        if o + 4 > hlen:
+            return -1 - TD_BAD_OPTION_LENGTH
+        dlen = (g[o + 3] & 0x1f) * 4
+        if o + 4 + dlen > hlen:
+            return -1 - TD_BAD_OPTION_LENGTH
+        o += 4 + dlen
+    if best < 0:
+        return -1 - TD_NO_PORT
+    t = &_tnl_ports[best]
+    proto = rd16(g + 2)
+    l3proto[0] = 0
+    if proto == 0x6558 and not t.l3:
+        pass
+    elif (proto == 0x0800 or proto == 0x86dd) and t.l3:
+        l3proto[0] = proto
+    else:
+        return -1 - TD_UNSUPPORTED_PROTOCOL
+    if plen - hlen + (14 if t.l3 else 0) < 14:
+        return -1 - TD_TRUNCATED
+    # TlvMap.to_key: mapped options fill their slot
+    o = 8
+    while o < hlen:
+        opt = g + o
+        dlen = (opt[3] & 0x1f) * 4
+        tl = NULL
+        for k in range(t.n_tlv):
+            if t.tlv[k].cls == rd16(opt) and t.tlv[k].type == opt[2]:
+                tl = &t.tlv[k]
+                break
+        if tl == NULL:
+            if opt[2] & 0x80:
+                return -1 - TD_UNKNOWN_CRITICAL
+        elif tl.len != dlen or tl.index < 0 or tl.index >= TNL_SLOTS or tl.len > 8:
+            return -1 - TD_OPTION_LENGTH_MISMATCH
+        else:
+            wr16(meta + FK_OFS_TUN_MD_OPTS + 4 * tl.index, tl.cls)
+            meta[FK_OFS_TUN_MD_OPTS + 4 * tl.index + 2] = tl.type
+            meta[FK_OFS_TUN_MD_OPTS + 4 * tl.index + 3] = tl.len
+            memset(meta + FK_OFS_TUN_MD_DATA + 8 * tl.index, 0, 8)
+            memcpy(meta + FK_OFS_TUN_MD_DATA + 8 * tl.index, opt + 4, dlen)
+        o += 4 + dlen
+    # fill_tunnel_key
+    wr32(meta + FK_OFS_TUN_ID + 4, vni)
+    if fam == 4:
+        memcpy(meta + FK_OFS_TUN_SRC, src, 4)
+        memcpy(meta + FK_OFS_TUN_DST, dst, 4)
+    else:
+        memcpy(meta + FK_OFS_TUN_IPV6_SRC, src, 16)
+        memcpy(meta + FK_OFS_TUN_IPV6_DST, dst, 16)
+    meta[FK_OFS_TUN_TOS] = tos
+    meta[FK_OFS_TUN_TTL] = ttl
+    wr16(meta + FK_OFS_TUN_TP_SRC, sport)
+    wr16(meta + FK_OFS_TUN_TP_DST, dport)
+    wr16(meta + FK_OFS_TUN_FLAGS, 1 if g[1] & 0x80 else 0)
+    wr32(meta + FK_OFS_IN_PORT, t.dp_port)
+    inner_ofs[0] = off + l4 + 8 + hlen
+    inner_len[0] = plen - hlen
+    return best
+
+
+cdef void _tnl_pop(fp_dp* dp, fp_packet* p, int depth) noexcept nogil:
+    """Decapsulate ``p`` and queue the inner frame for a cache lookup as
+    received on its tunnel port (recirc_id 0, metadata: tunnel fields)."""
+    global _tnl_rx
+    cdef uint8_t meta[META_END]
+    cdef uint32_t ofs = 0, ilen = 0
+    cdef uint16_t l3proto = 0
+    cdef int r
+    cdef fp_pending* pe
+    cdef uint64_t* k
+    memset(meta, 0, META_END)
+    r = _tnl_decap(p.data, p.len, meta, &ofs, &ilen, &l3proto)
+    if r < 0:
+        _tnl_drops[-r - 1] += 1
+        return
+    if depth + 1 > FP_MAX_RECIRC_DEPTH or dp.n_recirc >= dp.max_recirc:
+        dp.stats.dropped += 1
+        return
+    k = <uint64_t*>fp_arena_alloc(&dp.arena, FLOW_KEY_SIZE)
+    if k == NULL:
+        dp.stats.dropped += 1
+        return
+    pe = &dp.recirc[dp.n_recirc]
+    pe.pkt = p[0]
+    pe.pkt.flags &= ~(FP_PKT_OWNED | FP_PKT_CSUM_PARTIAL | FP_PKT_GSO)
+    pe.pkt.data = p.data + ofs
+    pe.pkt.len = ilen
+    if fp_pkt_own(&pe.pkt, &dp.arena) < 0:
+        dp.stats.dropped += 1
+        return
+    if l3proto:
+        if fp_pkt_push(&pe.pkt, &dp.arena, 14) < 0:
+            dp.stats.dropped += 1
+            return
+        memset(pe.pkt.data, 0, 12)
+        wr16(pe.pkt.data + 12, l3proto)
+    pe.pkt.in_port = _tnl_ports[r].dp_port
+    fp_parse(&pe.pkt, <uint8_t*>k)
+    memcpy(k, meta, META_END)
+    pe.key = k
+    pe.depth = depth + 1
+    dp.n_recirc += 1
+    dp.stats.recirc += 1
+    _tnl_rx += 1
+
+
+def set_tunnel_ports(ports):
+    """The tunnel ports the ``tnl_pop`` action chooses among, in the order
+    of preference on ties: ``[(dp_port, TunnelConfig, TlvMap)]``.  Call on
+    the datapath thread (``Datapath.call``)."""
+    import ipaddress
+    cdef int i, k
+    cdef fp_tnl_port* t
+    ports = list(ports)
+    if len(ports) > TNL_MAX_PORTS:
+        raise ValueError(f"at most {TNL_MAX_PORTS} tunnel ports")
+    for i, (dp_port, cfg, tlv) in enumerate(ports):
+        t = &_tnl_ports[i]
+        memset(t, 0, sizeof(fp_tnl_port))
+        t.dp_port = dp_port
+        for attr, fam_name in (("remote_ip", "r"), ("local_ip", "l")):
+            v = getattr(cfg, attr)
+            if v is None:
+                continue
+            a = ipaddress.ip_address(v)
+            raw = a.packed
+            if fam_name == "r":
+                t.rfam = a.version
+                memcpy(t.remote, <char*>raw, len(raw))
+            else:
+                t.lfam = a.version
+                memcpy(t.local, <char*>raw, len(raw))
+        t.has_key = cfg.key is not None
+        t.key = cfg.key or 0
+        t.l3 = cfg.packet_type == "legacy_l3"
+        t.dst_port = cfg.dst_port
+        entries = list(tlv.by_key.items())[:TNL_MAX_TLV]
+        t.n_tlv = len(entries)
+        for k, ((cls, typ), (index, ln)) in enumerate(entries):
+            t.tlv[k].cls = cls
+            t.tlv[k].type = typ
+            t.tlv[k].len = ln if 0 <= ln < 256 else 255
+            t.tlv[k].index = index
+    global _tnl_n
+    _tnl_n = len(ports)
+
+
+def tunnel_counters():
+    """What ``tnl_pop`` did: rx_packets and drop_<reason> (cumulative)."""
+    d = {"rx_packets": _tnl_rx}
+    for i, r in enumerate(TNL_DROP_REASONS):
+        d["drop_" + r] = _tnl_drops[i]
+    return d
+
+
+def tunnel_decap(bytes frame):
+    """The ``tnl_pop`` decoder on one frame, for tests: ``(dp_port, inner
+    frame, key metadata bytes)`` or the drop reason (not counted)."""
+    cdef uint8_t meta[META_END]
+    cdef uint32_t ofs = 0, ilen = 0
+    cdef uint16_t l3proto = 0
+    cdef int r
+    memset(meta, 0, META_END)
+    r = _tnl_decap(<const uint8_t*><char*>frame, len(frame), meta, &ofs, &ilen, &l3proto)
+    if r < 0:
+        return TNL_DROP_REASONS[-r - 1]
+    inner = frame[ofs:ofs + ilen]
+    if l3proto:
+        inner = bytes(12) + _struct.pack("!H", l3proto) + inner
+    return _tnl_ports[r].dp_port, inner, (<char*>meta)[:META_END]
+
+
 # ---------------------------------------------------------------- execute
 
 cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
@@ -643,6 +979,9 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
             _tnl_push(dp, p, key, (<const uint8_t*>a) + ACT_HDR, a.arg2, a.arg,
                       p.len if p.len < trunc else trunc)
             trunc = 0xffffffff                  # like an output: trunc is spent
+        elif a.type == A_TNL_POP:
+            _tnl_pop(dp, p, depth)
+            return 1                            # nothing continues with the outer packet
         elif a.type == A_SLOW:
             fp_upcall_add(dp, p, key, UPCALL_SLOW, a.arg, 1)
             return 1
@@ -713,12 +1052,15 @@ def _compile(actions, cookies):
             if not 0 <= a.out_dp_port < FP_MAX_PORTS:
                 raise ValueError(f"dp_port {a.out_dp_port} out of range")
             out.append(_rec(A_TNL_PUSH, a.out_dp_port, len(a.header), 0, 0, bytes(a.header)))
+        elif isinstance(a, A.TunnelPop):
+            # GENEVE decapsulation and recirculation (native tunnelling)
+            out.append(_rec(A_TNL_POP, a.dp_port & 0xffffffff))
         elif isinstance(a, A.CtClear):
             for mem in _KEY_ONLY_CT:
                 o, s = MEMBERS[mem]
                 out.append(_rec(A_SET, 0, 0, o, s, bytes(s) + b"\xff" * s))
         else:
-            # Ct, TunnelPop, TunnelPush without a prebuilt header, ...
+            # Ct, TunnelPush without a prebuilt header, ...
             raise _Unsupported(a)
     return b"".join(out)
 

@@ -330,6 +330,9 @@ class TunnelConfig:
     #: `tunnel_push` prebuilds the outer Ethernet/IP/UDP/GENEVE header and
     #: the fast path encapsulates by itself.
     route: "NativeRoute | None" = None
+    #: The same for ``remote_ip=flow``: ((destination, NativeRoute), ...)
+    #: for the destinations the daemon has resolved.
+    flow_routes: tuple = ()
 
     @property
     def families(self) -> tuple[int, ...]:
@@ -500,8 +503,11 @@ def tunnel_push(key: FlowKey, cfg: TunnelConfig, tlv: TlvMap, tnl_dp_port: int =
     tos = key.nw_tos if cfg.tos == "inherit" else cfg.tos
     options = encode_options(tlv.from_key(key))
     header = b""
-    r = cfg.route
-    if r is not None and dst == cfg.remote_ip and cfg.packet_type == "legacy_l2" \
+    if cfg.remote_ip is not None:
+        r = cfg.route if dst == cfg.remote_ip else None
+    else:
+        r = next((nr for d, nr in cfg.flow_routes if d == dst), None)
+    if r is not None and cfg.packet_type == "legacy_l2" \
             and not key.tun_flags & FLOW_TNL_F_OAM:
         src, out_dp_port = r.src_ip, r.out_dp_port
         header = build_header(r, Outer(src, dst, 0, cfg.dst_port, tos, ttl or 64,
@@ -637,27 +643,56 @@ def receive_udp(outer: Outer, payload: bytes, tlv_for, ports, counters: Counters
     return best[0], inner, key
 
 
-# --- odp_execute handler for TunnelPop (native tunnelling) ---------------------
+# --- native tunnelling, receive: the TunnelPop datapath action ----------------
+def decap_frame(frame: bytes, ports, tlv_for):
+    """An outer Ethernet/IP/UDP/GENEVE frame as it arrives on the underlay
+    NIC's datapath port -> ``(tnl_dp_port, inner frame, key)``, or the drop
+    reason (a `DROP_REASONS` name).  The Python twin of fastpath's
+    ``_tnl_decap`` (fastpath/execute.pyx): same port choice, key and reason."""
+    try:
+        outer, payload = pull_udp_ip(pull_ethernet(frame))
+        c = Counters()
+        got = receive_udp(outer, payload, tlv_for, ports, c)
+    except GeneveError as e:
+        return e.reason
+    if got is None:
+        return next(k for k, v in c.drops.items() if v)
+    return got
+
+
+@dataclass(frozen=True)
+class TunnelEndpoint:
+    """``Port.tunnel`` of an internal port that holds tunnel addresses (OVS's
+    br-phy LOCAL port): output to it of a UDP packet to one of ``pops``
+    ((IP version, address as int, UDP port) -> endpoint datapath port)
+    becomes ``TunnelPop(endpoint)`` instead (OVS ``tnl_port_map_lookup``)."""
+    pops: tuple = ()
+
+    def lookup(self, version: int, addr: int, udp_port: int) -> int | None:
+        for k, v in self.pops:
+            if k == (version, addr, udp_port):
+                return v
+        return None
+
+
 def execute_tunnel_pop(state, a: dp.TunnelPop, env) -> None:
     """Decapsulate ``state.frame`` (outer Ethernet/IP/UDP/GENEVE) and
-    recirculate the inner frame as received on tunnel port ``a.dp_port``.
-    The environment provides ``tunnel_lookup(dp_port) -> (TunnelConfig,
-    TlvMap, Counters)``."""
+    recirculate the inner frame as received on the tunnel port that accepts
+    it.  The environment provides ``tunnel_lookup(endpoint dp_port) ->
+    (ports [(dp_port, TunnelConfig)], tlv_for(dp_port) -> TlvMap, Counters)``."""
     state.dropped = True   # nothing continues with the outer packet
     lookup = getattr(env, "tunnel_lookup", None)
     found = lookup(a.dp_port) if lookup is not None else None
     if found is None:
         return
-    cfg, tlv, counters = found
-    try:
-        r = receive(pull_ethernet(bytes(state.frame)), lambda _p: tlv, [(a.dp_port, cfg)],
-                    counters)
-    except GeneveError as e:
-        counters.drop(e.reason)
+    ports, tlv_for, counters = found
+    got = decap_frame(bytes(state.frame), ports, tlv_for)
+    if isinstance(got, str):
+        counters.drop(got)
         return
-    if r is not None:
-        _, inner, key = r
-        env.recirculate(inner, key)
+    counters.rx_packets += 1
+    _, inner, key = got
+    env.recirculate(inner, key)
 
 
 def _register() -> None:

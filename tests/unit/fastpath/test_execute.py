@@ -189,10 +189,10 @@ def test_unsupported_action_anywhere_means_nothing_runs_here(dp3):
     """Actions before (or around) an unsupported one must not run in the fast
     path: the slow path executes the whole list, so they would run twice."""
     acts = [A.Output(3), A.SetMasked("dl_dst", 1, 0xffffffffffff),
-            A.Clone((A.Output(2), A.TunnelPop(5))), A.Output(2)]
+            A.Clone((A.Output(2), A.Ct(zone=5))), A.Output(2)]
     on_port(dp3, 1, acts)
     [u] = run(dp3, 1, UDP4)
-    assert (u.reason, u.action, u.packet) == ("slow_path", A.TunnelPop(5), UDP4)
+    assert (u.reason, u.action, u.packet) == ("slow_path", A.Ct(zone=5), UDP4)
     assert recv_all(dp3.dummy_peer(2)) == [] and recv_all(dp3.dummy_peer(3)) == []
 
 

@@ -263,8 +263,8 @@ class Env:
         self.recirculated = []
         self.counters = t.Counters()
 
-    def tunnel_lookup(self, dp_port):
-        return (CFG, TLV, self.counters) if dp_port == 5 else None
+    def tunnel_lookup(self, endpoint):
+        return ([(5, CFG)], lambda _p: TLV, self.counters) if endpoint == 9 else None
 
     def output(self, *a):
         raise AssertionError("no output expected")
@@ -277,10 +277,10 @@ def test_tunnel_pop_action_recirculates_inner_frame():
     outer_frame = bytes(Ether(src="02:aa:00:00:00:01", dst="02:aa:00:00:00:02", type=0x0800)) + \
         outer_pkt(t.push_geneve(INNER, 0x42, [OVN_OPT]))
     env = Env()
-    st_ = odp_execute.execute(outer_frame, parse_packet(outer_frame, 1), (dp.TunnelPop(5),), env)
+    st_ = odp_execute.execute(outer_frame, parse_packet(outer_frame, 1), (dp.TunnelPop(9),), env)
     assert st_.dropped
     (frame, key), = env.recirculated
     assert frame == INNER and key.in_port == 5 and key.tun_id == 0x42
     env2 = Env()
-    odp_execute.execute(outer_frame[:40], FlowKey(), (dp.TunnelPop(5),), env2)
+    odp_execute.execute(outer_frame[:40], FlowKey(), (dp.TunnelPop(9),), env2)
     assert env2.recirculated == [] and env2.counters.drops["truncated"] == 1
