@@ -150,6 +150,14 @@ def read_config(db) -> dict[str, BridgeConfig]:
     return bridges
 
 
+def _ifindex(name: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{name}/ifindex") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _mac_of(ifname: str) -> str:
     try:
         with open(f"/sys/class/net/{ifname}/address") as f:
@@ -167,6 +175,9 @@ class LivePort:
     dp_port: int | None
     error: str | None = None
     mac: str | None = None
+    #: the device's ifindex when it failed to open: retried only once the
+    #: device is re-created (not every second, logging the same error)
+    failed_ifindex: int | None = None
 
 
 class LockedPipeline:
@@ -244,7 +255,8 @@ class Bridge:
             dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options)
         except PortError as e:
             log.warning("%s: %s", self.name, e)
-            live = self.ports[cfg.name] = LivePort(cfg, -1, None, str(e))
+            live = self.ports[cfg.name] = LivePort(cfg, -1, None, str(e),
+                                                   failed_ifindex=_ifindex(cfg.name))
             return live
         ofport = self._alloc_ofport(cfg)
         live = self.ports[cfg.name] = LivePort(cfg, ofport, dp_port, mac=_mac_of(cfg.name))
@@ -402,7 +414,7 @@ class Bridge:
                                             f"network device {name} failed "
                                             f"({errors[live.dp_port]})")
             elif (live.dp_port is None and live.config.type in REOPENABLE
-                  and os.path.exists(f"/sys/class/net/{name}")):
+                  and _ifindex(name) not in (None, live.failed_ifindex)):
                 del self.ports[name]
                 self.add_port(live.config)
 

@@ -233,3 +233,35 @@ def test_afxdp_ports_forward_and_dpdk_is_refused_clearly(daemon, topology, bridg
     daemon.vsctl("add-port", bridge_name, "pvsdpdk0", "--", "set", "Interface", "pvsdpdk0",
                  "type=dpdk")
     assert "DPDK is not available" in daemon.vsctl("get", "Interface", "pvsdpdk0", "error").stdout
+
+
+def test_device_that_cannot_be_opened_is_not_retried_until_recreated(daemon, topology,
+                                                                      bridge_name):
+    """Another program's XDP on the device: AF_XDP cannot attach.  The error is
+    reported once, not logged again every second, and a re-created device
+    (new ifindex) is tried again."""
+    h1 = topology.add_host("h1", "10.0.11.1/24")
+    obj = os.path.join(os.path.dirname(__file__), "..", "..", "fastpath", "bpf",
+                       "xdp_cache.bpf.o")
+    subprocess.run(["ip", "link", "set", "dev", h1.port, "xdpdrv", "obj", obj, "sec", "xdp"],
+                   check=True, capture_output=True)
+    daemon.vsctl("add-br", bridge_name)
+    daemon.vsctl("add-port", bridge_name, h1.port, "--", "set", "Interface", h1.port,
+                 "type=afxdp")
+    assert daemon.vsctl("get", "Interface", h1.port, "error").stdout.strip() != "[]"
+    time.sleep(3.5)      # three check_ports rounds
+    with open(daemon.log_path) as f:
+        assert f.read().count(f"{h1.port}") <= 2, daemon.log_tail()
+    # the device is re-created: a new ifindex, tried again, and now it opens
+    subprocess.run(["ip", "link", "del", h1.port], check=True)
+    subprocess.run(["ip", "link", "add", h1.port, "type", "veth", "peer", "name", "pvstmp1"],
+                   check=True)
+    try:
+        subprocess.run(["ip", "link", "set", h1.port, "up"], check=True)
+        deadline = time.monotonic() + 10
+        while daemon.vsctl("get", "Interface", h1.port, "ofport").stdout.strip() == "-1":
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.3)
+    finally:
+        daemon.vsctl("del-port", bridge_name, h1.port)
+        subprocess.run(["ip", "link", "del", h1.port], check=False)
