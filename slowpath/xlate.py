@@ -45,7 +45,10 @@ from slowpath.fields import (
 from slowpath.flow import FlowKey
 from slowpath.match import Match, member_shift
 
-MAX_RESUBMIT_DEPTH = 64
+# ctx.depth grows twice per resubmit (the resubmit, then the rule's
+# apply-actions): 128 is OVS's limit of 64 nested resubmits, which OVN's
+# pipelines need (a logical switch's ARP responder nests about 50).
+MAX_RESUBMIT_DEPTH = 128
 MAX_RESUBMITS = 4096
 
 # Members whose rewrites become SetMasked datapath actions (packet headers
