@@ -120,8 +120,21 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
             if vendor == NX and subtype == NXAST_CT:
                 if a_len < NX_ACTION_CT_SIZE:
                     raise _bad_action_len()
-                _parse_actions(parser_mod, buf, offset + NX_ACTION_CT_SIZE, offset + a_len,
-                               depth + 1)
+                inner = _parse_actions(parser_mod, buf, offset + NX_ACTION_CT_SIZE,
+                                       offset + a_len, depth + 1)
+                # os-ken would parse the nested actions with its own parsers,
+                # which fail on OF1.5 copy_field (OVN's ct(exec(move:...->
+                # ct_label))); give it the bare ct, then our parse of them.
+                head = bytearray(buf[offset:offset + NX_ACTION_CT_SIZE])
+                struct.pack_into("!H", head, 2, NX_ACTION_CT_SIZE)
+                try:
+                    a = parser_mod.OFPAction.parser(bytes(head), 0)
+                except Exception:
+                    raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_TYPE) from None
+                a.actions, a.len = inner, a_len
+                actions.append(a)
+                offset += a_len
+                continue
         one = bytes(buf[offset:offset + a_len])
         if a_type == OFPAT15_COPY_FIELD and getattr(parser_mod, "OFPActionCopyField", None):
             actions.append(_copy_field15(one))   # os-ken's parser reads past the action

@@ -43,6 +43,7 @@ def port_to10(p: int) -> int:
 
 # ---------------------------------------------------------------------- matches
 from slowpath import fields as _sf  # noqa: E402  (field table shared with the slow path)
+from slowpath import stack as _stack  # noqa: E402  (push/pop: OVN's loopback table)
 
 _NXM0 = _sf.OFPXMC_NXM_0
 
@@ -318,6 +319,8 @@ def _set_from_oxm(num, v, m):
     value, mask = _int(v), _int(m)
     if f.name.startswith("tun_metadata"):
         value, mask = _tun_align(f.name, v, value, mask)
+    if f.name == "in_port" and num >> 7 == _NXM0 and mask is None:
+        value = port_from10(value)   # NXM_OF_IN_PORT is 16 bits: ANY is 0xffff (OVN sets it)
     return sp.SetField(f.name, value, mask)
 
 
@@ -426,6 +429,11 @@ def action_from_oken(a, version: int):
                        dst_ofs=a.dst_ofs + tun_shift(dst))
     if hasattr(a, "clone_actions"):
         return sp.Clone(tuple(action_from_oken(x, version) for x in a.clone_actions))
+    if n in ("NXActionStackPush", "NXActionStackPop"):
+        # os-ken names the offset/width "start"/"end"
+        field = _canon(a.field)
+        cls = _stack.StackPush if n.endswith("Push") else _stack.StackPop
+        return cls(field, a.start + tun_shift(field), a.end)
     if n == "NXActionOutputReg":
         ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
         return sp.OutputReg(field=_canon(a.src), ofs=ofs, n_bits=nbits, max_len=a.max_len)
@@ -603,6 +611,9 @@ def action_to_oken(a, version: int):
         f = _sf.FIELDS[a.field]
         if is10 and (native := _set_field10(P, a)) is not None:
             return native
+        if f.name == "in_port" and not is10 and a.mask is None:
+            # as OVS writes it: NXM_OF_IN_PORT (16 bits); it rejects OXM in_port=ANY
+            return codec.set_field_raw(0, port_to10(a.value).to_bytes(2, "big"), None, version)
         if f.name.startswith("tun_metadata") or version >= codec.OFP15:
             return _set_field_wire(f, a, version)   # OVS takes no NX load in 1.5
         if is10 or a.mask is not None or f.oxm is None:
@@ -660,6 +671,13 @@ def action_to_oken(a, version: int):
         return P.NXActionCTClear()
     if n == "Clone":
         return codec.Clone([action_to_oken(x, version) for x in a.actions], version)
+    if n in ("StackPush", "StackPop"):
+        f = _sf.FIELDS[a.field]
+        header = 0x00000002 if f.name == "in_port" else _nx_header(f)   # NXM_OF_IN_PORT
+        n_bits = 16 if f.name == "in_port" else (a.n_bits or f.max.bit_length())
+        return codec._RawAction(struct.pack("!HHIHHIH6x", 0xFFFF, 24, codec.NX,
+                                            27 if n == "StackPush" else 28,
+                                            a.ofs - tun_shift(a.field), header, n_bits), version)
     if n == "OutputReg":
         return P.NXActionOutputReg(ofs_nbits=(a.ofs << 6) | (a.n_bits - 1),
                                    src=_nxm_name(a.field, of10 if is10 else of13),
