@@ -27,6 +27,7 @@ ctypedef struct fp_subtable:
     uint32_t count
     uint32_t tombs
     uint64_t hits                  # decayed hit counter for ranking
+    int prio                       # probed before every lower prio (ct offload)
 
 ctypedef struct fp_emc_entry:
     uint64_t key[KEY_WORDS]
@@ -66,6 +67,7 @@ cdef class FlowCache:
     cdef int _st_insert(self, fp_subtable* st, fp_megaflow* mf) except -1
     cdef void _st_remove(self, fp_subtable* st, fp_megaflow* mf)
     cdef void _emc_forget(self, fp_megaflow* mf)
+    cdef void _emc_forget_covered(self, bytes match, bytes mask)
     cdef _unlink(self, Megaflow obj)
     cdef void _emc_purge_dead(self)
     cpdef quiesce(self)

@@ -144,17 +144,27 @@ cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t has
     return NULL
 
 
-cdef void fp_cache_rank(fp_cache* c) noexcept nogil:
-    """Sort subtables by (decayed) hits, most hit first."""
+cdef void _sort_subtables(fp_cache* c) noexcept nogil:
+    """Higher prio first, then most (decayed) hits first."""
     cdef int i, j
     cdef fp_subtable* t
     for i in range(1, c.n_subtables):
         t = c.subtables[i]
         j = i - 1
-        while j >= 0 and c.subtables[j].hits < t.hits:
+        while j >= 0 and (c.subtables[j].prio < t.prio or (
+                c.subtables[j].prio == t.prio and c.subtables[j].hits < t.hits)):
             c.subtables[j + 1] = c.subtables[j]
             j -= 1
         c.subtables[j + 1] = t
+
+
+cdef void fp_cache_rank(fp_cache* c) noexcept nogil:
+    """Sort subtables by (decayed) hits, most hit first -- within their
+    priority: subtables holding overriding megaflows (conntrack offload,
+    which overlap the generic "slow path" megaflow of their connection)
+    are always probed first."""
+    cdef int i
+    _sort_subtables(c)
     for i in range(c.n_subtables):
         c.subtables[i].hits >>= 1
 
@@ -338,14 +348,36 @@ cdef class FlowCache:
                 return
             i = (i + 1) & m
 
+    cdef void _emc_forget_covered(self, bytes match, bytes mask):
+        """Drop EMC entries whose key (match, mask) covers: they may point
+        at an overlapping megaflow of lower prio."""
+        cdef const uint64_t* mt = <const uint64_t*><char*>match
+        cdef const uint64_t* mk = <const uint64_t*><char*>mask
+        cdef int i, w
+        cdef bint hit
+        for i in range(EMC_SIZE):
+            if self.c.emc[i].mf == NULL:
+                continue
+            hit = True
+            for w in range(KEY_WORDS):
+                if (self.c.emc[i].key[w] & mk[w]) != mt[w]:
+                    hit = False
+                    break
+            if hit:
+                self.c.emc[i].mf = NULL
+
     cdef void _emc_forget(self, fp_megaflow* mf):
         cdef int i
         for i in range(EMC_SIZE):
             if self.c.emc[i].mf == mf:
                 self.c.emc[i].mf = NULL
 
-    def put(self, bytes match, bytes mask, actions, compiled=None):
-        """Install or replace (keeping counters) the megaflow (match, mask)."""
+    def put(self, bytes match, bytes mask, actions, compiled=None, int prio=0):
+        """Install or replace (keeping counters) the megaflow (match, mask).
+
+        ``prio`` > 0: the megaflow overrides overlapping megaflows of lower
+        prio (its subtable is probed before theirs, and exact-match entries
+        that it covers are dropped so they are looked up again)."""
         cdef fp_subtable* st
         cdef fp_megaflow* mf
         cdef Megaflow obj
@@ -353,6 +385,8 @@ cdef class FlowCache:
         _words_of(match)
         _words_of(mask)
         match = _and(match, mask)
+        if prio > 0:
+            self._emc_forget_covered(match, mask)
         old = self._get(match, mask)
         if old is not None:
             # Atomic replacement of the actions pointer; the old compiled
@@ -365,6 +399,9 @@ cdef class FlowCache:
         if len(self.flows) >= self.max_flows:
             raise OSError(_errno.ENOSPC, f"megaflow cache full ({self.max_flows} flows)")
         st = self._subtable(mask)
+        if prio > st.prio:
+            st.prio = prio
+            _sort_subtables(self.c)
         mf = <fp_megaflow*>calloc(1, sizeof(fp_megaflow))
         if mf == NULL:
             raise MemoryError()

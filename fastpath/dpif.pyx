@@ -468,12 +468,13 @@ cdef class Dpif:
             self._compiled[actions] = c
         return c
 
-    def flow_put(self, bytes match, bytes mask, actions):
-        """Install or modify (counters kept) a megaflow."""
+    def flow_put(self, bytes match, bytes mask, actions, int prio=0):
+        """Install or modify (counters kept) a megaflow; ``prio`` > 0 makes
+        it override overlapping megaflows (FlowCache.put)."""
         actions = tuple(actions)
         compiled = self.compile(actions)
         with self.lock:
-            self.cache.put(match, mask, actions, compiled)
+            self.cache.put(match, mask, actions, compiled, prio)
 
     def flow_del(self, bytes match, bytes mask):
         """Delete a megaflow; returns its final stats dict or None."""
