@@ -14,6 +14,12 @@ of the datapath's megaflows with their counters and decides, sans-IO:
   deleted (the next packet re-upcalls);
 * a megaflow idle longer than ``max_idle`` is deleted.
 
+Conntrack offload entries (slowpath/conntrack/offload.py) are ukeys too,
+with their `Plan`: their hits are credited through it (rule counters of
+every translation flattened into them, and the connections' last-seen
+time), and when the pipeline moves on they are re-planned instead of
+re-translated.
+
 The caller applies the returned deletions to the datapath.
 """
 
@@ -35,6 +41,7 @@ class UKey:
     created: float
     packets: int = 0
     bytes: int = 0
+    offload: object = None  # a conntrack offload Plan (credit/revalidate through it)
 
 
 class Revalidator:
@@ -46,6 +53,25 @@ class Revalidator:
                   xout, now: float) -> None:
         """Record a megaflow just put in the datapath (match in datapath terms)."""
         self.ukeys[(match, mask)] = UKey(pipeline, in_ofport, xout, xout.version, now)
+
+    def installed_offload(self, match: bytes, mask: bytes, plan, now: float) -> None:
+        """Record a conntrack offload entry (``plan``: an offload.Plan)."""
+        self.ukeys[(match, mask)] = UKey(plan.pipeline, plan.in_ofport, None,
+                                         plan.pipeline.version, now, offload=plan)
+
+    def retire(self, match: bytes, mask: bytes, packets: int, nbytes: int, used: float,
+               now: float) -> None:
+        """A megaflow was deleted outside a sweep with these final counters:
+        credit what the last sweep did not see, and forget it."""
+        ukey = self.ukeys.pop((match, mask), None)
+        if ukey is None:
+            return
+        dp, db = packets - ukey.packets, nbytes - ukey.bytes
+        if dp > 0:
+            if ukey.offload is not None:
+                ukey.offload.credit(dp, db, used or now)
+            else:
+                ukey.pipeline.credit(ukey.xout, dp, db, used or now)
 
     def forget(self, match: bytes, mask: bytes) -> None:
         self.ukeys.pop((match, mask), None)
@@ -72,7 +98,10 @@ class Revalidator:
                 continue
             dp, db = packets - ukey.packets, nbytes - ukey.bytes
             if dp > 0:
-                ukey.pipeline.credit(ukey.xout, dp, db, used or now)
+                if ukey.offload is not None:
+                    ukey.offload.credit(dp, db, used or now)
+                else:
+                    ukey.pipeline.credit(ukey.xout, dp, db, used or now)
             ukey.packets, ukey.bytes = packets, nbytes
             if now - max(used or 0, ukey.created) > self.max_idle:
                 doomed.append(k)
@@ -86,6 +115,12 @@ class Revalidator:
         return doomed
 
     def _still_valid(self, ukey: UKey, match: bytes, mask: bytes, now: float) -> bool:
+        if ukey.offload is not None:
+            version = ukey.pipeline.version
+            if not ukey.offload.still_valid(match, mask, now):
+                return False
+            ukey.version = version
+            return True
         key = FlowKey(match)
         key.in_port = ukey.in_ofport
         version = ukey.pipeline.version

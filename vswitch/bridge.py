@@ -34,6 +34,7 @@ from slowpath.conntrack import ConnTracker
 from slowpath.conntrack import config as ct_config
 from slowpath.conntrack import dpctl as ct_dpctl
 from slowpath.conntrack import execute as ct_execute
+from slowpath.conntrack.offload import CtOffload
 from slowpath.flow import FlowKey, parse_packet
 from slowpath.match import Match
 from slowpath.pipeline import FlowMod, Pipeline
@@ -506,8 +507,12 @@ class Bridge:
     def ct_flush_zone(self, zone: int) -> None:
         """NXT_CT_FLUSH_ZONE: forget the zone's connections (all bridges
         share the daemon's tracker, as OVS bridges share a datapath's)."""
-        ct = self.reconciler.conntrack
-        self.reconciler.datapath.call(lambda dpif: ct.flush(zone))
+        rec = self.reconciler
+
+        def flush(dpif):
+            rec.conntrack.flush(zone)
+            rec._ct_drop_unoffloaded(dpif)    # their cached flows go too
+        rec.datapath.call(flush)
 
 
 # Datapath actions the Cython fast path executes itself (fastpath/execute.pyx);
@@ -519,6 +524,10 @@ def slow_path(actions: tuple) -> tuple:
     it up", with the actions to run in Python — unless they need a fresh
     translation per packet (packet-ins carry per-packet data)."""
     return (dp.Userspace("slow_path", None if _has_userspace(actions) else actions),)
+
+
+def _has_ct(actions) -> bool:
+    return any(isinstance(a, dp.Ct) for a in actions)
 
 
 def _has_userspace(actions) -> bool:
@@ -591,6 +600,9 @@ class BridgeReconciler:
         # (ct actions run in odp_execute there; commands go through call()).
         self.conntrack = ConnTracker()
         ct_execute.install(self.conntrack, time.monotonic)
+        # Established connections cached in the fast paths (offload.py).
+        self.ct_offload = CtOffload(self.conntrack, fast_path_can_execute)
+        self.conntrack.cache_used = self._ct_cache_used
 
     async def start(self) -> None:
         try:
@@ -780,6 +792,7 @@ class BridgeReconciler:
             # to translate again (the revalidator keeps it true and credits it).
             odp_execute.execute(upcall.packet, FlowKey(upcall.key), cached,
                                 _SlowEnv(self, datapath))
+            self._ct_after_slow(datapath, upcall, cached)
             return
         entry = self.dp_ports.get(upcall.dp_port)
         if entry is None:
@@ -800,9 +813,11 @@ class BridgeReconciler:
                 # Megaflows the fast path cannot execute still get cached,
                 # as "send to the slow path", so they cost no miss lookups.
                 dpif.flow_put(match, out.megaflow.mask, actions if fast else slow_path(actions))
-                if bridge.xdp is not None:
+                if bridge.xdp is not None and not _has_ct(actions):
                     # Same key space (in_port = dp_port); XDP runs what it can
-                    # and flags the rest "to userspace".
+                    # and flags the rest "to userspace".  Not ct: XDP searches
+                    # masks in order, and the generic entry must not shadow
+                    # the connections offloaded from it (_ct_offload).
                     bridge.xdp.put(match, out.megaflow.mask, actions)
                 self.revalidator.installed(match, out.megaflow.mask, bridge.pipeline,
                                            ofport, out, now)
@@ -811,11 +826,94 @@ class BridgeReconciler:
         else:
             odp_execute.execute(upcall.packet, FlowKey(upcall.key), actions,
                                 _SlowEnv(self, datapath))
+            self._ct_after_slow(datapath, upcall, actions)
         bridge.send_packet_ins(out.packet_ins)
 
     def _handle_upcalls(self, datapath, upcalls) -> None:
         for u in upcalls or ():
             self.handle_upcall(datapath, u)
+
+    # --- conntrack offload (slowpath/conntrack/offload.py) -------------------
+    def _ct_after_slow(self, datapath, upcall, actions) -> None:
+        """After a packet ran through ``ct`` in Python: cache its connection
+        in the fast paths if it now may be (established both ways), and
+        delete the cached flows of connections the tracker took back (this
+        packet's FIN, say), so the next segments reach it."""
+        if _has_ct(actions):
+            key = FlowKey(upcall.key)
+            if self.ct_offload.candidate(key, actions):
+                self._ct_offload(datapath.dpif, upcall.dp_port, key)
+        self._ct_drop_unoffloaded(datapath.dpif)
+
+    def _ct_offload(self, dpif, dp_port: int, key: FlowKey) -> None:
+        entry = self.dp_ports.get(dp_port)
+        if entry is None:
+            return
+        bridge, ofport = entry
+        key.in_port = ofport
+        now = time.monotonic()
+        off = self.ct_offload
+        with self.ofproto_lock:
+            version = bridge.pipeline.version
+            if off.refused_before(key, version):
+                return
+            plan = off.plan(bridge.pipeline, key, now)
+            if plan is None:
+                off.refuse(key, version)
+                return
+            match = FlowKey(plan.match)
+            match.in_port = dp_port
+            match = bytes(match)
+            try:
+                dpif.flow_put(match, plan.mask, plan.actions, prio=1)
+            except OSError as e:            # the megaflow cache is full
+                log.debug("ct offload: %s", e)
+                return
+            if bridge.xdp is not None:
+                try:
+                    bridge.xdp.put(match, plan.mask, plan.actions)
+                except (XdpError, OSError, ValueError) as e:
+                    log.debug("ct offload to XDP: %s", e)
+            self.revalidator.installed_offload(match, plan.mask, plan, now)
+            off.installed(match, plan.mask, plan)
+
+    def _ct_drop_unoffloaded(self, dpif) -> None:
+        """Delete the cached flows of connections the tracker took back
+        (closing, flushed, expired, mark changed); final hits are credited."""
+        doomed = self.ct_offload.doomed()
+        if not doomed:
+            return
+        caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+        now = time.monotonic()
+        with self.ofproto_lock:
+            for match, mask in doomed:
+                st = dpif.flow_del(match, mask) or {"packets": 0, "bytes": 0, "used": 0.0}
+                p, b, u = st["packets"], st["bytes"], st["used"]
+                for xdp in caches:
+                    try:
+                        ks = xdp.stats(match, mask)
+                    except KeyError:
+                        continue
+                    p, b, u = p + ks["packets"], b + ks["bytes"], max(u, ks["used"])
+                    xdp.delete(match, mask)
+                self.revalidator.retire(match, mask, p, b, u, now)
+                self.ct_offload.forget(match, mask)
+
+    def _ct_cache_used(self, conn) -> float:
+        """ConnTracker.cache_used: the last hit of a connection's entries."""
+        dpif = self.datapath.dpif
+        caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+
+        def used(match: bytes, mask: bytes) -> float:
+            st = dpif.flow_stats(match, mask)
+            u = st["used"] if st else 0.0
+            for xdp in caches:
+                try:
+                    u = max(u, xdp.stats(match, mask)["used"])
+                except KeyError:
+                    pass
+            return u
+        return self.ct_offload.used(conn, used)
 
     def maybe_sweep(self, dpif) -> None:
         """After each poll: sweep if a pipeline moved on, or every second."""
@@ -837,10 +935,14 @@ class BridgeReconciler:
             dpif.flow_del(match, mask)
             for xdp in caches:
                 xdp.delete(match, mask)
+            self.ct_offload.forget(match, mask)
+        for k in [k for k in self.ct_offload.entries if k not in self.revalidator.ukeys]:
+            self.ct_offload.forget(*k)      # gone from the datapath behind our back
         for br, version in versions:
             br.revalidated_version = version
         self._last_sweep = now
         self.conntrack.expire(now)
+        self._ct_drop_unoffloaded(dpif)
 
     # --- control commands ----------------------------------------------------
     def register_commands(self, ctl) -> None:
@@ -878,6 +980,7 @@ class BridgeReconciler:
             dpif.flow_flush()
             with self.ofproto_lock:
                 self.revalidator.clear()
+                self.ct_offload.clear()
         self.datapath.call(purge)
         return ""
 
@@ -901,6 +1004,9 @@ class BridgeReconciler:
         n_flows = self.datapath.call(lambda dpif: dpif.flow_count())
         out = [f"netdev@pyvswitch:\n  upcalls:{self.datapath.upcalls} "
                f"upcall_errors:{self.datapath.upcall_errors} flows:{n_flows}\n"]
+        cto = self.ct_offload
+        out.append(f"  ct_offload: flows:{len(cto.entries)} connections:{len(cto.by_conn)} "
+                   + " ".join(f"{k}:{v}" for k, v in cto.stats.items()) + "\n")
         for dp, (name, st) in sorted(ports.items()):
             owner = self.dp_ports.get(dp)
             where = f" ({owner[0].name} ofport {owner[1]})" if owner else ""
@@ -912,7 +1018,10 @@ class BridgeReconciler:
         from vswitch.unixctl import UnixctlError
 
         def run(dpif):
-            return ct_dpctl.run(self.conntrack, command, args, time.monotonic())
+            try:
+                return ct_dpctl.run(self.conntrack, command, args, time.monotonic())
+            finally:
+                self._ct_drop_unoffloaded(dpif)   # flushed, offload turned off...
         try:
             return self.datapath.call(run)
         except ValueError as e:

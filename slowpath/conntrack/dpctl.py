@@ -27,6 +27,8 @@ COMMANDS = {
     "dpctl/ct-get-limits": "[zone=N[,N]...]",
     "dpctl/ct-set-timeout-policy": "zone=N [NAME=SECONDS]...",
     "dpctl/ct-set-refuse-policy": "drop|mark",
+    "dpctl/ct-set-offload": "on|off",
+    "dpctl/ct-get-offload": "",
 }
 
 
@@ -178,4 +180,12 @@ def run(tracker: ConnTracker, command: str, args: list[str], now: float) -> str:
             raise ValueError("usage: dpctl/ct-set-refuse-policy drop|mark")
         tracker.drop_refused = args[0] == "drop"
         return ""
+    if command == "dpctl/ct-set-offload":
+        if args not in (["on"], ["off"]):
+            raise ValueError("usage: dpctl/ct-set-offload on|off")
+        tracker.set_offload(args[0] == "on")
+        return ""
+    if command == "dpctl/ct-get-offload":
+        n = sum(1 for c in tracker.connections() if c.offloaded)
+        return f"offload {'on' if tracker.offload_enabled else 'off'}, {n} connections offloaded\n"
     raise ValueError(f"unknown command {command}")

@@ -54,6 +54,7 @@ import random as _random
 import re
 import struct
 from collections import Counter, OrderedDict
+from typing import Callable, NamedTuple
 
 from slowpath.conntrack import tcp as tcpmod
 from slowpath.conntrack.nat import NatSpec, allocate, parse_nat
@@ -109,6 +110,32 @@ class Conn:
         return self.seen == 2
 
 
+class Prediction(NamedTuple):
+    """What ``execute`` does to every packet of an offloaded connection that
+    reaches it with a given flow (`ConnTracker.predict`)."""
+    conn: Conn
+    reply: bool
+    state: int            # ct_state it gets
+    zone: int
+    nat: Tuple | None     # the tuple it leaves with, when NAT rewrites it
+
+
+def key_tuple(key) -> Tuple | None:
+    """The connection tuple of a flow key (TCP and UDP over IPv4/IPv6, not
+    fragments), or None."""
+    if key.nw_frag:
+        return None
+    proto = key.nw_proto
+    if proto != TCP and proto != UDP:
+        return None
+    dl = key.dl_type
+    if dl == 0x0800:
+        return Tuple(4, key.nw_src, key.nw_dst, proto, key.tp_src, key.tp_dst)
+    if dl == 0x86DD:
+        return Tuple(6, key.ipv6_src, key.ipv6_dst, proto, key.tp_src, key.tp_dst)
+    return None
+
+
 class Expectation:
     __slots__ = ("parent", "expiration")
 
@@ -134,6 +161,13 @@ class ConnTracker:
         self.stats: Counter = Counter()
         self._last_expire = 0.0
         self._unoffloaded: list[Conn] = []
+        #: may caches forward established connections without us (`offload`)?
+        self.offload_enabled = True
+        #: set by the cache half: when did a cache last forward ``conn``'s
+        #: packets (time.monotonic() seconds, 0: never)?  Asked before an
+        #: offloaded connection is expired, so hits not yet reported by
+        #: `touch` keep it alive.
+        self.cache_used: Callable[[Conn], float] | None = None
 
     # --- configuration ---------------------------------------------------------
     def set_zone_limit(self, zone: int | None, limit: int) -> None:
@@ -222,7 +256,7 @@ class ConnTracker:
         sending SYN/FIN/RST segments here and call `touch` with its hit
         times; `unoffloaded` says which connections it must drop."""
         ent = self.conns.get((zone, t))
-        if ent is None or not self._offloadable(ent[0]):
+        if ent is None or not self.offload_enabled or not self._offloadable(ent[0]):
             return None
         conn = ent[0]
         conn.offloaded = True
@@ -230,9 +264,100 @@ class ConnTracker:
             conn.tcp.liberal = True
         return conn
 
-    def touch(self, conn: Conn, used: float) -> None:
-        """The cache forwarded packets of ``conn``, the last at ``used``:
-        keep it alive as if we had seen them."""
+    def release(self, conn: Conn) -> None:
+        """The cache no longer holds any entry of ``conn`` (idle, replaced):
+        we see all its packets again.  TCP stays liberal: the windows of
+        the segments the cache forwarded are unknown."""
+        conn.offloaded = False
+
+    def set_offload(self, enabled: bool) -> None:
+        """Allow or forbid offloading; forbidding takes back every
+        offloaded connection (see `unoffloaded`)."""
+        self.offload_enabled = enabled
+        if not enabled:
+            for c, reply in self.conns.values():
+                if not reply and c.offloaded:
+                    c.offloaded = False
+                    self._unoffloaded.append(c)
+
+    def predict(self, key, ct) -> Prediction | None:
+        """What `execute` would do with action ``ct`` to a packet with flow
+        ``key`` (after the actions before it) -- if the answer is the same
+        for every packet of an offloadable connection that a cache would
+        forward (no SYN/FIN/RST: those must still come here).  None when
+        the packet is not TCP/UDP, its connection is not offloadable, the
+        action would change the connection (a commit that changes mark or
+        label, ``force`` on a reply), or offload is disabled.  Side-effect
+        free: `offload` then marks the connection."""
+        if not self.offload_enabled:
+            return None
+        t = key_tuple(key)
+        if t is None:
+            return None
+        zone = ct.zone
+        prev = key.ct_state
+        nat = ct.nat is not None
+        if prev & TRK and not prev & INV and key.ct_zone == zone:
+            ent = self.conns.get((zone, t))
+            if ent is None:
+                ent = self.conns.get((zone, t.reverse()))    # already translated
+                if ent is not None:
+                    ent = (ent[0], not ent[1])
+            if ent is not None and not (ct.force and ent[1]):
+                conn, reply = ent      # the _repeat path
+                if not self._offloadable(conn) or (ct.commit and self._changes(conn, ct)):
+                    return None
+                state = prev & (NEW | EST | REL | RPL)
+                target = None
+                if nat and (conn.snat or conn.dnat):
+                    if not prev & (SNAT | DNAT):
+                        target = conn.key.reverse() if reply else conn.rkey.reverse()
+                    state |= (SNAT if conn.snat else 0) | (DNAT if conn.dnat else 0)
+                return Prediction(conn, reply, TRK | state, conn.zone,
+                                  None if target == t else target)
+        ent = self.conns.get((zone, t))
+        if ent is None:
+            return None
+        conn, reply = ent
+        if not self._offloadable(conn) or (ct.force and ct.commit and reply):
+            return None
+        if ct.commit and self._changes(conn, ct):
+            return None
+        state = TRK | EST | (RPL if reply else 0) | (REL if conn.parent is not None else 0)
+        target = None
+        if nat and (conn.snat or conn.dnat):
+            target = conn.key.reverse() if reply else conn.rkey.reverse()
+            state |= (SNAT if conn.snat else 0) | (DNAT if conn.dnat else 0)
+        return Prediction(conn, reply, state, zone, None if target == t else target)
+
+    @staticmethod
+    def _changes(conn: Conn, ct) -> bool:
+        """Would committing ``ct`` change the connection's mark or label?"""
+        if ct.mark is not None:
+            v, m = ct.mark
+            if (conn.mark & ~m) | (v & m) != conn.mark:
+                return True
+        if ct.label is not None:
+            v, m = ct.label
+            if (conn.label & ~m) | (v & m) != conn.label:
+                return True
+        return False
+
+    def apply_prediction(self, key, p: Prediction) -> None:
+        """Write into ``key`` what `execute` writes for prediction ``p``:
+        the ct_* members and the translated addresses/ports."""
+        if p.nat is not None:
+            self._key_addrs(key, p.nat)
+            key.tp_src, key.tp_dst = p.nat.sport, p.nat.dport
+        self._md(key, p.state, p.zone, p.conn, None)
+
+    def touch(self, conn: Conn, used: float, packets: int = 0, nbytes: int = 0,
+              reply: bool = False) -> None:
+        """The cache forwarded ``packets`` (``nbytes``) of ``conn`` in the
+        ``reply`` direction or not, the last at ``used``: count them and
+        keep the connection alive as if we had seen them."""
+        conn.packets[reply] += packets
+        conn.bytes[reply] += nbytes
         if conn.tlist is not None and used + self.timeout(conn.zone, conn.tclass) > conn.expiration:
             self._refresh(conn, conn.tclass, used)
 
@@ -241,6 +366,18 @@ class ConnTracker:
         closed and reopened) or stopped qualifying since the last call."""
         out, self._unoffloaded = self._unoffloaded, []
         return out
+
+    def _expired(self, conn: Conn, now: float) -> bool:
+        """Has ``conn`` timed out?  An offloaded one is asked about first
+        (`cache_used`): hits not yet reported refresh it instead."""
+        if conn.expiration > now:
+            return False
+        if conn.offloaded and self.cache_used is not None:
+            used = self.cache_used(conn)
+            if used and used + self.timeout(conn.zone, conn.tclass) > now:
+                self._refresh(conn, conn.tclass, used)
+                return False
+        return True
 
     def expire(self, now: float) -> int:
         """Remove connections whose timeout passed; returns how many."""
@@ -251,6 +388,8 @@ class ConnTracker:
                 conn = next(iter(lst))
                 if conn.expiration > now:
                     break
+                if not self._expired(conn, now):
+                    continue          # refreshed: moved to the end of its list
                 self._delete(conn)
                 n += 1
         if self.expectations:
@@ -355,7 +494,7 @@ class ConnTracker:
         ent = self.conns.get((zone, t))
         if ent is not None:
             conn, reply = ent
-            if conn.expiration <= now:
+            if self._expired(conn, now):
                 self._delete(conn)
                 ent = None
             elif ct.force and ct.commit and reply:
@@ -553,8 +692,11 @@ class ConnTracker:
         self.expectations[(conn.zone, t.af, t.dst, addr, TCP, port)] = Expectation(
             conn, now + EXPECT_TIMEOUT)
 
-    @staticmethod
-    def _set_mark_label(conn: Conn, ct) -> None:
+    def _set_mark_label(self, conn: Conn, ct) -> None:
+        if conn.offloaded and self._changes(conn, ct):
+            # cached flows were translated with the old mark/label
+            conn.offloaded = False
+            self._unoffloaded.append(conn)
         if ct.mark is not None:
             v, m = ct.mark
             conn.mark = (conn.mark & ~m) | (v & m)
