@@ -11,7 +11,10 @@ Port kinds (``add_port(name, kind)``): ``afpacket``/``system`` (TPACKET_V3
 RX ring, sendmmsg TX, PACKET_VNET_HDR with software GSO and checksum
 completion), ``tap``/``internal`` (non-persistent TAP created by name),
 ``afxdp`` (AF_XDP copy mode + XDP redirect program; ``afxdp-native`` /
-``afxdp-generic`` force the XDP mode), ``dummy`` (socketpair, for tests).
+``afxdp-generic`` force the XDP mode), ``afxdp-cache`` (AF_XDP without a
+program of its own, fed by the XDP flow cache's XSKMAP -- ``port_xsk_fd`` --
+plus an AF_PACKET ring for what that program passes up), ``dummy``
+(socketpair, for tests).
 
 Upcall reasons: "miss" (install a megaflow, then ``execute``), "action" (a
 cached Userspace action: the packet already went through the other actions)
@@ -41,7 +44,8 @@ from fastpath.parse cimport fp_parse
 from fastpath.cache cimport (fp_cache, fp_megaflow, fp_cache_lookup, fp_cache_rank,
                              fp_key_hash, FlowCache, Megaflow, KEY_WORDS)
 from fastpath.io.port cimport (fp_port, fp_port_rx_burst, fp_port_rx_done, fp_port_tx_flush,
-                               fp_port_tx_gso, fp_gso_segment, Port, FP_RX_CAP)
+                               fp_port_tx_gso, fp_gso_segment, Port, FP_RX_CAP,
+                               FP_PORT_AFPACKET)
 from fastpath.execute cimport (fp_dp, fp_upcall, fp_pending, fp_execute, fp_upcall_add,
                                fp_csum_complete, CompiledActions, FP_MAX_PORTS,
                                FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW,
@@ -129,7 +133,7 @@ cdef bint _gso_passthrough(fp_dp* dp, const uint8_t* acts) noexcept nogil:
     while pos + 16 <= alen:
         a = <const fp_act*>(acts + 8 + pos)
         if a.type != A_OUTPUT or a.arg >= FP_MAX_PORTS or dp.ports[a.arg] == NULL \
-                or not dp.ports[a.arg].vnet:
+                or not dp.ports[a.arg].vnet or dp.ports[a.arg].kind != FP_PORT_AFPACKET:
             return False
         pos += a.len
     return True
@@ -335,6 +339,12 @@ cdef class Dpif:
         with self.lock:
             return (<Port>self._ports[dp_port]).peer
 
+    def port_xsk_fd(self, int dp_port):
+        """The AF_XDP socket of an afxdp/afxdp-cache port (-1 for others):
+        what an XDP program's XSKMAP redirects to."""
+        with self.lock:
+            return (<Port>self._ports[dp_port]).xsk_fd
+
     def port_ifindex(self, int dp_port):
         with self.lock:
             return (<Port>self._ports[dp_port]).ifindex
@@ -401,12 +411,14 @@ cdef class Dpif:
                 return out
             n = 0
             for p in self._ports.values():
-                if n < 256 and (<Port>p).error is None:
-                    fds[n].fd = (<Port>p).fd
-                    fds[n].events = POLLIN
-                    fds[n].revents = 0
-                    polled.append(p)
-                    n += 1
+                if (<Port>p).error is None:
+                    for fd in (<Port>p).fds:
+                        if n < 256:
+                            fds[n].fd = fd
+                            fds[n].events = POLLIN
+                            fds[n].revents = 0
+                            polled.append(p)
+                            n += 1
             fds[n].fd = self.wake_fd
             fds[n].events = POLLIN
             fds[n].revents = 0

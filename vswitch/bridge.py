@@ -253,7 +253,11 @@ class Bridge:
     def add_port(self, cfg: IfaceConfig) -> LivePort:
         try:
             netdev = netdev_for(cfg.type)
-            dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options)
+            # Behind the XDP cache, an interface's socket is AF_XDP fed by
+            # the cache program's XSKMAP (misses, actions XDP cannot run).
+            kind = ("afxdp-cache" if self.xdp is not None and netdev.kind in ("afpacket", "afxdp")
+                    else None)
+            dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options, kind)
         except PortError as e:
             log.warning("%s: %s", self.name, e)
             live = self.ports[cfg.name] = LivePort(cfg, -1, None, str(e),
@@ -367,8 +371,8 @@ class Bridge:
 
     def _set_datapath_type(self, datapath_type: str, xdp_mode: str) -> None:
         """netdev: the userspace caches only; xdp: an XDP flow cache on each
-        port forwards what it can in the kernel and passes misses up to the
-        port's AF_PACKET socket.  Changing it reopens every port."""
+        port forwards what it can in the kernel and redirects misses to the
+        port's AF_XDP socket (its XSKMAP).  Changing it reopens every port."""
         self.remove_ports()
         self._close_xdp()
         self.datapath_type, self.xdp_mode = datapath_type, xdp_mode
@@ -391,7 +395,13 @@ class Bridge:
                 self.xdp.set_output(live.dp_port, socket.if_nametoindex(live.config.name))
             else:
                 self.xdp.attach(live.config.name, live.dp_port, mode=self.xdp_mode)
-        except (XdpError, OSError) as e:
+                fd = self.reconciler.datapath.call(lambda dpif: dpif.port_xsk_fd(live.dp_port))
+                # Native mode: misses go up over AF_XDP.  Generic mode keeps
+                # them on AF_PACKET, whose vnet header carries what AF_XDP
+                # loses (partial checksums, GSO), as its hits keep the skb.
+                if fd >= 0 and self.xdp.attached()[live.config.name][1] == "native":
+                    self.xdp.set_xsk(live.dp_port, 0, fd)
+        except (XdpError, OSError, ValueError) as e:
             # Still forwarded, by the userspace datapath alone.
             log.warning("%s: no XDP cache on %s: %s", self.name, live.config.name, e)
 
@@ -401,6 +411,8 @@ class Bridge:
                 self.xdp.del_output(live.dp_port)
             elif live.config.name in self.xdp.attached():
                 self.xdp.detach(live.config.name)
+                if live.dp_port < 256:
+                    self.xdp.set_xsk(live.dp_port, 0, None)
         except (XdpError, OSError) as e:
             log.warning("%s: removing XDP from %s: %s", self.name, live.config.name, e)
 

@@ -76,10 +76,11 @@ class XdpCacheSystem(System):
             # sport 0..N-1 -> dport 5000.
             ports = ([(1234, 5678)] if self.exact_flows == 1
                      else [(i & 0xffff, 5000 + (i >> 16)) for i in range(self.exact_flows)])
-            for sport, dport in ports:
-                k = FlowKey.from_fields(in_port=1, dl_type=0x0800, nw_src=_ip(h1.addr),
-                                        nw_dst=_ip(h2.addr), nw_proto=17, tp_src=sport, tp_dst=dport)
-                self.xc.put(bytes(k), m, (A.Output(2),))
+            src, dst = _ip(h1.addr), _ip(h2.addr)
+            self.xc.put_many((bytes(FlowKey.from_fields(in_port=1, dl_type=0x0800, nw_src=src,
+                                                        nw_dst=dst, nw_proto=17, tp_src=sport,
+                                                        tp_dst=dport)), m, (A.Output(2),))
+                             for sport, dport in ports)
         except BaseException:
             self.teardown()
             raise

@@ -555,7 +555,8 @@ static __always_inline int execute(struct xdp_md *ctx, struct flow_act *a, struc
 
 static __always_inline int to_userspace(struct xdp_md *ctx, struct xc_config *cfg, __u32 dp_port)
 {
-    if (cfg && (cfg->flags & XC_CFG_XSK) && dp_port < XC_MAX_PORTS)
+    if (cfg && (cfg->flags & XC_CFG_XSK) && dp_port < XC_MAX_PORTS
+        && ctx->data_end - ctx->data <= XC_XSK_MAX_FRAME)
         return bpf_redirect_map(&xsks, dp_port * XC_XSK_QUEUES + (ctx->rx_queue_index & (XC_XSK_QUEUES - 1)),
                                 XDP_PASS);
     return XDP_PASS;

@@ -25,6 +25,10 @@
 #define XC_PORT_ARRAY 65536     /* ifindexes below this: array `ports`, above: hash `ports_big` */
 #define XC_DIRECT_MASKS 4        /* mask slots searched inline; the rest with bpf_loop */
 #define XC_XSK_QUEUES 16
+/* Largest frame an AF_XDP socket takes (2 KB UMEM frames less the kernel's
+ * XDP_PACKET_HEADROOM); bigger ones (GSO in generic mode, jumbo) take
+ * XDP_PASS to the port's AF_PACKET socket. */
+#define XC_XSK_MAX_FRAME (2048 - 256)
 #define XC_MAX_GROUPS 256        /* output sets for broadcast */
 #define XC_GROUP_PORTS 32        /* ports per output set */
 

@@ -90,6 +90,11 @@ ctypedef struct fp_port:
     int link_fd
     int xdp_mode                    # 1 native (driver), 2 generic (skb)
     int xsk_zerocopy                # bound with XDP_ZEROCOPY
+    # AF_XDP behind the XDP flow cache (kind "afxdp-cache"): no program of
+    # our own; an AF_PACKET socket (the RX ring above) takes what XDP passes
+    # up instead (frames too big for a UMEM frame, queues without a socket).
+    int pkt_fd
+    uint64_t rx_passed              # frames received on pkt_fd (XDP_PASS), not the XSK
 
 # ``pkts`` must hold FP_RX_CAP packets: a GSO super-packet counts as one
 # against ``max_n`` but may be segmented into many.

@@ -15,6 +15,12 @@ closes.  Native XDP first, generic as fallback (``afxdp-native`` /
 ``afxdp-generic`` force one).  Copy-mode TX sends only ~32 frames per kick,
 so every poll kicks while TX frames are in flight.
 
+``afxdp-cache``: the same AF_XDP socket without a program of its own, for
+an interface the XDP flow cache (``fastpath/bpf``) runs on: that program
+redirects misses to it through its XSKMAP (``Port.xsk_fd``), and an AF_PACKET
+ring on the same interface takes what it passes up instead (frames larger
+than a UMEM frame, queues without a socket, generic mode).
+
 ``dummy``: no device; frames go in and out through ``Port.peer``, the other
 end of a datagram socketpair (OVS's netdev-dummy, for tests).
 
@@ -648,7 +654,7 @@ cdef _open_afxdp(fp_port* p, str name, str mode):
         nq = sum(1 for q in os.listdir(f"/sys/class/net/{name}/queues") if q.startswith("rx-"))
     except OSError:
         nq = 1
-    if nq > 1:
+    if nq > 1 and mode != "cache":
         # One socket serves queue 0; traffic on other queues would bypass
         # the switch.  Refuse rather than lose packets silently.
         raise OSError(95, f"afxdp port {name} has {nq} RX queues; only single-queue "
@@ -697,6 +703,10 @@ cdef _open_afxdp(fp_port* p, str name, str mode):
     elif fp_xsk_bind(p.fd, ifindex, 0, XDP_COPY | XDP_USE_NEED_WAKEUP) < 0:
         e = errno
         raise OSError(e, f"bind AF_XDP to {name} queue 0: {os.strerror(e)}", name)
+    if mode == "cache":
+        # The XDP flow cache's program steers misses here through its own
+        # XSKMAP (XdpCache.set_xsk with Port.xsk_fd): no program of ours.
+        return
     p.map_fd = fp_xsk_map_create()
     if p.map_fd < 0:
         e = errno
@@ -748,12 +758,18 @@ cdef void _close_afxdp(fp_port* p) noexcept:
 cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
                           fp_arena* arena) noexcept nogil:
     """Receive up to ``max_n`` packets; they stay valid until rx_done()."""
+    cdef int n, m
     if p.kind == FP_PORT_AFPACKET:
         return _rx_afpacket(p, pkts, max_n, arena)
     elif p.kind == FP_PORT_TAP:
         return _rx_tap(p, pkts, max_n, arena)
     elif p.kind == FP_PORT_AFXDP:
-        return _rx_xsk(p, pkts, max_n)
+        n = _rx_xsk(p, pkts, max_n)
+        if p.pkt_fd >= 0 and n < max_n:
+            m = _rx_afpacket(p, pkts + n, max_n - n, arena)
+            p.rx_passed += m
+            n += m
+        return n
     return 0
 
 
@@ -762,8 +778,9 @@ cdef void fp_port_rx_done(fp_port* p) noexcept nogil:
     cdef uint32_t i
     if p.kind == FP_PORT_AFXDP:
         _xsk_rx_done(p)
-        return
-    if p.kind != FP_PORT_AFPACKET:
+        if p.pkt_fd < 0:
+            return
+    elif p.kind != FP_PORT_AFPACKET:
         return
     while p.n_release:
         fp_store_release_u32(&_block(p, p.release_start).hdr.bh1.block_status,
@@ -865,6 +882,7 @@ cdef fp_port* _alloc_port() except NULL:
         raise MemoryError()
     p.fd = -1
     p.prog_fd = p.map_fd = p.link_fd = -1
+    p.pkt_fd = -1
     p.tx_msgs = <mmsghdr*>calloc(FP_TXQ, sizeof(mmsghdr))
     p.tx_iov = <iovec*>calloc(2 * FP_TXQ, sizeof(iovec))
     p.tx_buf = <uint8_t*>malloc(FP_TXBUF)
@@ -887,6 +905,8 @@ cdef void _free_port(fp_port* p) noexcept:
         return
     if p.kind == FP_PORT_AFXDP:
         _close_afxdp(p)
+    if p.pkt_fd >= 0:
+        c_close(p.pkt_fd)
     if p.ring != NULL:
         munmap(p.ring, p.ring_size)
     if p.fd >= 0:
@@ -997,6 +1017,14 @@ cdef class Port:
             elif kind in ("tap", "internal"):
                 p.kind = FP_PORT_TAP
                 _open_tap(p, name)
+            elif kind == "afxdp-cache":
+                # Behind the XDP flow cache: AF_XDP for what its program
+                # redirects, AF_PACKET for what it passes up (XDP_PASS).
+                _open_afpacket(p, name)
+                p.pkt_fd, p.fd = p.fd, -1
+                p.vnet = 1
+                p.kind = FP_PORT_AFXDP
+                _open_afxdp(p, name, "cache")
             elif kind in ("afxdp", "afxdp-native", "afxdp-generic"):
                 p.kind = FP_PORT_AFXDP
                 _open_afxdp(p, name, {"afxdp": "auto", "afxdp-native": "native",
@@ -1044,6 +1072,20 @@ cdef class Port:
     @property
     def fd(self):
         return -1 if self.p == NULL else self.p.fd
+
+    @property
+    def xsk_fd(self):
+        """AF_XDP ports: the XSK socket (for an XSKMAP), else -1."""
+        return self.p.fd if self.p != NULL and self.p.kind == FP_PORT_AFXDP else -1
+
+    @property
+    def fds(self):
+        """Every fd to poll for input."""
+        if self.p == NULL:
+            return ()
+        if self.p.pkt_fd < 0:
+            return (self.p.fd,)
+        return (self.p.fd, self.p.pkt_fd)
 
     @property
     def ifindex(self):
@@ -1108,10 +1150,14 @@ cdef class Port:
             return {}
         kd = self.kernel_rx_dropped()
         s = self.p.stats
-        return {"rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
-                "rx_dropped": s.rx_dropped + kd, "rx_errors": s.rx_errors,
-                "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
-                "tx_dropped": s.tx_dropped, "tx_errors": s.tx_errors}
+        d = {"rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
+             "rx_dropped": s.rx_dropped + kd, "rx_errors": s.rx_errors,
+             "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
+             "tx_dropped": s.tx_dropped, "tx_errors": s.tx_errors}
+        if self.p.pkt_fd >= 0:
+            # afxdp-cache: of rx_packets, those XDP passed up (not via the XSK)
+            d["rx_xdp_passed"] = self.p.rx_passed
+        return d
 
     def send_repeat(self, bytes frame, uint64_t count):
         """Transmit ``frame`` ``count`` times in batches (traffic generator

@@ -30,10 +30,12 @@ class Netdev:
     def check(self, name: str, options: dict[str, str]) -> None:
         """Raise PortError if the port cannot be opened; called before open."""
 
-    def open(self, dpif, name: str, options: dict[str, str]) -> int:
+    def open(self, dpif, name: str, options: dict[str, str], kind: str | None = None) -> int:
+        """``kind`` overrides the Dpif port kind (the XDP datapath opens
+        system/afxdp interfaces as ``afxdp-cache``)."""
         self.check(name, options)
         try:
-            return dpif.add_port(name, self.kind)
+            return dpif.add_port(name, kind or self.kind)
         except OSError as e:
             raise PortError(f"could not open network device {name} "
                             f"({e.strerror or e})") from None

@@ -286,3 +286,29 @@ def test_several_outputs_broadcast_through_an_output_set(cache):
     assert len(cache.group_sets) == 2
     cache.flush()
     assert cache.group_sets == {} and len(cache.free_groups) == X.MAX_GROUPS
+
+
+def test_put_many_batches_what_put_does_one_by_one(cache):
+    """put_many (BPF_MAP_UPDATE_BATCH) installs exactly what put would: the
+    same verdicts and rewrites, counters, updates and deletes afterwards."""
+    frames, entries = [], []
+    for i in range(300):
+        f = bytes(E / IP(src=f"10.3.{i >> 8}.{i & 255}", dst="10.2.0.1") / UDP(sport=i + 1, dport=9))
+        frames.append(f)
+        m = mask_of("in_port", "nw_src", *(["tp_src"] if i % 3 else []))
+        acts = ((A.SetMasked("nw_ttl", i & 0xff, 0xff), A.Output(2)) if i % 5
+                else (A.Ct(commit=True), A.Output(2)))          # not offloadable
+        entries.append((masked(bytes(parse_packet(f, 1)), m), m, acts))
+    entries.append(entries[7][:2] + ((A.Output(3),),))          # an update, in the batch
+    assert cache.put_many(entries) == 300 - 60
+    assert len(cache) == 300
+    for i, f in enumerate(frames):
+        v, out = cache.test_run(f)
+        if i == 7:
+            assert v == XDP_REDIRECT and out == f
+        elif i % 5:
+            assert v == XDP_REDIRECT and out[22] == i & 0xff
+        else:
+            assert v == XDP_PASS
+    assert sum(e[3] for e in cache.dump()) == 240
+    assert cache.delete(*entries[1][:2]) and cache.test_run(frames[1])[0] == XDP_PASS
