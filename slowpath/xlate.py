@@ -400,9 +400,16 @@ class XlateCtx:
 
     def _output_tunnel(self, port) -> None:
         """Output to a GENEVE port: the encapsulation comes from the port's
-        options and, where they say ``flow``, from the flow's tun_* fields."""
+        options and, where they say ``flow``, from the flow's tun_* fields.
+        Output to an internal port holding tunnel addresses (a
+        `TunnelEndpoint`) may become a ``tnl_pop`` instead."""
         from slowpath import tunnel as T
         cfg = port.tunnel
+        if isinstance(cfg, T.TunnelEndpoint):
+            if not self._tnl_pop(cfg):
+                self.note(f"output:{port.ofport}")
+                self.emit(dp.Output(port.dp_port))
+            return
         if cfg.remote_ip is None:
             self.consult("tun_dst", "tun_ipv6_dst")
         if cfg.key is None:
@@ -420,6 +427,32 @@ class XlateCtx:
             return
         self.note(f"output:{port.ofport} (tunnel to {push.dst}, vni {push.tun_id:#x})")
         self.emit(push)
+
+    def _tnl_pop(self, ep) -> bool:
+        """Native tunnelling, receive (OVS ``tnl_port_map_lookup``): a
+        non-fragment UDP packet to a tunnel address and port of ``ep`` is
+        decapsulated by the datapath (``TunnelPop``) instead of going to
+        the host stack.  Consults exactly what it compares."""
+        k = self.key
+        self.consult("dl_type")
+        if k.dl_type == 0x0800:
+            self.consult("nw_dst")
+            version, addr = 4, k.nw_dst
+        elif k.dl_type == 0x86DD:
+            self.consult("ipv6_dst")
+            version, addr = 6, k.ipv6_dst
+        else:
+            return False
+        self.consult("nw_proto", "nw_frag")
+        if k.nw_proto != 17 or k.nw_frag & 1:
+            return False   # fragments: the host stack reassembles them
+        self.consult("tp_dst")
+        endpoint = ep.lookup(version, addr, k.tp_dst)
+        if endpoint is None:
+            return False
+        self.note(f"tnl_pop({endpoint}): GENEVE to a local tunnel address")
+        self.emit(dp.TunnelPop(endpoint))
+        return True
 
     def controller(self, act: A.Controller, reason: int | None = None) -> None:
         in_port = self.p.ports.get(self.key.in_port)

@@ -491,6 +491,7 @@ class Bridge:
 
     def tlv_map_changed(self, tlv_map: dict) -> None:
         self.tlv_map = tlv_map
+        self.reconciler.tunnels.tlv_map_changed()   # the Cython tnl_pop decodes options
         with self.lock:
             self.pipeline.tlv_map = TlvMap(tlv_map)
             self.pipeline.version += 1
@@ -552,6 +553,7 @@ def fast_path_can_execute(actions) -> bool:
     return all(isinstance(a, FAST_ACTIONS)
                or (isinstance(a, (dp.Clone, dp.Sample)) and fast_path_can_execute(a.actions))
                or (isinstance(a, dp.TunnelPush) and bool(a.header))   # native tunnelling
+               or isinstance(a, dp.TunnelPop)
                for a in actions)
 
 

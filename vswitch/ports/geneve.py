@@ -122,6 +122,7 @@ WAKE_RESEND = 0.05  # seconds: re-signal if the datapath has not drained yet
 ROUTE_REFRESH = 1.0  # seconds between native-route (route, neighbour) checks
 NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80   # REACHABLE STALE DELAY PROBE PERMANENT
 RCVBUF = 4 << 20
+FLOW_DSTS_MAX = 256   # remote_ip=flow destinations resolved for native send, per port
 
 # socket option numbers Python may not export
 IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_TTL, IP_TOS = 8, 12, 13, 2, 1
@@ -246,6 +247,7 @@ class TunnelManager:
         self.ports: dict[int, TunnelPort] = {}
         self.endpoints: dict[tuple, Endpoint] = {}
         self.tx_counters = tnl.Counters()
+        self.pop_counters = tnl.Counters()   # TunnelPop run in Python (rare)
         self.wake_dp_port: int | None = None
         self._wake_sock = None
         self._queue: collections.deque = collections.deque()
@@ -258,6 +260,11 @@ class TunnelManager:
         self._want_eps: set = set()
         self._failed_eps: set = set()
         self.routes: dict[int, tnl.NativeRoute | None] = {}
+        # remote_ip=flow: destinations seen on the host-stack send path, to
+        # be resolved for native send ({dp_port: {dst, ...}}, bounded)
+        self._flow_dsts: dict[int, set] = {}
+        self.flow_routes: dict[int, tuple] = {}
+        self.endpoints_native: dict[str, tnl.TunnelEndpoint] = {}
 
     # --- configuration (control thread) ------------------------------------
     def sync(self) -> None:
@@ -285,12 +292,28 @@ class TunnelManager:
                 lambda dpif: dpif.dummy_peer(self.wake_dp_port))
         elif not ports and self.wake_dp_port is not None:
             self._close_wake()
+        self.push_table()
         if ports and self._refresher is None:
             self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,
                                                name="geneve-routes")
             self._refresher.start()
         elif not ports and self._refresher is not None:
             self._stop_refresher()
+
+    def push_table(self) -> None:
+        """Give the Cython ``tnl_pop`` the tunnel ports and TLV maps (after
+        every reconcile and TLV map change), on the datapath thread."""
+        from fastpath import execute as fx
+        spec = [(p.dp_port, p.cfg, p.tlv()) for p in self.ports.values()]
+        self.reconciler.datapath.call(lambda dpif: fx.set_tunnel_ports(spec))
+
+    def tlv_map_changed(self) -> None:
+        self.push_table()
+
+    def tunnel_lookup(self, endpoint: int):
+        """For odp_execute's ``TunnelPop`` (the Python twin of tnl_pop)."""
+        return ([(p.dp_port, p.cfg) for p in self.ports.values()], self.tlv_for,
+                self.pop_counters)
 
     def _open_endpoints(self) -> None:
         """Open wanted endpoints; one whose local_ip is not (yet) an address
@@ -382,39 +405,95 @@ class TunnelManager:
 
     # --- native tunnelling: routes through a bridge's underlay port -----------
     def _refresh_loop(self) -> None:
-        """Thread: look routes and neighbours up (blocking netlink), then
-        apply the result on the control thread."""
+        """Thread: look routes, neighbours and addresses up (blocking
+        netlink), then apply the result on the control thread."""
         stop = self._refresh_stop
         while not stop.is_set():
-            routes = {}
+            routes, flow_routes = {}, {}
             for dp_port, tp in list(self.ports.items()):
                 try:
                     routes[dp_port] = self._resolve(tp.cfg)
                 except Exception as e:   # no route, interface gone...: host stack
                     routes[dp_port] = None
                     log.debug("geneve: %s: no native route: %s", tp.name, e)
+                if tp.cfg.remote_ip is None:
+                    found = []
+                    for dst in sorted(self._flow_dsts.get(dp_port, ())):
+                        try:
+                            r = self._resolve(dataclasses.replace(tp.cfg, remote_ip=dst))
+                        except Exception:
+                            r = None
+                        if r is not None:
+                            found.append((dst, r))
+                    flow_routes[dp_port] = tuple(found)
             try:
-                self.reconciler.loop.call_soon_threadsafe(self._apply_routes, routes)
+                addrs = self._internal_addresses()
+            except Exception as e:
+                addrs = {}
+                log.debug("geneve: internal port addresses: %s", e)
+            try:
+                self.reconciler.loop.call_soon_threadsafe(self._apply_routes, routes,
+                                                          flow_routes, addrs)
             except RuntimeError:
                 return   # loop closed
             stop.wait(ROUTE_REFRESH)
 
-    def _apply_routes(self, routes: dict) -> None:
+    def _internal_addresses(self) -> dict[str, list[str]]:
+        """{internal port name: its IP addresses} (where tunnels may end)."""
+        from pyroute2 import IPRoute
+
+        names = {live.config.name for br in list(self.reconciler.bridges.values())
+                 for live in list(br.ports.values())
+                 if live.config.type == "internal" and live.dp_port is not None}
+        out: dict[str, list[str]] = {}
+        if not names:
+            return out
+        with IPRoute() as ipr:
+            for name in names:
+                idx = ipr.link_lookup(ifname=name)
+                if idx:
+                    out[name] = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx[0])]
+        return out
+
+    def _endpoint_for(self, addrs: list[str]) -> tnl.TunnelEndpoint | None:
+        """The tnl_pop map of an internal port with ``addrs``: every tunnel
+        port whose local_ip is one of them (or that has no local_ip)."""
+        if self.wake_dp_port is None:
+            return None
+        pops = set()
+        for tp in list(self.ports.values()):
+            for a in addrs:
+                ip = ipaddress.ip_address(a)
+                if ip.version not in tp.cfg.families:
+                    continue
+                if tp.cfg.local_ip is not None and tp.cfg.local_ip != str(ip):
+                    continue
+                pops.add(((ip.version, int(ip), tp.cfg.dst_port), self.wake_dp_port))
+        return tnl.TunnelEndpoint(tuple(sorted(pops))) if pops else None
+
+    def _apply_routes(self, routes: dict, flow_routes: dict | None = None,
+                      addrs: dict | None = None) -> None:
         """On the control thread: for each tunnel port with a fixed remote
         whose route leaves through a pyvswitch internal port (OVS's br-phy
         layout: the underlay NIC is a bridge port, the local IP on the
         bridge's internal port), give xlate a `NativeRoute` via
-        ``Port.tunnel`` so the fast path encapsulates and sends by itself.
-        Otherwise (or until ARP resolves) packets go through the host stack."""
+        ``Port.tunnel`` so the fast path encapsulates and sends by itself
+        (for ``remote_ip=flow``, one per destination seen).  Otherwise (or
+        until ARP resolves) packets go through the host stack.  Internal
+        ports holding tunnel addresses get a `TunnelEndpoint`: GENEVE the
+        bridge sends them is decapsulated by the datapath (tnl_pop)."""
         try:
             self._open_endpoints()
         except Exception:
             log.exception("geneve: opening endpoints")
+        flow_routes = flow_routes or {}
         for dp_port, route in routes.items():
             tp = self.ports.get(dp_port)
             if tp is None:
                 continue
             self.routes[dp_port] = route
+            fr = flow_routes.get(dp_port, ())
+            self.flow_routes[dp_port] = fr
             br = tp.bridge
             live = br.ports.get(tp.name)
             if live is None or live.dp_port != dp_port:
@@ -422,12 +501,32 @@ class TunnelManager:
             with br.lock:
                 port = br.pipeline.ports.get(live.ofport)
                 have = port.tunnel if port is not None else None
-            want = dataclasses.replace(tp.cfg, route=route)
+            want = dataclasses.replace(tp.cfg, route=route, flow_routes=fr)
             if port is not None and have != want:
                 log.info("geneve: %s: %s", tp.name,
                          f"native via dp port {route.out_dp_port} to {route.dst_mac}"
-                         if route else "via the host stack")
+                         if route else f"native to {len(fr)} destinations" if fr
+                         else "via the host stack")
                 br._update_port(live, tunnel=want)
+        if addrs is None:
+            return
+        for br in list(self.reconciler.bridges.values()):
+            for live in list(br.ports.values()):
+                if live.config.type != "internal" or live.dp_port is None:
+                    continue
+                want = self._endpoint_for(addrs.get(live.config.name, []))
+                with br.lock:
+                    port = br.pipeline.ports.get(live.ofport)
+                    have = port.tunnel if port is not None else None
+                if port is not None and have != want:
+                    log.info("geneve: %s: %s", live.config.name,
+                             f"tunnel endpoint, decapsulated in the datapath ({want.pops})"
+                             if want else "no tunnel endpoint")
+                    if want:
+                        self.endpoints_native[live.config.name] = want
+                    else:
+                        self.endpoints_native.pop(live.config.name, None)
+                    br._update_port(live, tunnel=want)
 
     def _resolve(self, cfg: tnl.TunnelConfig) -> tnl.NativeRoute | None:
         if cfg.remote_ip is None or cfg.packet_type != "legacy_l2":
@@ -519,6 +618,10 @@ class TunnelManager:
             if not push.dst:
                 c.tx_errors += 1     # remote_ip=flow and no tun_dst
                 return
+            if port.cfg.remote_ip is None:   # remote_ip=flow: resolve for native send
+                seen = self._flow_dsts.setdefault(a.tnl_dp_port, set())
+                if len(seen) < FLOW_DSTS_MAX:
+                    seen.add(push.dst)
             if not push.src:
                 push = dataclasses.replace(push, src=self._source_for(push.dst, push.tp_dst))
             self._ident = (self._ident + 1) & 0xFFFF
@@ -547,6 +650,15 @@ class TunnelManager:
             stats = " ".join(f"{k}:{v}" for k, v in ep.counters.as_dict().items()
                              if not k.startswith("tx"))
             lines.append(f"endpoint {local or '*'}:{port} (IPv{fam}): {stats}\n")
+        from fastpath import execute as fx
+        pop = fx.tunnel_counters()
+        for k, v in self.pop_counters.as_dict().items():
+            if k in pop:
+                pop[k] += v
+        lines.append("native (tnl_pop): " + " ".join(f"{k}:{v}" for k, v in pop.items()) + "\n")
+        for name, ep in sorted(self.endpoints_native.items()):
+            lines.append(f"  endpoint {name}: " + " ".join(
+                f"{ipaddress.ip_address(a)}:{port}" for (_v, a, port), _e in ep.pops) + "\n")
         tx = self.tx_counters
         lines.append(f"tx: packets:{tx.tx_packets} too_big:{tx.tx_too_big} "
                      f"errors:{tx.tx_errors}\n")
@@ -558,7 +670,8 @@ class TunnelManager:
                          f"key={'flow' if c.key is None else c.key} dst_port={c.dst_port} "
                          f"csum={str(c.csum).lower()} tlv_map={p.tlv().by_index} "
                          + (f"native: out dp_port {r.out_dp_port} {r.src_mac} -> {r.dst_mac}"
-                            if r else "host stack") + "\n")
+                            if r else f"native: {len(self.flow_routes[dp_port])} flow destinations"
+                            if self.flow_routes.get(dp_port) else "host stack") + "\n")
         return "".join(lines)
 
 
@@ -571,3 +684,21 @@ def _execute_push(state, a: dp.TunnelPush, env) -> None:
 
 
 odp_execute.register(dp.TunnelPush, _execute_push)
+
+
+class _PopEnv:
+    def __init__(self, env, manager):
+        self.env, self.tunnel_lookup = env, manager.tunnel_lookup
+
+    def recirculate(self, frame, key):
+        self.env.recirculate(frame, key)
+
+
+def _execute_pop(state, a: dp.TunnelPop, env) -> None:
+    """TunnelPop in Python (when the megaflow also has actions only Python
+    runs): the manager's ports, the same decoder as the Cython one."""
+    manager = getattr(getattr(env, "reconciler", None), "tunnels", None)
+    tnl.execute_tunnel_pop(state, a, _PopEnv(env, manager) if manager is not None else env)
+
+
+odp_execute.register(dp.TunnelPop, _execute_pop)
