@@ -153,6 +153,16 @@ class Meter:
 
 
 @dataclass(frozen=True)
+class CheckPktLarger:
+    """NXAST_CHECK_PKT_LARGER: ``field[ofs]`` = 1 if the packet (L2 header
+    and payload, VLAN tags not counted) is longer than ``pkt_len``, else 0.
+    OVN uses it for gateway-router MTU checks."""
+    pkt_len: int
+    field: str
+    ofs: int = 0
+
+
+@dataclass(frozen=True)
 class OutputReg:
     field: str
     ofs: int = 0

@@ -222,6 +222,20 @@ class Clone:
 
 
 @dataclass(frozen=True)
+class CheckPktLen:
+    """OVS's check_pkt_len: run ``gt`` on packets longer than ``pkt_len``
+    (VLAN tags not counted), ``le`` on the others; either acts on the
+    packet itself, not a copy."""
+    pkt_len: int
+    gt: tuple = ()
+    le: tuple = ()
+
+    def __str__(self):
+        return (f"check_pkt_len(size={self.pkt_len},gt({format_actions(self.gt)}),"
+                f"le({format_actions(self.le)}))")
+
+
+@dataclass(frozen=True)
 class Hash:
     """Compute dp_hash (for select groups) then usually Recirc."""
     alg: str = "l4"

@@ -323,6 +323,19 @@ def _clone(state: PacketState, a: dp.Clone, env: Environment) -> None:
     run(inner, a.actions, env)
 
 
+def l2_len_without_vlans(frame) -> int:
+    """The length check_pkt_len compares: the frame minus its VLAN tags."""
+    n, off = len(frame), 12
+    while off + 4 <= len(frame) and frame[off:off + 2] in (b"\x81\x00", b"\x88\xa8"):
+        n -= 4
+        off += 4
+    return n
+
+
+def _check_pkt_len(state: PacketState, a: dp.CheckPktLen, env: Environment) -> None:
+    run(state, a.gt if l2_len_without_vlans(state.frame) > a.pkt_len else a.le, env)
+
+
 def _sample(state: PacketState, a: dp.Sample, env: Environment) -> None:
     if random.random() * 0xFFFFFFFF < a.probability:
         _clone(state, dp.Clone(a.actions), env)
@@ -349,5 +362,5 @@ for _t, _h in ((dp.SetMasked, _set_masked), (dp.PushVlan, _push_vlan),
                (dp.PopVlan, _pop_vlan), (dp.Trunc, _trunc), (dp.Output, _output),
                (dp.Recirc, _recirc), (dp.Meter, _meter), (dp.Clone, _clone),
                (dp.Sample, _sample), (dp.Hash, _hash), (dp.Userspace, _userspace),
-               (dp.CtClear, _ct_clear)):
+               (dp.CtClear, _ct_clear), (dp.CheckPktLen, _check_pkt_len)):
     register(_t, _h)

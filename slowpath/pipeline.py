@@ -406,6 +406,10 @@ class Pipeline:
             elif isinstance(a, A.OutputReg):
                 if a.field not in FIELDS:
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "output_reg field")
+            elif isinstance(a, A.CheckPktLarger):
+                f = FIELDS.get(a.field)
+                if f is None or not f.writable or not 0 <= a.ofs < f.n_bits:
+                    raise bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, f"check_pkt_larger {a}")
             elif isinstance(a, A.Clone):
                 self.validate_actions(a.actions, match)
             elif isinstance(a, A.Multipath):

@@ -168,14 +168,29 @@ class _Stop(Exception):
     """Abort the whole translation (e.g. dec_ttl hit zero)."""
 
 
-class _Pause(Exception):
-    """controller(pause): unwind the translation.  Each level it crosses
-    appends what it had left to do to ``rest`` -- innermost first, which is
-    execution order -- like OVS's freeze_unroll_actions."""
+class _Unwind(Exception):
+    """Unwind the translation to a point that runs what is left: each level
+    it crosses appends what it had left to do to ``rest`` -- innermost
+    first, which is execution order -- like OVS's freeze_unroll_actions."""
+
+    def __init__(self):
+        self.rest: list = []
+
+
+class _Pause(_Unwind):
+    """controller(pause): the rest is frozen for NXT_RESUME."""
 
     def __init__(self, pin: PacketIn):
+        super().__init__()
         self.pin = pin
-        self.rest: list = []
+
+
+class _Fork(_Unwind):
+    """check_pkt_larger: the rest is translated once per result bit."""
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
 
 
 @dataclass(frozen=True)
@@ -489,7 +504,7 @@ class XlateCtx:
         action set (OpenFlow 1.3 §5.1)."""
         try:
             ok = self.run_table(table_id)
-        except _Pause as p:
+        except _Unwind as p:
             p.rest.append(RUN_ACTION_SET)
             raise
         if ok:
@@ -526,7 +541,7 @@ class XlateCtx:
                     continue
                 try:
                     self.run_instruction(inst)
-                except _Pause as p:
+                except _Unwind as p:
                     p.rest.extend(rule.instructions[i + 1:])
                     raise
             if goto is None:
@@ -570,7 +585,7 @@ class XlateCtx:
                     self.run_instruction(it)
                 else:
                     self.do_actions((it,))
-            except _Pause as p:
+            except _Unwind as p:
                 p.rest.extend(items[i + 1:])
                 raise
 
@@ -595,9 +610,42 @@ class XlateCtx:
                 continue
             try:
                 h(self, a)
-            except _Pause as p:
+            except _Unwind as p:
                 p.rest.extend(actions[i + 1:])
                 raise
+
+    def fork(self, f: _Fork) -> None:
+        """check_pkt_larger: the packet's length is not in the flow key, so
+        (as OVS does) what is left is translated twice, with the result bit
+        1 and 0, into a datapath ``CheckPktLen`` that picks a branch per
+        packet.  Side effects (packet-ins, learning, counters) belong to the
+        branch this packet takes."""
+        a = f.action
+        self.commit()
+        from slowpath.odp_execute import l2_len_without_vlans
+        actual = l2_len_without_vlans(self._packet_now()) > a.pkt_len if self.packet else None
+        key, written, vlans = self.key.copy(), self.written, list(self.committed_vlans)
+        action_set, side_effects, odp = dict(self.action_set), self.side_effects, self.odp
+        table_id, rule, depth = self.table_id, self.rule, self.depth
+        branches = []
+        for bit in (1, 0):
+            self.key, self.written, self.committed_vlans = key.copy(), written, list(vlans)
+            self.action_set, self.pending, self.odp = dict(action_set), 0, list(odp)
+            self.table_id, self.rule, self.depth = table_id, rule, depth
+            self.side_effects = side_effects and actual in (None, bool(bit))
+            self.note(f"check_pkt_larger({a.pkt_len}) -> {a.field}[{a.ofs}] = {bit}")
+            self.write(a.field, bit << a.ofs, 1 << a.ofs)
+            try:
+                self.run_frozen(f.rest)
+            except _Stop:
+                pass
+            except _Fork as inner:
+                self.fork(inner)
+            branches.append(tuple(self.odp[len(odp):]))
+        self.key, self.written, self.committed_vlans = key, written, vlans
+        self.action_set, self.pending, self.side_effects = action_set, 0, side_effects
+        self.table_id, self.rule, self.depth = table_id, rule, depth
+        self.odp = odp + [dp.CheckPktLen(a.pkt_len, branches[0], branches[1])]
 
     # --- cloning for groups and clone() ----------------------------------
     def save(self):
@@ -625,7 +673,10 @@ class XlateCtx:
         self.depth += 1
         self.in_clone += 1
         try:
-            self.do_actions(actions)
+            try:
+                self.do_actions(actions)
+            except _Fork as f:
+                self.fork(f)
         finally:
             self.depth -= 1
             self.in_clone -= 1
@@ -838,7 +889,7 @@ def _x_resubmit(ctx, a: A.Resubmit):
     ctx.note(f"resubmit({'' if a.in_port == OFPP_IN_PORT else a.in_port},{table})")
     try:
         ctx.run_table(table)
-    except _Pause as p:
+    except _Unwind as p:
         p.rest.append(Return(saved_port, saved_table, saved_rule))
         raise
     ctx.depth -= 1
@@ -878,6 +929,10 @@ def _x_meter(ctx, a: A.Meter):
 def _x_output_reg(ctx, a: A.OutputReg):
     port = ctx.read_bits(a.field, ((1 << a.n_bits) - 1) << a.ofs) >> a.ofs
     ctx.output(port, a.max_len)
+
+
+def _x_check_pkt_larger(ctx, a: A.CheckPktLarger):
+    raise _Fork(a)
 
 
 def _x_clone(ctx, a: A.Clone):
@@ -972,6 +1027,7 @@ _HANDLERS = {
     A.CopyTtl: _x_copy_ttl, A.Group: _x_group, A.SetQueue: _x_set_queue,
     A.Resubmit: _x_resubmit, A.Ct: _x_ct, A.CtClear: _x_ct_clear, A.Meter: _x_meter,
     A.OutputReg: _x_output_reg, A.Clone: _x_clone, A.Note: _x_nothing,
+    A.CheckPktLarger: _x_check_pkt_larger,
     A.Conjunction: _x_nothing, A.Learn: _x_learn, A.Multipath: _x_multipath,
     A.Bundle: _x_bundle, A.Sample: _x_sample,
 }
@@ -992,32 +1048,10 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
     ctx.out.version = pipeline.version
     in_port = pipeline.ports.get(key.in_port)
     try:
-        if resume is not None:
-            for m in _PIPELINE_META:
-                o, n = MEMBERS[m]
-                ctx.key.buf[o:o + n] = key.buf[o:o + n]
-            ctx.action_set = dict(resume.action_set)
-            ctx.table_id, ctx.rule = resume.table_id, resume.rule
-            ctx.n_resubmits = resume.n_resubmits
-            ctx.out.slow = True
-            ctx.run_frozen(resume.items)
-        elif in_port is not None and in_port.no_recv and actions is None:
-            ctx.note(f"port {key.in_port} is no_recv: dropping")
-        elif key.recirc_id:
-            state = pipeline.recirc_states.get(key.recirc_id)
-            if state is None:
-                ctx.note(f"unknown recirc_id {key.recirc_id:#x}: dropping")
-            else:
-                table_id, frozen = state
-                for n in ("metadata", "regs"):
-                    setattr(ctx.key, n, getattr(frozen, n))
-                    ctx.written |= member_int_mask(n)   # constants of the recirc_id
-                ctx.run_pipeline(table_id)
-        elif actions is not None:
-            ctx.packet_out = True
-            ctx.do_actions(actions)
-        else:
-            ctx.run_pipeline(0)
+        try:
+            _translate(ctx, pipeline, key, in_port, actions, resume)
+        except _Fork as f:
+            ctx.fork(f)
     except _Stop:
         pass
     except _Pause as p:
@@ -1031,6 +1065,36 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
     ctx.out.megaflow = Megaflow((int(ctx.base) & mask).to_bytes(FLOW_KEY_SIZE, "big"),
                                 mask.to_bytes(FLOW_KEY_SIZE, "big"), tuple(ctx.odp))
     return ctx.out
+
+
+def _translate(ctx: XlateCtx, pipeline, key: FlowKey, in_port, actions, resume) -> None:
+    """The body of `xlate`: where this translation starts."""
+    if resume is not None:
+        for m in _PIPELINE_META:
+            o, n = MEMBERS[m]
+            ctx.key.buf[o:o + n] = key.buf[o:o + n]
+        ctx.action_set = dict(resume.action_set)
+        ctx.table_id, ctx.rule = resume.table_id, resume.rule
+        ctx.n_resubmits = resume.n_resubmits
+        ctx.out.slow = True
+        ctx.run_frozen(resume.items)
+    elif in_port is not None and in_port.no_recv and actions is None:
+        ctx.note(f"port {key.in_port} is no_recv: dropping")
+    elif key.recirc_id:
+        state = pipeline.recirc_states.get(key.recirc_id)
+        if state is None:
+            ctx.note(f"unknown recirc_id {key.recirc_id:#x}: dropping")
+        else:
+            table_id, frozen = state
+            for n in ("metadata", "regs"):
+                setattr(ctx.key, n, getattr(frozen, n))
+                ctx.written |= member_int_mask(n)   # constants of the recirc_id
+            ctx.run_pipeline(table_id)
+    elif actions is not None:
+        ctx.packet_out = True
+        ctx.do_actions(actions)
+    else:
+        ctx.run_pipeline(0)
 
 
 SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst",

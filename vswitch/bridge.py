@@ -546,6 +546,7 @@ def _has_ct(actions) -> bool:
 def _has_userspace(actions) -> bool:
     return any(isinstance(a, dp.Userspace)
                or (isinstance(a, (dp.Clone, dp.Sample)) and _has_userspace(a.actions))
+               or (isinstance(a, dp.CheckPktLen) and _has_userspace(a.gt + a.le))
                for a in actions)
 
 

@@ -365,3 +365,21 @@ def test_conjunction_controller_pause_and_version_gaps(sw):
     # OF1.0 cannot say group:1 - the rule is still listed, the gap is marked
     got = " ".join(flows(sw))
     assert "mod_vlan_vid:100" in got and "note:70.79.76" in got    # "pyvswitch:Group"
+
+
+@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
+def test_check_pkt_larger_round_trip(sw, proto):
+    """OVN's gateway-MTU check: os-ken has no codec for it, ours does."""
+    sw.ofctl("-O", proto, "add-flow", sw.target,
+             "ip,actions=check_pkt_larger(1500)->NXM_NX_REG0[3],resubmit(,1)")
+    (rule,) = sw.pipeline.flow_stats()
+    assert rule.instructions[0].actions == (sp.CheckPktLarger(1500, "reg0", 3),
+                                            sp.Resubmit(table=1))
+    for p in ("OpenFlow10", "OpenFlow13", "OpenFlow15"):
+        assert "check_pkt_larger(1500)->NXM_NX_REG0[3],resubmit(,1)" in " ".join(
+            flows(sw, "-O", p))
+    bad = sw.ofctl("-O", proto, "add-flow", sw.target,
+                   "ip,actions=check_pkt_larger(1500)->NXM_OF_ETH_TYPE[3]", ok=False)
+    # (OpenFlow 1.0 has no BAD_SET codes: the nearest, BAD_ARGUMENT)
+    assert bad.returncode != 0 and ("OFPBAC_BAD_SET" in bad.stderr
+                                    or "OFPBAC_BAD_ARGUMENT" in bad.stderr), bad.stderr

@@ -111,6 +111,11 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
             raise _bad_action_len()
         if a_type == 0xFFFF and a_len >= 16:
             vendor, subtype = struct.unpack_from("!IH", buf, offset + 4)
+            if vendor == NX and subtype == NXAST_CHECK_PKT_LARGER:   # nor this
+                actions.append(_check_pkt_larger(bytes(buf[offset:offset + a_len]),
+                                                 _version_of(parser_mod)))
+                offset += a_len
+                continue
             if vendor == NX and subtype == NXAST_CLONE:   # os-ken has no clone
                 inner = _parse_actions(parser_mod, buf, offset + NX_ACTION_CLONE_SIZE,
                                        offset + a_len, depth + 1)
@@ -156,6 +161,32 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
 OFPAT15_COPY_FIELD = 28
 NXAST_CLONE = 42                 # include/openflow/nicira-ext.h: header + pad[6]
 NX_ACTION_CLONE_SIZE = 16
+
+
+NXAST_CHECK_PKT_LARGER = 49
+NX_ACTION_CHECK_PKT_LARGER = "!HHIHHH"   # type, len (24), vendor, subtype, pkt_len, offset;
+                                        # then the dst field's NXM/OXM header, zero padding
+
+
+def _check_pkt_larger(one: bytes, version: int):
+    if len(one) != 24:
+        raise _bad_action_len()
+    _, _, _, _, pkt_len, ofs = struct.unpack_from(NX_ACTION_CHECK_PKT_LARGER, one)
+    (header,) = struct.unpack_from("!I", one, 14)
+    if header >> 16 == 0xFFFF:          # experimenter OXM: no field of ours
+        raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_SET_TYPE)
+    raw = _RawAction(one, version)
+    raw.check_pkt_larger = (pkt_len, ofs, header >> 9)
+    return raw
+
+
+def check_pkt_larger(pkt_len: int, ofs: int, dst_header: int, version=OFP13):
+    """NXAST_CHECK_PKT_LARGER (os-ken has no class for it)."""
+    raw = _RawAction(struct.pack(NX_ACTION_CHECK_PKT_LARGER, 0xFFFF, 24, NX,
+                                 NXAST_CHECK_PKT_LARGER, pkt_len, ofs)
+                     + struct.pack("!I", dst_header) + bytes(6), version)
+    raw.check_pkt_larger = (pkt_len, ofs, dst_header >> 9)
+    return raw
 
 
 def _version_of(parser_mod) -> int:

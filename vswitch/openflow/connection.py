@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_3 as of13
 
 from . import codec
@@ -291,8 +292,14 @@ _OF10_FLOW_MOD_FAILED = {1: 0, 3: 1, 4: 2, 5: 3, 6: 4}
 def translate_error(version: int, etype: int, code: int) -> tuple[int, int]:
     if version != codec.OFP10:
         return etype, code
-    if etype in (of13.OFPET_HELLO_FAILED, of13.OFPET_BAD_REQUEST, of13.OFPET_BAD_ACTION):
+    if etype == of13.OFPET_HELLO_FAILED:
         return etype, code
+    # codes OpenFlow 1.0 does not have (1.2+'s BAD_SET_TYPE, IS_SLAVE...) would
+    # not decode at the peer: the nearest 1.0 code
+    if etype == of13.OFPET_BAD_ACTION:
+        return etype, code if code <= of10.OFPBAC_BAD_QUEUE else of10.OFPBAC_BAD_ARGUMENT
+    if etype == of13.OFPET_BAD_REQUEST:
+        return etype, code if code <= of10.OFPBRC_BUFFER_UNKNOWN else of10.OFPBRC_EPERM
     if etype == of13.OFPET_FLOW_MOD_FAILED:
         return 3, _OF10_FLOW_MOD_FAILED.get(code, 5)
     if etype == of13.OFPET_PORT_MOD_FAILED:

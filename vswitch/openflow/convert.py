@@ -429,6 +429,10 @@ def action_from_oken(a, version: int):
                        dst_ofs=a.dst_ofs + tun_shift(dst))
     if hasattr(a, "clone_actions"):
         return sp.Clone(tuple(action_from_oken(x, version) for x in a.clone_actions))
+    if hasattr(a, "check_pkt_larger"):
+        pkt_len, ofs, num = a.check_pkt_larger
+        field = _field_by_num(num)
+        return sp.CheckPktLarger(pkt_len, field, ofs + tun_shift(field))
     if n in ("NXActionStackPush", "NXActionStackPop"):
         # os-ken names the offset/width "start"/"end"
         field = _canon(a.field)
@@ -691,6 +695,10 @@ def action_to_oken(a, version: int):
                                    (dc << 7) | dfld, _header_len(sf_), _header_len(df_))
         return codec.nx_reg_move(_nx_header(sf_), _nx_header(df_), a.n_bits, src_ofs, dst_ofs,
                                  version)
+    if n == "CheckPktLarger":
+        f = _sf.FIELDS[a.field]
+        return codec.check_pkt_larger(a.pkt_len, a.ofs - tun_shift(a.field), _nx_header(f),
+                                      version)
     if n == "Conjunction":
         return P.NXActionConjunction(clause=a.clause, n_clauses=a.n_clauses, id_=a.id)
     if n == "Note":

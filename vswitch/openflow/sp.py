@@ -7,7 +7,8 @@ visible at a glance and a rename in `slowpath/` is a one-line change here.
 from __future__ import annotations
 
 from slowpath.actions import (  # noqa: F401
-    ApplyActions, ClearActions, Clone, Conjunction, Controller, CopyTtl, Ct, CtClear, DecMplsTtl,
+    ApplyActions, CheckPktLarger, ClearActions, Clone, Conjunction, Controller, CopyTtl, Ct,
+    CtClear, DecMplsTtl,
     DecTtl, GotoTable, Group, Meter, Move, Note, Output, OutputReg, PopMpls, PopVlan, PushMpls,
     PushVlan,
     Resubmit, SetField, SetMplsTtl, SetNwTtl, SetQueue, WriteActions, WriteMetadata,
