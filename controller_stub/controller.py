@@ -114,6 +114,8 @@ class HostAgent:
         self.connects = 0
         self.dialer: Optional[asyncio.Task] = None
         self.pending_garp: set = set()    # logical ports to announce once their VIF is up
+        self.tlv_index: Optional[int] = None   # tun_metadata slot of OVN's GENEVE option
+        self._tlv_xid = self._tlv_mod_xid = None
         self.garps_sent = 0
 
     @property
@@ -132,10 +134,14 @@ class HostAgent:
                 self.session.transmit()
             self.session = session
             self.connects += 1
-            self.view = F.HostView(dict(ev.ports))
+            self.tlv_index = None
+            self.view = self._view(ev.ports)
             self.synced = False
             self._inflight.clear()
             self._sent.clear()
+            # the GENEVE option map first: the switch answers in order, so the
+            # slot is known when the dump arrives and rules are computed
+            self._tlv_xid = session.conn.send(ofmsg.tlv_table_request())
             self._dump_xid = session.conn.send(ofmsg.dump_request())
             h = self.controller.state.hosts[self.name]
             missing = [r for r in self.controller.state.hosts
@@ -152,8 +158,25 @@ class HostAgent:
             self.synced = True
             log.info("%s: holds %d controller rules", self.name, len(self.installed))
             self.reconcile()
+        elif isinstance(ev, Message) and ofmsg.is_tlv_table_reply(ev.msg):
+            max_fields, maps = ofmsg.tlv_mappings(ev.msg)
+            index, add = ofmsg.tlv_index_for(maps, max_fields)
+            if add:
+                self._tlv_mod_xid = session.conn.send(ofmsg.tlv_table_add(index))
+            self.tlv_index = index
+            self.view = self._view(session.conn.ports)
+            log.info("%s: GENEVE option %s in tun_metadata%s%s", self.name,
+                     ofmsg.OVN_OPTION, index, " (mapped now)" if add else "")
+        elif isinstance(ev, Error) and ev.xid in (self._tlv_xid, self._tlv_mod_xid):
+            # no TLV map on this switch: the destination looks the MAC up again
+            log.warning("%s: switch refused the GENEVE option map (type %d code %d)",
+                        self.name, ev.type, ev.code)
+            self.tlv_index = None
+            self.view = self._view(session.conn.ports)
+            self._tlv_xid = self._tlv_mod_xid = None
+            self.reconcile()
         elif isinstance(ev, Message) and type(ev.msg).__name__ == "OFPPortStatus":
-            self.view = F.HostView(dict(session.conn.ports))
+            self.view = self._view(session.conn.ports)
             self.reconcile()
         elif isinstance(ev, BarrierDone):
             sent = self._inflight.pop(ev.xid, {})
@@ -173,6 +196,9 @@ class HostAgent:
             log.info("%s: connection closed: %s", self.name, ev.reason)
         elif isinstance(ev, Error) and ev.xid not in self._sent:
             log.debug("%s: error %s", self.name, ev)
+
+    def _view(self, ports) -> F.HostView:
+        return F.HostView(dict(ports), self.tlv_index)
 
     def disconnected(self):
         self.session = None

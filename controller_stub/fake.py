@@ -141,6 +141,11 @@ class FakeSwitch:
                 out.append(Output(port, dict(pkt)))
             elif kind == "set":
                 pkt[a[1]] = a[2]
+            elif kind == "move" and len(a) == 6:     # bits n_bits from src[ofs] to dst[ofs]
+                n, so, do = a[3:]
+                bits = (_to_int(a[1], pkt.get(a[1], 0)) >> so) & ((1 << n) - 1)
+                keep = _to_int(a[2], pkt.get(a[2], 0)) & ~(((1 << n) - 1) << do)
+                pkt[a[2]] = keep | bits << do
             elif kind == "move":
                 pkt[a[2]] = pkt.get(a[1])
             elif kind == "load_md":

@@ -66,6 +66,7 @@ REG_INPORT, REG_OUTPORT = "reg14", "reg15"
 ETH_IP, ETH_ARP = 0x0800, 0x0806
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+MC_FLOOD_KEY = 0x8000    # egress key "flood the logical switch" in the GENEVE option (OVN's)
 
 # ct_state bits (nicira_ext / OVS)
 CS_NEW, CS_EST, CS_REL, CS_RPL, CS_INV, CS_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -123,6 +124,14 @@ class HostView:
     ofport (from OpenFlow port descriptions), and remote host -> ofport of
     the GENEVE tunnel port towards it."""
     ofports: dict = dataclasses.field(default_factory=dict)
+    #: tun_metadata slot the switch's TLV map gives OVN's GENEVE option
+    #: (class 0x0102, type 0x80, 4 bytes); None: the switch has no TLV map,
+    #: the destination then finds the egress port by its MAC again
+    tlv_index: Optional[int] = 0
+
+    @property
+    def tun_md(self) -> Optional[str]:
+        return None if self.tlv_index is None else f"tun_metadata{self.tlv_index}"
 
     def vif(self, iface: str) -> Optional[int]:
         p = self.ofports.get(iface)
@@ -177,8 +186,12 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
     for r in remote_hosts:
         for ls in switches:
             vni = state.switches[ls].vni
+            opt = () if view.tun_md is None else (      # OVN's option -> outport, inport
+                ("move", view.tun_md, REG_OUTPORT, 16, 0, 0),
+                ("move", view.tun_md, REG_INPORT, 15, 16, 0))
             add(flow(CLASSIFY, 100, {"in_port": view.tunnel(r), "tunnel_id": vni},
-                     (("set", "metadata", vni), ("goto", REMOTE_L2)), cookie(K_TUNNEL, vni)))
+                     opt + (("set", "metadata", vni), ("goto", REMOTE_L2)),
+                     cookie(K_TUNNEL, vni)))
 
     # tables 1-2: port security
     for p in local:
@@ -243,21 +256,30 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
             if q.name in local_keys:
                 acts = (("set", REG_OUTPORT, kq), ("goto", OUT_CT))
                 add(flow(L2_LOOKUP, 100, m, acts, cookie(K_PORT, kq)))
-                add(flow(REMOTE_L2, 100, m, acts, cookie(K_PORT, kq)))
+                if view.tun_md is None:
+                    add(flow(REMOTE_L2, 100, m, acts, cookie(K_PORT, kq)))
+                else:   # the source named the egress port in the GENEVE option
+                    add(flow(REMOTE_L2, 100, {"metadata": vni, REG_OUTPORT: kq},
+                             (("goto", OUT_CT),), cookie(K_PORT, kq)))
             elif q.host != host and view.tunnel(q.host) is not None:
-                add(flow(L2_LOOKUP, 100, m, (("set", REG_OUTPORT, kq), ("set", "tunnel_id", vni),
-                                             ("output", view.tunnel(q.host))),
+                add(flow(L2_LOOKUP, 100, m, (("set", REG_OUTPORT, kq), ("set", "tunnel_id", vni))
+                         + _option(view, kq) + (("output", view.tunnel(q.host)),),
                          cookie(K_PORT, kq)))
         flood_local = tuple(a for q in local_members for a in (
             ("set", REG_OUTPORT, local_keys[q.name]), ("resubmit", OUT_CT)))
         tunnels = tuple(a for r in remote_hosts
                         if any(q.host == r for q in members)
-                        for a in (("set", "tunnel_id", vni), ("output", view.tunnel(r))))
+                        for a in (("set", "tunnel_id", vni),) + _option(view, MC_FLOOD_KEY)
+                        + (("output", view.tunnel(r)),))
         add(flow(L2_LOOKUP, 50, {"metadata": vni, "eth_dst": MULTICAST},
                  flood_local + tunnels, ck))
         add(flow(L2_LOOKUP, 60, {"metadata": vni, "eth_type": ETH_ARP, "eth_dst": MULTICAST},
                  flood_local, ck))
-        add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
+        if view.tun_md is None:
+            add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
+        else:
+            add(flow(REMOTE_L2, 50, {"metadata": vni, REG_OUTPORT: MC_FLOOD_KEY},
+                     flood_local, ck))
 
     # table 11: the distributed logical router
     for r, rp in routed:
@@ -315,6 +337,14 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
         add(flow(OUTPUT, 100, {REG_OUTPORT: kq}, (("output", view.vif(q.ifname)),),
                  cookie(K_PORT, kq)))
     return _dedup(out)
+
+
+def _option(view: HostView, egress: int) -> tuple:
+    """Actions writing OVN's GENEVE option: egress key in bits 0..15, the
+    logical ingress port (reg14) in bits 16..30."""
+    if view.tun_md is None:
+        return ()
+    return (("set", view.tun_md, egress), ("move", REG_INPORT, view.tun_md, 15, 0, 16))
 
 
 def _arp_reply(mac: str, ip: str) -> tuple:

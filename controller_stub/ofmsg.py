@@ -9,6 +9,8 @@ included); identical rules produce nothing.
 """
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Iterable
 
 from os_ken.ofproto import nicira_ext
@@ -26,7 +28,46 @@ _FULL64 = 0xFFFFFFFFFFFFFFFF
 _MOVE_NAMES = {"eth_src": "eth_src_nxm", "eth_dst": "eth_dst_nxm", "arp_sha": "arp_sha_nxm",
                "arp_tha": "arp_tha_nxm", "arp_spa": "arp_spa_nxm", "arp_tpa": "arp_tpa_nxm"}
 _MOVE_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
-              "arp_spa": 32, "arp_tpa": 32}
+              "arp_spa": 32, "arp_tpa": 32, "ipv6_src": 128, "ipv6_dst": 128,
+              **{f"reg{i}": 32 for i in range(16)}}
+
+# tun_metadataN (NXM_NX_TUN_METADATA0..7 = NXM_1 fields 40..47): os-ken has no
+# name for them; it spells them field_<oxm num> with base64 values.  Their
+# NXM headers carry the field's maximum length (124), as OVS writes them.
+TUN_METADATA_WIDTH = 4        # bytes: the OVN option this controller maps
+
+
+def _tm_num(name: str) -> int:
+    return (0x0001 << 7) | (40 + int(name[12:]))
+
+
+def _tm_name(num: int):
+    if num >> 7 == 0x0001 and 40 <= num & 0x7F < 48:
+        return f"tun_metadata{(num & 0x7F) - 40}"
+    return None
+
+
+def _oken_field(name: str) -> str:
+    return f"field_{_tm_num(name)}" if name.startswith("tun_metadata") else name
+
+
+def _oken_value(name: str, v):
+    if name.startswith("tun_metadata"):
+        return base64.b64encode(int(v).to_bytes(TUN_METADATA_WIDTH, "big")).decode()
+    return v
+
+
+class _RegMove(parser.NXActionRegMove):
+    """NXAST_REG_MOVE that can name tun_metadataN (os-ken cannot)."""
+
+    def serialize_body(self):
+        data = bytearray(struct.pack(self._fmt_str, self.n_bits, self.src_ofs, self.dst_ofs))
+        for name in (self.src_field, self.dst_field):
+            if name.startswith("tun_metadata"):
+                data += struct.pack("!I", (0x0001 << 16) | ((40 + int(name[12:])) << 9) | 124)
+            else:
+                ofp.oxm_serialize_header(ofp.oxm_from_user_header(name), data, len(data))
+        return data
 
 
 def _action(a):
@@ -35,12 +76,12 @@ def _action(a):
         port = ofp.OFPP_IN_PORT if a[1] == "IN_PORT" else int(a[1])
         return parser.OFPActionOutput(port, 0)
     if kind == "set":
-        return parser.OFPActionSetField(**{a[1]: a[2]})
+        return parser.OFPActionSetField(**{_oken_field(a[1]): _oken_value(a[1], a[2])})
     if kind == "move":
-        n = _MOVE_BITS[a[1]]
-        return parser.NXActionRegMove(src_field=_MOVE_NAMES.get(a[1], a[1]),
-                                      dst_field=_MOVE_NAMES.get(a[2], a[2]),
-                                      n_bits=n, src_ofs=0, dst_ofs=0)
+        # ("move", src, dst): the whole field; ("move", src, dst, n_bits, src_ofs, dst_ofs)
+        n, so, do = a[3:] if len(a) == 6 else (_MOVE_BITS[a[1]], 0, 0)
+        return _RegMove(src_field=_MOVE_NAMES.get(a[1], a[1]),
+                        dst_field=_MOVE_NAMES.get(a[2], a[2]), n_bits=n, src_ofs=so, dst_ofs=do)
     if kind == "dec_ttl":
         return parser.OFPActionDecNwTtl()
     if kind == "load_md":
@@ -75,7 +116,7 @@ def instructions(f: Flow) -> list:
 
 
 def match(f: Flow):
-    return parser.OFPMatch(**dict(f.match))
+    return parser.OFPMatch(**{_oken_field(k): _oken_value(k, v) for k, v in f.match})
 
 
 def add_msg(f: Flow):
@@ -133,6 +174,8 @@ def _norm_value(v):
 
 
 def _norm_field(name):
+    if name.startswith("field_") and name[6:].isdigit() and _tm_name(int(name[6:])):
+        return _tm_name(int(name[6:]))
     return {"tunnel_id_nxm": "tunnel_id", "eth_src_nxm": "eth_src", "eth_dst_nxm": "eth_dst",
             "arp_spa_nxm": "arp_spa", "arp_tpa_nxm": "arp_tpa", "arp_sha_nxm": "arp_sha",
             "arp_tha_nxm": "arp_tha"}.get(name, name)
@@ -145,23 +188,33 @@ def _decode_action(a) -> tuple:
     if n == "OFPActionSetField":
         if a.key == "metadata":
             return ("load_md", _norm_value(a.value))
-        return ("set", _norm_field(a.key), _norm_value(a.value))
+        key = _norm_field(a.key)
+        if key.startswith("tun_metadata"):
+            raw = a.value if isinstance(a.value, bytes) else base64.b64decode(a.value)
+            return ("set", key, int.from_bytes(raw, "big"))
+        return ("set", key, _norm_value(a.value))
     if n in ("OFPActionDecNwTtl", "NXActionDecTtl"):
         return ("dec_ttl",)
     if n == "NXActionRegLoad2":
         return ("set", _norm_field(a.dst), _norm_value(a.value))
     if n == "NXActionRegLoad":     # what a switch may dump for a register set-field
         ofs, nbits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
-        width = ofp.oxm_get_field_info_by_name(a.dst)[1].size * 8
+        if _norm_field(a.dst).startswith("tun_metadata"):
+            width = TUN_METADATA_WIDTH * 8
+        else:
+            width = ofp.oxm_get_field_info_by_name(a.dst)[1].size * 8
         value = a.value << ofs
         if ofs == 0 and nbits == width:
             if a.dst == "metadata":
                 return ("load_md", value)
             return ("set", _norm_field(a.dst), value)
         return ("set", _norm_field(a.dst), (value, ((1 << nbits) - 1) << ofs))
-    if n == "NXActionRegMove":
-        return ("move", _MOVE_BACK.get(a.src_field, _norm_field(a.src_field)),
-                _MOVE_BACK.get(a.dst_field, _norm_field(a.dst_field)))
+    if n in ("NXActionRegMove", "_RegMove"):
+        src = _MOVE_BACK.get(a.src_field, _norm_field(a.src_field))
+        dst = _MOVE_BACK.get(a.dst_field, _norm_field(a.dst_field))
+        if a.src_ofs == a.dst_ofs == 0 and _MOVE_BITS.get(src) == a.n_bits == _MOVE_BITS.get(dst):
+            return ("move", src, dst)
+        return ("move", src, dst, a.n_bits, a.src_ofs, a.dst_ofs)
     if n == "NXActionResubmitTable":
         return ("resubmit", a.table_id)
     if n == "NXActionCT":
@@ -224,3 +277,49 @@ def bundle_ctrl(bundle_id: int, type_: int):
 
 def bundle_add(bundle_id: int, msg):
     return parser.ONFBundleAddMsg(DP, bundle_id, BUNDLE_FLAGS, msg, [])
+
+
+# ---------------------------------------------------------------- TLV map
+# OVN's GENEVE option: class 0x0102 (OVN), type 0x80, 4 bytes — logical
+# ingress port key in bits 16..30, logical egress port key in bits 0..15.
+OVN_OPTION = (0x0102, 0x80, 4)
+NX_VENDOR, NXT_TLV_TABLE_MOD, NXT_TLV_TABLE_REQUEST, NXT_TLV_TABLE_REPLY = 0x2320, 24, 25, 26
+NXTTMC_ADD = 0
+
+
+def tlv_table_request():
+    return parser.OFPExperimenter(DP, NX_VENDOR, NXT_TLV_TABLE_REQUEST, b"")
+
+
+def tlv_table_add(index: int, option=OVN_OPTION):
+    cls, typ, length = option
+    return parser.OFPExperimenter(DP, NX_VENDOR, NXT_TLV_TABLE_MOD,
+                                  struct.pack("!H6x", NXTTMC_ADD)
+                                  + struct.pack("!HBBH2x", cls, typ, length, index))
+
+
+def is_tlv_table_reply(msg) -> bool:
+    return (type(msg).__name__ == "OFPExperimenter" and msg.experimenter == NX_VENDOR
+            and msg.exp_type == NXT_TLV_TABLE_REPLY)
+
+
+def tlv_mappings(msg) -> tuple:
+    """An NXT_TLV_TABLE_REPLY -> (max_fields, {index: (class, type, len)})."""
+    data = bytes(msg.data)
+    _space, max_fields = struct.unpack_from("!IH10x", data, 0)
+    maps = {}
+    for off in range(16, len(data) - 7, 8):
+        cls, typ, length, index = struct.unpack_from("!HBBH2x", data, off)
+        maps[index] = (cls, typ, length)
+    return max_fields, maps
+
+
+def tlv_index_for(maps: dict, max_fields: int = 64, option=OVN_OPTION) -> tuple:
+    """(index of `option` in the switch's TLV map, whether it must be added)."""
+    for i, m in sorted(maps.items()):
+        if m == option:
+            return i, False
+    for i in range(max_fields):
+        if i not in maps:
+            return i, True
+    return None, False

@@ -23,7 +23,8 @@ import yaml
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 PROTOS = ("ip", "icmp", "tcp", "udp")
-MAX_PORT_KEY = 0xFFFF          # also the conntrack zone of the port
+MAX_PORT_KEY = 0x7FFF          # also the conntrack zone of the port; 15 bits, as OVN's
+                               # GENEVE option carries the ingress key in bits 16..30
 
 
 # conntrack: stateful ACLs with ct (needs a switch with the ct action); when

@@ -133,6 +133,12 @@ def ports_out(trace: str) -> list:
     return sorted(p or "IN_PORT" for p, inport in outputs(trace) for p in [p or inport])
 
 
+def geneve(vni, state, src_port, dst_port) -> str:
+    """The tunnel metadata hv2/hv3 send: VNI and OVN's option (ingress key << 16 | egress key)."""
+    opt = state.port_key(src_port) << 16 | state.port_key(dst_port)
+    return f"tun_id={vni},tun_metadata0={opt:#x},"
+
+
 def tcp(src_mac, dst_mac, src, dst, sport, dport, in_port):
     return (f"in_port={in_port},dl_src={src_mac},dl_dst={dst_mac},tcp,nw_src={src},"
             f"nw_dst={dst},tp_src={sport},tp_dst={dport}")
@@ -173,7 +179,9 @@ def test_stateful_acls_on_real_ovs(ovs, net):
     t = ovs.trace(tcp(APP, WEB, "10.0.0.2", "10.0.0.1", 40000, 80, 2), "trk,inv")
     assert ports_out(t) == [], t
     # from the tunnel: db (hv2) may not open app:8080 (only @web may)...
-    t = ovs.trace("tun_id=100," + tcp(DB, APP, "10.0.0.3", "10.0.0.2", 40000, 8080, tun["hv2"]),
+    st = bg.controller.state
+    t = ovs.trace(geneve(100, st, "db1", "app1")
+                  + tcp(DB, APP, "10.0.0.3", "10.0.0.2", 40000, 8080, tun["hv2"]),
                   "trk,new")
     assert ports_out(t) == [], t
     # ...web may
@@ -182,8 +190,12 @@ def test_stateful_acls_on_real_ovs(ovs, net):
     # app -> db goes out the tunnel to hv2 with tun_id = red's VNI (db's ACL is hv2's job)
     t = ovs.trace(tcp(APP, DB, "10.0.0.2", "10.0.0.3", 41000, 5432, 2), "trk,new")
     assert ports_out(t) == [str(tun["hv2"])] and "set_field:0x64->tun_id" in t, t
+    # with OVN's GENEVE option naming db1 as egress and app1 as ingress port
+    assert f"set_field:{st.port_key('db1'):#x}->tun_metadata0" in t, t
+    assert f"NXM_NX_TUN_METADATA0[16..30] is now {st.port_key('app1'):#x}" in t, t
     # and db's reply comes back through app's egress stage as +est
-    t = ovs.trace("tun_id=100," + tcp(DB, APP, "10.0.0.3", "10.0.0.2", 5432, 41000, tun["hv2"]),
+    t = ovs.trace(geneve(100, st, "db1", "app1")
+                  + tcp(DB, APP, "10.0.0.3", "10.0.0.2", 5432, 41000, tun["hv2"]),
                   "trk,est")
     assert ports_out(t) == ["2"], t
 
@@ -195,8 +207,10 @@ def test_isolation_port_security_and_arp_on_real_ovs(ovs, net):
     assert ports_out(t) == [], t
     t = ovs.trace(tcp(B1, B2, "10.0.0.1", "10.0.0.3", 1, 80, 3), "trk,new")
     assert ports_out(t) == [str(tun["hv3"])] and "set_field:0xc8->tun_id" in t, t
-    # red traffic from the tunnel with blue's VNI finds no red port
-    t = ovs.trace("tun_id=200," + tcp(DB, WEB, "10.0.0.3", "10.0.0.1", 1, 80, tun["hv2"]),
+    # red traffic from the tunnel with blue's VNI finds no red port, even when
+    # the GENEVE option names one
+    t = ovs.trace(geneve(200, bg.controller.state, "db1", "web1")
+                  + tcp(DB, WEB, "10.0.0.3", "10.0.0.1", 1, 80, tun["hv2"]),
                   "trk,new")
     assert ports_out(t) == [], t
     # spoofed IP or MAC from app1

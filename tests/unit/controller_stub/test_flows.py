@@ -104,6 +104,45 @@ def test_allowed_traffic_local_and_across_a_tunnel(net):
     assert [(h, o) for h, o, q in hops if "tunnel_to" not in q] == [net.vif_of("db1")]
     (tun,) = [q for h, o, q in hops if "tunnel_to" in q]
     assert tun["tunnel_to"] == "hv2" and tun["tunnel_id"] == 100
+    # OVN's GENEVE option: ingress key << 16 | egress key
+    assert tun["tun_metadata0"] == st.port_key("app1") << 16 | st.port_key("db1")
+
+
+def test_destination_outputs_by_the_geneve_option_not_the_mac(net):
+    st = net.state
+    # what hv1 would send to hv2 for db1, but with a MAC that is nobody's
+    p = {**pkt(st, "app1", "db1", "tcp", 5432), "eth_dst": "02:de:ad:00:00:01",
+         "tunnel_id": 100, "tun_metadata0": st.port_key("app1") << 16 | st.port_key("db1")}
+    tun = net.views["hv2"].tunnel("hv1")
+    assert [(h, o) for h, o, _ in net.send("hv2", tun, p)] == [net.vif_of("db1")]
+    # hv1 has red and blue ports: an egress key of the other tenant's switch
+    # than the VNI says is dropped
+    tun1 = net.views["hv1"].tunnel("hv2")
+    q = {**p, "tun_metadata0": st.port_key("db1") << 16 | st.port_key("b1")}
+    assert net.send("hv1", tun1, q) == []
+    q = {**p, "tunnel_id": 200, "tun_metadata0": st.port_key("db1") << 16 | st.port_key("web1")}
+    assert net.send("hv1", tun1, q) == []
+    q = {**p, "tcp_dst": 80, "tun_metadata0": st.port_key("db1") << 16 | st.port_key("web1")}
+    assert [(h, o) for h, o, _ in net.send("hv1", tun1, q)] == [net.vif_of("web1")]
+    # a switch without a TLV map: no option, the destination looks the MAC up
+    state = make_state()
+    views = views_for(state)
+    for v in views.values():
+        v.tlv_index = None
+    flows = F.host_flows(state, "hv2", views["hv2"])
+    assert not any("tun_metadata" in str(f) for f in flows)
+    assert any(f.table == F.REMOTE_L2 and dict(f.match).get("eth_dst") for f in flows)
+
+
+def test_tlv_table_messages():
+    msg = ofmsg.tlv_table_add(3)
+    msg.serialize()
+    assert bytes(msg.buf)[8:].hex() == "00002320" "00000018" "0000000000000000" "0102800400030000"
+    assert ofmsg.tlv_index_for({}, 8) == (0, True)
+    assert ofmsg.tlv_index_for({0: (0x0102, 0x80, 4)}, 8) == (0, False)
+    assert ofmsg.tlv_index_for({0: (0x0104, 1, 8), 2: (0x0102, 0x80, 4)}, 8) == (2, False)
+    assert ofmsg.tlv_index_for({0: (0x0104, 1, 8)}, 8) == (1, True)
+    assert ofmsg.tlv_index_for({i: (9, i, 4) for i in range(8)}, 8) == (None, False)
 
 
 def test_default_deny_and_stateful_return(net):

@@ -162,6 +162,7 @@ def test_the_real_pipeline_accepts_every_rule_and_dumps_them_back_equal():
     sw = Switch(ports)
     pump(ctl, sw)
     desired = F.host_flows(state, "hv1", views["hv1"])
+    ctl.send(ofmsg.tlv_table_add(0))     # OVN's GENEVE option -> tun_metadata0
     for m in ofmsg.diff([], desired):
         ctl.send(m)
     ctl.barrier()
@@ -185,6 +186,7 @@ def test_the_real_pipeline_accepts_the_router_rules():
     pump(ctl, sw)
     desired = F.host_flows(state, "hv1", views["hv1"])
     assert any(f.table == F.ROUTING for f in desired)
+    ctl.send(ofmsg.tlv_table_add(0))     # OVN's GENEVE option -> tun_metadata0
     for m in ofmsg.diff([], desired):
         ctl.send(m)
     ctl.barrier()
