@@ -14,7 +14,7 @@ STAMPS=$TOP/.stamps
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
   clang llvm libbpf-dev bpftool linux-libc-dev
-  iproute2 iputils-ping procps ethtool tcpdump
+  iproute2 iputils-ping procps ethtool tcpdump tshark
   openvswitch-common openvswitch-switch ovn-central ovn-host
 )
 

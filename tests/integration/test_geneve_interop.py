@@ -10,9 +10,10 @@ ovs-vswitchd (`bench.ovs.OvsSwitch`, datapath_type=netdev) with OVS's native
 tunnelling: the underlay veth is a port of br-phy, which owns the address.
 Checks: ping and TCP both ways with NORMAL; with the same TLV map on both
 sides, an option set on one side is matched on the other (and a wrong value
-is not); a capture on the underlay decodes (scapy's GENEVE dissector:
-Debian's tshark is not part of this project's set-up) as well-formed GENEVE
-with the option, from both switches.
+is not); a capture on the underlay decodes (tshark, and scapy's GENEVE
+dissector) as well-formed GENEVE with the option, from both switches —
+through the host stack and with pyvswitch's native tunnelling, where its
+Cython fast path encapsulates and decapsulates.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import sys
 import tempfile
 import textwrap
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from bench.bench_geneve import NsDaemon
 from bench.ovs import OvsSwitch
+from tests.capabilities import require_tools
 
 VM_MTU = 1400
 # OVN's option: class 0x0102, type 0x80 (critical), 4 bytes.
@@ -48,7 +51,7 @@ class Overlay:
     port when it is pyvswitch (default: fixed remote, key=flow)."""
 
     def __init__(self, peer: str = "ovs", family: int = 4, vm_mtu: int = VM_MTU,
-                 gnv_b: dict | None = None, native: bool = False):
+                 gnv_b: dict | None = None, native: bool = False, gnv_a: dict | None = None):
         self.tag = secrets.token_hex(2)
         n = int(self.tag, 16) % 200 + 20
         self.peer, self.family, self.vm_mtu = peer, family, vm_mtu
@@ -59,6 +62,7 @@ class Overlay:
             self.ul_a, self.ul_b, self.plen = f"10.99.{n}.1", f"10.99.{n}.2", 24
         self.vm_a, self.vm_b = "10.200.0.1", "10.200.0.2"
         self.gnv_b = gnv_b
+        self.gnv_a = gnv_a   # hv-a's geneve options (default: fixed remote, key=flow, csum)
         self.native = native   # hv-a's underlay NIC on a pyvswitch br-phy (as OVS's)
         self.tmp = tempfile.mkdtemp(prefix="gnv-interop-")
         self.pvs: NsDaemon | None = None
@@ -110,8 +114,8 @@ class Overlay:
             sh("ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", ns=vm,
                check=False)
         # pyvswitch in hv-a
-        self.pvs = self._pvs(hva, "pvs", {"remote_ip": self.ul_b, "local_ip": self.ul_a,
-                                          "key": "flow", "csum": "true"})
+        self.pvs = self._pvs(hva, "pvs", self.gnv_a or {
+            "remote_ip": self.ul_b, "local_ip": self.ul_a, "key": "flow", "csum": "true"})
         if self.native:
             self.pvs.vsctl("add-br", "br-phy")
             self.pvs.vsctl("add-port", "br-phy", "ul")
@@ -317,6 +321,73 @@ def test_packet_out_to_a_tunnel_port(overlay):
         time.sleep(0.1)
 
 
+@contextmanager
+def underlay_capture(ov, pcap: str, hv: str = "hva"):
+    """tcpdump of GENEVE on a hypervisor's underlay veth while the block
+    runs (what pyvswitch's fast path sends bypasses hv-a's own taps: capture
+    those on hv-b)."""
+    require_tools("tcpdump", package="tcpdump")
+    cap = subprocess.Popen(["ip", "netns", "exec", ov.ns[hv], "tcpdump", "-U",
+                            "--immediate-mode", "-s", "0", "-i", "ul", "-w", pcap,
+                            "udp", "port", "6081"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        line = cap.stderr.readline()   # "listening on ul ..." once capturing
+        assert b"listening" in line, line
+        time.sleep(0.2)
+        yield
+        time.sleep(0.5)
+    finally:
+        cap.terminate()
+        cap.wait(timeout=10)
+
+
+TSHARK_FIELDS = ("ip.src", "ip.dst", "geneve.version", "geneve.vni", "geneve.proto_type",
+                 "geneve.flags.oam", "geneve.flags.critical", "geneve.option.class",
+                 "geneve.option.type", "geneve.option.length", "geneve.option.unknown.data",
+                 "udp.dstport", "udp.checksum.status", "ip.checksum.status", "_ws.malformed",
+                 "_ws.expert.severity", "icmp.type")
+
+
+def tshark_geneve(pcap: str) -> list[dict]:
+    """Each GENEVE packet of a capture as Wireshark decodes it (``tshark -r
+    PCAP -d udp.port==6081,geneve``, checksums verified): the outer
+    header's value of every field in TSHARK_FIELDS."""
+    require_tools("tshark", package="tshark")
+    p = subprocess.run(["tshark", "-r", pcap, "-d", "udp.port==6081,geneve",
+                        "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+                        "-Y", "geneve", "-T", "fields", "-E", "separator=|",
+                        *[x for f in TSHARK_FIELDS for x in ("-e", f)]],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = []
+    for line in p.stdout.splitlines():
+        vals = line.split("|")
+        assert len(vals) == len(TSHARK_FIELDS), line
+        rows.append({f: v.split(",")[0] if f not in ("_ws.expert.severity",) else v
+                     for f, v in zip(TSHARK_FIELDS, vals)})
+    return rows
+
+
+def check_tshark(pcap: str, marks: dict, vni: int = 0x77) -> None:
+    """Well-formed GENEVE with the OVN option, good outer checksums, and on
+    ICMP the option value each sender sets (``marks``: outer src -> mark)."""
+    rows = tshark_geneve(pcap)
+    assert rows, "tshark found no GENEVE"
+    seen = {}
+    for r in rows:
+        assert (r["geneve.version"], int(r["geneve.vni"], 16), r["geneve.proto_type"]) == \
+            ("0", vni, "0x6558"), r
+        assert r["geneve.flags.critical"] in ("1", "True") and r["udp.dstport"] == "6081", r
+        assert (r["geneve.option.class"], r["geneve.option.type"], r["geneve.option.length"]) \
+            == ("0x0102", "0x80", "8"), r
+        assert r["udp.checksum.status"] == "1" and r["ip.checksum.status"] in ("1", "2"), r
+        assert r["_ws.malformed"] == "", r
+        if r["icmp.type"]:
+            seen[r["ip.src"]] = int(r["geneve.option.unknown.data"], 16)
+    assert seen == marks, (seen, rows)
+
+
 def test_capture_shows_wellformed_geneve_with_options(overlay):
     from scapy.contrib.geneve import GENEVE
     from scapy.layers.inet import ICMP, IP, UDP
@@ -327,20 +398,10 @@ def test_capture_shows_wellformed_geneve_with_options(overlay):
     overlay.flows()
     pcap = os.path.join(overlay.tmp, "underlay.pcap")
     assert overlay.converge("vma", overlay.vm_b), overlay.logs()
-    cap = subprocess.Popen(["ip", "netns", "exec", overlay.ns["hva"], "tcpdump", "-U",
-                            "--immediate-mode", "-s", "0", "-i", "ul", "-w", pcap,
-                            "udp", "port", "6081"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        line = cap.stderr.readline()   # "listening on ul ..." once capturing
-        assert b"listening" in line, line
-        time.sleep(0.2)
+    with underlay_capture(overlay, pcap):
         p = overlay.ping("vma", overlay.vm_b, count=3)
         assert p.returncode == 0, p.stdout + overlay.logs()
-        time.sleep(0.5)
-    finally:
-        cap.terminate()
-        cap.wait(timeout=10)
+    check_tshark(pcap, {overlay.ul_a: MARK_A, overlay.ul_b: MARK_B})
     pkts = [p for p in rdpcap(pcap) if GENEVE in p]
     seen = {}
     for p in pkts:
@@ -396,10 +457,14 @@ def test_native_tunnelling_fast_path_encap_with_ovs():
                    for ln in flows.splitlines()), flows
         show = ov.pvs.appctl("tnl/geneve/show")
         before = _native_rx(show), _socket_rx(show)
-        p = ov.ping("vmb", ov.vm_a, count=5)
-        assert p.returncode == 0, p.stdout + ov.logs()
+        pcap = os.path.join(ov.tmp, "native.pcap")
+        with underlay_capture(ov, pcap, hv="hvb"):
+            p = ov.ping("vmb", ov.vm_a, count=5)
+            assert p.returncode == 0, p.stdout + ov.logs()
         show = ov.pvs.appctl("tnl/geneve/show")
         assert _native_rx(show) - before[0] >= 5 and _socket_rx(show) == before[1], show
+        # what the Cython encapsulation put on the wire, as Wireshark reads it
+        check_tshark(pcap, {ov.ul_a: MARK_A, ov.ul_b: MARK_B})
     finally:
         ov.close()
 
@@ -412,3 +477,32 @@ def _native_rx(show: str) -> int:
 def _socket_rx(show: str) -> int:
     return sum(int(ln.split("rx_packets:")[1].split()[0]) for ln in show.splitlines()
                if ln.startswith("endpoint ") and "rx_packets:" in ln)
+
+
+def test_native_send_with_remote_ip_flow():
+    """``remote_ip=flow`` in OVS's layout: the remote comes from ``tun_dst``
+    set by the rules; once the daemon has resolved that destination, the
+    fast path encapsulates for it too (one prebuilt header per destination,
+    the megaflow exact on tun_dst), and receive is tnl_pop as for fixed ports."""
+    ov = Overlay(native=True, gnv_a={"remote_ip": "flow", "key": "flow", "csum": "true"})
+    try:
+        ov.build()
+        ov.ensure_tlv_map()
+        ov.flows()
+        ov.pvs.ofctl("add-flow", "br-int",
+                     f"priority=10,in_port=1,actions=set_field:{MARK_A:#x}->tun_metadata0,"
+                     f"set_field:{ov.ul_b}->tun_dst,set_field:0x77->tun_id,output:2")
+        assert ov.converge("vma", ov.vm_b), ov.logs()
+        deadline = time.monotonic() + 10
+        while "native: 1 flow destinations" not in ov.pvs.appctl("tnl/geneve/show"):
+            assert time.monotonic() < deadline, ov.logs()
+            time.sleep(0.2)
+        for src, dst in (("vma", ov.vm_b), ("vmb", ov.vm_a)):
+            p = ov.ping(src, dst)
+            assert p.returncode == 0 and " 0% packet loss" in p.stdout, p.stdout + ov.logs()
+        flows = ov.pvs.appctl("dpctl/dump-flows")
+        push = [ln for ln in flows.splitlines() if "tnl_push(" in ln and "packets:0," not in ln]
+        assert push and all(f"dst={ov.ul_b}" in ln for ln in push), flows
+        assert any("tnl_pop(" in ln and "packets:0," not in ln for ln in flows.splitlines()), flows
+    finally:
+        ov.close()
