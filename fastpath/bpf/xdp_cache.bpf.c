@@ -97,6 +97,13 @@ struct {
 } megaflows SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 131072);        /* the loader sets a power of two >= 2 * flows */
+    __type(key, __u32);
+    __type(value, struct mf_slot);
+} mftab SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 65536);
     __type(key, __u64);                 /* xc_hash of the whole xkey */
@@ -562,10 +569,18 @@ static __always_inline int to_userspace(struct xdp_md *ctx, struct xc_config *cf
     return XDP_PASS;
 }
 
-static __always_inline __u64 hmix(__u64 h, __u64 v)
+static __always_inline __u64 hword(__u64 v, int j)
 {
-    h = (h ^ v) * XC_HMUL;
-    return h ^ (h >> 32);
+    return (v ^ ((__u64)j * XC_HKEY)) * (XC_HMUL + 2 * (__u64)j);
+}
+
+static __always_inline __u64 fmix(__u64 h)
+{
+    h ^= h >> 33;
+    h *= XC_FMIX1;
+    h ^= h >> 33;
+    h *= XC_FMIX2;
+    return h ^ (h >> 33);
 }
 
 /* Does the packet's key satisfy the flow's match under its mask? */
@@ -582,6 +597,8 @@ static __always_inline int flow_matches(const struct flow_act *a, const struct x
 struct search {
     __u32 flow_id;
     __u32 found;
+    __u32 tab_mask;
+    __u32 n_overflow;
 };
 
 /* Look the key up under mask slot `slot`: 1 (and sc filled) on a hit. */
@@ -595,11 +612,27 @@ static __always_inline long try_mask(__u32 slot, struct search *sc)
     __u64 h = (__u64)(slot + 1) * XC_HMUL;
 #pragma unroll
     for (int j = 0; j < XK_WORDS; j++)
-        h = hmix(h, s->k.w[j] & ms->w[j]);
-    __u32 *id = bpf_map_lookup_elem(&megaflows, &h);
-    if (!id)
-        return 0;
-    __u32 fid = *id;
+        h += hword(s->k.w[j] & ms->w[j], j);
+    h = fmix(h);
+    __u32 fid = 0, hit = 0;
+#pragma unroll
+    for (int i = 0; i < XC_PROBES; i++) {
+        __u32 ti = ((__u32)h + i) & sc->tab_mask;
+        struct mf_slot *e = bpf_map_lookup_elem(&mftab, &ti);
+        if (e && e->hash == h && e->fid_plus1) {
+            fid = e->fid_plus1 - 1;
+            hit = 1;
+            break;
+        }
+    }
+    if (!hit) {
+        if (!sc->n_overflow)
+            return 0;
+        __u32 *id = bpf_map_lookup_elem(&megaflows, &h);
+        if (!id)
+            return 0;
+        fid = *id;
+    }
     struct flow_act *a = bpf_map_lookup_elem(&flows, &fid);
     if (!a || !(a->flags & XF_VALID) || a->mask_idx != slot || !flow_matches(a, &s->k, ms))
         return 0;
@@ -645,10 +678,11 @@ int xdp_cache(struct xdp_md *ctx)
     struct emc_val *ev = NULL;
     __u64 eh = 0;
     if (cfg->flags & XC_CFG_EMC) {
-        eh = XC_EMC_SEED;
+        eh = XC_EMC_SEED * XC_HMUL;
 #pragma unroll
         for (int j = 0; j < XK_WORDS; j++)
-            eh = hmix(eh, s->k.w[j]);
+            eh += hword(s->k.w[j], j);
+        eh = fmix(eh);
         ev = bpf_map_lookup_elem(&emc, &eh);
     }
     if (ev) {
@@ -662,7 +696,8 @@ int xdp_cache(struct xdp_md *ctx)
         }
     }
     if (!found) {
-        struct search sc = { .flow_id = 0, .found = 0 };
+        struct search sc = { .flow_id = 0, .found = 0, .tab_mask = cfg->tab_mask,
+                             .n_overflow = cfg->n_overflow };
         __u32 n = cfg->n_masks < XC_MAX_MASKS ? cfg->n_masks : XC_MAX_MASKS;
         /* the loader fills the lowest free slots: the first ones are inline */
         if (n > 0 && !try_mask(0, &sc) && n > 1 && !try_mask(1, &sc) && n > 2
@@ -687,7 +722,6 @@ int xdp_cache(struct xdp_md *ctx)
     if (st) {
         st->packets++;
         st->bytes += (__u64)(end - data);
-        st->used_ns = bpf_ktime_get_coarse_ns();   /* CLOCK_MONOTONIC_COARSE: ms are enough */
     }
     return execute(ctx, a, &p);
 }

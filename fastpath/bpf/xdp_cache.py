@@ -17,7 +17,8 @@ when the link's fd closes; only the pinned maps remain, and
 ``cleanup_stale()`` removes those left by dead daemons.
 
 Counters: ``packets``/``bytes`` since ``put`` (kept across action changes);
-``used`` is CLOCK_MONOTONIC seconds (``time.monotonic()``), 0.0 if unused.
+``used`` is ``time.monotonic()`` seconds of the first dump that saw the current
+packet count (the program reads no clock), 0.0 if unused.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 from collections import deque
 
 from slowpath import dpactions as A
@@ -57,6 +59,11 @@ STATS_SIZE = 24
 MAX_FLOWS = 65536
 
 XC_CFG_EMC, XC_CFG_XSK = 1, 2
+PROBES = 4              # mftab slots a megaflow may take (xdp_cache.h XC_PROBES)
+# The exact-match LRU pays only past the inline mask slots: a megaflow probe
+# is a hash of the key and an inlined array lookup, an EMC lookup a BPF hash
+# lookup (~30 ns here) plus an LRU insert on every EMC miss.
+EMC_MIN_MASKS = 5
 XF_VALID, XF_USERSPACE, XF_OUTPUT, XF_BCAST = 0x1, 0x2, 0x4, 0x10000
 MAX_GROUPS, GROUP_PORTS = 256, 32
 BPF_MAP_TYPE_DEVMAP_HASH = 25
@@ -381,27 +388,51 @@ def _and(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "little") & int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def _hmix(h: int, v: int) -> int:
-    h = ((h ^ v) * HMUL) & _M64
-    return h ^ (h >> 32)
+HKEY, FMIX1, FMIX2 = 0xC2B2AE3D27D4EB4F, 0xff51afd7ed558ccd, 0xc4ceb9fe1a85ec53
+
+
+def _fmix(h: int) -> int:
+    h ^= h >> 33
+    h = (h * FMIX1) & _M64
+    h ^= h >> 33
+    h = (h * FMIX2) & _M64
+    return h ^ (h >> 33)
 
 
 def megaflow_hash(slot: int, masked_xkey: bytes) -> int:
-    """Key of ``megaflows`` (xdp_cache.bpf.c search_mask)."""
-    h = ((slot + 1) * HMUL) & _M64
-    for w in struct.unpack(f"<{XK_WORDS}Q", masked_xkey):
-        h = _hmix(h, w)
-    return h
+    """Key of a megaflow (xdp_cache.h xc_hash with seed slot + 1)."""
+    h = (slot + 1) * HMUL
+    for j, w in enumerate(struct.unpack(f"<{XK_WORDS}Q", masked_xkey)):
+        h += (w ^ ((j * HKEY) & _M64)) * (HMUL + 2 * j)
+    return _fmix(h & _M64)
+
+
+def _megaflow_hashes(slots, words):
+    """megaflow_hash over rows of ``words`` (numpy uint64, n x XK_WORDS)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        h = (np.array(slots, dtype=np.uint64) + np.uint64(1)) * np.uint64(HMUL)
+        for j in range(XK_WORDS):
+            h += (words[:, j] ^ np.uint64((j * HKEY) & _M64)) * np.uint64(HMUL + 2 * j)
+        for c in (FMIX1, FMIX2):
+            h ^= h >> np.uint64(33)
+            h *= np.uint64(c)
+        h ^= h >> np.uint64(33)
+    return h.tolist()
 
 
 # --- the cache ---------------------------------------------------------------------
 class _Flow:
-    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "hkey")
+    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "hkey", "tslot",
+                 "seen")
 
     def __init__(self, fid, match, mask, actions, slot):
         self.id, self.match, self.mask, self.actions, self.slot = fid, match, mask, actions, slot
         self.group = None
         self.base = (0, 0, 0)                 # counters of earlier ids of this megaflow
+        self.tslot = None                     # its mftab slot, None: in the overflow hash
+        self.seen = (0, 0.0)                  # (packets, monotonic time first seen so)
 
 
 class XdpCache:
@@ -409,7 +440,7 @@ class XdpCache:
     the ports it is attached to, and the megaflows it holds.  Thread-safe."""
 
     def __init__(self, pin_dir: str | None = None, *, max_flows: int = MAX_FLOWS,
-                 emc_min_masks: int = 2, obj_path: str = OBJECT):
+                 emc_min_masks: int = EMC_MIN_MASKS, obj_path: str = OBJECT):
         if os.geteuid() != 0:
             raise XdpError(errno.EPERM, "XDP cache needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
         if not os.path.exists(obj_path):
@@ -447,6 +478,12 @@ class XdpCache:
             for name in ("megaflows", "flows", "stats", "emc"):
                 m = lib.bpf_object__find_map_by_name(obj, name.encode())
                 _check(lib.bpf_map__set_max_entries(m, max_flows), f"set max_entries of {name}")
+            self.tab_size = 1 << max(10, (2 * max_flows - 1).bit_length())
+            self.tab_mask = self.tab_size - 1
+            self.tab_used = bytearray(self.tab_size)
+            self.n_overflow = 0
+            m = lib.bpf_object__find_map_by_name(obj, b"mftab")
+            _check(lib.bpf_map__set_max_entries(m, self.tab_size), "set max_entries of mftab")
             rc = lib.bpf_object__load(obj)
             if rc < 0:
                 log = "\n".join(_log[-30:])
@@ -457,7 +494,7 @@ class XdpCache:
                                     f"DEVMAP_HASH, XSKMAP.  libbpf says:\n{log}")
         self.prog_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, b"xdp_cache"))
         self.fds = {}
-        for name in ("ports", "ports_big", "tx_ports", "xsks", "config", "masks", "megaflows",
+        for name in ("ports", "ports_big", "tx_ports", "xsks", "config", "masks", "megaflows", "mftab",
                      "emc", "flows", "stats", "groups"):
             m = lib.bpf_object__find_map_by_name(obj, name.encode())
             self.fds[name] = lib.bpf_map__fd(m)
@@ -498,7 +535,8 @@ class XdpCache:
         used = [s for s, _ in self.mask_slots.values()]
         n = max(used) + 1 if used else 0
         flags = (XC_CFG_EMC if len(used) >= self.emc_min_masks else 0) | (XC_CFG_XSK if self.xsk_enabled else 0)
-        self._update("config", struct.pack("<I", 0), struct.pack("<II", n, flags))
+        self._update("config", struct.pack("<I", 0),
+                     struct.pack("<IIII", n, flags, self.tab_mask, self.n_overflow))
 
     # ------------------------------------------------------------------ ports
     def attach(self, ifname: str, dp_port: int, mode: str = "native") -> None:
@@ -644,7 +682,10 @@ class XdpCache:
             self.flows[k] = f
             self.by_id[fid] = f
             self.hkeys[f.hkey] = f
-            self._update("megaflows", f.hkey, struct.pack("<I", fid))
+            if old is None:
+                self._tab_insert(f)
+            else:
+                self._tab_write(f)
             if old_id is not None:
                 # counters carry over; the old id is retired only once the
                 # megaflow points at the new one (no window of misses)
@@ -709,14 +750,9 @@ class XdpCache:
             xk = np.frombuffer(b"".join(e[3][0] for e in new), dtype="<u8").reshape(n, XK_WORDS)
             words = xm & xk
             slots = [self._mask_ref(e[3][0]) for e in new]
-            mul = np.uint64(HMUL)
-            h = (np.array(slots, dtype=np.uint64) + np.uint64(1)) * mul
-            for j in range(XK_WORDS):
-                h = (h ^ words[:, j]) * mul
-                h ^= h >> np.uint64(32)
-            hashes = h.tolist()
+            hashes = _megaflow_hashes(slots, words)
             wbytes = words.tobytes()
-            flow_keys, flow_vals, mf_keys, mf_vals = [], [], [], []
+            flow_keys, flow_vals, mf_keys, mf_vals, tab_keys, tab_vals = [], [], [], [], [], []
             pack_i, pack_q, pack_head = struct.Struct("<I").pack, struct.Struct("<Q").pack, \
                 struct.Struct("<IIII").pack
             for i, (match, mask, actions, _mi, flags, body) in enumerate(new):
@@ -732,15 +768,26 @@ class XdpCache:
                 flow_keys.append(fk)
                 flow_vals.append(pack_head(gen, flags, int.from_bytes(body[8:12], "little"), slots[i])
                                  + wbytes[i * XK_SIZE:(i + 1) * XK_SIZE] + body[_ACT_MATCH + XK_SIZE:])
-                mf_keys.append(hkey)
-                mf_vals.append(fk)
+                j = self._tab_find(hashes[i])
+                f.tslot = j
+                if j is None:
+                    mf_keys.append(hkey)
+                    mf_vals.append(fk)
+                    self.n_overflow += 1
+                else:
+                    self.tab_used[j] = 1
+                    tab_keys.append(pack_i(j))
+                    tab_vals.append(hkey + pack_i(fid + 1) + b"\0\0\0\0")
                 self.flows[(match, mask)] = f
                 self.by_id[fid] = f
                 self.hkeys[hkey] = f
                 done += not flags & XF_USERSPACE
             # flows first: a megaflows entry never names an unwritten flow
             self._update_batch("flows", flow_keys, flow_vals)
-            self._update_batch("megaflows", mf_keys, mf_vals)
+            self._update_batch("mftab", tab_keys, tab_vals)
+            if mf_keys:
+                self._update_batch("megaflows", mf_keys, mf_vals)
+                self._write_config()
             return done
 
     def _update_batch(self, name: str, keys: list, values: list, chunk: int = 4096) -> None:
@@ -755,6 +802,44 @@ class XdpCache:
                     self._update(name, k, v)
                 continue
             _check(rc, f"BPF_MAP_UPDATE_BATCH on {name}")
+
+    # ---------------------------------------------------------- megaflow table
+    def _tab_find(self, h: int) -> int | None:
+        """A free mftab slot for hash ``h`` (None: all XC_PROBES taken)."""
+        for i in range(PROBES):
+            j = (h + i) & self.tab_mask
+            if not self.tab_used[j]:
+                return j
+        return None
+
+    def _tab_insert(self, f: _Flow) -> None:
+        h = struct.unpack("<Q", f.hkey)[0]
+        j = self._tab_find(h)
+        f.tslot = j
+        if j is None:
+            self._update("megaflows", f.hkey, struct.pack("<I", f.id))
+            self.n_overflow += 1
+            self._write_config()
+        else:
+            self.tab_used[j] = 1
+            self._update("mftab", struct.pack("<I", j), f.hkey + struct.pack("<II", f.id + 1, 0))
+
+    def _tab_write(self, f: _Flow) -> None:
+        """Point the megaflow's entry at its (new) flow id."""
+        if f.tslot is None:
+            self._update("megaflows", f.hkey, struct.pack("<I", f.id))
+        else:
+            self._update("mftab", struct.pack("<I", f.tslot), f.hkey + struct.pack("<II", f.id + 1, 0))
+
+    def _tab_remove(self, f: _Flow) -> None:
+        if f.tslot is None:
+            self._delete("megaflows", f.hkey)
+            self.n_overflow -= 1
+            self._write_config()
+        else:
+            self._update("mftab", struct.pack("<I", f.tslot), bytes(16))
+            self.tab_used[f.tslot] = 0
+            f.tslot = None
 
     def _group_ref(self, ports: frozenset) -> int:
         """The output set (a DEVMAP_HASH in ``groups``) for ``ports``."""
@@ -827,7 +912,7 @@ class XdpCache:
             f = self.flows.pop((bytes(match), bytes(mask)), None)
             if f is None:
                 return False
-            self._delete("megaflows", f.hkey)
+            self._tab_remove(f)
             del self.hkeys[f.hkey]
             self._retire(f.id)
             self._mask_unref(f.slot)
@@ -880,20 +965,31 @@ class XdpCache:
 
     def dump(self) -> list[tuple[bytes, bytes, tuple, int, int, float]]:
         """(match, mask, actions, packets, bytes, used) per megaflow, counters
-        read in batches; ``used`` in time.monotonic() seconds, 0.0 if never."""
+        read in batches; ``used`` in time.monotonic() seconds, 0.0 if never:
+        the first dump (or stats) that saw the current packet count -- the
+        program reads no clock, so ``used`` is as fine as the dumps."""
         with self.lock:
             st = self._read_stats()
+            now = time.monotonic()
             out = []
             for f in self.flows.values():
-                p, b, u = st.get(f.id, (0, 0, 0.0))
-                out.append((f.match, f.mask, f.actions, f.base[0] + p, f.base[1] + b, max(f.base[2], u)))
+                p, b, _u = st.get(f.id, (0, 0, 0.0))
+                p += f.base[0]
+                out.append((f.match, f.mask, f.actions, p, f.base[1] + b, self._used(f, p, now)))
             return out
+
+    @staticmethod
+    def _used(f: _Flow, packets: int, now: float) -> float:
+        if packets != f.seen[0]:
+            f.seen = (packets, now)
+        return f.seen[1]
 
     def stats(self, match: bytes, mask: bytes) -> dict:
         with self.lock:
             f = self.flows[(bytes(match), bytes(mask))]
-            p, b, u = self._stats_of(f.id)
-            return {"packets": f.base[0] + p, "bytes": f.base[1] + b, "used": max(f.base[2], u)}
+            p, b, _u = self._stats_of(f.id)
+            p += f.base[0]
+            return {"packets": p, "bytes": f.base[1] + b, "used": self._used(f, p, time.monotonic())}
 
     def sweep(self, now: float, idle: float) -> list:
         """Delete megaflows unused for ``idle`` seconds at monotonic ``now``

@@ -312,3 +312,20 @@ def test_put_many_batches_what_put_does_one_by_one(cache):
             assert v == XDP_PASS
     assert sum(e[3] for e in cache.dump()) == 240
     assert cache.delete(*entries[1][:2]) and cache.test_run(frames[1])[0] == XDP_PASS
+
+
+def test_megaflows_without_a_table_slot_overflow_into_the_hash(cache):
+    """When all XC_PROBES slots of a megaflow's hash are taken it lives in the
+    overflow hash map; lookups find it there, delete and update work."""
+    saved = bytes(cache.tab_used)
+    cache.tab_used[:] = b"\1" * len(cache.tab_used)       # every slot "taken"
+    try:
+        check(cache, UDP4, [A.Output(2)])
+        assert cache.n_overflow == 1
+        k = masked(bytes(parse_packet(UDP4, 1)), IN)
+        assert cache.put(k, IN, (A.Output(3),))
+        assert cache.test_run(UDP4)[0] == XDP_REDIRECT and cache.stats(k, IN)["packets"] == 2
+        assert cache.delete(k, IN) and cache.n_overflow == 0
+        assert cache.test_run(UDP4)[0] == XDP_PASS
+    finally:
+        cache.tab_used[:] = saved
