@@ -297,6 +297,41 @@ def _refresh_l2(state: PacketState) -> None:
         setattr(state.key, m, getattr(fresh, m))
 
 
+def _ethertype_offset(f) -> int:
+    """Where the Ethernet type that follows the VLAN tags is."""
+    off = 12
+    while off + 4 <= len(f) and struct.unpack_from("!H", f, off)[0] in VLAN_TPIDS:
+        off += 4
+    return off
+
+
+def _reparse(state: PacketState) -> None:
+    """MPLS changes move every header: re-extract the packet's members of
+    the key, keeping its metadata (the members before dl_dst, as the Cython
+    executor does)."""
+    fresh = parse_packet(bytes(state.frame), state.key.in_port)
+    meta = MEMBERS["dl_dst"][0]
+    state.key.buf[meta:] = fresh.buf[meta:]
+
+
+def _push_mpls(state: PacketState, a: dp.PushMpls, env: Environment) -> None:
+    f = state.frame
+    o = _ethertype_offset(f)
+    if o + 2 > len(f):
+        state.dropped = True
+        return
+    f[o:o + 2] = struct.pack("!HI", a.ethertype, a.lse & 0xFFFFFFFF)
+    _reparse(state)
+
+
+def _pop_mpls(state: PacketState, a: dp.PopMpls, env: Environment) -> None:
+    f = state.frame
+    o = _ethertype_offset(f)
+    if o + 6 <= len(f) and struct.unpack_from("!H", f, o)[0] in (0x8847, 0x8848):
+        f[o:o + 6] = struct.pack("!H", a.ethertype)
+        _reparse(state)
+
+
 def _trunc(state: PacketState, a: dp.Trunc, env: Environment) -> None:
     state.trunc = a.max_len  # as in OVS: for the next output only
 
@@ -362,5 +397,6 @@ for _t, _h in ((dp.SetMasked, _set_masked), (dp.PushVlan, _push_vlan),
                (dp.PopVlan, _pop_vlan), (dp.Trunc, _trunc), (dp.Output, _output),
                (dp.Recirc, _recirc), (dp.Meter, _meter), (dp.Clone, _clone),
                (dp.Sample, _sample), (dp.Hash, _hash), (dp.Userspace, _userspace),
-               (dp.CtClear, _ct_clear), (dp.CheckPktLen, _check_pkt_len)):
+               (dp.CtClear, _ct_clear), (dp.CheckPktLen, _check_pkt_len),
+               (dp.PushMpls, _push_mpls), (dp.PopMpls, _pop_mpls)):
     register(_t, _h)

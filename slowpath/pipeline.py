@@ -389,6 +389,10 @@ class Pipeline:
             elif isinstance(a, A.PushMpls):
                 if a.ethertype not in (0x8847, 0x8848):
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "push_mpls ethertype")
+                match = _with_eth_type(match, a.ethertype)
+            elif isinstance(a, A.PopMpls):
+                # later actions see the payload's type (OVS ofpacts_check does too)
+                match = _with_eth_type(match, a.ethertype)
             elif isinstance(a, A.Resubmit):
                 if a.table is not None and not 0 <= a.table < N_TABLES:
                     raise bad_action(ofp.OFPBAC_BAD_ARGUMENT, "resubmit table")
@@ -781,6 +785,14 @@ class Pipeline:
             ctx.write("vlan_tci", VLAN_CFI | out_vid, VLAN_CFI | 0xfff)
         ctx._output_port(port)
         ctx.restore(saved)
+
+
+def _with_eth_type(match: Match | None, eth_type: int) -> Match | None:
+    """``match`` as seen after an action made the packet ``eth_type``."""
+    if match is None:
+        return None
+    mk = FIELDS["eth_type"].max << FIELDS["eth_type"].shift
+    return Match((match.value & ~mk) | (eth_type << FIELDS["eth_type"].shift), match.mask | mk)
 
 
 def _actions_of(r: Rule):

@@ -58,6 +58,8 @@ def actions(depth=1):
         st.builds(A.Trunc, st.integers(10, 80)),
         st.builds(A.Hash, st.just("l4"), st.integers(0, 0xffffffff)),
         st.just(A.CtClear()),
+        st.builds(A.PushMpls, st.integers(0, 0xffffffff), st.sampled_from([0x8847, 0x8848])),
+        st.builds(A.PopMpls, st.sampled_from([0x0800, 0x86dd, 0x8847])),
     )
     if depth:
         leaf = leaf | st.builds(A.Clone, st.lists(actions(depth - 1), max_size=4).map(tuple))
