@@ -26,6 +26,8 @@ cdef enum:
     A_HASH = 13
     A_SLOW = 14                  # not executable here: upcall (slow_path)
     A_TNL_PUSH = 15              # prebuilt outer header + output (arg = out port)
+    A_CHECK_PKT_LEN = 17         # arg: size; arg2: length of the "greater" block that
+                                 # follows, then the "less or equal" block
 
 # Upcall reasons.
 cdef enum:

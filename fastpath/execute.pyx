@@ -982,10 +982,37 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
         elif a.type == A_TNL_POP:
             _tnl_pop(dp, p, depth)
             return 1                            # nothing continues with the outer packet
+        elif a.type == A_CHECK_PKT_LEN:
+            v = (<const uint8_t*>a) + ACT_HDR
+            if _l2_len_without_vlans(p) > a.arg:
+                n = a.arg2
+            else:
+                v += a.arg2
+                n = a.len - ACT_HDR - a.arg2
+            if pos >= alen:          # last action (as xlate emits it): in place
+                return fp_execute(dp, p, key, v, n, depth)
+            if _clone(dp, p, &cp) < 0:           # else on a copy, as OVS does
+                dp.stats.dropped += 1
+                continue
+            memcpy(ckey, key, FLOW_KEY_SIZE)
+            fp_execute(dp, &cp, ckey, v, n, depth)
         elif a.type == A_SLOW:
             fp_upcall_add(dp, p, key, UPCALL_SLOW, a.arg, 1)
             return 1
     return 0
+
+
+cdef inline uint32_t _l2_len_without_vlans(fp_packet* p) noexcept nogil:
+    """What check_pkt_len compares (slowpath.odp_execute.l2_len_without_vlans)."""
+    cdef uint32_t n = p.len, off = 12
+    cdef uint16_t t
+    while off + 4 <= p.len:
+        t = rd16(p.data + off)
+        if t != 0x8100 and t != 0x88a8:
+            break
+        n -= 4
+        off += 4
+    return n
 
 
 # ---------------------------------------------------------------- compile
@@ -1055,6 +1082,10 @@ def _compile(actions, cookies):
         elif isinstance(a, A.TunnelPop):
             # GENEVE decapsulation and recirculation (native tunnelling)
             out.append(_rec(A_TNL_POP, a.dp_port & 0xffffffff))
+        elif isinstance(a, A.CheckPktLen):
+            gt = _compile(a.gt, cookies)      # multiples of 8: the le block stays aligned
+            out.append(_rec(A_CHECK_PKT_LEN, a.pkt_len & 0xffff, len(gt), 0, 0,
+                            gt + _compile(a.le, cookies)))
         elif isinstance(a, A.CtClear):
             for mem in _KEY_ONLY_CT:
                 o, s = MEMBERS[mem]

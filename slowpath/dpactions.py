@@ -224,8 +224,8 @@ class Clone:
 @dataclass(frozen=True)
 class CheckPktLen:
     """OVS's check_pkt_len: run ``gt`` on packets longer than ``pkt_len``
-    (VLAN tags not counted), ``le`` on the others; either acts on the
-    packet itself, not a copy."""
+    (VLAN tags not counted), ``le`` on the others, on a copy of the packet
+    unless it is the last action (xlate always puts it last)."""
     pkt_len: int
     gt: tuple = ()
     le: tuple = ()

@@ -368,7 +368,10 @@ def l2_len_without_vlans(frame) -> int:
 
 
 def _check_pkt_len(state: PacketState, a: dp.CheckPktLen, env: Environment) -> None:
-    run(state, a.gt if l2_len_without_vlans(state.frame) > a.pkt_len else a.le, env)
+    # on a copy: what follows sees the packet unchanged (as OVS's datapath,
+    # which runs the branch in place only when nothing follows)
+    inner = PacketState(bytearray(state.frame), state.key.copy())
+    run(inner, a.gt if l2_len_without_vlans(state.frame) > a.pkt_len else a.le, env)
 
 
 def _sample(state: PacketState, a: dp.Sample, env: Environment) -> None:

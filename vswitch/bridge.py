@@ -553,6 +553,7 @@ def _has_userspace(actions) -> bool:
 def fast_path_can_execute(actions) -> bool:
     return all(isinstance(a, FAST_ACTIONS)
                or (isinstance(a, (dp.Clone, dp.Sample)) and fast_path_can_execute(a.actions))
+               or (isinstance(a, dp.CheckPktLen) and fast_path_can_execute(a.gt + a.le))
                or (isinstance(a, dp.TunnelPush) and bool(a.header))   # native tunnelling
                or isinstance(a, dp.TunnelPop)
                for a in actions)

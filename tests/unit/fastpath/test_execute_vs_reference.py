@@ -62,7 +62,9 @@ def actions(depth=1):
         st.builds(A.PopMpls, st.sampled_from([0x0800, 0x86dd, 0x8847])),
     )
     if depth:
-        leaf = leaf | st.builds(A.Clone, st.lists(actions(depth - 1), max_size=4).map(tuple))
+        inner = st.lists(actions(depth - 1), max_size=4).map(tuple)
+        leaf = leaf | st.builds(A.Clone, inner) | st.builds(
+            A.CheckPktLen, st.sampled_from([20, 50, 60, 64, 70, 90, 1500]), inner, inner)
     return leaf
 
 
