@@ -3,10 +3,14 @@
     vm-a --veth-- [hv-a: switch, gnv0] ==underlay veth== [hv-b: switch, gnv0] --veth-- vm-b
 
 Both hypervisors run the same system under test: two pyvswitch daemons
-(host-stack tunnel endpoint, or native tunnelling with the underlay on a
-pyvswitch br-phy; see ``vswitch/ports/geneve.py``), or two private
+(host-stack tunnel endpoint: Python encap and decap per packet; or native
+tunnelling with the underlay on a pyvswitch br-phy: tnl_push and tnl_pop
+in the Cython fast path, see ``vswitch/ports/geneve.py``), or two private
 Open vSwitch 3.1 userspace datapaths (``bench.ovs.OvsSwitch``, native
 tunnelling: the underlay veth is a port of br-phy, which owns the address).
+Both switches share one core (CPU 1), so a packet's encap and decap and its
+four port crossings are all paid on it; on this 2-core VM shared with other
+work the figures are noisy — compare systems within one run.
 Rules are plain ``in_port=1 -> output:2`` / ``in_port=2 -> output:1`` with a
 fixed VNI.  vm-a transmits 64-byte UDP with the XDP live-frames generator
 (``bench.trafgen``, CPU 0), vm-b drops in XDP and its receive counter is the
@@ -147,7 +151,8 @@ class PyvswitchPair:
     """``native=False``: the underlay veth is a plain host interface (tunnel
     traffic through the host stack both ways).  ``native=True``: OVS's
     layout, the underlay veth on a pyvswitch br-phy with the address on its
-    internal port, so encapsulation runs in the Cython fast path."""
+    internal port, so encapsulation and decapsulation run in the Cython
+    fast path."""
 
     def __init__(self, native: bool = False):
         self.native = native
@@ -239,14 +244,28 @@ def measure(hv: Hypervisors, system, seconds: float) -> dict:
         time.sleep(0.3)
         for pid in system.pids:
             _pin_tree(pid, SWITCH_CPU)   # threads started since
+        pops = _tnl_pop_rx(system)
         before = hv.rx_packets()
         gen = hv.generate(seconds)
         time.sleep(0.5)
         got = hv.rx_packets() - before
-        return {"system": system.name, "offered_mpps": gen["mpps"],
-                "mpps": got / gen["seconds"] / 1e6, "sent": gen["sent"], "received": got}
+        r = {"system": system.name, "offered_mpps": gen["mpps"],
+             "mpps": got / gen["seconds"] / 1e6, "sent": gen["sent"], "received": got}
+        if pops is not None:   # how many the decapsulating side popped in Cython
+            r["tnl_pop_rx"] = _tnl_pop_rx(system) - pops
+        return r
     finally:
         system.teardown()
+
+
+def _tnl_pop_rx(system) -> int | None:
+    """hv-b's datapath tnl_pop count (pyvswitch), None for other systems."""
+    daemons = getattr(system, "daemons", None)
+    if not daemons:
+        return None
+    show = daemons[1].appctl("tnl/geneve/show")
+    line = next((ln for ln in show.splitlines() if ln.startswith("native (tnl_pop)")), "")
+    return int(line.split("rx_packets:")[1].split()[0]) if "rx_packets:" in line else 0
 
 
 def main(argv=None) -> int:
@@ -265,7 +284,9 @@ def main(argv=None) -> int:
                 r = measure(hv, s, args.seconds)
                 results.append(r)
                 print(f"rep {rep + 1}: {r['system']}: {r['mpps']:.4f} Mpps "
-                      f"(offered {r['offered_mpps']:.2f})", file=sys.stderr)
+                      f"(offered {r['offered_mpps']:.2f})"
+                      + (f", decapsulated by tnl_pop: {r['tnl_pop_rx']}/{r['received']}"
+                         if "tnl_pop_rx" in r else ""), file=sys.stderr)
     finally:
         hv.close()
     print("| system (GENEVE encap -> decap, 64B UDP, 1 flow) | Mpps median (min-max) |")

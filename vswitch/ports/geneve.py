@@ -54,43 +54,70 @@ bad_outer_header, fragment, no_port) plus tx_too_big/tx_errors:
 
 How packets enter and leave (the choice, and its trade-offs)
 ------------------------------------------------------------
-Receive always uses the host's IP stack; send uses it too unless the
-underlay is laid out as in OVS userspace, in which case the fast path sends.
+Two layouts, as in OVS userspace.  **Native tunnelling** (OVS's layout: the
+underlay NIC is a port of a pyvswitch bridge such as ``br-phy`` and the
+tunnel address is on that bridge's internal port) keeps established tunnel
+traffic in the Cython fast path both ways; with the **host stack** (the NIC
+is an ordinary interface holding the address) tunnels work with any
+underlay the host can route, at Python speed.
 
-* receive: one kernel UDP socket per (address family, local_ip, dst_port),
-  shared by all tunnel ports on it (OVS's ``genev_sys_6081``), read by one
-  thread that decapsulates (``slowpath.tunnel``, about 9 us a packet) and
-  queues the inner frame with its tunnel metadata; a wake-up frame on the
-  ``genev_sys`` dummy datapath port makes the datapath thread run the queue
-  through the megaflow cache as if received on the tunnel's datapath port
-  (``execute`` with ``recirc(0)``), so tunnel -> VM forwarding is cached;
-* send, host stack (the underlay NIC is an ordinary interface with the
-  address): xlate emits a ``TunnelPush`` without header, the megaflow is
-  "slow path" and every packet is translated and encapsulated in Python,
-  then sent on a raw socket with ``IP_HDRINCL``/``IPV6_HDRINCL`` (we write
-  the outer header: UDP source port from the inner 5-tuple hash in OVS's
-  32768-60999 range, our UDP checksum, TOS/TTL/DF; the kernel routes and
-  resolves ARP; the source address comes from the routing table when
-  ``local_ip`` is unset);
-* send, native (OVS's layout: the underlay NIC is a port of a pyvswitch
-  bridge such as ``br-phy`` and the address is on that bridge's internal
-  port): a thread resolves each fixed ``remote_ip``'s route and neighbour
-  once a second and hands xlate a `NativeRoute` (``Port.tunnel.route``); the
-  ``TunnelPush`` then carries a prebuilt Ethernet/IP/UDP/GENEVE header and
-  the Cython fast path encapsulates and sends out of the NIC's datapath
-  port itself (``slowpath.tunnel.push_header`` is its Python twin, equal
-  byte for byte).  Received packets go NIC -> br-phy -> internal port ->
-  kernel -> the UDP socket above.
+* receive, native: a thread looks up the addresses of the internal ports
+  once a second; an internal port holding a tunnel's ``local_ip`` (or any
+  address, for ports without one) gets a `slowpath.tunnel.TunnelEndpoint`
+  as ``Port.tunnel``, and xlate turns output to it of a non-fragment UDP
+  packet to (that address, ``dst_port``) into ``tnl_pop`` (OVS's
+  ``tnl_port_map_lookup``; the megaflow matches dl_type, nw_dst, nw_proto,
+  nw_frag, tp_dst).  ``tnl_pop`` runs in Cython (fastpath/execute.pyx
+  ``_tnl_decap``): outer Ethernet/IPv4-or-IPv6/UDP (checksum verified when
+  present), GENEVE header and options, choice of the tunnel port as below,
+  options into ``tun_metadata`` by that port's bridge TLV map (pushed to the
+  datapath by `TunnelManager.push_table` on every reconcile and TLV map
+  change), then the inner frame is looked up in the megaflow cache as
+  received on the tunnel port.  No Python per packet once both megaflows
+  are cached; malformed packets are dropped and counted per reason
+  (``native (tnl_pop)`` in ``tnl/geneve/show``).  ``slowpath.tunnel.
+  decap_frame`` is its Python twin (tested equal on random headers).  Why
+  this and not a batched socket read in Cython: the packets are already in
+  the datapath's AF_PACKET/AF_XDP rings of the NIC port, so decapsulation
+  costs a header parse and a copy, with no kernel UDP stack, no thread hop
+  and the same megaflow machinery (revalidation, dump-flows, statistics) as
+  any other traffic — and it is what OVS does, so OVS users' layouts work.
+  Fragmented outer packets still go to the internal port, the kernel
+  reassembles them and the socket path below decapsulates.
+* receive, host stack: one kernel UDP socket per (address family,
+  local_ip, dst_port), shared by all tunnel ports on it (OVS's
+  ``genev_sys_6081``), read by one thread that decapsulates
+  (``slowpath.tunnel``, about 9 us a packet) and queues the inner frame
+  with its tunnel metadata; a wake-up frame on the ``genev_sys`` dummy
+  datapath port makes the datapath thread run the queue through the
+  megaflow cache as if received on the tunnel's datapath port (``execute``
+  with ``recirc(0)``), so tunnel -> VM forwarding is cached;
+* send, native: the same thread resolves each fixed ``remote_ip``'s route
+  and neighbour (and, for ``remote_ip=flow`` ports, each destination the
+  rules have sent to, up to FLOW_DSTS_MAX) and hands xlate a `NativeRoute`
+  (``Port.tunnel.route`` / ``flow_routes``); the ``TunnelPush`` then
+  carries a prebuilt Ethernet/IP/UDP/GENEVE header (VNI, O/C bits, options
+  from ``tun_metadata`` via the TLV map, TOS/TTL/DF) and the Cython fast
+  path encapsulates and sends out of the NIC's datapath port itself, fixing
+  lengths, the IPv4 checksum, the UDP source port (inner flow hash, OVS's
+  32768-60999) and with ``csum=true`` the UDP checksum
+  (``slowpath.tunnel.push_header`` is its Python twin, equal byte for
+  byte);
+* send, host stack: xlate emits a ``TunnelPush`` without header, the
+  megaflow is "slow path" and every packet is encapsulated in Python, then
+  sent on a raw socket with ``IP_HDRINCL``/``IPV6_HDRINCL`` (the kernel
+  routes and resolves ARP; the source address comes from the routing table
+  when ``local_ip`` is unset).  A ``remote_ip=flow`` destination goes this
+  way until it is resolved for native send (about a second).
 
-Trade-offs: the host stack works with any underlay the host can route, needs
-no ARP or route tables of our own, coexists with other traffic and lets the
-kernel check received UDP checksums; but each packet crosses the kernel
-stack and a thread hop, host-stack send is Python per packet, an outer
-packet bigger than the route MTU is dropped and counted (raw sockets do not
-fragment; not ICMP-signalled) and ``remote_ip=flow`` ports always send
-through it.  Native send runs at fast-path speed; decapsulation in the fast
-path (``TunnelPop`` on the NIC port: ``slowpath.tunnel.execute_tunnel_pop``
-is executable in Python already) is what remains for line rate.
+Trade-offs of the host stack: it needs no ARP or route tables of our own,
+coexists with other traffic and lets the kernel check received UDP
+checksums; but each packet crosses the kernel stack and a thread hop, send
+is Python per packet, and an outer packet bigger than the route MTU is
+dropped and counted (raw sockets do not fragment; not ICMP-signalled).
+Native tunnelling needs the underlay on a bridge and a resolved neighbour
+(until then, and for OAM or ``legacy_l3`` packets, sends take the host
+stack); too-big packets are the NIC port's to drop.
 """
 
 from __future__ import annotations
