@@ -98,6 +98,8 @@ class Datapath:
         self._drain_commands()
 
     def _drain_commands(self) -> None:
+        if self._commands.empty():  # the common case: no exception raised
+            return
         while True:
             try:
                 fut, fn, args = self._commands.get_nowait()
