@@ -465,6 +465,11 @@ cdef extern from *:
         return bind(fd, (struct sockaddr *)&s, sizeof(s));
     }
     static int fp_xsk_socket(void) { return socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0); }
+    /* XDP_MAX_TX_SKB_BUDGET (9, Linux 6.17+): frames one copy-mode sendto()
+     * may transmit (default 32).  Older kernels: ENOPROTOOPT, ignored. */
+    static int fp_xsk_tx_budget(int fd, unsigned n) {
+        return setsockopt(fd, SOL_XDP, 9, &n, sizeof(n));
+    }
     static void fp_xsk_kick_tx(int fd) { sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0); }
     static void fp_xsk_kick_rx(int fd) { recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL); }
     """
@@ -491,6 +496,7 @@ cdef extern from *:
     int fp_xsk_offsets(int fd, xdp_mmap_offsets* o) nogil
     int fp_xsk_bind(int fd, int ifindex, unsigned queue, unsigned flags) nogil
     int fp_xsk_socket() nogil
+    int fp_xsk_tx_budget(int fd, unsigned n) nogil
     void fp_xsk_kick_tx(int fd) nogil
     void fp_xsk_kick_rx(int fd) nogil
     int XDP_RX_RING, XDP_TX_RING, XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING
@@ -678,6 +684,8 @@ cdef _open_afxdp(fp_port* p, str name, str mode):
         if fp_xsk_ring_size(p.fd, which, XSK_RING if which != XDP_UMEM_FILL_RING else XSK_FILL) < 0:
             e = errno
             raise OSError(e, f"AF_XDP {what} ring on {name}: {os.strerror(e)}", name)
+    # Copy mode: one kick may send a whole burst, not 32 frames.
+    fp_xsk_tx_budget(p.fd, 256)
     if fp_xsk_offsets(p.fd, &off) < 0:
         e = errno
         raise OSError(e, f"XDP_MMAP_OFFSETS on {name}: {os.strerror(e)}", name)
