@@ -117,6 +117,7 @@ class HostAgent:
         self.tlv_index: Optional[int] = None   # tun_metadata slot of OVN's GENEVE option
         self._tlv_xid = self._tlv_mod_xid = None
         self.garps_sent = 0
+        self.nd_answered = 0
 
     @property
     def connected(self) -> bool:
@@ -139,6 +140,9 @@ class HostAgent:
             self.synced = False
             self._inflight.clear()
             self._sent.clear()
+            # packet-ins (the ND responder's) also on a service connection:
+            # OVS sends none there unless miss_send_len is set
+            session.conn.send(ofmsg.parser.OFPSetConfig(ofmsg.DP, 0, ofmsg.ofp.OFPCML_NO_BUFFER))
             # the GENEVE option map first: the switch answers in order, so the
             # slot is known when the dump arrives and rules are computed
             self._tlv_xid = session.conn.send(ofmsg.tlv_table_request())
@@ -175,6 +179,8 @@ class HostAgent:
             self.view = self._view(session.conn.ports)
             self._tlv_xid = self._tlv_mod_xid = None
             self.reconcile()
+        elif isinstance(ev, Message) and type(ev.msg).__name__ == "OFPPacketIn":
+            self.packet_in(ev.msg)
         elif isinstance(ev, Message) and type(ev.msg).__name__ == "OFPPortStatus":
             self.view = self._view(session.conn.ports)
             self.reconcile()
@@ -196,6 +202,29 @@ class HostAgent:
             log.info("%s: connection closed: %s", self.name, ev.reason)
         elif isinstance(ev, Error) and ev.xid not in self._sent:
             log.debug("%s: error %s", self.name, ev)
+
+    def packet_in(self, msg) -> None:
+        """Neighbour solicitations the ND responder sent up (OVN's nd_na):
+        answered from the directory of the logical switch, out of the port
+        that asked.  Nothing crosses the overlay."""
+        fields = dict(msg.match.items())
+        in_port, vni = fields.get("in_port"), fields.get("metadata")
+        state = self.controller.state
+        ls = next((x.name for x in state.switches.values() if x.vni == vni), None)
+        if in_port is None or ls is None:
+            return
+
+        def directory(target):
+            return next((q.mac for q in state.ports_on(ls)
+                         if q.host is not None and target in q.ips), None)
+        got = ofmsg.answer_solicitation(bytes(msg.data), directory)
+        if got is None:
+            return
+        self.session.conn.send(ofmsg.packet_out(in_port, got[0]))
+        self.session.transmit()
+        self.nd_answered += 1
+        log.debug("%s: answered neighbour solicitation for %s on port %d",
+                  self.name, got[1], in_port)
 
     def _view(self, ports) -> F.HostView:
         return F.HostView(dict(ports), self.tlv_index)
@@ -259,7 +288,8 @@ class HostAgent:
             if ofport is None:
                 continue
             for ip in p.ips:
-                self.session.conn.send(ofmsg.garp_packet_out(ofport, p.mac, ip))
+                self.session.conn.send(ofmsg.na_packet_out(ofport, p.mac, ip) if ":" in ip
+                                       else ofmsg.garp_packet_out(ofport, p.mac, ip))
                 self.garps_sent += 1
             self.pending_garp.discard(name)
         self.session.transmit()
@@ -433,6 +463,7 @@ class Controller:
         return {n: {"connected": a.connected, "synced": a.synced, "rules": len(a.installed),
                     "last_flow_mods": a.last_flow_mods, "total_flow_mods": a.total_flow_mods,
                     "errors": a.n_errors, "connects": a.connects, "garps": a.garps_sent,
+                    "nd_answered": a.nd_answered, "tlv_index": a.tlv_index,
                     "ports": dict(a.view.ofports)}
                 for n, a in self.agents.items()}
 

@@ -32,9 +32,9 @@ def _mac_int(s: str) -> int:
 def _to_int(field: str, v) -> int:
     if isinstance(v, int):
         return v
-    if ":" in v:
+    if len(v) == 17 and v.count(":") == 5 and "::" not in v:
         return _mac_int(v)
-    return int(ipaddress.IPv4Address(v))
+    return int(ipaddress.ip_address(v))
 
 
 def field_matches(field, want, have) -> bool:
@@ -55,13 +55,14 @@ class Conntrack:
 
     @staticmethod
     def tuple_of(pkt) -> Optional[tuple]:
-        if pkt.get("eth_type") != F.ETH_IP:
+        fam = {F.ETH_IP: "ipv4", F.ETH_IPV6: "ipv6"}.get(pkt.get("eth_type"))
+        if fam is None:
             return None
         proto = pkt.get("ip_proto", 0)
         name = {6: "tcp", 17: "udp"}.get(proto)
         sport = pkt.get(f"{name}_src", 0) if name else 0
         dport = pkt.get(f"{name}_dst", 0) if name else 0
-        return (pkt["ipv4_src"], pkt["ipv4_dst"], proto, sport, dport)
+        return (pkt[f"{fam}_src"], pkt[f"{fam}_dst"], proto, sport, dport)
 
     def lookup(self, zone, pkt) -> int:
         t = self.tuple_of(pkt)
@@ -136,7 +137,7 @@ class FakeSwitch:
             kind = a[0]
             if kind == "output":
                 port = pkt["in_port"] if a[1] == "IN_PORT" else a[1]
-                if a[1] != "IN_PORT" and port == pkt.get("in_port"):
+                if a[1] not in ("IN_PORT", "CONTROLLER") and port == pkt.get("in_port"):
                     continue   # OpenFlow never outputs to the ingress port implicitly
                 out.append(Output(port, dict(pkt)))
             elif kind == "set":

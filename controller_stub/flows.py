@@ -63,8 +63,16 @@ TABLE_NAMES = {0: "CLASSIFY", 1: "PORT_SEC_L2", 2: "PORT_SEC_L3", 3: "ARP_RESPON
                8: "OUT_CT", 9: "OUT_ACL", 10: "OUTPUT", 11: "ROUTING"}
 
 REG_INPORT, REG_OUTPORT = "reg14", "reg15"
-ETH_IP, ETH_ARP = 0x0800, 0x0806
+ETH_IP, ETH_ARP, ETH_IPV6 = 0x0800, 0x0806, 0x86DD
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
+PROTO_NUM6 = {"icmp": 58, "tcp": 6, "udp": 17}
+IP_FAMILIES = ((ETH_IP, "ipv4"), (ETH_IPV6, "ipv6"))
+ICMP6 = 58
+ND_NS, ND_NA = 135, 136
+# ICMPv6 link-local control: MLD (130-132, 143) and ND (133-137).  As OVN does,
+# they bypass conntrack and ACLs, and their multicast never leaves the host.
+ICMP6_LINK_LOCAL = (130, 131, 132, 133, 134, 135, 136, 137, 143)
+ZERO_MAC = "00:00:00:00:00:00"
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 MC_FLOOD_KEY = 0x8000    # egress key "flood the logical switch" in the GENEVE option (OVN's)
 
@@ -154,10 +162,26 @@ def _ct_state(*, on=0, off=0) -> tuple:
 
 
 def _cidr(src: str):
-    net = ipaddress.IPv4Network(src)
-    if net.prefixlen == 32:
+    net = ipaddress.ip_network(src)
+    if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return (str(net.network_address), str(net.netmask))
+
+
+def _is6(ip: str) -> bool:
+    return ":" in ip
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address a VM derives from its MAC."""
+    b = bytearray(int(x, 16) for x in mac.split(":"))
+    b[0] ^= 2
+    iid = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+def _icmp6(type_: int, **m) -> dict:
+    return {"eth_type": ETH_IPV6, "ip_proto": ICMP6, "icmpv6_type": type_, **m}
 
 
 def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
@@ -203,11 +227,30 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
             continue
         add(flow(PORT_SEC_L2, 100, {REG_INPORT: k, "eth_src": p.mac},
                  (("goto", PORT_SEC_L3),), ck))
-        for ip in p.ips:
+        ok = (("goto", ARP_RESPONDER),)
+        for ip in (ip for ip in p.ips if not _is6(ip)):
             add(flow(PORT_SEC_L3, 100, {REG_INPORT: k, "eth_type": ETH_IP, "ipv4_src": ip},
-                     (("goto", ARP_RESPONDER),), ck))
+                     ok, ck))
             add(flow(PORT_SEC_L3, 100, {REG_INPORT: k, "eth_type": ETH_ARP, "arp_spa": ip,
-                                        "arp_sha": p.mac}, (("goto", ARP_RESPONDER),), ck))
+                                        "arp_sha": p.mac}, ok, ck))
+        # IPv6: its addresses and the link-local one of its MAC; neighbour
+        # discovery may only speak for them, with its MAC (or none)
+        srcs6 = [ip for ip in p.ips if _is6(ip)] + [link_local(p.mac)]
+        for src in srcs6:
+            add(flow(PORT_SEC_L3, 100, {REG_INPORT: k, "eth_type": ETH_IPV6, "ipv6_src": src},
+                     ok, ck))
+            for ll in (p.mac, ZERO_MAC):
+                add(flow(PORT_SEC_L3, 110, {REG_INPORT: k, **_icmp6(ND_NS, ipv6_src=src,
+                                                                     ipv6_nd_sll=ll)}, ok, ck))
+                for target in srcs6:
+                    add(flow(PORT_SEC_L3, 110, {REG_INPORT: k, **_icmp6(
+                        ND_NA, ipv6_src=src, ipv6_nd_target=target, ipv6_nd_tll=ll)}, ok, ck))
+        # duplicate address detection and MLD reports come from ::
+        add(flow(PORT_SEC_L3, 110, {REG_INPORT: k, **_icmp6(ND_NS, ipv6_src="::",
+                                                             ipv6_nd_sll=ZERO_MAC)}, ok, ck))
+        add(flow(PORT_SEC_L3, 110, {REG_INPORT: k, **_icmp6(143, ipv6_src="::")}, ok, ck))
+        for t in (ND_NS, ND_NA):
+            add(flow(PORT_SEC_L3, 105, {REG_INPORT: k, **_icmp6(t)}, (), ck))
         add(flow(PORT_SEC_L3, 50, {REG_INPORT: k}, (), ck))   # anything else: drop
 
     # table 3: ARP responder from the directory of each local logical switch
@@ -219,11 +262,16 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
                 continue
             kq = state.port_key(q.name)
             for ip in q.ips:
-                m = {"metadata": vni, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip}
+                if _is6(ip):   # neighbour solicitation: the controller answers (OVN's nd_na)
+                    m = {"metadata": vni, **_icmp6(ND_NS, ipv6_nd_target=ip)}
+                    answer = (("output", "CONTROLLER"),)
+                else:
+                    m = {"metadata": vni, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip}
+                    answer = _arp_reply(q.mac, ip)
                 if q.name in local_keys:  # a port asking for its own address: let it be
                     add(flow(ARP_RESPONDER, 110, {**m, REG_INPORT: kq},
                              (("goto", IN_CT),), cookie(K_PORT, kq)))
-                add(flow(ARP_RESPONDER, 100, m, _arp_reply(q.mac, ip), cookie(K_PORT, kq)))
+                add(flow(ARP_RESPONDER, 100, m, answer, cookie(K_PORT, kq)))
 
     for r, rp in routed:
         add(flow(ARP_RESPONDER, 100, {"metadata": state.switches[rp.switch].vni,
@@ -236,13 +284,16 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
     if stateful:
         add(flow(IN_CT_COMMIT, 200, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
         add(flow(IN_CT_COMMIT, 0, {}, (("goto", L2_LOOKUP),), pc))
+        for t in ICMP6_LINK_LOCAL:
+            add(flow(IN_CT, 110, _icmp6(t), (("goto", L2_LOOKUP),), pc))
     for p in local if stateful else ():
         k = local_keys[p.name]
-        add(flow(IN_CT, 100, {REG_INPORT: k, "eth_type": ETH_IP},
-                 (("ct", k, False, IN_CT_COMMIT),), cookie(K_PORT, k)))
-        add(flow(IN_CT_COMMIT, 100, {REG_INPORT: k, "eth_type": ETH_IP,
-                                     "ct_state": _ct_state(on=CS_NEW | CS_TRK)},
-                 (("ct", k, True, None), ("goto", L2_LOOKUP)), cookie(K_PORT, k)))
+        for eth, _ in IP_FAMILIES:
+            add(flow(IN_CT, 100, {REG_INPORT: k, "eth_type": eth},
+                     (("ct", k, False, IN_CT_COMMIT),), cookie(K_PORT, k)))
+            add(flow(IN_CT_COMMIT, 100, {REG_INPORT: k, "eth_type": eth,
+                                         "ct_state": _ct_state(on=CS_NEW | CS_TRK)},
+                     (("ct", k, True, None), ("goto", L2_LOOKUP)), cookie(K_PORT, k)))
 
     # table 6: L2 lookup (from local ports, and after routing); table 7: from tunnels
     for ls in l2_switches:
@@ -275,6 +326,9 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
                  flood_local + tunnels, ck))
         add(flow(L2_LOOKUP, 60, {"metadata": vni, "eth_type": ETH_ARP, "eth_dst": MULTICAST},
                  flood_local, ck))
+        for t in ICMP6_LINK_LOCAL:   # neighbour discovery, MLD: like ARP, host-local
+            add(flow(L2_LOOKUP, 60, {"metadata": vni, "eth_dst": MULTICAST, **_icmp6(t)},
+                     flood_local, ck))
         if view.tun_md is None:
             add(flow(REMOTE_L2, 50, {"metadata": vni, "eth_dst": MULTICAST}, flood_local, ck))
         else:
@@ -303,6 +357,8 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
 
     # tables 8-9: egress conntrack and ACLs, in the outport's zone
     add(flow(OUT_CT, 0, {}, (("goto", OUT_ACL),), pc))
+    for t in ICMP6_LINK_LOCAL:   # ND and MLD are never tracked nor blocked
+        add(flow(OUT_CT, 110, _icmp6(t), (("goto", OUTPUT),), pc))
     if stateful:
         add(flow(OUT_ACL, 2000, {"ct_state": _ct_state(on=CS_INV | CS_TRK)}, (), pc))
         add(flow(OUT_ACL, 1900, {"ct_state": _ct_state(on=CS_EST | CS_TRK, off=CS_INV)},
@@ -314,21 +370,23 @@ def host_flows(state: State, host: str, view: HostView) -> list[Flow]:
     for q in local:
         kq = local_keys[q.name]
         if stateful:
-            add(flow(OUT_CT, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP},
-                     (("ct", kq, False, OUT_ACL),), cookie(K_PORT, kq)))
-            new = {REG_OUTPORT: kq, "eth_type": ETH_IP,
-                   "ct_state": _ct_state(on=CS_NEW | CS_TRK, off=CS_INV)}
+            for eth, _ in IP_FAMILIES:
+                add(flow(OUT_CT, 100, {REG_OUTPORT: kq, "eth_type": eth},
+                         (("ct", kq, False, OUT_ACL),), cookie(K_PORT, kq)))
+            new = {REG_OUTPORT: kq, "ct_state": _ct_state(on=CS_NEW | CS_TRK, off=CS_INV)}
             commit = (("ct", kq, True, None), ("goto", OUTPUT))
         else:
-            new = {REG_OUTPORT: kq, "eth_type": ETH_IP}
+            new = {REG_OUTPORT: kq}
             commit = (("goto", OUTPUT),)
         groups = [g for g in sorted(acl_groups) if q.name in state.port_groups[g]]
         if not groups:
             if stateful:
-                add(flow(OUT_ACL, 50, new, commit, cookie(K_PORT, kq)))
+                for eth, _ in IP_FAMILIES:
+                    add(flow(OUT_ACL, 50, {**new, "eth_type": eth}, commit, cookie(K_PORT, kq)))
         else:
             ck = cookie(K_ACL, kq)
-            add(flow(OUT_ACL, 100, {REG_OUTPORT: kq, "eth_type": ETH_IP}, (), ck))  # default deny
+            for eth, _ in IP_FAMILIES:   # default deny
+                add(flow(OUT_ACL, 100, {REG_OUTPORT: kq, "eth_type": eth}, (), ck))
             for a in state.acls:
                 if a.group not in groups:
                     continue
@@ -355,20 +413,22 @@ def _arp_reply(mac: str, ip: str) -> tuple:
 
 
 def _acl_matches(state: State, a) -> Iterable[dict]:
+    """The matches of one allow rule, per address family: no source means
+    IPv4 and IPv6, a CIDR its family, "@group" each address of the group."""
     if a.src is None:
-        srcs = [None]
+        srcs = [(False, None), (True, None)]
     elif a.src.startswith("@"):
-        srcs = state.group_ips(a.src[1:])
-        if not srcs:
-            return
+        srcs = [(_is6(ip), ip) for ip in state.group_ips(a.src[1:])]
     else:
-        srcs = [_cidr(a.src)]
-    for src in srcs:
-        m = {} if src is None else {"ipv4_src": src}
+        srcs = [(_is6(a.src), _cidr(a.src))]
+    for v6, src in srcs:
+        m = {"eth_type": ETH_IPV6 if v6 else ETH_IP}
+        if src is not None:
+            m["ipv6_src" if v6 else "ipv4_src"] = src
         if a.proto == "ip":
             yield m
             continue
-        m["ip_proto"] = PROTO_NUM[a.proto]
+        m["ip_proto"] = (PROTO_NUM6 if v6 else PROTO_NUM)[a.proto]
         if not a.ports:
             yield m
         for port in a.ports:

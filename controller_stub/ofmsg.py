@@ -10,8 +10,9 @@ included); identical rules produce nothing.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import struct
-from typing import Iterable
+from typing import Iterable, Optional
 
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_protocol
@@ -73,6 +74,8 @@ class _RegMove(parser.NXActionRegMove):
 def _action(a):
     kind = a[0]
     if kind == "output":
+        if a[1] == "CONTROLLER":
+            return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)
         port = ofp.OFPP_IN_PORT if a[1] == "IN_PORT" else int(a[1])
         return parser.OFPActionOutput(port, 0)
     if kind == "set":
@@ -184,7 +187,8 @@ def _norm_field(name):
 def _decode_action(a) -> tuple:
     n = type(a).__name__
     if n == "OFPActionOutput":
-        return ("output", "IN_PORT" if a.port == ofp.OFPP_IN_PORT else a.port)
+        return ("output", {ofp.OFPP_IN_PORT: "IN_PORT",
+                           ofp.OFPP_CONTROLLER: "CONTROLLER"}.get(a.port, a.port))
     if n == "OFPActionSetField":
         if a.key == "metadata":
             return ("load_md", _norm_value(a.value))
@@ -266,6 +270,55 @@ def garp_packet_out(in_port: int, mac: str, ip: str):
                                actions=[parser.NXActionResubmitTable(in_port=0xFFF8,
                                                                      table_id=0)],
                                data=bytes(pkt.data))
+
+
+def neighbor_advert(mac: str, ip: str, dst_mac: str = "33:33:00:00:00:01",
+                    dst_ip: str = "ff02::1", solicited: bool = False) -> bytes:
+    """An ICMPv6 neighbour advertisement "`ip` is at `mac`" (override set,
+    target link-layer address option), to `dst_ip`: OVN's nd_na."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=dst_mac, src=mac, ethertype=0x86DD))
+    pkt.add_protocol(ipv6.ipv6(src=ip, dst=dst_ip, nxt=58, hop_limit=255))
+    pkt.add_protocol(icmpv6.icmpv6(type_=icmpv6.ND_NEIGHBOR_ADVERT, data=icmpv6.nd_neighbor(
+        res=(0b011 if solicited else 0b001) << 0, dst=ip,
+        option=icmpv6.nd_option_tla(hw_src=mac))))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def answer_solicitation(data: bytes, directory) -> Optional[tuple]:
+    """A neighbour solicitation (as the switch sent it up) -> (the advert
+    answering it, target) if `directory(target)` knows the target's MAC."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+    try:
+        pkt = packet.Packet(data)
+        eth, ip6, icmp = (pkt.get_protocol(c) for c in (ethernet.ethernet, ipv6.ipv6,
+                                                         icmpv6.icmpv6))
+    except Exception:
+        return None
+    if not (eth and ip6 and icmp) or icmp.type_ != icmpv6.ND_NEIGHBOR_SOLICIT:
+        return None
+    target = str(ipaddress.IPv6Address(icmp.data.dst))
+    mac = directory(target)
+    if mac is None or ip6.src == "::":      # DAD is not answered (the address is taken)
+        return None
+    return neighbor_advert(mac, target, eth.src, ip6.src, solicited=True), target
+
+
+def packet_out(out_port: int, data: bytes):
+    """`data` sent straight out of `out_port`."""
+    return parser.OFPPacketOut(DP, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                               actions=[parser.OFPActionOutput(out_port, 0)], data=data)
+
+
+def na_packet_out(in_port: int, mac: str, ip: str):
+    """An unsolicited advertisement of `ip` at `mac` injected as if `in_port`
+    had sent it (the IPv6 gratuitous ARP after a move)."""
+    return parser.OFPPacketOut(DP, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.NXActionResubmitTable(in_port=0xFFF8,
+                                                                     table_id=0)],
+                               data=neighbor_advert(mac, ip))
 
 
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED

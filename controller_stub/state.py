@@ -53,7 +53,8 @@ class Host:
 class LogicalSwitch:
     name: str
     vni: int
-    subnet: Optional[str] = None
+    subnet: Optional[str] = None      # IPv4 prefix of the ports (checked), the router's side
+    subnet6: Optional[str] = None     # IPv6 prefix of the ports (checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +186,7 @@ class State:
             datapath_id = int(datapath_id, 16)
         self.hosts[name] = Host(name, str(tunnel_ip), openflow, ovsdb, bridge, datapath_id)
 
-    def add_switch(self, name, vni, subnet=None):
+    def add_switch(self, name, vni, subnet=None, subnet6=None):
         vni = int(vni)
         if not 0 < vni < 1 << 24:
             raise StateError(f"switch {name}: VNI {vni} out of range")
@@ -194,7 +195,9 @@ class State:
                 raise StateError(f"switch {name}: VNI {vni} already used by {other.name}")
         if subnet:
             subnet = str(ipaddress.IPv4Network(subnet))
-        self.switches[name] = LogicalSwitch(name, vni, subnet)
+        if subnet6:
+            subnet6 = str(ipaddress.IPv6Network(subnet6))
+        self.switches[name] = LogicalSwitch(name, vni, subnet, subnet6)
 
     def add_port(self, name, switch, mac, ips=(), host=None, iface=None, port_security=True,
                  key=None):
@@ -204,12 +207,19 @@ class State:
             raise StateError(f"port {name}: no host {host!r}")
         if isinstance(ips, str):
             ips = [ips]
-        ips = tuple(str(ipaddress.IPv4Address(ip)) for ip in ips)
+        try:
+            addrs = [ipaddress.ip_address(ip) for ip in ips]
+        except ValueError as e:
+            raise StateError(f"port {name}: {e}") from None
+        ips = tuple(str(a) for a in addrs)      # IPv6 compressed, as OpenFlow dumps show them
         ls = self.switches[switch]
-        if ls.subnet:
-            for ip in ips:
-                if ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(ls.subnet):
-                    raise StateError(f"port {name}: {ip} outside {switch} {ls.subnet}")
+        for a in addrs:
+            net = ls.subnet if a.version == 4 else ls.subnet6
+            if net and a not in ipaddress.ip_network(net):
+                raise StateError(f"port {name}: {a} outside {switch} {net}")
+            if a.version == 6 and (a.is_multicast or a.is_unspecified or a.is_link_local):
+                raise StateError(f"port {name}: {a} cannot be a port address "
+                                 f"(the link-local one comes from the MAC)")
         mac = _check_mac(mac)
         for other in self.ports.values():
             if other.name != name and other.switch == switch:
@@ -298,7 +308,10 @@ class State:
                     if src[1:] not in self.port_groups:
                         raise StateError(f"ACL src: no port group {src[1:]!r}")
                 else:
-                    src = str(ipaddress.IPv4Network(src, strict=False))
+                    try:
+                        src = str(ipaddress.ip_network(src, strict=False))
+                    except ValueError as e:
+                        raise StateError(f"ACL src: {e}") from None
             ports = a.get("ports") or ()
             if isinstance(ports, int):
                 ports = (ports,)
@@ -318,4 +331,5 @@ class State:
         return [p for p in self.ports.values() if p.switch == switch]
 
     def group_ips(self, group: str) -> list[str]:
-        return sorted({ip for m in self.port_groups.get(group, ()) for ip in self.ports[m].ips})
+        return sorted({ip for m in self.port_groups.get(group, ()) for ip in self.ports[m].ips},
+                      key=lambda ip: (":" in ip, ip))

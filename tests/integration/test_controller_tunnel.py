@@ -316,3 +316,90 @@ def test_geneve_option_carries_the_logical_ports_and_the_destination_obeys_it(
         s.sendto(bytes(GENEVE(vni=100, proto=0x6558, options=opt) / inner), ("127.0.0.2", 6081))
     out, _ = spy.communicate(timeout=10)
     assert "0 packets captured" in out, out
+
+
+def enable_ipv6(vm, addr: str) -> None:
+    vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0",
+           "net.ipv6.conf.eth0.disable_ipv6=0")
+    vm.run("ip", "-6", "addr", "add", addr, "dev", "eth0", "nodad")
+
+
+def test_ipv6_across_hosts_nd_answered_locally_port_security_and_acls(hvs, topology,
+                                                                      tmp_path):
+    """ping -6 between VMs on two hosts; neighbour solicitations for known
+    addresses are answered on the source host (none crosses a tunnel, checked
+    on the underlay capture); IPv6 port security and stateful ACLs hold."""
+    a = topology.add_host("a", "10.0.0.1/24")       # hv1
+    b = topology.add_host("b", "10.0.0.2/24")       # hv2
+    for vm, ip6 in ((a, "fd00::1/64"), (b, "fd00::2/64")):
+        enable_ipv6(vm, ip6)
+    plug(hvs, "hv1", a)
+    plug(hvs, "hv2", b)
+    state = State.from_dict({
+        "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
+                       "bridge": br} for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
+        "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24", "subnet6": "fd00::/64"}},
+        "ports": {"a": {"switch": "red", "mac": a.mac, "ips": [a.addr, "fd00::1"],
+                        "host": "hv1", "iface": a.port},
+                  "b": {"switch": "red", "mac": b.mac, "ips": [b.addr, "fd00::2"],
+                        "host": "hv2", "iface": b.port}},
+    })
+    pcap = str(tmp_path / "underlay.pcap")
+    with BackgroundController(state) as bg:
+        bg.wait_converged(20)
+        ctl = bg.controller
+        cap = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w", pcap,
+                                "udp", "port", "6081"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1)
+            p = a.ping("fd00::2", count=3)
+            assert p.returncode == 0, p.stdout
+            assert neigh_mac(a, "fd00::2") == b.mac
+            assert neigh_mac(b, "fd00::1") == a.mac
+            time.sleep(1)
+        finally:
+            cap.terminate()
+            cap.communicate(timeout=10)
+        assert ctl.agents["hv1"].nd_answered >= 1       # a's NS for b, answered on hv1
+        assert ctl.agents["hv2"].nd_answered >= 1       # b's NS for a, answered on hv2
+        frames = inner_frames(pcap)
+        v6 = [f for f in frames if f.type == 0x86DD]
+        assert sum(f.haslayer("ICMPv6EchoRequest") or f.haslayer("ICMPv6EchoReply")
+                   for f in v6) >= 6                   # the echoes crossed the underlay
+        nd = [f.summary() for f in v6 if f.haslayer("ICMPv6ND_NS") or f.haslayer("ICMPv6ND_NA")]
+        assert not nd, nd                               # no neighbour discovery did
+
+        # port security: a source address that is not a's goes nowhere
+        a.run("ip", "-6", "addr", "add", "fd00::99/64", "dev", "eth0", "nodad")
+        assert a.run("ping", "-6", "-c", "2", "-W", "1", "-I", "fd00::99", "fd00::2",
+                     check=False).returncode != 0
+        a.run("ip", "-6", "addr", "del", "fd00::99/64", "dev", "eth0")
+
+        # stateful ACL: to b only tcp/5432 from @web; b's own pings get replies
+        bg.call(ctl.apply, lambda s: (
+            s.set_port_group("db", ["b"]), s.set_port_group("web", ["a"]),
+            s.set_acls([{"group": "db", "proto": "tcp", "ports": [5432], "src": "@web"}])))
+        bg.wait_converged(15)
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", b.netns, "python3", "-c",
+             "import socket\ns=socket.socket(socket.AF_INET6)\n"
+             "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+             "s.bind(('::',5432));s.listen(4);print('ready',flush=True)\n"
+             "while True:\n c,_=s.accept();c.sendall(b'ok');c.close()"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout.readline().strip() == "ready"
+            out = a.run("python3", "-c", "import socket;c=socket.create_connection(('fd00::2',"
+                        "5432),timeout=3);print(c.recv(10).decode())", check=False)
+            assert out.stdout.strip() == "ok", out.stderr
+            out = a.run("python3", "-c", "import socket;socket.create_connection(('fd00::2',"
+                        "5433),timeout=2)", check=False)
+            assert "timed out" in out.stderr, out.stderr      # dropped, not refused
+            assert a.ping("fd00::2", count=2, wait=1).returncode != 0
+            assert b.ping("fd00::1", count=2).returncode == 0
+            # IPv4 obeys the same ACL
+            assert a.ping(b.addr, count=1, wait=1).returncode != 0
+        finally:
+            listener.kill()
+            listener.wait()

@@ -367,3 +367,92 @@ def test_router_validation():
     with pytest.raises(StateError):
         st.add_router("bad", [{"switch": "red", "mac": MAC.format(1, 1), "ip": "10.0.0.200"}])
     assert State.from_dict(st.to_dict()).to_dict() == st.to_dict()
+
+
+def v6_net():
+    state = State.from_dict({
+        "hosts": {"hv1": {"tunnel_ip": "192.168.0.1"}, "hv2": {"tunnel_ip": "192.168.0.2"}},
+        "switches": {"red": {"vni": 100, "subnet6": "fd00::/64"},
+                     "blue": {"vni": 200, "subnet6": "fd00::/64"}},
+        "ports": {"a": {"switch": "red", "mac": MAC.format(1, 1), "ips": ["fd00::1"],
+                        "host": "hv1"},
+                  "b": {"switch": "red", "mac": MAC.format(1, 2), "ips": ["fd00:0::2"],
+                        "host": "hv2"},
+                  "c": {"switch": "blue", "mac": MAC.format(2, 1), "ips": ["fd00::2"],
+                        "host": "hv1"}},
+        "port_groups": {"db": ["b"], "web": ["a"]},
+        "acls": [{"group": "db", "proto": "tcp", "ports": [5432], "src": "@web"}],
+    })
+    fab = Fabric(state, views_for(state))
+    for h, sw in fab.switches.items():
+        sw.apply(ofmsg.diff([], F.host_flows(state, h, fab.views[h])))
+    return fab
+
+
+def pkt6(state, src, dst, proto="tcp", dport=5432, sport=40000, **extra):
+    s, d = state.ports[src], state.ports[dst]
+    p = {"eth_src": s.mac, "eth_dst": d.mac, "eth_type": F.ETH_IPV6,
+         "ipv6_src": s.ips[0], "ipv6_dst": d.ips[0], "ip_proto": F.PROTO_NUM6[proto]}
+    if proto in ("tcp", "udp"):
+        p[f"{proto}_src"], p[f"{proto}_dst"] = sport, dport
+    return {**p, **extra}
+
+
+def ns(state, src, target, **extra):
+    s = state.ports[src]
+    return {"eth_src": s.mac, "eth_dst": "33:33:ff:00:00:02", "eth_type": F.ETH_IPV6,
+            "ipv6_src": s.ips[0], "ipv6_dst": "ff02::1:ff00:2", "ip_proto": 58,
+            "icmpv6_type": 135, "ipv6_nd_target": target, "ipv6_nd_sll": s.mac, **extra}
+
+
+def test_ipv6_addresses_acls_and_isolation():
+    net = v6_net()
+    st = net.state
+    assert st.ports["b"].ips == ("fd00::2",)            # stored compressed
+    assert send(net, "a", pkt6(st, "a", "b")) == [net.vif_of("b")]     # allowed, via hv2
+    assert send(net, "a", pkt6(st, "a", "b", dport=22)) == []          # default deny
+    assert send(net, "a", pkt6(st, "a", "b", "icmp")) == []
+    r = pkt6(st, "b", "a", sport=5432, dport=40000)                   # the reply: +est
+    assert send(net, "b", r) == [net.vif_of("a")]
+    # spoofed IPv6 source; blue c cannot reach red b's MAC
+    assert send(net, "a", pkt6(st, "a", "b", ipv6_src="fd00::9")) == []
+    assert send(net, "c", pkt6(st, "c", "b", eth_dst=st.ports["b"].mac)) == []
+    # the link-local address of a's MAC is a's too: it leaves hv1 (and b's
+    # ACL, which names a's configured addresses, then drops it)
+    assert F.link_local("02:00:00:00:01:01") == "fe80::ff:fe00:101"
+    ll = pkt6(st, "a", "b", ipv6_src=F.link_local(st.ports["a"].mac))
+    host, port = net.vif_of("a")
+    assert [q["tunnel_to"] for _, _, q in net.send(host, port, ll) if "tunnel_to" in q] == ["hv2"]
+    assert net.send(host, port, pkt6(st, "a", "b", ipv6_src="fe80::1")) == []
+
+
+def test_neighbour_solicitation_answered_at_the_source():
+    net = v6_net()
+    st = net.state
+    host, port = net.vif_of("a")
+    out = net.send(host, port, ns(st, "a", "fd00::2"))
+    assert [(h, o) for h, o, _ in out] == [("hv1", "CONTROLLER")]   # never a tunnel
+    # the controller's answer: b's MAC, to a
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+    from scapy.all import Ether, ICMPv6ND_NS, IPv6, ICMPv6NDOptSrcLLAddr
+    wire = bytes(Ether(src=st.ports["a"].mac, dst="33:33:ff:00:00:02")
+                 / IPv6(src="fd00::1", dst="ff02::1:ff00:2")
+                 / ICMPv6ND_NS(tgt="fd00::2") / ICMPv6NDOptSrcLLAddr(lladdr=st.ports["a"].mac))
+    na, target = ofmsg.answer_solicitation(wire, {"fd00::2": st.ports["b"].mac}.get)
+    p = packet.Packet(na)
+    eth, ip6, icmp = (p.get_protocol(c) for c in (ethernet.ethernet, ipv6.ipv6, icmpv6.icmpv6))
+    assert (eth.src, eth.dst) == (st.ports["b"].mac, st.ports["a"].mac)
+    assert (ip6.src, ip6.dst, ip6.hop_limit) == ("fd00::2", "fd00::1", 255)
+    assert icmp.type_ == 136 and icmp.data.dst == "fd00::2" and icmp.data.res == 0b011
+    assert icmp.data.option.hw_src == st.ports["b"].mac
+    assert ofmsg.answer_solicitation(wire, {}.get) is None             # unknown: no answer
+    # unknown targets, DAD and other ND multicast stay on the host
+    out = net.send(host, port, ns(st, "a", "fd00::77"))
+    assert all("tunnel_to" not in q for _, _, q in out)
+    dad = ns(st, "a", "fd00::1", ipv6_src="::", ipv6_nd_sll="00:00:00:00:00:00")
+    assert all("tunnel_to" not in q for _, _, q in net.send(host, port, dad))
+    # a solicitation claiming another MAC, an advert for another's address: dropped
+    assert net.send(host, port, ns(st, "a", "fd00::2", ipv6_nd_sll="02:00:00:00:09:09")) == []
+    na_spoof = {**ns(st, "a", "fd00::2"), "icmpv6_type": 136, "ipv6_nd_tll": st.ports["a"].mac}
+    del na_spoof["ipv6_nd_sll"]
+    assert net.send(host, port, na_spoof) == []
