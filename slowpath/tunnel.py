@@ -507,11 +507,11 @@ def tunnel_push(key: FlowKey, cfg: TunnelConfig, tlv: TlvMap, tnl_dp_port: int =
         r = cfg.route if dst == cfg.remote_ip else None
     else:
         r = next((nr for d, nr in cfg.flow_routes if d == dst), None)
-    if r is not None and cfg.packet_type == "legacy_l2" \
-            and not key.tun_flags & FLOW_TNL_F_OAM:
+    if r is not None and cfg.packet_type == "legacy_l2":
         src, out_dp_port = r.src_ip, r.out_dp_port
         header = build_header(r, Outer(src, dst, 0, cfg.dst_port, tos, ttl or 64,
-                                       cfg.df_default, cfg.csum), vni, options)
+                                       cfg.df_default, cfg.csum), vni, options,
+                              bool(key.tun_flags & FLOW_TNL_F_OAM))
     return dp.TunnelPush(tnl_dp_port, out_dp_port, "geneve", vni, src, dst, ttl or 64, tos,
                          cfg.dst_port, options, header)
 
@@ -520,13 +520,13 @@ def _mac(s: str) -> bytes:
     return bytes.fromhex(s.replace(":", ""))
 
 
-def build_header(r: NativeRoute, o: Outer, vni: int, options: bytes) -> bytes:
+def build_header(r: NativeRoute, o: Outer, vni: int, options: bytes, oam: bool = False) -> bytes:
     """The prebuilt outer header of a TunnelPush (what the Cython executor
     takes): Ethernet + IPv4/IPv6 + UDP + GENEVE with options, lengths as for
     an empty payload, UDP source port 0, a non-zero UDP checksum field iff
     a checksum is wanted — the executor fixes lengths, IPv4 checksum, source
     port and UDP checksum per packet (`push_header` is its Python twin)."""
-    ip = push_udp_ip(push_geneve(b"", vni, options), o)
+    ip = push_udp_ip(push_geneve(b"", vni, options, oam), o)
     et = ETH_P_IP if ip[0] >> 4 == 4 else ETH_P_IPV6
     return _mac(r.dst_mac) + _mac(r.src_mac) + struct.pack("!H", et) + ip
 

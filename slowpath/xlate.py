@@ -429,6 +429,7 @@ class XlateCtx:
             self.consult("tun_dst", "tun_ipv6_dst")
         if cfg.key is None:
             self.consult("tun_id")
+        self.consult("tun_flags")   # the O bit
         if cfg.ttl == "inherit":
             self.consult("nw_ttl")
         if cfg.tos == "inherit":

@@ -405,8 +405,9 @@ def test_output_to_tunnel_port_emits_tunnel_push():
     (push,) = x.actions
     assert isinstance(push, dp.TunnelPush)
     assert (push.tnl_dp_port, push.tun_id, push.dst, push.src) == (105, 0x1234, "192.0.2.9", "192.0.2.1")
-    # tun_id was written by the rule: the megaflow does not depend on the packet's
-    assert int.from_bytes(x.megaflow.mask, "big") == mask_of("in_port")
+    # tun_id was written by the rule: the megaflow does not depend on the
+    # packet's (tun_flags is read: its O bit goes into the header)
+    assert int.from_bytes(x.megaflow.mask, "big") == mask_of("in_port") | member_int_mask("tun_flags")
     # remote_ip=flow: the destination comes from tun_dst, which is then consulted
     add(p, "in_port=2", [A.Output(6)])
     k = parse_packet(pkt(A1, A2), 2)

@@ -70,3 +70,19 @@ def test_no_header_without_route_or_for_flow_remote():
     assert not t.tunnel_push(key, cfg("192.0.2.2", False, None), TLV).header
     key.tun_dst = 0xC0000263
     assert not t.tunnel_push(key, cfg(None, False, ROUTE4), TLV).header
+
+
+def test_oam_packets_get_the_o_bit_natively_too(dp):
+    """tun_flags=+oam: the prebuilt header carries the O bit, and the fast
+    path's packet equals the host stack's encapsulation."""
+    frame = bytes(Ether(src="02:aa:00:00:00:01", dst="02:aa:00:00:00:02")
+                  / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=7, dport=9))
+    key = parse_packet(frame, 1)
+    key.tun_flags = t.FLOW_TNL_F_OAM
+    c = cfg("192.0.2.2", True, ROUTE4)
+    push = t.tunnel_push(key, c, TLV, tnl_dp_port=7)
+    assert push.header
+    fast = encap_fast(dp, frame, push)
+    g = Ether(fast)[GENEVE]
+    assert g.oam == 1 and g.critical == 0
+    assert fast[14:] == t.encap(frame, key, push, c)
