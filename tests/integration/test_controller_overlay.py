@@ -4,10 +4,9 @@ addresses, ARP is answered by the controller's directory, port security
 stops spoofing, a VM move reconciles both hosts with a small diff, and a
 restarted controller or switch reconverges to the same rules.
 
-The full stateful pipeline runs (ct with per-port zones).  The daemons have
-no working GENEVE ports yet, so traffic stays on one host at a time; tunnels
-are checked against real OVS (test_controller_ovs_oracle.py) and as flow
-computation in tests/unit/controller_stub.
+The full stateful pipeline runs (ct with per-port zones).  Traffic here
+stays on one host at a time; test_controller_tunnel.py runs it across
+daemons over GENEVE.
 """
 
 import re
