@@ -18,6 +18,7 @@ and Nicira experimenter messages).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from os_ken.lib import addrconv
 from os_ken.ofproto import nicira_ext, nx_match, ofproto_common, ofproto_protocol
@@ -116,6 +117,10 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
                                                  _version_of(parser_mod)))
                 offset += a_len
                 continue
+            if vendor == NX and subtype == NXAST_LEARN:   # os-ken's parser can loop forever
+                actions.append(_learn(bytes(buf[offset:offset + a_len]), _version_of(parser_mod)))
+                offset += a_len
+                continue
             if vendor == NX and subtype == NXAST_CLONE:   # os-ken has no clone
                 inner = _parse_actions(parser_mod, buf, offset + NX_ACTION_CLONE_SIZE,
                                        offset + a_len, depth + 1)
@@ -177,6 +182,97 @@ def _check_pkt_larger(one: bytes, version: int):
         raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_SET_TYPE)
     raw = _RawAction(one, version)
     raw.check_pkt_larger = (pkt_len, ofs, header >> 9)
+    return raw
+
+
+NXAST_LEARN = 16
+NX_LEARN_HEAD = "!HHIHHHHQHBxHH"   # type, len, vendor, subtype, idle, hard, priority, cookie,
+                                   # flags, table_id, pad, fin_idle, fin_hard (32 bytes)
+NX_LEARN_SRC_IMMEDIATE = 1 << 13
+NX_LEARN_DST_SHIFT = 11            # 0 match, 1 load, 2 output
+LEARN_DST_KINDS = ("match", "load", "output")
+
+
+@dataclass
+class LearnWire:
+    """NXAST_LEARN as on the wire; `specs` are (kind, n_bits, src_header or
+    None, src_ofs, value or None, dst_header or None, dst_ofs), fields as raw
+    NXM/OXM headers (convert.py names them)."""
+    idle_timeout: int
+    hard_timeout: int
+    priority: int
+    cookie: int
+    flags: int
+    table_id: int
+    fin_idle_timeout: int
+    fin_hard_timeout: int
+    specs: list
+
+
+def _learn_header(one: bytes, i: int) -> tuple[int, int]:
+    (h,) = struct.unpack_from("!I", one, i)
+    return h, (8 if h >> 16 == 0xFFFF else 4)   # experimenter OXM headers are 8 bytes
+
+
+def _learn(one: bytes, version: int):
+    size = struct.calcsize(NX_LEARN_HEAD)
+    if len(one) < size:
+        raise _bad_action_len()
+    (_, _, _, _, idle, hard, prio, cookie, flags, table_id, fin_idle,
+     fin_hard) = struct.unpack_from(NX_LEARN_HEAD, one)
+    specs, i = [], size
+    try:
+        while i + 2 <= len(one):
+            (h,) = struct.unpack_from("!H", one, i)
+            i += 2
+            if h == 0:
+                break
+            n_bits, dst_kind = h & 0x3FF, (h >> NX_LEARN_DST_SHIFT) & 3
+            if dst_kind > 2 or h >> 14 or n_bits == 0:
+                raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_ARGUMENT)
+            src = src_ofs = value = dst = dst_ofs = None
+            if h & NX_LEARN_SRC_IMMEDIATE:
+                n = 2 * ((n_bits + 15) // 16)
+                if i + n > len(one):
+                    raise _bad_action_len()
+                value = int.from_bytes(one[i:i + n], "big")
+                i += n
+            else:
+                src, w = _learn_header(one, i)
+                (src_ofs,) = struct.unpack_from("!H", one, i + w)
+                i += w + 2
+            if dst_kind < 2:
+                dst, w = _learn_header(one, i)
+                (dst_ofs,) = struct.unpack_from("!H", one, i + w)
+                i += w + 2
+            specs.append((LEARN_DST_KINDS[dst_kind], n_bits, src, src_ofs, value, dst, dst_ofs))
+    except struct.error:
+        raise _bad_action_len() from None
+    raw = _RawAction(one, version)
+    raw.learn = LearnWire(idle, hard, prio, cookie, flags, table_id, fin_idle, fin_hard, specs)
+    return raw
+
+
+def learn(w: LearnWire, version=OFP13):
+    """NXAST_LEARN from a `LearnWire` (stats replies)."""
+    body = bytearray()
+    for kind, n_bits, src, src_ofs, value, dst, dst_ofs in w.specs:
+        h = n_bits | (LEARN_DST_KINDS.index(kind) << NX_LEARN_DST_SHIFT)
+        if src is None:
+            body += struct.pack("!H", h | NX_LEARN_SRC_IMMEDIATE)
+            body += value.to_bytes(2 * ((n_bits + 15) // 16), "big")
+        else:
+            body += struct.pack("!HIH", h, src, src_ofs)
+        if kind != "output":
+            body += struct.pack("!IH", dst, dst_ofs)
+    head_len = struct.calcsize(NX_LEARN_HEAD)
+    length = head_len + len(body)
+    length += -length % 8
+    data = struct.pack(NX_LEARN_HEAD, 0xFFFF, length, NX, NXAST_LEARN, w.idle_timeout,
+                       w.hard_timeout, w.priority, w.cookie, w.flags, w.table_id,
+                       w.fin_idle_timeout, w.fin_hard_timeout) + bytes(body)
+    raw = _RawAction(data + bytes(length - len(data)), version)
+    raw.learn = w
     return raw
 
 

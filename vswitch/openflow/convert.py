@@ -429,6 +429,8 @@ def action_from_oken(a, version: int):
                        dst_ofs=a.dst_ofs + tun_shift(dst))
     if hasattr(a, "clone_actions"):
         return sp.Clone(tuple(action_from_oken(x, version) for x in a.clone_actions))
+    if hasattr(a, "learn"):
+        return _learn_from_wire(a.learn)
     if hasattr(a, "check_pkt_larger"):
         pkt_len, ofs, num = a.check_pkt_larger
         field = _field_by_num(num)
@@ -524,6 +526,43 @@ def _nat_to_oken(P, text: str):
 
 def _nx_port(p):
     return port_to10(p)
+
+
+_LEARN_FLAGS = {1: "send_flow_rem", 2: "delete_learned"}   # NX_LEARN_F_*
+
+
+def _learn_from_wire(w) -> "sp.Learn":
+    specs = []
+    for kind, n_bits, src, src_ofs, value, dst, dst_ofs in w.specs:
+        src_name = None if src is None else _field_by_num(src >> 9)
+        dst_name = "" if dst is None else _field_by_num(dst >> 9)
+        specs.append(sp.LearnSpec(kind, dst_name, n_bits,
+                                  (dst_ofs or 0) + tun_shift(dst_name), src_name,
+                                  (src_ofs or 0) + (tun_shift(src_name) if src_name else 0),
+                                  value))
+    flags = frozenset(n for bit, n in _LEARN_FLAGS.items() if w.flags & bit)
+    return sp.Learn(table_id=w.table_id, priority=w.priority, idle_timeout=w.idle_timeout,
+                    hard_timeout=w.hard_timeout, cookie=w.cookie, flags=flags,
+                    specs=tuple(specs))
+
+
+def _learn_header(name: str) -> int:
+    f = _sf.FIELDS[name]
+    return 0x00000002 if f.name == "in_port" else _nx_header(f)   # NXM_OF_IN_PORT
+
+
+def _learn_to_wire(a, version: int):
+    specs = []
+    for s in a.specs:
+        src = None if s.src is None else _learn_header(s.src)
+        dst = None if s.kind == "output" else _learn_header(s.dst)
+        specs.append((s.kind, s.n_bits, src,
+                      None if s.src is None else s.src_ofs - tun_shift(s.src),
+                      None if s.src is not None else (s.value or 0), dst,
+                      None if dst is None else s.dst_ofs - tun_shift(s.dst)))
+    flags = sum(bit for bit, n in _LEARN_FLAGS.items() if n in a.flags)
+    return codec.learn(codec.LearnWire(a.idle_timeout, a.hard_timeout, a.priority, a.cookie,
+                                       flags, a.table_id, 0, 0, specs), version)
 
 
 def actions_from_oken(actions, version: int) -> tuple:
@@ -682,6 +721,8 @@ def action_to_oken(a, version: int):
         return codec._RawAction(struct.pack("!HHIHHIH6x", 0xFFFF, 24, codec.NX,
                                             27 if n == "StackPush" else 28,
                                             a.ofs - tun_shift(a.field), header, n_bits), version)
+    if n == "Learn":
+        return _learn_to_wire(a, version)
     if n == "OutputReg":
         return P.NXActionOutputReg(ofs_nbits=(a.ofs << 6) | (a.n_bits - 1),
                                    src=_nxm_name(a.field, of10 if is10 else of13),

@@ -9,8 +9,8 @@ from __future__ import annotations
 from slowpath.actions import (  # noqa: F401
     ApplyActions, CheckPktLarger, ClearActions, Clone, Conjunction, Controller, CopyTtl, Ct,
     CtClear, DecMplsTtl,
-    DecTtl, GotoTable, Group, Meter, Move, Note, Output, OutputReg, PopMpls, PopVlan, PushMpls,
-    PushVlan,
+    DecTtl, GotoTable, Group, Learn, LearnSpec, Meter, Move, Note, Output, OutputReg, PopMpls,
+    PopVlan, PushMpls, PushVlan,
     Resubmit, SetField, SetMplsTtl, SetNwTtl, SetQueue, WriteActions, WriteMetadata,
 )
 from slowpath.continuation import NXR_NOT_SUPPORTED, NXR_STALE  # noqa: F401

@@ -116,3 +116,42 @@ def test_sixty_nested_resubmits_as_in_ovn_pipelines():
     x = p.xlate(parse_packet(FRAME, 1), FRAME, 1.0)
     assert x.actions == (dp.Output(102),)
     assert X.MAX_RESUBMIT_DEPTH >= 2 * 64
+
+
+# table=68,priority=100,tcp actions=learn(table=69,delete_learned,cookie=0xd10dc739,
+# OXM_OF_METADATA[],eth_type=0x800,NXM_OF_IP_SRC[],ip_dst=10.0.0.100,nw_proto=6,
+# NXM_OF_TCP_SRC[]=NXM_OF_TCP_DST[],load:0x1->NXM_NX_REG10[7])   (OVN's LB hairpin)
+LEARN = bytes.fromhex(
+    "060e00c000000002000000000000000000000000000000004400000000000064ffffffffffffffff"
+    "ffffffff000000000001000f80000a0208008000140106000004008000000000ffff007800002320"
+    "001000000000800000000000d10dc739000245000000000000408000040800008000040800002010"
+    "0800000006020000002000000e04000000000e04000020200a000064000010040000200800060000"
+    "0c01000000100000140200000000120200002801000100011404000700000000")
+
+
+def test_learn_is_parsed_without_os_ken_and_dumps_back_identically():
+    """os-ken had no usable NXAST_LEARN parser (it could loop forever)."""
+    fm, (learn,) = _actions(LEARN)
+    assert isinstance(learn, A.Learn)
+    assert (learn.table_id, learn.cookie, learn.flags) == (69, 0xd10dc739,
+                                                           frozenset({"delete_learned"}))
+    assert learn.specs[0] == A.LearnSpec("match", "metadata", 64, 0, "metadata", 0)
+    assert learn.specs[3] == A.LearnSpec("match", "ip_dst", 32, 0, None, 0, 0x0a000064)
+    assert learn.specs[5] == A.LearnSpec("match", "tcp_src", 16, 0, "tcp_dst", 0)
+    assert learn.specs[6] == A.LearnSpec("load", "reg10", 1, 7, None, 0, 1)
+    assert LEARN.endswith(_wire((learn,)))
+
+
+def test_learned_rule_from_ovn_hairpin_flow_matches_the_reply():
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    fm, (learn,) = _actions(LEARN)
+    p = _bridge()
+    _add(p, 0, "tcp", learn)
+    frame = bytes(Ether(src="0a:00:00:00:00:01", dst="0a:00:00:00:00:02")
+                  / IP(src="10.0.0.2", dst="10.0.0.2") / TCP(sport=40000, dport=80))
+    p.xlate(parse_packet(frame, 1), frame, 1.0)
+    (rule,) = list(p.rules(69))
+    assert rule.match.to_string() == "tcp,metadata=0x0,nw_src=10.0.0.2,nw_dst=10.0.0.100,tp_src=80"
+    assert rule.cookie == 0xd10dc739
+    assert rule.instructions == (A.ApplyActions((A.SetField("reg10", 0x80, 0x80),)),)
