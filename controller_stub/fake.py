@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import struct
 from typing import Optional
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -215,3 +216,123 @@ class Fabric:
             if r != host and self.views[host].tunnel(r) == ofport:
                 return r
         return None
+
+
+# ---------------------------------------------------------------- over OpenFlow
+class OpenFlowPeer:
+    """A `FakeSwitch` behind a real OpenFlow 1.3 session (switch side), served
+    on a unix socket: what the controller sees of a bridge, without a daemon.
+    It answers HELLO, FEATURES, PORT_DESC, flow-stats dumps, barriers, echo,
+    the Nicira TLV table; applies flow mods to its `FakeSwitch` and reports
+    ports appearing or going (`add_port`/`del_port`) with PORT_STATUS.  Replies
+    are packed here (os-ken only serializes the controller's direction)."""
+
+    def __init__(self, path: str, datapath_id: int, ports: dict):
+        self.path = path
+        self.datapath_id = datapath_id
+        self.ports = dict(ports)              # name -> ofport
+        self.switch = FakeSwitch(path)
+        self.tlv_map: dict = {}
+        self.sessions: list = []
+        self.messages = 0
+
+    async def start(self) -> "OpenFlowPeer":
+        import asyncio
+        self.server = await asyncio.get_event_loop().create_unix_server(self._session, self.path)
+        return self
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.transport.close()
+        self.server.close()
+
+    def add_port(self, name: str, ofport: int) -> None:
+        self.ports[name] = ofport
+        self._port_status(ofp.OFPPR_ADD, name, ofport)
+
+    def del_port(self, name: str) -> None:
+        self._port_status(ofp.OFPPR_DELETE, name, self.ports.pop(name))
+
+    def _port_status(self, reason, name, ofport):
+        body = struct.pack("!B7x", reason) + _ofp_port(name, ofport)
+        for s in self.sessions:
+            s.send(ofp.OFPT_PORT_STATUS, 0, body)
+
+    def _session(self):
+        import asyncio
+        peer = self
+
+        class Session(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport, self.buf = transport, bytearray()
+                peer.sessions.append(self)
+                self.send(ofp.OFPT_HELLO, 0, b"")
+
+            def connection_lost(self, exc):
+                if self in peer.sessions:
+                    peer.sessions.remove(self)
+
+            def send(self, type_, xid, body):
+                self.transport.write(struct.pack("!BBHI", ofp.OFP_VERSION, type_,
+                                                 8 + len(body), xid) + body)
+
+            def data_received(self, data):
+                self.buf += data
+                while len(self.buf) >= 8:
+                    _, type_, length, xid = struct.unpack_from("!BBHI", self.buf)
+                    if len(self.buf) < length:
+                        return
+                    msg, self.buf = bytes(self.buf[:length]), self.buf[length:]
+                    peer.messages += 1
+                    peer._handle(self, type_, xid, msg)
+
+            def eof_received(self):
+                return False
+
+        return Session()
+
+    def _handle(self, s, type_, xid, msg):
+        from .ofmsg import DP, add_msg, parser
+        if type_ == ofp.OFPT_ECHO_REQUEST:
+            s.send(ofp.OFPT_ECHO_REPLY, xid, msg[8:])
+        elif type_ == ofp.OFPT_FEATURES_REQUEST:
+            s.send(ofp.OFPT_FEATURES_REPLY, xid,
+                   struct.pack("!QIBB2xII", self.datapath_id, 0, 254, 0, 0, 0))
+        elif type_ == ofp.OFPT_BARRIER_REQUEST:
+            s.send(ofp.OFPT_BARRIER_REPLY, xid, b"")
+        elif type_ == ofp.OFPT_FLOW_MOD:
+            self.switch.apply([parser.OFPFlowMod.parser(DP, ofp.OFP_VERSION, type_, len(msg),
+                                                        xid, msg)])
+        elif type_ == ofp.OFPT_MULTIPART_REQUEST:
+            (mp,) = struct.unpack_from("!H", msg, 8)
+            if mp == ofp.OFPMP_PORT_DESC:
+                body = b"".join(_ofp_port(n, o) for n, o in sorted(self.ports.items()))
+            elif mp == ofp.OFPMP_FLOW:
+                body = bytearray()
+                for f in self.switch.rules.values():
+                    fm = add_msg(f)
+                    fm.serialize()
+                    rest = bytes(fm.buf[48:])        # match + instructions of the flow mod
+                    body += struct.pack("!HBxIIHHHH4xQQQ", 48 + len(rest), f.table, 0, 0,
+                                        f.priority, 0, 0, 0, f.cookie, 0, 0) + rest
+            else:
+                body = b""
+            s.send(ofp.OFPT_MULTIPART_REPLY, xid, struct.pack("!HH4x", mp, 0) + bytes(body))
+        elif type_ == ofp.OFPT_EXPERIMENTER:
+            vendor, subtype = struct.unpack_from("!II", msg, 8)
+            if (vendor, subtype) == (0x2320, 25):            # NXT_TLV_TABLE_REQUEST
+                body = struct.pack("!IIIH10x", 0x2320, 26, 64, 8) + b"".join(
+                    struct.pack("!HBBH2x", c, t, ln, i) for i, (c, t, ln) in
+                    sorted(self.tlv_map.items()))
+                s.send(ofp.OFPT_EXPERIMENTER, xid, body)
+            elif (vendor, subtype) == (0x2320, 24):          # NXT_TLV_TABLE_MOD (add)
+                for off in range(24, len(msg) - 7, 8):
+                    c, t, ln, i = struct.unpack_from("!HBBH2x", msg, off)
+                    self.tlv_map[i] = (c, t, ln)
+        # SET_CONFIG, PACKET_OUT...: nothing to do
+
+
+def _ofp_port(name: str, ofport: int) -> bytes:
+    mac = bytes.fromhex("02%010x" % (ofport & 0xFFFFFFFFFF))
+    return struct.pack("!I4x6s2x16sIIIIIIII", ofport, mac, name.encode()[:15], 0,
+                       ofp.OFPPS_LIVE, 0, 0, 0, 0, 0, 0)

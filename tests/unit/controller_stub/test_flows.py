@@ -297,6 +297,10 @@ def test_bench_small():
     from bench import bench_controller as bench
     res = bench.run(6, 60, out=lambda *a: None)
     assert res["rules"] > 0 and 0 < res["move_flow_mods"] < res["rules"] / 3
+    # the same over OpenFlow sessions to in-process peers (the asyncio
+    # controller, dumps, TLV map, barriers, PORT_STATUS): same rules, same diff
+    of = bench.run_openflow(6, 60, out=lambda *a: None)
+    assert (of["rules"], of["move_flow_mods"]) == (res["rules"], res["move_flow_mods"])
 
 
 def routed_state():
