@@ -138,15 +138,18 @@ def offloaded(daemon) -> int:
     return int(re.search(r"ct_offload: flows:(\d+)", daemon.appctl("dpctl/show")).group(1))
 
 
+def entries_for(daemon, port: int, *args: str) -> list[str]:
+    """The offloaded entries of connections on ``port``: the only megaflows
+    exact on the port that do not match ct_state."""
+    return [line for line in daemon.appctl("dpctl/dump-flows", *args).splitlines()
+            if (f"tp_src={port}," in line or f"tp_dst={port}," in line)
+            and "ct_state" not in line and "userspace" not in line]
+
+
 def offload_hits(daemon, port: int) -> int:
-    """Packets forwarded by the offloaded entries of connections on ``port``
-    (the only megaflows exact on the port without matching ct_state)."""
-    total = 0
-    for line in daemon.appctl("dpctl/dump-flows").splitlines():
-        if (f"tp_src={port}," in line or f"tp_dst={port}," in line) and "ct_state" not in line \
-                and "userspace" not in line:
-            total += int(re.search(r"packets:(\d+)", line).group(1))
-    return total
+    """Packets forwarded by the offloaded entries of connections on ``port``."""
+    return sum(int(re.search(r"packets:(\d+)", line).group(1))
+               for line in entries_for(daemon, port))
 
 
 def conns(daemon, proto: str) -> list[str]:
@@ -323,3 +326,59 @@ def test_nat_connections_are_offloaded_with_their_rewrites(daemon, topology, bri
         before = upcalls(daemon)
         assert p.do("send 2000000 30") == "ok"
         assert upcalls(daemon) - before <= 2
+
+
+def kernel_hits(daemon) -> int:
+    return sum(int(n) for n in re.findall(r"packets:(\d+)",
+                                          daemon.appctl("dpctl/dump-flows", "--kernel")))
+
+
+@pytest.mark.parametrize("mode", ["generic", "native"])
+def test_offloaded_connections_run_in_the_xdp_cache(daemon, topology, bridge_name, servers,
+                                                    peers, mode):
+    """datapath_type=xdp: the offloaded entries are plain header rewrites and
+    outputs, so the kernel cache forwards established connections; the
+    generic ct megaflow stays out of it so it cannot shadow them."""
+    h1 = topology.add_host("h1", H1 + "/24")
+    h2 = topology.add_host("h2", H2 + "/24")
+    for h in (h1, h2):
+        if mode == "native":  # as in test_xdp_datapath: NAPI on the peer, senders checksum
+            h.run("ethtool", "-K", "eth0", "gro", "on", "tx", "off")
+        else:                 # generic XDP cannot redirect TSO super-frames (> MTU)
+            h.run("ethtool", "-K", "eth0", "tso", "off", "gso", "off")
+    daemon.vsctl("add-br", bridge_name, "--", "set", "Bridge", bridge_name,
+                 "datapath_type=xdp", f"other_config:xdp-mode={mode}")
+    for i, h in enumerate((h1, h2), 1):
+        daemon.vsctl("add-port", bridge_name, h.port, "--", "set", "Interface", h.port,
+                     f"ofport_request={i}")
+    h1.run("ip", "neigh", "replace", H2, "lladdr", h2.mac, "dev", "eth0")
+    h2.run("ip", "neigh", "replace", H1, "lladdr", h1.mac, "dev", "eth0")
+    daemon.ofctl("del-flows", bridge_name)
+    p = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", daemon.mgmt(bridge_name),
+                        "-"], input=FLOWS, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    srv = servers(h2, "udp", 5353)
+    c = peers(h1, "udp", H2, 5353)
+    assert c.do("send 2 5") == "ok"
+    wait_for(lambda: offloaded(daemon) == 2, what="offloaded")
+    kernel = daemon.appctl("dpctl/dump-flows", "--kernel")
+    assert "tp_src=5353" in kernel and "userspace" not in kernel, kernel
+    before, hits = upcalls(daemon), kernel_hits(daemon)
+    assert c.do("send 200 5") == "ok"
+    assert upcalls(daemon) - before <= 2
+    assert kernel_hits(daemon) - hits >= 390, daemon.appctl("dpctl/dump-flows", "--kernel")
+    # the tracker saw those packets through the revalidator (kernel counters)
+    time.sleep(1.5)
+    line = next(ln for ln in daemon.appctl("dpctl/dump-conntrack", "-s").splitlines()
+                if f"sport={c.port}" in ln)
+    assert sum(int(n) for n in re.findall(r"packets=(\d+)", line)) >= 400, line
+    # TCP too, teardown included
+    servers(h2, "tcp", 8080)
+    t = peers(h1, "tcp", H2, 8080)
+    assert t.do("send 1000 5") == "ok" and t.do("send 1000 5") == "ok"
+    wait_for(lambda: offloaded(daemon) == 4, what="TCP offloaded")
+    assert t.do("send 300000 30") == "ok"
+    assert t.do("close") == "closed"
+    wait_for(lambda: not entries_for(daemon, t.port), what="TCP entries gone")
+    wait_for(lambda: not entries_for(daemon, t.port, "--kernel"), what="TCP entries gone")
+    srv.stop()
