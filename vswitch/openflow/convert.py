@@ -372,6 +372,8 @@ def action_from_oken(a, version: int):
         return sp.SetQueue(a.queue_id)
     if n in ("OFPActionDecNwTtl", "NXActionDecTtl"):
         return sp.DecTtl()
+    if n == "NXActionDecTtlCntIds":      # OVN's ip.ttl-- is dec_ttl(0)
+        return sp.DecTtl(controller_ids=tuple(a.cnt_ids))
     # OF1.0 set actions
     if n == "OFPActionVlanVid":
         return sp.SetField("vlan_vid", 0x1000 | a.vlan_vid)
@@ -692,6 +694,8 @@ def action_to_oken(a, version: int):
     if n == "SetQueue":
         return P.OFPActionEnqueue(0, a.queue_id) if is10 else P.OFPActionSetQueue(a.queue_id)
     if n == "DecTtl":
+        if a.controller_ids:
+            return P.NXActionDecTtlCntIds(cnt_ids=list(a.controller_ids))
         return P.NXActionDecTtl() if is10 else P.OFPActionDecNwTtl()
     if n == "Resubmit":
         return P.NXActionResubmitTable(in_port=port_to10(a.in_port),

@@ -155,3 +155,11 @@ def test_learned_rule_from_ovn_hairpin_flow_matches_the_reply():
     assert rule.match.to_string() == "tcp,metadata=0x0,nw_src=10.0.0.2,nw_dst=10.0.0.100,tp_src=80"
     assert rule.cookie == 0xd10dc739
     assert rule.instructions == (A.ApplyActions((A.SetField("reg10", 0x80, 0x80),)),)
+
+
+def test_dec_ttl_with_controller_ids_round_trips():
+    """OVN's ip.ttl-- is dec_ttl(0) (NXAST_DEC_TTL_CNT_IDS), refused before."""
+    wire = bytes.fromhex("ffff00180000232000150001000000000000000000000000")
+    (a,) = codec._parse_actions(p15, wire, 0, len(wire))
+    assert convert.action_from_oken(a, codec.OFP15) == A.DecTtl(controller_ids=(0,))
+    assert _wire((A.DecTtl(controller_ids=(0,)),)) == wire
