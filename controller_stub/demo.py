@@ -29,6 +29,7 @@ PLACE = {"web": "hv1", "app": "hv2", "db": "hv2", "blue1": "hv1", "blue2": "hv3"
 TENANT = {"web": "red", "app": "red", "db": "red", "blue1": "blue", "blue2": "blue"}
 ADDR = {"web": "10.0.0.1", "app": "10.0.0.2", "db": "10.0.0.3", "blue1": "10.0.0.3",
         "blue2": "10.0.0.1"}
+ADDR6 = {"web": "fd00::1", "app": "fd00::2", "db": "fd00::3"}     # red is dual-stack
 LISTEN = ("import socket,sys\ns=socket.socket()\n"
           "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
           "s.bind(('0.0.0.0',int(sys.argv[1])));s.listen(8);print('ready',flush=True)\n"
@@ -63,6 +64,10 @@ def main(argv=None) -> int:
         say(f"three hypervisors: {', '.join(f'{h} (bridge {b})' for h, (_, b) in daemons.items())}")
         with Topology() as topo:
             vms = {n: topo.add_host(n, ADDR[n] + "/24") for n in PLACE}
+            for n, ip6 in ADDR6.items():
+                vms[n].run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0",
+                           "net.ipv6.conf.eth0.disable_ipv6=0")
+                vms[n].run("ip", "-6", "addr", "add", ip6 + "/64", "dev", "eth0", "nodad")
             for n, vm in vms.items():
                 d, br = daemons[PLACE[n]]
                 d.vsctl("add-port", br, vm.port)
@@ -71,9 +76,11 @@ def main(argv=None) -> int:
                 "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br),
                                "ovsdb": d.db, "bridge": br}
                           for i, (hv, (d, br)) in enumerate(daemons.items())},
-                "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
+                "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24",
+                                     "subnet6": "fd00::/64"},
                              "blue": {"vni": 200, "subnet": "10.0.0.0/24"}},
-                "ports": {n: {"switch": TENANT[n], "mac": vm.mac, "ips": [vm.addr],
+                "ports": {n: {"switch": TENANT[n], "mac": vm.mac,
+                              "ips": [vm.addr] + ([ADDR6[n]] if n in ADDR6 else []),
                               "host": PLACE[n], "iface": vm.port} for n, vm in vms.items()},
                 "port_groups": {"web": ["web"], "app": ["app"], "db": ["db"]},
                 "acls": [{"group": "web", "proto": "tcp", "ports": [80]},
@@ -107,6 +114,18 @@ def main(argv=None) -> int:
                         f"answered by {owner} ({TENANT.get(owner, '?')}), "
                         f"ARP resolved by {PLACE[src]}'s directory")
 
+                key = bg.controller.state.port_key
+                say(f"tunnelled frames carry OVN's GENEVE option (class 0x0102, type 0x80) "
+                    f"in tun_metadata{bg.controller.agents['hv1'].tlv_index}: web -> db as "
+                    f"{key('web') << 16 | key('db'):#010x} (ingress key {key('web')}, egress key "
+                    f"{key('db')}); hv2 outputs to the port the option names")
+                ok = vms["web"].run("ping", "-6", "-c", "2", "-W", "2", ADDR6["db"],
+                                    check=False).returncode == 0
+                nd = bg.controller.agents["hv1"].nd_answered
+                say(f"web ping -6 {ADDR6['db']} (db): {'ok' if ok else 'FAILED'}; neighbour "
+                    f"solicitations answered at the source host by the controller: {nd} "
+                    f"(no ND multicast crosses a tunnel)")
+
                 say("\n-- three-tier policy (web:80 from all; app:8080 from web; db:5432 from app)")
                 for src, dst, port in (("web", "app", 8080), ("app", "db", 5432),
                                        ("web", "db", 5432), ("db", "app", 8080),
@@ -132,7 +151,8 @@ def main(argv=None) -> int:
                 tx, rx = int(m.group(1)), int(m.group(2))
                 say(f"VIF unplugged from hv2, plugged into hv3, controller told: {took:.2f} s")
                 say("flow mods sent: " + ", ".join(f"{h} {n}" for h, n in sorted(sent.items()))
-                    + f"; gratuitous ARP from hv3: {bg.controller.agents['hv3'].garps_sent}")
+                    + f"; gratuitous ARP / unsolicited NA from hv3: "
+                    f"{bg.controller.agents['hv3'].garps_sent}")
                 say(f"ping: {tx} sent, {rx} received, lost {tx - rx} = "
                     f"{(tx - rx) * args.interval * 1000:.0f} ms of traffic")
                 out = vms["app"].run(sys.executable, "-c", CONNECT, ADDR["db"], "5432",
