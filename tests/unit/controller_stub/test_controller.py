@@ -124,6 +124,8 @@ def test_converge_change_as_diff_and_resync_after_reconnect():
         await ctl.wait_converged(10)
         for h, p in peers.items():
             assert p.rules() == set(ctl.agents[h].desired())
+            # OVN's GENEVE option mapped once per switch, in its first free slot
+            assert p.ctx.tlv_map == {0: (0x0102, 0x80, 4)} and ctl.agents[h].tlv_index == 0
         initial = {h: p.flow_mods for h, p in peers.items()}
         # a new port on hv2: only hv2 and hv1 (directory + flood) change, and by little
         sent = ctl.apply(lambda s: s.add_port("c", "red", "02:00:00:00:00:03", ["10.0.0.3"],
@@ -139,6 +141,7 @@ def test_converge_change_as_diff_and_resync_after_reconnect():
         await ctl.wait_converged(10)
         assert ctl.agents["hv1"].connects == 2
         assert peers["hv1"].flow_mods == before        # nothing resent
+        assert peers["hv1"].ctx.tlv_map == {0: (0x0102, 0x80, 4)}   # the map found, kept
         # rules removed behind the controller's back come back at resync, alone
         hv2 = peers["hv2"]
         lost = [f for f in hv2.rules() if f.table == F.OUTPUT]
