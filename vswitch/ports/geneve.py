@@ -116,7 +116,7 @@ checksums; but each packet crosses the kernel stack and a thread hop, send
 is Python per packet, and an outer packet bigger than the route MTU is
 dropped and counted (raw sockets do not fragment; not ICMP-signalled).
 Native tunnelling needs the underlay on a bridge and a resolved neighbour
-(until then, and for OAM or ``legacy_l3`` packets, sends take the host
+(until then, and for ``legacy_l3`` packets, sends take the host
 stack); too-big packets are the NIC port's to drop.
 """
 
