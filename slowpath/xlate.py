@@ -46,9 +46,12 @@ from slowpath.flow import FlowKey
 from slowpath.match import Match, member_shift
 
 # ctx.depth grows twice per resubmit (the resubmit, then the rule's
-# apply-actions): 128 is OVS's limit of 64 nested resubmits, which OVN's
-# pipelines need (a logical switch's ARP responder nests about 50).
-MAX_RESUBMIT_DEPTH = 128
+# apply-actions).  OVS counts only resubmits to an earlier or the same table
+# against its limit of 64, so OVN's forward chains nest deep: a packet
+# routed switch -> router -> switch passes ~120 tables in one translation.
+# 200 nested resubmits allowed; Python's recursion limit (about 4 frames a
+# resubmit) stops near 240.
+MAX_RESUBMIT_DEPTH = 400
 MAX_RESUBMITS = 4096
 
 # Members whose rewrites become SetMasked datapath actions (packet headers
