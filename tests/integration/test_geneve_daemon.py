@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -24,9 +25,9 @@ from tests.integration.test_geneve_interop import Overlay, sh, tcp_transfer
 VNI = 0x5151
 
 
-@pytest.fixture(scope="module")
-def overlay6():
-    ov = Overlay(peer="pvs", family=6, gnv_b={"remote_ip": "flow", "key": "flow"})
+def _overlay6(native: bool):
+    ov = Overlay(peer="pvs", family=6, gnv_b={"remote_ip": "flow", "key": "flow"},
+                 native=native)
     try:
         ov.build()
         a, b = ov.pvs, ov.pvs_b
@@ -37,9 +38,38 @@ def overlay6():
                 f"set_field:{VNI:#x}->tun_id,output:2")
         b.ofctl("add-flow", "br-int", f"in_port=2,tun_id={VNI:#x},tun_ipv6_src={ov.ul_a},"
                 "actions=output:1")
+        if native:   # wait until hv-a's br-phy decapsulates in the datapath
+            deadline = time.monotonic() + 10
+            while "endpoint br-phy" not in a.appctl("tnl/geneve/show"):
+                assert time.monotonic() < deadline, ov.logs()
+                time.sleep(0.2)
         yield ov
     finally:
         ov.close()
+
+
+@pytest.fixture(scope="module")
+def overlay6():
+    """hv-a receives through the host stack (UDP socket, Python decap)."""
+    yield from _overlay6(native=False)
+
+
+@pytest.fixture(scope="module")
+def overlay6_native():
+    """hv-a in OVS's layout: received GENEVE is tnl_pop, decapsulated in Cython."""
+    yield from _overlay6(native=True)
+
+
+@pytest.fixture(params=["host_stack", "native"])
+def receiver(request):
+    return request.getfixturevalue("overlay6" if request.param == "host_stack"
+                                   else "overlay6_native"), request.param
+
+
+def native_drops(daemon) -> int:
+    (line,) = [ln for ln in daemon.appctl("tnl/geneve/show").splitlines()
+               if ln.startswith("native (tnl_pop)")]
+    return sum(int(v) for k, v in re.findall(r"(\w+):(\d+)", line) if k.startswith("drop_"))
 
 
 def counters(daemon) -> dict:
@@ -76,8 +106,10 @@ def send_raw(ov, payloads):
     assert p.returncode == 0, p.stderr
 
 
-def test_malformed_and_critical_options_are_dropped_and_counted(overlay6):
-    ov = overlay6
+def test_malformed_and_critical_options_are_dropped_and_counted(receiver):
+    """Through the host stack (Python decap) and natively (Cython tnl_pop)."""
+    ov, how = receiver
+    native_before = native_drops(ov.pvs)
     inner = bytes.fromhex("020a00000001020b000000010800") + bytes(46)
     good = t.push_geneve(inner, VNI)
     bad = {
@@ -97,6 +129,8 @@ def test_malformed_and_critical_options_are_dropped_and_counted(overlay6):
             break
         assert __import__("time").monotonic() < deadline, (before, after)
     assert ov.pvs.proc.poll() is None
+    if how == "native":
+        assert native_drops(ov.pvs) - native_before == 3 * sum(map(len, bad.values()))
     p = ov.ping("vmb", ov.vm_a)
     assert p.returncode == 0, p.stdout + ov.logs()
 
@@ -119,12 +153,13 @@ def test_too_big_for_the_underlay_is_dropped_and_counted(overlay6):
         sh("ip", "link", "set", "ul", "mtu", "1500", ns=ov.ns["hva"])
 
 
-def test_random_datagrams_never_hurt_the_daemon(overlay6):
+def test_random_datagrams_never_hurt_the_daemon(receiver):
     """500 random and mutated GENEVE datagrams: each is decoded or dropped
-    and counted; the daemon forwards on."""
+    and counted (by the Python decap or the Cython tnl_pop); the daemon
+    forwards on."""
     import random
     rnd = random.Random(8926)
-    ov = overlay6
+    ov, _how = receiver
     inner = bytes.fromhex("020a00000001020b000000010800") + bytes(46)
     good = t.push_geneve(inner, VNI, [(0x0102, 0x80, b"abcd"), (0xFFFF, 1, b"12345678")])
     junk = []
