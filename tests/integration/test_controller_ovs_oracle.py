@@ -58,8 +58,11 @@ class RealOVS:
         return self
 
     def _run(self, *argv):
-        return subprocess.run(argv, env=self.env, check=True, capture_output=True, text=True,
-                              timeout=30)
+        p = subprocess.run(argv, env=self.env, check=False, capture_output=True, text=True,
+                           timeout=30)
+        if p.returncode:
+            raise AssertionError(f"{argv} failed ({p.returncode}): {p.stderr}{p.stdout}")
+        return p
 
     def vsctl(self, *args):
         return self._run("ovs-vsctl", f"--db={self.db}", "--timeout=20", *args).stdout
@@ -265,3 +268,48 @@ def test_bundled_reconciliation_on_real_ovs(ovs):
         bg2.call(bg2.controller.move_port, "db1", "hv3")
         bg2.wait_converged(15, hosts=["hv1"])
         assert bg2.controller.agents["hv1"].total_flow_mods == 0
+
+
+def test_ipv6_nd_responder_port_security_and_acl_on_real_ovs(ovs):
+    state = three_tier(ovs)
+    d = state.to_dict()
+    d["switches"]["red"]["subnet6"] = "fd00::/64"
+    for name, ip6 in (("web1", "fd00::1"), ("app1", "fd00::2"), ("db1", "fd00::3")):
+        d["ports"][name]["ips"].append(ip6)
+    with BackgroundController(State.from_dict(d)) as bg:
+        bg.wait_converged(15, hosts=["hv1"])
+        assert bg.controller.agents["hv1"].n_errors == 0
+        st = bg.controller.state
+        tun = int(ovs.vsctl("get", "Interface", F.tunnel_port_name("hv2"), "ofport"))
+        ns = (f"in_port=2,dl_src={APP},dl_dst=33:33:ff:00:00:03,icmp6,ipv6_src=fd00::2,"
+              f"ipv6_dst=ff02::1:ff00:3,icmpv6_type=135,icmpv6_code=0,nd_target=fd00::3,"
+              f"nd_sll={APP}")
+        # a solicitation for db1 (on hv2) goes to the controller, never to a tunnel
+        t = ovs.trace(ns)
+        assert "controller" in t.split("Datapath actions:")[-1] and ports_out(t) == [], t
+        # one for an unknown address floods hv1's red ports only
+        t = ovs.trace(ns.replace("nd_target=fd00::3", "nd_target=fd00::99"))
+        assert ports_out(t) == ["1"], t
+        # claiming another MAC in the solicitation: dropped
+        t = ovs.trace(ns.replace(f"nd_sll={APP}", "nd_sll=02:00:00:00:09:09"))
+        assert "Datapath actions: drop" in t, t
+        # app -> db tcp/5432 over IPv6: out the tunnel with the option
+        tcp6 = (f"in_port=2,dl_src={APP},dl_dst={DB},tcp6,ipv6_src=fd00::2,ipv6_dst=fd00::3,"
+                f"tp_src=41000,tp_dst=5432")
+        t = ovs.trace(tcp6, "trk,new")
+        assert ports_out(t) == [str(tun)], t
+        assert f"set_field:{st.port_key('db1'):#x}->tun_metadata0" in t, t
+        # spoofed IPv6 source: dropped at port security
+        t = ovs.trace(tcp6.replace("ipv6_src=fd00::2", "ipv6_src=fd00::9"), "trk,new")
+        assert ports_out(t) == [], t
+        # db -> app:8080 over IPv6 from the tunnel: app only admits @web
+        t = ovs.trace(geneve(100, st, "db1", "app1") + tcp6.replace("in_port=2", f"in_port={tun}")
+                      .replace(f"dl_src={APP},dl_dst={DB}", f"dl_src={DB},dl_dst={APP}")
+                      .replace("ipv6_src=fd00::2,ipv6_dst=fd00::3", "ipv6_src=fd00::3,"
+                               "ipv6_dst=fd00::2").replace("tp_dst=5432", "tp_dst=8080"),
+                      "trk,new")
+        assert ports_out(t) == [], t
+        # web -> app:8080 over IPv6 is admitted (web's IPv6 address is in @web)
+        t = ovs.trace(f"in_port=1,dl_src={WEB},dl_dst={APP},tcp6,ipv6_src=fd00::1,"
+                      f"ipv6_dst=fd00::2,tp_src=1000,tp_dst=8080", "trk,new", "trk,new")
+        assert ports_out(t) == ["2"], t
