@@ -142,7 +142,7 @@ def test_stateful_acl_across_hosts(overlay, vms):
         listener.wait()
 
 
-def test_migration_during_continuous_ping_loses_under_a_second(overlay, hvs, vms):
+def test_migration_during_continuous_ping_loses_under_a_second(overlay, hvs, vms, capsys):
     a, b = vms["a"], vms["b"]
     bg = overlay
     interval = 0.01
@@ -160,9 +160,10 @@ def test_migration_during_continuous_ping_loses_under_a_second(overlay, hvs, vms
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     sent, got = int(m.group(1)), int(m.group(2))
     lost_s = (sent - got) * interval
-    print(f"\nmigration hv2 -> hv3: cable move + reconcile took {t1 - t0:.2f} s, "
-          f"ping lost {sent - got} of {sent} at {interval * 1000:.0f} ms "
-          f"= {lost_s * 1000:.0f} ms of traffic")
+    with capsys.disabled():     # printed in every run, not only with -s
+        print(f"\nmigration hv2 -> hv3: cable move + reconcile took {t1 - t0:.2f} s, "
+              f"ping lost {sent - got} of {sent} at {interval * 1000:.0f} ms "
+              f"= {lost_s * 1000:.0f} ms of traffic")
     assert got > 0 and lost_s < 1.0, out
     assert a.ping(b.addr, count=2).returncode == 0
     assert bg.controller.agents["hv3"].garps_sent == 1
