@@ -275,6 +275,7 @@ class TunnelManager:
         self.endpoints: dict[tuple, Endpoint] = {}
         self.tx_counters = tnl.Counters()
         self.pop_counters = tnl.Counters()   # TunnelPop run in Python (rare)
+        self._pushed: list | None = None     # the table tnl_pop has
         self.wake_dp_port: int | None = None
         self._wake_sock = None
         self._queue: collections.deque = collections.deque()
@@ -332,7 +333,10 @@ class TunnelManager:
         every reconcile and TLV map change), on the datapath thread."""
         from fastpath import execute as fx
         spec = [(p.dp_port, p.cfg, p.tlv()) for p in self.ports.values()]
+        if spec == self._pushed:
+            return
         self.reconciler.datapath.call(lambda dpif: fx.set_tunnel_ports(spec))
+        self._pushed = spec
 
     def tlv_map_changed(self) -> None:
         self.push_table()
