@@ -108,6 +108,14 @@ def test_tenants_across_tunnels_and_arp_stays_local(overlay, vms, tmp_path):
         cap.wait(10)
     frames = inner_frames(pcap)
     assert sum(f.type == 0x0800 for f in frames) >= 12   # the pings crossed the underlay
+    # every tunnelled frame carries its tenant's VNI, and only that tenant's MACs
+    from scapy.all import Ether
+    vni = {"red": 100, "blue": 200}
+    owner = {vms[n].mac: TENANT[n] for n in vms}
+    for _, _, g in geneve_packets(pcap):
+        inner = Ether(bytes(g.payload))
+        tenants = {owner.get(inner.src), owner.get(inner.dst)} - {None}
+        assert len(tenants) == 1 and vni[tenants.pop()] == g.vni, (g.vni, inner.summary())
     arps = [f"{f.src}->{f.dst} op={f['ARP'].op}" for f in frames if f.type == 0x0806]
     # no ARP at all crosses a tunnel: the source host answers every request
     # for a known address (broadcast or a unicast probe) with an ARP reply
