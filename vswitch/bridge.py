@@ -1019,7 +1019,8 @@ class BridgeReconciler:
                                                  for dp, name in dpif.ports().items()})
         n_flows = self.datapath.call(lambda dpif: dpif.flow_count())
         out = [f"netdev@pyvswitch:\n  upcalls:{self.datapath.upcalls} "
-               f"upcall_errors:{self.datapath.upcall_errors} flows:{n_flows}\n"]
+               f"upcall_errors:{self.datapath.upcall_errors} "
+               f"upcall_dropped:{self.datapath.upcalls_dropped} flows:{n_flows}\n"]
         cto = self.ct_offload
         out.append(f"  ct_offload: flows:{len(cto.entries)} connections:{len(cto.by_conn)} "
                    + " ".join(f"{k}:{v}" for k, v in cto.stats.items()) + "\n")

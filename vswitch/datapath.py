@@ -7,6 +7,12 @@ and datapath actions use, while each bridge numbers its ports with OpenFlow
 come back as upcalls and are handed to `upcall_handler`, on this same thread,
 which runs the slow path and installs the resulting megaflow.
 
+Upcalls wait in a bounded queue (`UPCALL_QUEUE`): each loop handles them for
+at most `UPCALL_BUDGET` seconds, then polls the ports again, so an upcall
+storm (each costs the slow path tens of microseconds) cannot stall the
+established flows; what does not fit the queue is dropped and counted
+(`upcalls_dropped`), as OVS drops what its handler queues cannot take.
+
 Everything else touches the datapath only through `call()`: the function runs
 on the datapath thread between two bursts and its result is handed back, so the
 Cython tables have one writer and need no locks, and a caller that got its
@@ -15,15 +21,19 @@ answer knows the datapath already obeys (what BARRIER needs).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 20  # longest wait for packets before looking at the command queue
+UPCALL_QUEUE = 4096  # upcalls waiting for the slow path, at most
+UPCALL_BUDGET = 0.002  # seconds of upcall handling between two polls
 
 
 class Datapath:
@@ -39,6 +49,8 @@ class Datapath:
         self._thread: threading.Thread | None = None
         self.upcalls = 0
         self.upcall_errors = 0
+        self.upcalls_dropped = 0
+        self._upcall_q: collections.deque = collections.deque()
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -73,22 +85,19 @@ class Datapath:
     # --- the loop --------------------------------------------------------
     def _run(self) -> None:
         dpif = self.dpif
+        q = self._upcall_q
         while not self._stop.is_set():
             try:
-                upcalls = dpif.poll(POLL_MS)
+                upcalls = dpif.poll(0 if q else POLL_MS)
             except Exception:
                 log.exception("datapath poll failed")
                 upcalls = ()
-            for upcall in upcalls:
-                self.upcalls += 1
-                try:
-                    if self.upcall_handler is not None:
-                        self.upcall_handler(self, upcall)
-                except Exception:
-                    # A packet the slow path cannot handle is dropped and
-                    # counted; the datapath keeps forwarding everything else.
-                    self.upcall_errors += 1
-                    log.exception("upcall on dp port %d failed", upcall.dp_port)
+            room = UPCALL_QUEUE - len(q)
+            if len(upcalls) > room:
+                self.upcalls_dropped += len(upcalls) - max(room, 0)
+                upcalls = upcalls[:max(room, 0)]
+            q.extend(upcalls)
+            self._handle_upcalls(q)
             self._drain_commands()
             if self.after_poll is not None:
                 try:
@@ -96,6 +105,23 @@ class Datapath:
                 except Exception:
                     log.exception("after-poll hook failed")
         self._drain_commands()
+
+    def _handle_upcalls(self, q: collections.deque) -> None:
+        """Hand queued upcalls to the slow path for UPCALL_BUDGET seconds."""
+        deadline = time.monotonic() + UPCALL_BUDGET
+        while q:
+            upcall = q.popleft()
+            self.upcalls += 1
+            try:
+                if self.upcall_handler is not None:
+                    self.upcall_handler(self, upcall)
+            except Exception:
+                # A packet the slow path cannot handle is dropped and
+                # counted; the datapath keeps forwarding everything else.
+                self.upcall_errors += 1
+                log.exception("upcall on dp port %d failed", upcall.dp_port)
+            if time.monotonic() >= deadline:
+                return
 
     def _drain_commands(self) -> None:
         if self._commands.empty():  # the common case: no exception raised
