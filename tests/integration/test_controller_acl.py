@@ -86,6 +86,14 @@ def test_three_tier_policy(tiers, daemon):
     # ICMP: web admits it, db does not; client has no ACL, replies to it pass
     assert client.ping(web.addr, count=2).returncode == 0
     assert client.ping(db.addr, count=1, wait=1).returncode != 0
+    # the allow rules name TCP: UDP to the same ports is dropped; a port in
+    # no ACL'd group (client) takes anything
+    sinks = {n: hosts[n].udp_sink(p, idle=1.5) for n, p in (("web", 80), ("db", 5432),
+                                                             ("client", 9000))}
+    app.udp_send(web.addr, 80, 5)
+    app.udp_send(db.addr, 5432, 5)
+    db.udp_send(client.addr, 9000, 5)
+    assert {n: s.count() for n, s in sinks.items()} == {"web": 0, "db": 0, "client": 5}
     # connections are tracked in per-port zones (key = zone: web 1, app 2,
     # db 3): app->db committed at app's ingress and db's egress; the denied
     # web->db attempt only in web's zone, never in db's
