@@ -460,3 +460,13 @@ def test_neighbour_solicitation_answered_at_the_source():
     na_spoof = {**ns(st, "a", "fd00::2"), "icmpv6_type": 136, "ipv6_nd_tll": st.ports["a"].mac}
     del na_spoof["ipv6_nd_sll"]
     assert net.send(host, port, na_spoof) == []
+
+
+def test_ipv6_rules_survive_the_os_ken_codec():
+    st = v6_net().state
+    st.set_acls([{"group": "db", "proto": "tcp", "ports": [5432], "src": "fd00::/64"},
+                 {"group": "db", "proto": "icmp", "src": "fd00::1/128"},
+                 {"group": "web", "proto": "udp", "src": "10.0.0.0/8"}])
+    for h, v in views_for(st).items():
+        for f in F.host_flows(st, h, v):
+            assert ofmsg.canonical(f) == f
