@@ -39,6 +39,65 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def megaflow_memory(n: int = 50_000) -> dict:
+    """Bytes per cached megaflow: the userspace cache (RSS growth of this
+    process over ``n`` exact 5-tuple megaflows: C entry, Python object and
+    indexes) and the XDP cache (kernel memory of its per-flow maps, from
+    bpftool's ``bytes_memlock``, over its capacity -- preallocated)."""
+    import gc
+    import secrets
+    import subprocess
+
+    from fastpath.dpif import Dpif
+    from slowpath import dpactions as A
+    from slowpath.fields import FLOW_KEY_SIZE, MEMBERS
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    mask = bytearray(FLOW_KEY_SIZE)
+    for m in ("in_port", "dl_type", "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst"):
+        o, sz = MEMBERS[m]
+        mask[o:o + sz] = b"\xff" * sz
+    (o, _), key, keys = MEMBERS["tp_src"], bytearray(FLOW_KEY_SIZE), []
+    for i in range(n):
+        key[o:o + 4] = i.to_bytes(4, "big")           # tp_src, tp_dst
+        keys.append(bytes(key))
+    dpif, acts = Dpif(), (A.Output(2),)
+    gc.collect()
+    r0 = rss()
+    for k in keys:
+        dpif.flow_put(k, bytes(mask), acts)
+    gc.collect()
+    out = {"userspace": (rss() - r0) / n}
+    dpif.close()
+    try:
+        from fastpath.bpf import xdp_cache as X
+
+        xc = X.XdpCache(os.path.join(X.PIN_ROOT, "memb-" + secrets.token_hex(4)), max_flows=n)
+        try:
+            total = 0
+            for name in ("flows", "stats", "mftab", "megaflows", "emc"):
+                info = json.loads(subprocess.run(
+                    ["bpftool", "-j", "map", "show", "pinned", os.path.join(xc.pin_dir, name)],
+                    capture_output=True, text=True, check=True).stdout)
+                total += int(info["bytes_memlock"])
+            out["xdp_kernel"] = total / n
+        finally:
+            xc.close()
+    except Exception as e:  # no root/bpftool: say so, keep the userspace figure
+        out["xdp_kernel_error"] = str(e)
+    return out
+
+
+def memory_line(mem: dict) -> str:
+    return ("Memory per cached megaflow: userspace cache "
+            f"{mem['userspace']:.0f} B; XDP cache "
+            + (f"{mem['xdp_kernel']:.0f} B of kernel maps (preallocated per slot)"
+               if "xdp_kernel" in mem else f"n/a ({mem.get('xdp_kernel_error')})"))
+
+
 def plot(results: list[dict], path: str) -> None:
     """Grouped bars: Mpps per system for each flow count, min–max whiskers."""
     import matplotlib
@@ -115,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return 1
     print()
-    md = table(results)
+    md = table(results) + "\n\n" + memory_line(megaflow_memory())
     print(md)
     base = a.json.rsplit(".", 1)[0]
     with open(a.json, "w") as f:
