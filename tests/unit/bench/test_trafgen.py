@@ -26,7 +26,7 @@ def test_flows_program_varies_only_the_udp_ports(n_flows):
     prog = load_xdp(flows_program(n_flows), b"t_flows")
     try:
         flows = set()
-        for _ in range(300):
+        for _ in range(600):
             verdict, out = run_once(prog, FRAME)
             assert verdict == XDP_TX
             assert out[:34] == FRAME[:34] and out[38:] == FRAME[38:]
@@ -37,7 +37,8 @@ def test_flows_program_varies_only_the_udp_ports(n_flows):
     if n_flows == 7:
         assert len(flows) == 7
     else:
-        assert len(flows) > 250  # random over 1000 flows or 2^32
+        # random over 1000 flows (expect ~451 distinct of 600, sd ~9) or 2^32
+        assert len(flows) > 400
         if n_flows:
             assert all(s + ((d - 5000) << 16) < n_flows for s, d in flows)
 
