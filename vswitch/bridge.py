@@ -871,8 +871,8 @@ class BridgeReconciler:
         off = self.ct_offload
         with self.ofproto_lock:
             version = bridge.pipeline.version
-            if off.refused_before(key, version):
-                return
+            if off.refused_before(key, version) or off.covered(key, dp_port):
+                return      # (covered: a packet of the burst that installed it)
             plan = off.plan(bridge.pipeline, key, now)
             if plan is None:
                 off.refuse(key, version)

@@ -91,9 +91,10 @@ class Plan:
     hits are credited to, and how to check it again."""
 
     __slots__ = ("offloads", "pipeline", "in_ofport", "match", "mask", "actions", "conns",
-                 "xouts")
+                 "xouts", "flow")
 
     def __init__(self, offloads, pipeline, in_ofport, match, mask, actions, conns, xouts):
+        self.flow = b""             # _flow_id of the key it was planned for
         self.offloads, self.pipeline, self.in_ofport = offloads, pipeline, in_ofport
         self.match, self.mask, self.actions = match, mask, actions
         self.conns = conns          # [(Conn, reply)] in the order the ct actions run
@@ -137,6 +138,7 @@ class CtOffload:
         self.entries: dict[tuple[bytes, bytes], Plan] = {}    # datapath (match, mask)
         self.by_conn: dict = {}                                # Conn -> {(match, mask)}
         self.refused: OrderedDict = OrderedDict()              # flow -> pipeline version
+        self.by_flow: dict[bytes, set] = {}                    # flow -> {(match, mask)}
         self.stats = {"installed": 0, "refused": 0, "removed": 0}
 
     # --- deciding -------------------------------------------------------------
@@ -158,6 +160,19 @@ class CtOffload:
             elif not isinstance(a, _PASS):
                 return False
         return False
+
+    def covered(self, key: FlowKey, dp_port: int) -> bool:
+        """Is a packet with ``key`` (in_port the ofport) already matched by
+        an installed entry (in_port ``dp_port``)?  Then it came up in the
+        same burst as the packet that installed it: nothing to plan."""
+        ents = self.by_flow.get(_flow_id(key))
+        if not ents:
+            return False
+        k = key.copy()
+        k.in_port = dp_port
+        ki = int(k)
+        return any(ki & int.from_bytes(mask, "big") == int.from_bytes(match, "big")
+                   for match, mask in ents)
 
     def refused_before(self, key: FlowKey, version: int) -> bool:
         return self.refused.get(_flow_id(key)) == version
@@ -193,8 +208,10 @@ class CtOffload:
             return None
         mask = state["mask"]
         match = (int(key) & mask & ~_TCP_FLAGS_BITS).to_bytes(FLOW_KEY_SIZE, "big")
-        return Plan(self, pipeline, key.in_port, match, mask.to_bytes(FLOW_KEY_SIZE, "big"),
+        plan = Plan(self, pipeline, key.in_port, match, mask.to_bytes(FLOW_KEY_SIZE, "big"),
                     acts, state["conns"], state["xouts"])
+        plan.flow = _flow_id(key)
+        return plan
 
     def _walk(self, pipeline, actions, sim: FlowKey, now: float, depth: int, st) -> list:
         out = []
@@ -250,6 +267,7 @@ class CtOffload:
         """``plan`` is in the datapath as (match, mask) (in_port = dp_port)."""
         k = (match, mask)
         self.entries[k] = plan
+        self.by_flow.setdefault(plan.flow, set()).add(k)
         for conn, _ in plan.conns:
             self.tracker.offload(conn.zone, conn.key)
             self.by_conn.setdefault(conn, set()).add(k)
@@ -261,6 +279,11 @@ class CtOffload:
         if plan is None:
             return
         self.stats["removed"] += 1
+        flows = self.by_flow.get(plan.flow)
+        if flows is not None:
+            flows.discard((match, mask))
+            if not flows:
+                del self.by_flow[plan.flow]
         for conn, _ in plan.conns:
             keys = self.by_conn.get(conn)
             if keys is not None:
@@ -283,6 +306,7 @@ class CtOffload:
             self.tracker.release(conn)
         self.entries.clear()
         self.by_conn.clear()
+        self.by_flow.clear()
 
     def used(self, conn, stats) -> float:
         """Last hit of any entry of ``conn``; ``stats(match, mask)`` gives

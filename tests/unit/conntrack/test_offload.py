@@ -400,3 +400,19 @@ def test_fast_path_cache_prefers_the_offloaded_entry():
     assert cache.lookup(syn).actions == ("generic",)
     cache.delete(plan.match, plan.mask)
     assert cache.lookup(key).actions == ("generic",)
+
+
+def test_packets_of_the_installing_burst_do_not_plan_again():
+    h = Harness(firewall("plain"))
+    install(h)
+    handshake(h)
+    pkt = tcp(flags="PA", seq=1001, ack=5001, payload=b"z")
+    plan = h.plan(pkt, 1)
+    m = FlowKey(plan.match)
+    m.in_port = 11                       # the datapath's view of ofport 1
+    h.off.installed(bytes(m), plan.mask, plan)
+    assert h.off.covered(parse_packet(bytes(tcp(flags="A", seq=7, ack=9)), 1), 11)
+    assert not h.off.covered(parse_packet(bytes(tcp(flags="A", sport=40001)), 1), 11)
+    assert not h.off.covered(parse_packet(bytes(tcp(flags="FA")), 1), 11)
+    h.off.forget(bytes(m), plan.mask)
+    assert not h.off.covered(parse_packet(bytes(pkt), 1), 11) and h.off.by_flow == {}
