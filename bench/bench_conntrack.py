@@ -2,6 +2,13 @@
 
 ``python -m bench.bench_conntrack [--seconds S] [--reps N]`` (root).
 
+Three firewall settings: off (``in_port`` rules), on with conntrack offload
+(the default: established connections become exact megaflows of the fast
+path, slowpath/conntrack/offload.py), and on with offload turned off
+(``dpctl/ct-set-offload off``: every packet through ``ct`` in Python).  The
+established-flow figure is also measured behind the XDP flow cache
+(``datapath_type=xdp``), where offloaded connections run in the kernel.
+
 * **new connections/s**: a client in h1 opens, uses (100 bytes echoed) and
   closes TCP connections to a server in h2 one after another for S seconds;
   "off" forwards with ``in_port`` rules, "on" runs the stateful policy below
@@ -73,7 +80,7 @@ def _load(daemon, bridge, flows: str) -> None:
         raise RuntimeError(p.stderr)
 
 
-def conns_per_second(firewall: bool, seconds: float) -> tuple[float, int]:
+def conns_per_second(firewall: bool, seconds: float, offload: bool = True) -> tuple[float, int]:
     with Topology() as topo:
         h1 = topo.add_host("h1", "10.78.0.1/24")
         h2 = topo.add_host("h2", "10.78.0.2/24")
@@ -88,6 +95,8 @@ def conns_per_second(firewall: bool, seconds: float) -> tuple[float, int]:
             for port in topo.ports:
                 daemon.vsctl("add-port", br, port)
             _load(daemon, br, FIREWALL if firewall else PLAIN)
+            if not offload:
+                daemon.appctl("dpctl/ct-set-offload", "off")
             server = subprocess.Popen(["ip", "netns", "exec", h2.netns, sys.executable, "-c",
                                        SERVER], stdout=subprocess.PIPE, text=True)
             assert server.stdout.readline().strip() == "ready"
@@ -102,13 +111,18 @@ def conns_per_second(firewall: bool, seconds: float) -> tuple[float, int]:
 
 
 class PyvswitchFirewall(Pyvswitch):
-    def __init__(self):
-        super().__init__("in_port")
-        self.name = "pyvswitch-afpacket-firewall"
+    def __init__(self, offload: bool = True, datapath_type: str = "netdev"):
+        super().__init__("in_port", datapath_type=datapath_type)
+        self.offload = offload
+        self.name = (f"pyvswitch-{'xdp' if datapath_type == 'xdp' else 'afpacket'}-firewall"
+                     + ("" if offload else "-no-offload"))
+        self.offload_report = ""
 
     def setup(self, topo: Topology) -> None:
         super().setup(topo)
         _load(self.daemon, self.br, FIREWALL)
+        if not self.offload:
+            self.daemon.appctl("dpctl/ct-set-offload", "off")
         h1, h2 = topo.hosts["h1"], topo.hosts["h2"]
         h2.run("ip", "neigh", "replace", h1.addr, "lladdr", h1.mac, "dev", "eth0")
         # The generator's flow (1234 -> 5678) is committed by a first packet
@@ -128,37 +142,66 @@ class PyvswitchFirewall(Pyvswitch):
             raise RuntimeError("the measured flow is not established: " + dump)
         _pin(self.daemon.proc.pid, SWITCH_CPU)
 
+    def teardown(self) -> None:
+        try:      # did the measured flow run offloaded?  (sanity, to stderr)
+            show = self.daemon.appctl("dpctl/show")
+            self.offload_report = next((ln.strip() for ln in show.splitlines()
+                                        if "ct_offload" in ln), "")
+            self.offload_report += " " + next((ln.strip() for ln in show.splitlines()
+                                               if "upcalls:" in ln), "")
+        except Exception as e:      # noqa: BLE001 - figures only
+            self.offload_report = f"(no report: {e})"
+        super().teardown()
+
+
+def _fmt(xs: list[float], fmt: str) -> str:
+    if not xs:
+        return "–"
+    return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}–{max(xs):{fmt}})"
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args(argv)
-    rows = ["| firewall | new TCP connections/s (median, min–max) | established Mpps (median, min–max) |",
-            "|---|---|---|"]
-    conns = {False: [], True: []}
-    mpps = {False: [], True: []}
+    # (name, firewall, offload); conns/s and Mpps through AF_PACKET ports
+    settings = [("off", False, True), ("on, offload", True, True),
+                ("on, no offload", True, False)]
+    conns = {n: [] for n, _, _ in settings}
+    mpps = {n: [] for n, _, _ in settings}
+    xdp = {"off": [], "on, offload": []}
     for rep in range(a.reps):
-        for fw in (False, True):
-            rate, fail = conns_per_second(fw, a.seconds)
-            conns[fw].append(rate)
-            print(f"rep {rep + 1} firewall={'on' if fw else 'off'}: {rate:.0f} conn/s "
-                  f"({fail} failed)", file=sys.stderr)
+        for name, fw, off in settings:
+            rate, fail = conns_per_second(fw, a.seconds, off)
+            conns[name].append(rate)
+            print(f"rep {rep + 1} firewall {name}: {rate:.0f} conn/s ({fail} failed)",
+                  file=sys.stderr)
     bench = Bench()
     try:
         for rep in range(a.reps):
-            for fw in (False, True):
-                system = PyvswitchFirewall() if fw else Pyvswitch("in_port")
-                r = bench.measure(system, a.seconds, 1)
-                mpps[fw].append(r["mpps"])
-                print(f"rep {rep + 1} firewall={'on' if fw else 'off'}: {r['mpps']:.4f} Mpps "
-                      f"(offered {r['offered_mpps']:.2f})", file=sys.stderr)
+            systems = [(name, mpps, PyvswitchFirewall(off) if fw else Pyvswitch("in_port"))
+                       for name, fw, off in settings]
+            systems += [("off", xdp, Pyvswitch("in_port", datapath_type="xdp")),
+                        ("on, offload", xdp, PyvswitchFirewall(True, datapath_type="xdp"))]
+            for name, table, system in systems:
+                try:
+                    r = bench.measure(system, a.seconds, 1)
+                except Exception as e:     # noqa: BLE001 - one system failing is a figure too
+                    print(f"rep {rep + 1} {system.name}: failed: {e}", file=sys.stderr)
+                    continue
+                table[name].append(r["mpps"])
+                print(f"rep {rep + 1} {system.name}: {r['mpps']:.4f} Mpps "
+                      f"(offered {r['offered_mpps']:.2f}) "
+                      f"{getattr(system, 'offload_report', '')}", file=sys.stderr)
     finally:
         bench.close()
-    for fw in (False, True):
-        c, m = conns[fw], mpps[fw]
-        rows.append(f"| {'on' if fw else 'off'} | {statistics.median(c):.0f} ({min(c):.0f}–{max(c):.0f}) "
-                    f"| {statistics.median(m):.4f} ({min(m):.4f}–{max(m):.4f}) |")
+    rows = ["| firewall | new TCP connections/s | established Mpps (AF_PACKET) "
+            "| established Mpps (XDP cache) |", "|---|---|---|---|"]
+    for name, _, _ in settings:
+        rows.append(f"| {name} | {_fmt(conns[name], '.0f')} | {_fmt(mpps[name], '.4f')} "
+                    f"| {_fmt(xdp.get(name, []), '.3f')} |")
+    print(f"(medians of {a.reps}, min–max; 64-byte UDP, one flow; 2 shared cores: noisy)")
     print("\n".join(rows))
     return 0
 
