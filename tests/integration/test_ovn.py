@@ -288,3 +288,49 @@ def test_port_move_during_continuous_ping(ovn):
     finally:
         ovn.move_vm(c, hv1)
         ovn.wait_up(c)
+
+
+def test_mixed_deployment_pyvswitch_and_open_vswitch():
+    """hv1 runs pyvswitch, hv2 Open vSwitch 3.1's userspace datapath (its
+    underlay NIC on br-phy, as OVS tunnels natively): the same logical
+    network works across them — switching, routing, a stateful ACL and a
+    load balancer whose backends sit on both kinds of switch."""
+    _tools()
+    require_tools("ovs-vswitchd", package="openvswitch-switch")
+    with Deployment() as ovn:
+        try:
+            hv1, hv2 = ovn.add_hypervisor("hv1"), ovn.add_hypervisor("hv2", switch="ovs")
+            n = ovn.nbctl
+            n("ls-add", "sw0")
+            n("ls-add", "sw1")
+            n("lr-add", "lr0")
+            n("lrp-add", "lr0", "lr0-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
+            n("lrp-add", "lr0", "lr0-sw1", "02:ff:00:00:01:01", "10.1.0.254/24")
+            for sw in ("sw0", "sw1"):
+                n("lsp-add", sw, f"{sw}-lr0", "--", "lsp-set-type", f"{sw}-lr0", "router",
+                  "--", "lsp-set-addresses", f"{sw}-lr0", "router",
+                  "--", "lsp-set-options", f"{sw}-lr0", f"router-port=lr0-{sw}")
+            a = ovn.add_vm("a", hv1, "sw0", "10.0.0.1/24", gateway="10.0.0.254")
+            b = ovn.add_vm("b", hv2, "sw0", "10.0.0.2/24", gateway="10.0.0.254")
+            d = ovn.add_vm("d", hv2, "sw1", "10.1.0.4/24", gateway="10.1.0.254")
+            f = ovn.add_vm("f", hv1, "sw1", "10.1.0.6/24", gateway="10.1.0.254")
+            ovn.wait_up(a, b, d, f)
+            for src, dst in ((a, b), (b, a), (a, d), (d, a), (f, b)):
+                check(src.reaches(dst.addr), ovn, f"{src.name} -> {dst.name}")
+                p = src.ping(dst.addr, count=3)
+                check(" 0% packet loss" in p.stdout, ovn, p.stdout)
+            n("acl-add", "sw0", "to-lport", "1000", 'outport == "a" && ip4', "drop", "--",
+              "acl-add", "sw0", "from-lport", "1000", 'inport == "a" && ip4', "allow-related")
+            n("lb-add", "lb0", "10.0.0.100:80", f"{d.addr}:80,{f.addr}:80", "tcp")
+            n("ls-lb-add", "sw0", "lb0", "--", "lr-lb-add", "lr0", "lb0")
+            srv = [tcp_server(d, 80, "d"), tcp_server(f, 80, "f"), tcp_server(a, 80, "a")]
+            try:
+                n("--wait=hv", "sync")
+                assert tcp_get(b, a.addr, 80) == "TimeoutError"       # into a: dropped
+                got = {tcp_get(vm, "10.0.0.100", 80, timeout=3) for vm in (a, b) for _ in range(8)}
+                check(got == {"d", "f"}, ovn, f"replies {got}")       # out of a: allowed
+            finally:
+                stop(*srv)
+        except BaseException:
+            print(ovn.logs())
+            raise
