@@ -625,7 +625,8 @@ class XdpCache:
     def put(self, match: bytes, mask: bytes, actions: tuple) -> bool:
         """Install or update a megaflow.  Returns True when XDP executes it;
         False when it cannot (then the kernel entry, if any, sends matching
-        packets to userspace and counts nothing)."""
+        packets to userspace and counts nothing) or the cache is full (no
+        flow id, mask slot or output set left: then it has no entry)."""
         if len(match) != FLOW_KEY_SIZE or len(mask) != FLOW_KEY_SIZE:
             raise ValueError(f"match and mask must be {FLOW_KEY_SIZE} bytes")
         actions = tuple(actions)
@@ -645,19 +646,31 @@ class XdpCache:
             old = self.flows.get(k)
             if old is not None and old.actions == actions:
                 return not flags & XF_USERSPACE
-            if not self.free_ids:
-                raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
             group = None
-            if len(outputs) > 1:
-                group = self._group_ref(frozenset(outputs))
+            try:
+                if not self.free_ids:
+                    raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
+                if len(outputs) > 1:
+                    group = self._group_ref(frozenset(outputs))
+                if old is None:
+                    slot = self._mask_ref(xdp_key(mask))
+            except XdpError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                # Full (flows, masks or output sets): userspace keeps the
+                # megaflow; the kernel must not keep older actions for it.
+                if group is not None:
+                    self._group_unref(group)
+                if old is not None:
+                    self.delete(match, mask)
+                return False
+            if group is not None:
                 body = body[:8] + struct.pack("<I", group) + body[12:]
             body = body[:4] + struct.pack("<I", flags) + body[8:]
             fid = self.free_ids.popleft()
             gen = self.gens.get(fid, 0) + 1 & 0xffffffff
             self.gens[fid] = gen
             if old is None:
-                xmask = xdp_key(mask)
-                slot = self._mask_ref(xmask)
                 f = _Flow(fid, k[0], k[1], actions, slot)
                 f.hkey = self._mkey(f)
                 other = self.hkeys.get(f.hkey)

@@ -329,3 +329,17 @@ def test_megaflows_without_a_table_slot_overflow_into_the_hash(cache):
         assert cache.test_run(UDP4)[0] == XDP_PASS
     finally:
         cache.tab_used[:] = saved
+
+
+def test_a_full_cache_refuses_without_raising_or_keeping_stale_actions(cache):
+    """No free flow id: put returns False; an update that cannot be
+    installed removes the old kernel entry (userspace has the new one)."""
+    put_for(cache, UDP4, IN, [A.Output(2)])
+    saved = cache.free_ids.copy()
+    cache.free_ids.clear()
+    try:
+        assert put_for(cache, TCP4, mask_of("in_port", "nw_proto"), [A.Output(3)]) is False
+        assert put_for(cache, UDP4, IN, [A.Output(3)]) is False
+        assert cache.test_run(UDP4)[0] == XDP_PASS and len(cache) == 0
+    finally:
+        cache.free_ids.extend(x for x in saved if x not in cache.free_ids)
