@@ -382,3 +382,35 @@ def test_offloaded_connections_run_in_the_xdp_cache(daemon, topology, bridge_nam
     wait_for(lambda: not entries_for(daemon, t.port), what="TCP entries gone")
     wait_for(lambda: not entries_for(daemon, t.port, "--kernel"), what="TCP entries gone")
     srv.stop()
+
+
+def test_three_tier_connections_are_offloaded_across_both_zones(daemon, topology, bridge_name,
+                                                                servers, peers):
+    """The README's microsegmentation rules check every packet in two zones
+    (source, then destination): the offloaded entry flattens both ct passes,
+    and both zones' connections are kept alive and torn down."""
+    from tests.integration.test_conntrack_firewall import APP, DB, OTHER, WEB, three_tier_flows
+
+    for name, ip in (("web", WEB), ("app", APP), ("db", DB), ("other", OTHER)):
+        topology.add_host(name, ip + "/24")
+    setup_bridge(daemon, bridge_name, topology, three_tier_flows())
+    web, app = topology["web"], topology["app"]
+    servers(app, "tcp", 8080)
+    c = peers(web, "tcp", APP, 8080)
+    assert c.do("send 1000 5") == "ok" and c.do("send 1000 5") == "ok"
+    wait_for(lambda: offloaded(daemon) == 2, what="offloaded")
+    assert "connections:2" in daemon.appctl("dpctl/show")     # zone 1 and zone 2
+    before = upcalls(daemon)
+    assert c.do("send 2000000 30") == "ok"
+    assert upcalls(daemon) - before <= 2
+    time.sleep(1.5)
+    lines = [ln for ln in daemon.appctl("dpctl/dump-conntrack", "-s").splitlines()
+             if f"sport={c.port}" in ln]
+    assert len(lines) == 2 and all(sum(map(int, re.findall(r"packets=(\d+)", ln))) > 50
+                                   for ln in lines), lines
+    assert c.do("close") == "closed"
+    wait_for(lambda: offloaded(daemon) == 0, what="entries gone")
+    lines = [ln for ln in conns(daemon, "tcp") if f"sport={c.port}" in ln]
+    assert len(lines) == 2 and all("TIME_WAIT" in ln for ln in lines), lines
+    # still nothing the policy forbids: app may not open connections to web
+    assert app.ping(WEB, count=1, wait=1).returncode != 0

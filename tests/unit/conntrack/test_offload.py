@@ -416,3 +416,43 @@ def test_packets_of_the_installing_burst_do_not_plan_again():
     assert not h.off.covered(parse_packet(bytes(tcp(flags="FA")), 1), 11)
     h.off.forget(bytes(m), plan.mask)
     assert not h.off.covered(parse_packet(bytes(pkt), 1), 11) and h.off.by_flow == {}
+
+
+def test_ipv6_tcp_is_offloaded_like_ipv4():
+    c6, s6 = "2001:db8::1", "2001:db8::2"
+    rules = [fm(0, 10, "ipv6", ct(zone=1, table=1)),
+             fm(1, 100, "ct_state=+new-est+trk,tcp6,in_port=1", ct(commit=True, zone=1),
+                A.Output(2)),
+             fm(1, 90, "ct_state=+est+trk,in_port=1", A.Output(2)),
+             fm(1, 90, "ct_state=+est+trk,in_port=2", A.Output(1))]
+    h = Harness(rules)
+    install(h)
+    assert h.slow(tcp(src=c6, dst=s6, flags="S", seq=1000, v6=True), 1)
+    assert h.slow(tcp(src=s6, dst=c6, sport=8080, dport=40000, flags="SA", seq=5000,
+                      ack=1001, v6=True), 2)
+    assert h.slow(tcp(src=c6, dst=s6, flags="A", seq=1001, ack=5001, v6=True), 1)
+    for pkt, port in ((tcp(src=c6, dst=s6, flags="PA", seq=1001, ack=5001, payload=b"q",
+                           v6=True), 1),
+                      (tcp(src=s6, dst=c6, sport=8080, dport=40000, flags="A", seq=5001,
+                           ack=1002, v6=True), 2)):
+        plan = h.plan(pkt, port)
+        assert plan is not None
+        mf = Megaflow(plan.match, plan.mask, plan.actions)
+        assert mf.matches(parse_packet(bytes(pkt), port))
+        assert h.offloaded(plan, pkt, port) == h.slow(pkt, port)
+    other = tcp(src=c6, dst="2001:db8::3", flags="A", seq=1, ack=1, v6=True)
+    assert not mf.matches(parse_packet(bytes(other), 2))
+
+
+def test_retired_entries_credit_their_last_hits():
+    h = Harness(firewall("plain"))
+    install(h)
+    handshake(h)
+    plan = h.plan(tcp(flags="A", seq=1001, ack=5001), 1)
+    rv = Revalidator()
+    rv.installed_offload(plan.match, plan.mask, plan, h.now)
+    rv.sweep([(plan.match, plan.mask, plan.actions, 3, 300, h.now + 1)], h.now + 1)
+    conn = plan.conns[0][0]
+    seen = conn.packets[0]
+    rv.retire(plan.match, plan.mask, 10, 1000, h.now + 2, h.now + 2)
+    assert conn.packets[0] == seen + 7 and rv.ukeys == {}
