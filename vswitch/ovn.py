@@ -53,6 +53,23 @@ OVN_SCHEMAS = "/usr/share/ovn"
 VM_MTU = 1400          # room for the GENEVE (and OVN option) headers on a 1500 underlay
 
 
+DHCP_PROBE = """
+import sys
+from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, get_if_hwaddr, srp1
+conf.verb, conf.checkIPaddr = 0, False
+mac = get_if_hwaddr("eth0")
+p = (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+     / UDP(sport=68, dport=67) / BOOTP(chaddr=bytes.fromhex(mac.replace(":", "")), xid=77)
+     / DHCP(options=[("message-type", "discover"), "end"]))
+r = srp1(p, iface="eth0", timeout=3, retry=2)
+if r is None or DHCP not in r:
+    sys.exit("no DHCPOFFER")
+o = {k[0]: k[1] for k in r[DHCP].options if isinstance(k, tuple)}
+print(r[BOOTP].yiaddr, o.get("message-type"), o.get("router"), o.get("lease_time"),
+      o.get("server_id"), o.get("subnet_mask"))
+"""
+
+
 def sh(*argv, ns: str | None = None, check: bool = True, timeout: float = 30,
        env: dict | None = None) -> subprocess.CompletedProcess:
     argv = (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in argv]
@@ -206,6 +223,40 @@ class Vm:
              wait: float = 2.0) -> subprocess.CompletedProcess:
         return self.run("ping", "-c", count, "-i", interval, "-W", wait, dst, check=False,
                         timeout=count * (interval + wait) + 10)
+
+    def serve_tcp(self, port: int, reply: str) -> subprocess.Popen:
+        """A server answering every connection to ``port`` with ``reply``;
+        stop it with ``terminate()``."""
+        p = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", (
+            "import socket\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {port})); s.listen(64); print('ready', flush=True)\n"
+            "while True:\n"
+            f"    c, _ = s.accept(); c.sendall({reply!r}.encode()); c.close()\n")],
+            stdout=subprocess.PIPE, text=True)
+        p.stdout.readline()
+        return p
+
+    def tcp_get(self, ip: str, port: int, timeout: float = 2.0) -> str:
+        """What a server at ``ip:port`` answers, or the error's name
+        (``TimeoutError``: dropped; ``ConnectionRefusedError``: an RST)."""
+        p = self.run(sys.executable, "-c", (
+            "import socket\n"
+            "try:\n"
+            f"    s = socket.create_connection(({ip!r}, {port}), timeout={timeout})\n"
+            "    print(s.recv(100).decode())\n"
+            "except OSError as e:\n"
+            "    print(type(e).__name__)\n"), check=False, timeout=timeout + 10)
+        return p.stdout.strip()
+
+    def dhcp_discover(self) -> dict:
+        """Broadcast a DHCPDISCOVER from eth0 (scapy); the offer's fields:
+        yiaddr, message-type, router, lease_time, server_id, subnet_mask."""
+        p = self.run(sys.executable, "-c", DHCP_PROBE, check=False, timeout=30)
+        if p.returncode:
+            raise RuntimeError(f"no DHCP offer for {self.name}: {p.stdout}{p.stderr}")
+        return dict(zip(("yiaddr", "message-type", "router", "lease_time", "server_id",
+                         "subnet_mask"), p.stdout.split()))
 
     def reaches(self, dst: str, timeout: float = 20.0) -> bool:
         """Whether one ping gets through within ``timeout`` (first packets
@@ -441,8 +492,6 @@ class Deployment:
         cable moves from one hypervisor to the other and the new hypervisor
         binds the logical port (the old one unbinds as the port leaves)."""
         old = vm.hypervisor
-        # Prepare the destination first (as a hypervisor does before the
-        # switch-over), then unplug from the source and plug on the target.
         old.vsctl("--if-exists", "del-port", "br-int", vm.port)
         sh("ip", "link", "del", "eth0", ns=vm.netns)
         self._plug(vm, to)
@@ -456,6 +505,33 @@ class Deployment:
             sh("ip", "route", "add", "default", "via", vm.gateway, ns=vm.netns)
         vm.hypervisor = to
         self.bind(vm, to)
+
+    def measure_move(self, vm: Vm, to: Hypervisor, pinger: Vm,
+                     interval: float = 0.01) -> dict:
+        """Move ``vm`` to ``to`` while ``pinger`` pings it every ``interval``
+        seconds; returns sent/received pings, the traffic lost in ms and how
+        long until the SB Port_Binding named the new chassis."""
+        ping = subprocess.Popen(["ip", "netns", "exec", pinger.netns, "ping", "-i",
+                                 str(interval), "-c", str(int(5 / interval)), "-W", "1",
+                                 vm.addr],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            t = time.monotonic()
+            self.move_vm(vm, to)
+            wait_for(lambda: self.port_chassis(vm.lsp) == to.name, 30,
+                     f"{vm.lsp} bound to {to.name}")
+            bound_after = time.monotonic() - t
+            out, _ = ping.communicate(timeout=30)
+        finally:
+            if ping.poll() is None:
+                ping.kill()
+                ping.wait()
+        line = [ln for ln in out.splitlines() if "packets transmitted" in ln]
+        sent, received = (int(line[0].split()[0]), int(line[0].split()[3])) if line else (0, 0)
+        return {"sent": sent, "received": received, "interval_ms": interval * 1000,
+                "lost_ms": (sent - received) * interval * 1000, "bound_after_s": bound_after,
+                "output": out}
 
     # --- observing -------------------------------------------------------------------
     def nbctl(self, *args: str, timeout: float = 60) -> str:

@@ -23,23 +23,7 @@ import time
 import pytest
 
 from tests.capabilities import require_module, require_tools
-from vswitch.ovn import Deployment, wait_for
-
-DHCP_PROBE = textwrap.dedent("""
-    import sys
-    from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, get_if_hwaddr, srp1
-    conf.verb, conf.checkIPaddr = 0, False
-    mac = get_if_hwaddr("eth0")
-    p = (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
-         / UDP(sport=68, dport=67) / BOOTP(chaddr=bytes.fromhex(mac.replace(":", "")), xid=77)
-         / DHCP(options=[("message-type", "discover"), "end"]))
-    r = srp1(p, iface="eth0", timeout=3, retry=2)
-    if r is None or DHCP not in r:
-        sys.exit("no DHCPOFFER")
-    o = {k[0]: k[1] for k in r[DHCP].options if isinstance(k, tuple)}
-    print(r[BOOTP].yiaddr, o["message-type"], o["router"], o["lease_time"], o["server_id"])
-""")
-
+from vswitch.ovn import Deployment
 
 def _tools():
     require_tools("ovn-northd", "ovn-nbctl", "ovn-sbctl", package="ovn-central")
@@ -90,29 +74,11 @@ def check(ok: bool, ovn: Deployment, what: str = "") -> None:
 
 
 def tcp_server(vm, port: int, reply: str) -> subprocess.Popen:
-    """Accept connections on ``port`` and answer each with ``reply``."""
-    p = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, "-c", textwrap.dedent(f"""
-        import socket
-        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", {port})); s.listen(64); print("ready", flush=True)
-        while True:
-            c, _ = s.accept(); c.sendall({reply!r}.encode()); c.close()
-    """)], stdout=subprocess.PIPE, text=True)
-    p.stdout.readline()
-    return p
+    return vm.serve_tcp(port, reply)
 
 
 def tcp_get(vm, ip: str, port: int, timeout: float = 2.0) -> str:
-    """The server's reply, or the name of the error (timeout, refused)."""
-    p = vm.run(sys.executable, "-c", textwrap.dedent(f"""
-        import socket
-        try:
-            s = socket.create_connection(({ip!r}, {port}), timeout={timeout})
-            print(s.recv(100).decode())
-        except OSError as e:
-            print(type(e).__name__)
-    """), check=False, timeout=timeout + 10)
-    return p.stdout.strip()
+    return vm.tcp_get(ip, port, timeout)
 
 
 def stop(*procs) -> None:
@@ -246,11 +212,11 @@ def test_native_dhcp_from_ovn(ovn):
     """OVN answers DHCP itself: controller(pause) to ovn-controller, which
     fills in the offer and resumes the pipeline; the offer reaches the VM."""
     e = ovn.vms["e"]
-    p = e.run(sys.executable, "-c", DHCP_PROBE, check=False, timeout=30)
-    check(p.returncode == 0, ovn, p.stdout + p.stderr)
-    yiaddr, mtype, router, lease, server = p.stdout.split()
-    assert (yiaddr, mtype, router, lease, server) == ("10.1.0.5", "2", "10.1.0.254", "3600",
-                                                       "10.1.0.254")
+    offer = e.dhcp_discover()
+    assert offer == {"yiaddr": "10.1.0.5", "message-type": "2", "router": "10.1.0.254",
+                     "lease_time": "3600", "server_id": "10.1.0.254",
+                     "subnet_mask": "255.255.255.0"}, offer
+    yiaddr, router = offer["yiaddr"], offer["router"]
     # configured with what OVN offered, e talks through the router
     e.run("ip", "addr", "add", f"{yiaddr}/24", "dev", "eth0")
     e.run("ip", "route", "add", "default", "via", router)
@@ -263,25 +229,10 @@ def test_port_move_during_continuous_ping(ovn):
     a, c = ovn.vms["a"], ovn.vms["c"]
     hv1, hv2 = ovn.hypervisors["hv1"], ovn.hypervisors["hv2"]
     check(a.reaches(c.addr), ovn, "a -> c before the move")
-    interval, count = 0.01, 400
-    ping = subprocess.Popen(["ip", "netns", "exec", a.netns, "ping", "-i", str(interval), "-c",
-                             str(count), "-W", "1", c.addr], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        moved_at = time.monotonic()
-        ovn.move_vm(c, hv2)
-        wait_for(lambda: ovn.port_chassis(c.lsp) == "hv2", 30, "c bound to hv2")
-        bound_in = time.monotonic() - moved_at
-        out, _ = ping.communicate(timeout=60)
-    finally:
-        if ping.poll() is None:
-            ping.kill()
-            ping.wait()
-    stats = [ln for ln in out.splitlines() if "packets transmitted" in ln][0]
-    sent, received = int(stats.split()[0]), int(stats.split()[3])
-    lost_ms = (sent - received) * interval * 1000
-    print(f"\nport move: {sent - received} of {sent} pings lost at {interval * 1000:.0f} ms "
-          f"intervals = {lost_ms:.0f} ms of traffic; SB binding moved after {bound_in:.2f} s")
+    m = ovn.measure_move(c, hv2, pinger=a, interval=0.01)
+    received, out, lost_ms = m["received"], m["output"], m["lost_ms"]
+    print(f"\nport move: {m['sent'] - received} of {m['sent']} pings lost at 10 ms intervals "
+          f"= {lost_ms:.0f} ms of traffic; SB binding moved after {m['bound_after_s']:.2f} s")
     try:
         check(received > 0 and c.reaches(ovn.vms["b"].addr), ovn, out)
         check(lost_ms < 200, ovn, f"{lost_ms:.0f} ms lost\n{out}")
