@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the network-virtualization demo instead: three daemons "
                            "joined by GENEVE, driven by controller_stub (two tenants, "
                            "a three-tier ACL, a live migration)")
+    demo.add_argument("--ovn", action="store_true",
+                      help="real OVN (ovn-northd, ovn-controller) drives two pyvswitch "
+                           "hypervisors: logical switches and router, ACLs, a load "
+                           "balancer, native DHCP, a live migration")
 
     bench = sub.add_parser("bench", help="measure packet rates (see bench/README)",
                            add_help=False)
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         from vswitch.daemon import run_daemon
         return run_daemon(args)
     if args.command == "demo":
+        if args.ovn:
+            from vswitch.ovn_demo import run_demo as ovn_demo
+            return ovn_demo(args)
         if args.overlay:
             from controller_stub.demo import main as overlay_demo
             return overlay_demo([])
