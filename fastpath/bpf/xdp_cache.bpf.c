@@ -641,10 +641,14 @@ static __always_inline long try_mask(__u32 slot, struct search *sc)
     return 1;
 }
 
-/* bpf_loop callback for the slots after the inline ones. */
+/* bpf_loop callback for the probe positions after the inline ones. */
 static long search_mask(__u64 index, void *ctx)
 {
-    return try_mask((__u32)index + XC_DIRECT_MASKS, ctx);
+    __u32 zero = 0;
+    struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
+    if (!cfg)
+        return 1;
+    return try_mask(cfg->order[(index + XC_DIRECT_MASKS) & (XC_MAX_MASKS - 1)], ctx);
 }
 
 SEC("xdp")
@@ -699,9 +703,10 @@ int xdp_cache(struct xdp_md *ctx)
         struct search sc = { .flow_id = 0, .found = 0, .tab_mask = cfg->tab_mask,
                              .n_overflow = cfg->n_overflow };
         __u32 n = cfg->n_masks < XC_MAX_MASKS ? cfg->n_masks : XC_MAX_MASKS;
-        /* the loader fills the lowest free slots: the first ones are inline */
-        if (n > 0 && !try_mask(0, &sc) && n > 1 && !try_mask(1, &sc) && n > 2
-            && !try_mask(2, &sc) && n > 3 && !try_mask(3, &sc) && n > XC_DIRECT_MASKS)
+        /* probe order: userspace puts the most hit masks first (inline) */
+        if (n > 0 && !try_mask(cfg->order[0], &sc) && n > 1 && !try_mask(cfg->order[1], &sc)
+            && n > 2 && !try_mask(cfg->order[2], &sc) && n > 3 && !try_mask(cfg->order[3], &sc)
+            && n > XC_DIRECT_MASKS)
             bpf_loop(n - XC_DIRECT_MASKS, search_mask, &sc, 0);
         if (sc.found) {
             flow_id = sc.flow_id;

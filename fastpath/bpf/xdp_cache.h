@@ -61,6 +61,8 @@ struct xc_config {
     __u32 flags;            /* XC_CFG_* */
     __u32 tab_mask;         /* mftab has tab_mask + 1 slots (a power of two) */
     __u32 n_overflow;       /* megaflows in the `megaflows` hash (mftab had no room) */
+    __u8 order[32];         /* mask slots in probe order (XC_MAX_MASKS): the most hit
+                             * first, ranked by userspace from the counters */
 };
 
 /* The megaflow table proper: open addressing in an ARRAY (lookups the

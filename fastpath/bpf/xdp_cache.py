@@ -464,6 +464,9 @@ class XdpCache:
         self.mask_slots: dict[bytes, list] = {}              # xdp mask -> [slot, refcount]
         self.free_slots = list(range(MAX_MASKS - 1, -1, -1))
         self.xsk_enabled = False
+        self.order: list[int] = []                            # mask slots, probe order
+        self.slot_rank: dict[int, float] = {}                 # decayed hits per mask slot
+        self.slot_pkts: dict[int, int] = {}
         self.hkeys: dict[bytes, _Flow] = {}                  # megaflows key -> flow
         self.group_sets: dict[frozenset, list] = {}          # ports -> [set id, refcount]
         self.group_ports: dict[int, frozenset] = {}
@@ -535,8 +538,24 @@ class XdpCache:
         used = [s for s, _ in self.mask_slots.values()]
         n = max(used) + 1 if used else 0
         flags = (XC_CFG_EMC if len(used) >= self.emc_min_masks else 0) | (XC_CFG_XSK if self.xsk_enabled else 0)
+        rank = self.slot_rank
+        order = sorted(range(n), key=lambda sl: (-rank.get(sl, 0.0), sl))
+        self.order = order
         self._update("config", struct.pack("<I", 0),
-                     struct.pack("<IIII", n, flags, self.tab_mask, self.n_overflow))
+                     struct.pack("<IIII", n, flags, self.tab_mask, self.n_overflow)
+                     + bytes(order) + bytes(MAX_MASKS - n))
+
+    def _rank_masks(self, totals: dict) -> None:
+        """Probe the most hit masks first: ``totals`` is packets per mask
+        slot now; the rank decays by half per dump."""
+        for sl in set(self.slot_rank) | set(totals):
+            delta = totals.get(sl, 0) - self.slot_pkts.get(sl, 0)
+            self.slot_rank[sl] = self.slot_rank.get(sl, 0.0) / 2 + max(delta, 0)
+        self.slot_pkts = totals
+        used = [s for s, _ in self.mask_slots.values()]
+        n = max(used) + 1 if used else 0
+        if sorted(range(n), key=lambda sl: (-self.slot_rank.get(sl, 0.0), sl)) != self.order:
+            self._write_config()
 
     # ------------------------------------------------------------------ ports
     def attach(self, ifname: str, dp_port: int, mode: str = "native") -> None:
@@ -907,6 +926,8 @@ class XdpCache:
                 ent[1] -= 1
                 if ent[1] == 0:
                     del self.mask_slots[xm]
+                    self.slot_rank.pop(slot, None)       # a new mask starts unranked
+                    self.slot_pkts.pop(slot, None)
                     self._update("masks", struct.pack("<I", slot), bytes(8 + XK_SIZE))
                     self.free_slots.append(slot)
                     self._write_config()
@@ -985,10 +1006,13 @@ class XdpCache:
             st = self._read_stats()
             now = time.monotonic()
             out = []
+            totals: dict[int, int] = {}
             for f in self.flows.values():
                 p, b, _u = st.get(f.id, (0, 0, 0.0))
                 p += f.base[0]
+                totals[f.slot] = totals.get(f.slot, 0) + p
                 out.append((f.match, f.mask, f.actions, p, f.base[1] + b, self._used(f, p, now)))
+            self._rank_masks(totals)
             return out
 
     @staticmethod

@@ -343,3 +343,19 @@ def test_a_full_cache_refuses_without_raising_or_keeping_stale_actions(cache):
         assert cache.test_run(UDP4)[0] == XDP_PASS and len(cache) == 0
     finally:
         cache.free_ids.extend(x for x in saved if x not in cache.free_ids)
+
+
+def test_the_most_hit_mask_is_probed_first(cache):
+    """Dumps rank mask slots by their flows' new hits; the program probes
+    them in that order (and still finds every flow)."""
+    other = bytes(E / IP(src="9.9.9.9") / UDP())
+    put_for(cache, other, mask_of("in_port", "nw_src"), [A.Output(4)])     # slot 0
+    put_for(cache, UDP4, mask_of("in_port", "tp_src"), [A.Output(2)])      # slot 1
+    hot = cache.mask_slots[X.xdp_key(mask_of("in_port", "tp_src"))][0]
+    cache.dump()
+    assert cache.order[0] != hot
+    for _ in range(5):
+        assert cache.test_run(UDP4)[0] == XDP_REDIRECT
+    cache.dump()
+    assert cache.order[0] == hot
+    assert cache.test_run(other)[0] == XDP_REDIRECT and cache.test_run(UDP4)[0] == XDP_REDIRECT
