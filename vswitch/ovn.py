@@ -448,9 +448,12 @@ class Deployment:
 
     def add_vm(self, name: str, hypervisor: Hypervisor, switch: str, ip: str,
                mac: str | None = None, gateway: str | None = None,
-               lsp_addresses: str | None = None, bind: bool = True) -> Vm:
+               lsp_addresses: str | None = None, bind: bool = True,
+               create_lsp: bool = True) -> Vm:
         """A VM on ``hypervisor`` and its logical switch port ``name`` on
-        logical switch ``switch`` (addresses "MAC IP", port security on)."""
+        logical switch ``switch`` (addresses "MAC IP", port security on;
+        ``create_lsp=False``: plugged with its iface-id, the port is left to
+        the caller, and ovn-controller claims it once it exists)."""
         index = len(self.vms) + 1
         mac = mac or "0a:00:%02x:%02x:00:%02x" % (int(self.tag[:2], 16),
                                                   int(self.tag[2:], 16), index)
@@ -458,9 +461,10 @@ class Deployment:
                 mac=mac, ip=ip, port=f"vm-{name}", hypervisor=hypervisor, gateway=gateway)
         self.vms[name] = vm
         addresses = lsp_addresses or f"{mac} {vm.addr}"
-        self.central.nbctl("--may-exist", "lsp-add", switch, name, "--",
-                           "lsp-set-addresses", name, addresses, "--",
-                           "lsp-set-port-security", name, addresses)
+        if create_lsp:
+            self.central.nbctl("--may-exist", "lsp-add", switch, name, "--",
+                               "lsp-set-addresses", name, addresses, "--",
+                               "lsp-set-port-security", name, addresses)
         self._netns(vm.netns)
         self._plug(vm, hypervisor)
         sh("ip", "link", "set", "eth0", "address", mac, "mtu", VM_MTU, ns=vm.netns)
