@@ -39,39 +39,46 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+_USERSPACE_MEMORY = """
+import gc, os, sys
+from fastpath.dpif import Dpif
+from slowpath import dpactions as A
+from slowpath.fields import FLOW_KEY_SIZE, MEMBERS
+n = int(sys.argv[1])
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+mask = bytearray(FLOW_KEY_SIZE)
+for m in ("in_port", "dl_type", "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst"):
+    o, sz = MEMBERS[m]
+    mask[o:o + sz] = b"\\xff" * sz
+mask = bytes(mask)
+(o, _), key, keys = MEMBERS["tp_src"], bytearray(FLOW_KEY_SIZE), []
+for i in range(n):
+    key[o:o + 4] = i.to_bytes(4, "big")           # tp_src, tp_dst
+    keys.append(bytes(key))
+dpif, acts = Dpif(), (A.Output(2),)
+gc.collect()
+r0 = rss()
+for k in keys:
+    dpif.flow_put(k, mask, acts)
+gc.collect()
+print((rss() - r0) / n)
+"""
+
+
 def megaflow_memory(n: int = 50_000) -> dict:
-    """Bytes per cached megaflow: the userspace cache (RSS growth of this
-    process over ``n`` exact 5-tuple megaflows: C entry, Python object and
-    indexes) and the XDP cache (kernel memory of its per-flow maps, from
+    """Bytes per cached megaflow: the userspace cache (RSS growth of a fresh
+    interpreter over ``n`` exact 5-tuple megaflows: C entry, Python object
+    and indexes) and the XDP cache (kernel memory of its per-flow maps, from
     bpftool's ``bytes_memlock``, over its capacity -- preallocated)."""
-    import gc
     import secrets
     import subprocess
 
-    from fastpath.dpif import Dpif
-    from slowpath import dpactions as A
-    from slowpath.fields import FLOW_KEY_SIZE, MEMBERS
-
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    mask = bytearray(FLOW_KEY_SIZE)
-    for m in ("in_port", "dl_type", "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst"):
-        o, sz = MEMBERS[m]
-        mask[o:o + sz] = b"\xff" * sz
-    (o, _), key, keys = MEMBERS["tp_src"], bytearray(FLOW_KEY_SIZE), []
-    for i in range(n):
-        key[o:o + 4] = i.to_bytes(4, "big")           # tp_src, tp_dst
-        keys.append(bytes(key))
-    dpif, acts = Dpif(), (A.Output(2),)
-    gc.collect()
-    r0 = rss()
-    for k in keys:
-        dpif.flow_put(k, bytes(mask), acts)
-    gc.collect()
-    out = {"userspace": (rss() - r0) / n}
-    dpif.close()
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {"userspace": float(subprocess.run(
+        [sys.executable, "-c", _USERSPACE_MEMORY, str(n)], cwd=top, check=True,
+        capture_output=True, text=True).stdout)}
     try:
         from fastpath.bpf import xdp_cache as X
 
