@@ -18,7 +18,9 @@ and type, the 5-tuple, not a fragment, recirc_id 0, plus every header bit a
 later translation consulted -- and, for TCP, the flags SYN, FIN and RST
 masked in and required zero, so every segment that can change the
 connection's state still reaches the tracker through the generic megaflow
-(which the offloaded one overrides: it goes in with priority).
+(which the offloaded one overrides: it goes in with priority).  ACK must be
+set: a segment without SYN/FIN/RST and without ACK is +inv
+(tcp.invalid_flags), so it goes to the tracker too.
 
 A connection qualifies only while the decision cannot change per packet:
 `ConnTracker.predict` refuses a ``ct(commit)`` that would change mark or
@@ -35,7 +37,7 @@ pop).  What the tracker loses and how it is given back:
   the closing ACKs are seen too.  Windows are not checked for what the
   cache forwarded (the tracker turns liberal for that connection, like
   Linux's ``nf_conntrack_tcp_be_liberal`` for flowtable connections): an
-  out-of-window segment of an established connection without SYN/FIN/RST
+  out-of-window segment of an established connection (ACK, no SYN/FIN/RST)
   passes -- the one thing an offloaded connection lets through that the
   tracker would have marked +inv;
 * rule changes: entries are ukeys of the revalidator like any megaflow and
@@ -61,6 +63,7 @@ from slowpath.match import member_shift
 MAX_DEPTH = 8          # recirculations followed when flattening
 MAX_REFUSED = 65536    # remembered "this flow cannot be offloaded" answers
 _TEARDOWN = TCP_FLAGS["syn"] | TCP_FLAGS["fin"] | TCP_FLAGS["rst"]
+_ACK = TCP_FLAGS["ack"]
 
 
 def _mask_of(*members: str) -> int:
@@ -75,7 +78,10 @@ _CONN4 = _mask_of("in_port", "recirc_id", "dl_dst", "dl_src", "dl_type", "nw_fra
                   "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst")
 _CONN6 = _mask_of("in_port", "recirc_id", "dl_dst", "dl_src", "dl_type", "nw_frag",
                   "ipv6_src", "ipv6_dst", "ipv6_exthdr", "nw_proto", "tp_src", "tp_dst")
-_TCP_FLAGS_BITS = _TEARDOWN << member_shift("tcp_flags")
+# TCP: SYN, FIN, RST clear and ACK set -- exactly the segments whose flags
+# the tracker finds valid (tcp.invalid_flags) and that change no state.
+_TCP_FLAGS_BITS = (_TEARDOWN | _ACK) << member_shift("tcp_flags")
+_TCP_ACK = _ACK << member_shift("tcp_flags")
 # Key members that a recirculated translation reads but that are fixed by
 # the connection, the recirc_id or the translation before: not packet bits.
 _METADATA = _mask_of(*[m for m in MEMBERS if m.startswith("ct_")], "recirc_id", "regs",
@@ -146,7 +152,9 @@ class CtOffload:
         """Cheap first test for a packet just executed in the slow path with
         ``actions`` (its pre-ct megaflow's): a first pass, TCP/UDP without
         SYN/FIN/RST, whose first ``ct`` finds an offloadable connection."""
-        if key.recirc_id or key.tcp_flags & _TEARDOWN or not self.tracker.offload_enabled:
+        if key.recirc_id or not self.tracker.offload_enabled:
+            return False
+        if key.nw_proto == TCP and key.tcp_flags & (_TEARDOWN | _ACK) != _ACK:
             return False
         if key_tuple(key) is None:
             return False
@@ -207,7 +215,10 @@ class CtOffload:
         if not self.fast_ok(acts):
             return None
         mask = state["mask"]
-        match = (int(key) & mask & ~_TCP_FLAGS_BITS).to_bytes(FLOW_KEY_SIZE, "big")
+        m = int(key) & mask
+        if t.proto == TCP:
+            m = (m & ~_TCP_FLAGS_BITS) | _TCP_ACK
+        match = m.to_bytes(FLOW_KEY_SIZE, "big")
         plan = Plan(self, pipeline, key.in_port, match, mask.to_bytes(FLOW_KEY_SIZE, "big"),
                     acts, state["conns"], state["xouts"])
         plan.flow = _flow_id(key)
