@@ -285,3 +285,55 @@ def test_mixed_deployment_pyvswitch_and_open_vswitch():
         except BaseException:
             print(ovn.logs())
             raise
+
+
+def _peer_echo(vm, port: int) -> subprocess.Popen:
+    """A TCP server that answers each connection with the peer's address."""
+    p = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, "-c", textwrap.dedent(f"""
+        import socket
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", {port})); s.listen(16); print("ready", flush=True)
+        while True:
+            c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+    """)], stdout=subprocess.PIPE, text=True)
+    p.stdout.readline()
+    return p
+
+
+def test_gateway_router_snat_and_floating_ip():
+    """A gateway router pinned to hv1 (options:chassis) between sw0 and an
+    "external" switch: SNAT of sw0 to the router's address, and a floating
+    IP (dnat_and_snat) for b — b lives on hv2, so its traffic crosses the
+    tunnel to the gateway chassis and back.  Conntrack NAT in the router's
+    zones on pyvswitch."""
+    _tools()
+    with Deployment() as ovn:
+        try:
+            hv1, hv2 = ovn.add_hypervisor("hv1"), ovn.add_hypervisor("hv2")
+            n = ovn.nbctl
+            n("ls-add", "sw0")
+            n("ls-add", "ext")
+            n("lr-add", "gw", "--", "set", "Logical_Router", "gw", "options:chassis=hv1")
+            n("lrp-add", "gw", "gw-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
+            n("lrp-add", "gw", "gw-ext", "02:ff:00:00:02:01", "172.16.0.1/24")
+            for sw, lrp in (("sw0", "gw-sw0"), ("ext", "gw-ext")):
+                n("lsp-add", sw, f"{sw}-gw", "--", "lsp-set-type", f"{sw}-gw", "router",
+                  "--", "lsp-set-addresses", f"{sw}-gw", "router",
+                  "--", "lsp-set-options", f"{sw}-gw", f"router-port={lrp}")
+            n("lr-nat-add", "gw", "snat", "172.16.0.1", "10.0.0.0/24")
+            n("lr-nat-add", "gw", "dnat_and_snat", "172.16.0.100", "10.0.0.2")
+            a = ovn.add_vm("a", hv1, "sw0", "10.0.0.1/24", gateway="10.0.0.254")
+            b = ovn.add_vm("b", hv2, "sw0", "10.0.0.2/24", gateway="10.0.0.254")
+            x = ovn.add_vm("x", hv2, "ext", "172.16.0.10/24", gateway="172.16.0.1")
+            ovn.wait_up(a, b, x)
+            servers = [_peer_echo(x, 81), _peer_echo(b, 81)]
+            try:
+                check(a.reaches(x.addr), ovn, "a -> x")
+                assert a.tcp_get(x.addr, 81) == "172.16.0.1"       # SNAT
+                assert b.tcp_get(x.addr, 81) == "172.16.0.100"     # the floating IP
+                assert x.tcp_get("172.16.0.100", 81) == x.addr     # DNAT to b
+            finally:
+                stop(*servers)
+        except BaseException:
+            print(ovn.logs())
+            raise
