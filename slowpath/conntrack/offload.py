@@ -78,6 +78,10 @@ _CONN4 = _mask_of("in_port", "recirc_id", "dl_dst", "dl_src", "dl_type", "nw_fra
                   "nw_src", "nw_dst", "nw_proto", "tp_src", "tp_dst")
 _CONN6 = _mask_of("in_port", "recirc_id", "dl_dst", "dl_src", "dl_type", "nw_frag",
                   "ipv6_src", "ipv6_dst", "ipv6_exthdr", "nw_proto", "tp_src", "tp_dst")
+# nw_frag: only its two flag bits (FLOW_NW_FRAG_ANY | LATER) mean something
+_FRAG_UNUSED = (0xFC << member_shift("nw_frag"))
+_CONN4 &= ~_FRAG_UNUSED
+_CONN6 &= ~_FRAG_UNUSED
 # TCP: SYN, FIN, RST clear and ACK set -- exactly the segments whose flags
 # the tracker finds valid (tcp.invalid_flags) and that change no state.
 _TCP_FLAGS_BITS = (_TEARDOWN | _ACK) << member_shift("tcp_flags")
