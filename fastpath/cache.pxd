@@ -43,6 +43,7 @@ ctypedef struct fp_cache:
     uint64_t mf_hits
     uint64_t misses
     uint64_t lookups_subtables     # subtables probed (for the avg metric)
+    int emc_min                    # the EMC is used from this many subtables on
 
 cdef uint32_t fp_key_hash(const uint64_t* key) noexcept nogil
 cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t hash) noexcept nogil

@@ -60,6 +60,11 @@ cdef extern from *:
 
 cdef fp_megaflow* TOMB = <fp_megaflow*>1
 
+# The EMC pays from 3 subtables on: below, probing the masked subtables
+# (a hash and compare of their non-zero mask words only) is cheaper than a
+# hash and compare of the whole 456-byte key.
+EMC_MIN_SUBTABLES = 3
+
 
 cdef inline uint64_t _mix(uint64_t h, uint64_t w) noexcept nogil:
     w *= <uint64_t>0x87c37b91114253d5
@@ -123,10 +128,24 @@ cdef fp_megaflow* _st_lookup(fp_subtable* st, const uint64_t* key) noexcept nogi
 
 
 cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t hash) noexcept nogil:
-    """EMC, then subtables in rank order; a megaflow hit refills the EMC."""
+    """EMC, then subtables in rank order; a megaflow hit refills the EMC.
+
+    With fewer than ``emc_min`` subtables the EMC is skipped (and ``hash``
+    unused: callers may pass 0, see fp_cache_wants_hash): a whole-key hash
+    and compare cost more than probing one or two masked subtables."""
     cdef fp_emc_entry* e = &c.emc[hash & (EMC_SIZE - 1)]
     cdef fp_megaflow* mf
     cdef int i
+    if c.n_subtables < c.emc_min:
+        for i in range(c.n_subtables):
+            c.lookups_subtables += 1
+            mf = _st_lookup(c.subtables[i], key)
+            if mf != NULL:
+                c.subtables[i].hits += 1
+                c.mf_hits += 1
+                return mf
+        c.misses += 1
+        return NULL
     if e.mf != NULL and e.hash == hash and memcmp(e.key, key, FLOW_KEY_SIZE) == 0:
         c.emc_hits += 1
         return e.mf
@@ -236,6 +255,7 @@ cdef class FlowCache:
         if self.c == NULL:
             raise MemoryError()
         self.c.emc = <fp_emc_entry*>calloc(EMC_SIZE, sizeof(fp_emc_entry))
+        self.c.emc_min = EMC_MIN_SUBTABLES
         if self.c.emc == NULL:
             raise MemoryError()
         self.flows = {}
@@ -511,6 +531,15 @@ cdef class FlowCache:
 
     def rank(self):
         fp_cache_rank(self.c)
+
+    @property
+    def emc_min_subtables(self):
+        """The EMC is used once the cache has this many subtables (masks)."""
+        return self.c.emc_min
+
+    @emc_min_subtables.setter
+    def emc_min_subtables(self, int n):
+        self.c.emc_min = n
 
     def stats(self):
         return {"flows": len(self.flows), "masks": self.c.n_subtables,

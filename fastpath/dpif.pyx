@@ -108,7 +108,7 @@ cdef class Upcall:
 
 
 cdef void _run_packet(fp_dp* dp, fp_packet* p, uint64_t* key, int depth, uint64_t now_ms) noexcept nogil:
-    cdef uint32_t h = fp_key_hash(key)
+    cdef uint32_t h = fp_key_hash(key) if dp.cache.n_subtables >= dp.cache.emc_min else 0
     cdef fp_megaflow* mf = fp_cache_lookup(dp.cache, key, h)
     cdef uint8_t* acts
     if mf == NULL:
@@ -143,7 +143,7 @@ cdef bint _gso_passthrough(fp_dp* dp, const uint8_t* acts) noexcept nogil:
 cdef void _run_gso(fp_dp* dp, fp_packet* p, uint64_t* key, uint64_t now_ms) noexcept nogil:
     """A TSO/USO super-packet: forward it whole when its megaflow only outputs
     to GSO-capable ports, else segment it and run every segment."""
-    cdef uint32_t h = fp_key_hash(key)
+    cdef uint32_t h = fp_key_hash(key) if dp.cache.n_subtables >= dp.cache.emc_min else 0
     cdef fp_megaflow* mf = fp_cache_lookup(dp.cache, key, h)
     cdef uint8_t* acts
     cdef uint32_t pos = 0, alen

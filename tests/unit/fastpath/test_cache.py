@@ -89,6 +89,7 @@ def test_ranking_puts_most_hit_mask_first():
 
 def test_emc_never_returns_a_deleted_or_flushed_flow():
     c = FlowCache()
+    c.emc_min_subtables = 0                   # the EMC even with one mask
     m = mask_of("in_port")
     k = bytes(FlowKey.from_fields(in_port=1))
     c.put(k, m, "x")
@@ -120,3 +121,17 @@ def test_table_growth_and_limit():
     assert c.lookup(bytes(FlowKey.from_fields(ip_src=2, ip_dst=14))) is None
     assert c.lookup(bytes(FlowKey.from_fields(ip_src=3, ip_dst=21))).actions == 3
     assert MEGAFLOW_BYTES < 1024
+
+
+def test_few_masks_skip_the_emc_many_use_it():
+    c = FlowCache()
+    k = bytes(FlowKey.from_fields(in_port=1, ip_dst=3))
+    c.put(k, mask_of("in_port"), "x")
+    for _ in range(3):
+        assert c.lookup(k).actions == "x"
+    assert c.stats()["emc_hits"] == 0
+    c.put(k, mask_of("in_port", "ip_dst"), "y")           # overlapping: same answer either way
+    c.put(bytes(FlowKey.from_fields(tp_dst=9)), mask_of("tp_dst"), "z")
+    assert c.stats()["masks"] >= c.emc_min_subtables
+    first = c.lookup(k).actions
+    assert c.lookup(k).actions == first and c.stats()["emc_hits"] == 1
