@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from os_ken.ofproto import ofproto_v1_0 as of10
@@ -81,10 +81,12 @@ class MessageReceived:
 
 @dataclass(frozen=True)
 class ErrorSent:
-    """The channel answered a message with OFPT_ERROR by itself (for logs/tests)."""
+    """The channel answered a message with OFPT_ERROR (for logs/tests);
+    ``offending``: the whole message it refused."""
     type: int
     code: int
     xid: int
+    offending: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ class OpenFlowConnection:
             msg = dp.ofproto_parser.OFPErrorMsg(dp, type_=etype, code=ecode, data=data)
         msg.xid = xid
         self._tx += codec.serialize(msg)
-        self._events.append(ErrorSent(etype, ecode, xid))
+        self._events.append(ErrorSent(etype, ecode, xid, bytes(offending)))
 
     def close(self, reason: str = "closed") -> None:
         self._close(reason)

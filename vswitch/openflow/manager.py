@@ -32,11 +32,32 @@ from typing import Optional
 from os_ken.ofproto import ofproto_v1_3 as of13
 
 from . import codec
-from .connection import Connected, ConnectionClosed, MessageReceived, OpenFlowConnection
+from .connection import (Connected, ConnectionClosed, ErrorSent, MessageReceived,
+                         OpenFlowConnection)
 from .handlers import Channel, Handlers, SwitchContext, packet_in_msg, port_status_msg
 from .sp import OFError
 
 log = logging.getLogger(__name__)
+
+#: Refused messages are logged whole (hex, for ``ovs-ofctl ofp-print``): the
+#: 64 bytes an OFPT_ERROR carries back rarely show which action was refused.
+#: At most REFUSED_LOG_BURST per REFUSED_LOG_PERIOD seconds, as OVS rate-limits.
+REFUSED_LOG_BURST, REFUSED_LOG_PERIOD = 5, 10.0
+REFUSED_LOG_BYTES = 2048
+_refused_window = [0.0, 0]     # window start, messages logged in it
+
+
+def _log_refused(bridge: str, ev: ErrorSent, now: float) -> None:
+    if now - _refused_window[0] >= REFUSED_LOG_PERIOD:
+        _refused_window[:] = [now, 0]
+    if _refused_window[1] >= REFUSED_LOG_BURST:
+        return
+    _refused_window[1] += 1
+    raw = ev.offending
+    kind = f"message type {raw[1]}" if len(raw) >= 2 else "message"
+    log.warning("%s: refused %s xid=%#x with error type %d code %d: %s%s", bridge, kind,
+                ev.xid or 0, ev.type, ev.code, raw[:REFUSED_LOG_BYTES].hex(),
+                "..." if len(raw) > REFUSED_LOG_BYTES else "")
 
 MGMT_PROBE = None          # ovs-ofctl sessions are short; no inactivity probe
 CONTROLLER_PROBE = 5.0     # OVS default inactivity_probe
@@ -98,6 +119,8 @@ class _Session(asyncio.Protocol):
                 self.mgr.switch.channels.append(self.channel)
             elif isinstance(ev, MessageReceived):
                 self._dispatch(ev.msg, now)
+            elif isinstance(ev, ErrorSent):
+                _log_refused(self.mgr.bridge_name, ev, now)
             elif isinstance(ev, ConnectionClosed):
                 log.info("%s: connection closed: %s", self.mgr.bridge_name, ev.reason)
         self.transmit()

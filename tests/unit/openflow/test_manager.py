@@ -180,3 +180,33 @@ def test_packet_ins_to_a_controller_that_does_not_read_are_dropped(monkeypatch):
         assert session.transport.get_write_buffer_size() < (64 << 10) + 2000
         await mgr.stop()
     run(main())
+
+
+def test_refused_message_is_logged_whole_and_rate_limited(caplog, monkeypatch):
+    """What the switch refuses is in its log in full (ovs-ofctl ofp-print
+    decodes the hex): the error's 64 bytes rarely show the offending action."""
+    monkeypatch.setattr(M, "_refused_window", [0.0, 0])
+    # OF1.3 flow-mod whose only action has an unknown experimenter subtype
+    bad_action = struct.pack("!HHIH6x", 0xFFFF, 16, 0x2320, 0x7FFF)
+    inst = struct.pack("!HH4x", of13.OFPIT_APPLY_ACTIONS, 8 + len(bad_action)) + bad_action
+    body = struct.pack("!QQBBHHHIIIH2x", 0, 0, 0, 0, 0, 0, 0x8000, 0xFFFFFFFF, 0xFFFFFFFF,
+                       0xFFFFFFFF, 0) + struct.pack("!HH4x", 1, 4) + inst
+    fm = struct.pack("!BBHI", 4, of13.OFPT_FLOW_MOD, 8 + len(body), 0) + body
+
+    async def main():
+        d = tempfile.mkdtemp(dir="/tmp")
+        path = os.path.join(d, "br0.mgmt")
+        mgr = new_mgr()
+        await mgr.start([f"punix:{path}"])
+        peer = Peer(*await asyncio.open_unix_connection(path))
+        await peer.hello()
+        for xid in range(M.REFUSED_LOG_BURST + 3):
+            peer.send(fm[:4] + struct.pack("!I", xid) + fm[8:])
+            err = await peer.read()
+            assert type(err).__name__ == "OFPErrorMsg"
+        await mgr.stop()
+    with caplog.at_level("WARNING", logger=M.__name__):
+        run(main())
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(logged) == M.REFUSED_LOG_BURST
+    assert bad_action.hex() in logged[0] and "xid=0x0" in logged[0]
