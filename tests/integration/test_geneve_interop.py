@@ -508,5 +508,15 @@ def test_native_send_with_remote_ip_flow():
         push = [ln for ln in flows.splitlines() if "tnl_push(" in ln and "packets:0," not in ln]
         assert push and all(f"dst={ov.ul_b}" in ln for ln in push), flows
         assert any("tnl_pop(" in ln and "packets:0," not in ln for ln in flows.splitlines()), flows
+        # without tunnel ports, br-phy's internal port is a plain port again
+        flow = f"in_port=1,udp,nw_dst={ov.ul_a},tp_dst=6081"
+        assert "tnl_pop" in ov.pvs.appctl("ofproto/trace", "br-phy", flow)
+        ov.pvs.vsctl("del-port", "br-int", "gnv0")
+        deadline = time.monotonic() + 5
+        while "endpoint br-phy" in ov.pvs.appctl("tnl/geneve/show"):
+            assert time.monotonic() < deadline, ov.pvs.appctl("tnl/geneve/show")
+            time.sleep(0.2)
+        trace = ov.pvs.appctl("ofproto/trace", "br-phy", flow)
+        assert "tnl_pop" not in trace, trace
     finally:
         ov.close()

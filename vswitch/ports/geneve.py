@@ -327,6 +327,8 @@ class TunnelManager:
             self._refresher.start()
         elif not ports and self._refresher is not None:
             self._stop_refresher()
+        if not ports and self.endpoints_native:
+            self._apply_routes({}, {}, {})   # no tunnels: internal ports are plain again
 
     def push_table(self) -> None:
         """Give the Cython ``tnl_pop`` the tunnel ports and TLV maps (after
