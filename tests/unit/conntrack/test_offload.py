@@ -390,6 +390,12 @@ def test_fast_path_cache_prefers_the_offloaded_entry():
     generic = h.p.xlate(parse_packet(bytes(pkt), 1), None, h.now).megaflow
     cache = FlowCache()
     cache.put(generic.match, generic.mask, ("generic",))
+    from slowpath.fields import FLOW_KEY_SIZE, MEMBERS
+    for member in ("pkt_mark", "skb_priority"):      # 3+ masks: the EMC is in use
+        o, n = MEMBERS[member]
+        other = bytearray(FLOW_KEY_SIZE)
+        other[o:o + n] = b"\xff" * n
+        cache.put(bytes(other), bytes(other), ("other",))
     for _ in range(3):
         assert cache.lookup(key).actions == ("generic",)     # now in the EMC too
     cache.put(plan.match, plan.mask, ("offloaded",), None, 1)
