@@ -1,7 +1,8 @@
 """``python -m controller_stub.demo`` (root): the overlay demo, narrated.
 
 Three hypervisors, each its own pyvswitch daemon with one bridge, joined by
-GENEVE over loopback addresses (127.0.0.1-3); VMs are network namespaces.
+GENEVE over loopback addresses (127.X.Y.1-3, X.Y random so that two runs
+never share tunnel endpoints); VMs are network namespaces.
 Two tenants use the same 10.0.0.0/24: tenant red runs a three-tier app
 (web, app, db) under a microsegmentation policy, tenant blue reuses red's
 addresses.  The controller creates the tunnel ports over OVSDB, installs
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
     from vswitch.topology import Topology
 
     daemons, listeners = {}, []
+    underlay = f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(256)}."
     base = tempfile.mkdtemp(prefix="pvsdemo")
     try:
         for hv in ("hv1", "hv2", "hv3"):
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
                 d.vsctl("add-port", br, vm.port)
             say("VMs: " + ", ".join(f"{n} {TENANT[n]} {ADDR[n]} on {PLACE[n]}" for n in vms))
             state = State.from_dict({
-                "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br),
+                "hosts": {hv: {"tunnel_ip": f"{underlay}{i + 1}", "openflow": d.mgmt(br),
                                "ovsdb": d.db, "bridge": br}
                           for i, (hv, (d, br)) in enumerate(daemons.items())},
                 "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24",

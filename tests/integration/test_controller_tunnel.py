@@ -1,9 +1,10 @@
 """The overlay across three pyvswitch daemons joined by GENEVE (underlay:
-loopback addresses 127.0.0.1-3, one per hypervisor): tenants with
+loopback addresses 127.X.Y.1-3, one per hypervisor): tenants with
 overlapping addresses stay apart across tunnels, ARP never crosses a
 tunnel (checked on a capture of the underlay), stateful ACLs hold across
 hosts, and a VM migrating during a continuous ping loses well under 1 s."""
 
+import random
 import re
 import subprocess
 import time
@@ -14,6 +15,10 @@ from controller_stub.controller import BackgroundController
 from controller_stub.state import State
 
 HVS = ("hv1", "hv2", "hv3")
+# This run's underlay, somewhere in 127/8: two runs at once (a full suite and
+# a developer's) must not bind the same tunnel endpoints — with SO_REUSEADDR
+# one daemon would receive the other's GENEVE packets.
+UL = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}."
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def unplug(hvs, hv, vm):
 
 def make_state(hvs, vms) -> State:
     return State.from_dict({
-        "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
+        "hosts": {hv: {"tunnel_ip": f"{UL}{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
                        "bridge": br} for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
         "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
                      "blue": {"vni": 200, "subnet": "10.0.0.0/24"}},
@@ -235,7 +240,7 @@ def test_logical_router_across_hosts(hvs, topology):
     for hv, vm, _ in place.values():
         plug(hvs, hv, vm)
     state = State.from_dict({
-        "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
+        "hosts": {hv: {"tunnel_ip": f"{UL}{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
                        "bridge": br} for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
         "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24"},
                      "green": {"vni": 300, "subnet": "10.1.0.0/24"}},
@@ -287,7 +292,7 @@ def test_geneve_option_carries_the_logical_ports_and_the_destination_obeys_it(
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(1)
-        assert a.ping(b.addr, count=3).returncode == 0       # hv1 (127.0.0.1) <-> hv2
+        assert a.ping(b.addr, count=3).returncode == 0       # hv1 <-> hv2
         time.sleep(0.5)
     finally:
         cap.terminate()
@@ -302,8 +307,8 @@ def test_geneve_option_carries_the_logical_ports_and_the_destination_obeys_it(
     print(f"\nGENEVE options seen: " + ", ".join(
         f"{s}->{d} vni {v}: " + ",".join(f"{x:#010x}" for x in sorted(xs))
         for (s, d, v), xs in sorted(seen.items())))
-    assert seen[("127.0.0.1", "127.0.0.2", 100)] == {key["a"] << 16 | key["b"]}
-    assert seen[("127.0.0.2", "127.0.0.1", 100)] == {key["b"] << 16 | key["a"]}
+    assert seen[(UL + "1", UL + "2", 100)] == {key["a"] << 16 | key["b"]}
+    assert seen[(UL + "2", UL + "1", 100)] == {key["b"] << 16 | key["a"]}
 
     # A frame for b whose inner MAC is nobody's: hv2 delivers it to b because
     # the option says so (a MAC lookup would drop it).
@@ -315,10 +320,10 @@ def test_geneve_option_carries_the_logical_ports_and_the_destination_obeys_it(
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((UL + "1", 0))
         for _ in range(3):
             s.sendto(bytes(GENEVE(vni=100, proto=0x6558, options=opt) / inner),
-                     ("127.0.0.2", 6081))
+                     (UL + "2", 6081))
             time.sleep(0.2)
     out, _ = spy.communicate(timeout=10)
     assert "1 packet captured" in out and bogus in out, out
@@ -331,8 +336,8 @@ def test_geneve_option_carries_the_logical_ports_and_the_destination_obeys_it(
     inner[ICMP].id = 4243
     time.sleep(1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.sendto(bytes(GENEVE(vni=100, proto=0x6558, options=opt) / inner), ("127.0.0.2", 6081))
+        s.bind((UL + "1", 0))
+        s.sendto(bytes(GENEVE(vni=100, proto=0x6558, options=opt) / inner), (UL + "2", 6081))
     out, _ = spy.communicate(timeout=10)
     assert "0 packets captured" in out, out
 
@@ -355,7 +360,7 @@ def test_ipv6_across_hosts_nd_answered_locally_port_security_and_acls(hvs, topol
     plug(hvs, "hv1", a)
     plug(hvs, "hv2", b)
     state = State.from_dict({
-        "hosts": {hv: {"tunnel_ip": f"127.0.0.{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
+        "hosts": {hv: {"tunnel_ip": f"{UL}{i + 1}", "openflow": d.mgmt(br), "ovsdb": d.db,
                        "bridge": br} for i, (hv, (d, br)) in enumerate(sorted(hvs.items()))},
         "switches": {"red": {"vni": 100, "subnet": "10.0.0.0/24", "subnet6": "fd00::/64"}},
         "ports": {"a": {"switch": "red", "mac": a.mac, "ips": [a.addr, "fd00::1"],
