@@ -214,6 +214,19 @@ def _rewrite(frame: bytearray, at: int, size: int, value: int, mask: int,
                       udp=csum[1] and lay.eth_type == ETH_TYPE_IP)
 
 
+def _nd_lla_option(frame: bytearray, at: int, kind: int) -> int | None:
+    """Offset of the 6-byte address in the first ND option of ``kind``
+    (1: source, 2: target link-layer address) from ``at`` on, or None."""
+    while at + 8 <= len(frame):
+        otype, olen = frame[at], frame[at + 1]
+        if olen == 0:
+            return None
+        if otype == kind and olen == 1:
+            return at + 2
+        at += 8 * olen
+    return None
+
+
 def _set_masked(state: PacketState, a: dp.SetMasked, env: Environment) -> None:
     key, frame = state.key, state.frame
     off, size = MEMBERS[a.member]
@@ -257,6 +270,13 @@ def _set_masked(state: PacketState, a: dp.SetMasked, env: Environment) -> None:
     elif (v6 and m == "nd_target" and lay.proto == IPPROTO_ICMPV6
           and lay.l4 + 24 <= len(frame) and frame[lay.l4] in (135, 136)):
         _rewrite(frame, lay.l4 + 8, 16, a.value, a.mask, lay, False, False)
+    elif (v6 and m in ("arp_sha", "arp_tha") and lay.proto == IPPROTO_ICMPV6
+          and lay.l4 + 24 <= len(frame) and frame[lay.l4] in (135, 136)):
+        # nd_sll / nd_tll: the link-layer address option of an NS / NA
+        # (OVN's nd_na: ovn-controller builds the NA, the switch sets nd_tll)
+        at = _nd_lla_option(frame, lay.l4 + 24, 1 if m == "arp_sha" else 2)
+        if at is not None:
+            _rewrite(frame, at, 6, a.value, a.mask, lay, False, False)
     elif arp and m == "nw_proto":
         _rewrite(frame, lay.l3 + 7, 1, a.value, a.mask, lay, False, False)  # ARP opcode
     elif m == "mpls_lse" and lay.eth_type in ETH_TYPES_MPLS and lay.l3 is not None:
