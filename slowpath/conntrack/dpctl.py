@@ -27,7 +27,7 @@ COMMANDS = {
     "dpctl/ct-get-limits": "[zone=N[,N]...]",
     "dpctl/ct-set-timeout-policy": "zone=N [NAME=SECONDS]...",
     "dpctl/ct-set-refuse-policy": "drop|mark",
-    "dpctl/ct-set-offload": "on|off",
+    "dpctl/ct-set-offload": "on|off|tcp-liberal",
     "dpctl/ct-get-offload": "",
 }
 
@@ -181,11 +181,13 @@ def run(tracker: ConnTracker, command: str, args: list[str], now: float) -> str:
         tracker.drop_refused = args[0] == "drop"
         return ""
     if command == "dpctl/ct-set-offload":
-        if args not in (["on"], ["off"]):
-            raise ValueError("usage: dpctl/ct-set-offload on|off")
-        tracker.set_offload(args[0] == "on")
+        if args not in (["on"], ["off"], ["tcp-liberal"]):
+            raise ValueError("usage: dpctl/ct-set-offload on|off|tcp-liberal")
+        tracker.set_offload(args[0] != "off", tcp=args[0] == "tcp-liberal")
         return ""
     if command == "dpctl/ct-get-offload":
         n = sum(1 for c in tracker.connections() if c.offloaded)
-        return f"offload {'on' if tracker.offload_enabled else 'off'}, {n} connections offloaded\n"
+        mode = ("off" if not tracker.offload_enabled
+                else "tcp-liberal" if tracker.offload_tcp else "on")
+        return f"offload {mode}, {n} connections offloaded\n"
     raise ValueError(f"unknown command {command}")

@@ -34,8 +34,9 @@ pop).  What the tracker loses and how it is given back:
   tracker asks `used` (the cache's last hit) so unreported hits count too;
 * TCP state: SYN/FIN/RST come to the tracker; the entries of a connection a
   FIN or RST makes non-offloadable are deleted right after that packet, so
-  the closing ACKs are seen too.  Windows are not checked for what the
-  cache forwarded (the tracker turns liberal for that connection, like
+  the closing ACKs are seen too.  TCP is offloaded only when the operator
+  allows it (``ConnTracker.offload_tcp``, ``dpctl/ct-set-offload
+  tcp-liberal``), because windows are not checked for what the cache forwarded (the tracker turns liberal for that connection, like
   Linux's ``nf_conntrack_tcp_be_liberal`` for flowtable connections): an
   out-of-window segment of an established connection (ACK, no SYN/FIN/RST)
   passes -- the one thing an offloaded connection lets through that the

@@ -163,6 +163,12 @@ class ConnTracker:
         self._unoffloaded: list[Conn] = []
         #: may caches forward established connections without us (`offload`)?
         self.offload_enabled = True
+        #: TCP too?  Off by default: we would not see the segments a cache
+        #: forwards, so their windows go unchecked and an out-of-window ACK
+        #: would pass where we mark it +inv -- the cache must never decide
+        #: differently from the slow path unless the operator asks for it
+        #: (``dpctl/ct-set-offload tcp-liberal``, Linux flowtable's trade).
+        self.offload_tcp = False
         #: set by the cache half: when did a cache last forward ``conn``'s
         #: packets (time.monotonic() seconds, 0: never)?  Asked before an
         #: offloaded connection is expired, so hits not yet reported by
@@ -237,11 +243,12 @@ class ConnTracker:
             self._unoffloaded.append(conn)
 
     # --- offload to a cache (the tracker's half) -------------------------------
-    @staticmethod
-    def _offloadable(conn: Conn) -> bool:
+    def _offloadable(self, conn: Conn) -> bool:
         if conn.helper == "ftp":          # the ALG must see the payload
             return False
         if conn.tcp is not None:
+            if not self.offload_tcp:
+                return False
             a, b = conn.tcp.peers
             return a.state == b.state == tcpmod.TcpState.ESTABLISHED
         return conn.seen == 2
@@ -270,15 +277,15 @@ class ConnTracker:
         the segments the cache forwarded are unknown."""
         conn.offloaded = False
 
-    def set_offload(self, enabled: bool) -> None:
-        """Allow or forbid offloading; forbidding takes back every
-        offloaded connection (see `unoffloaded`)."""
-        self.offload_enabled = enabled
-        if not enabled:
-            for c, reply in self.conns.values():
-                if not reply and c.offloaded:
-                    c.offloaded = False
-                    self._unoffloaded.append(c)
+    def set_offload(self, enabled: bool, tcp: bool = False) -> None:
+        """Allow or forbid offloading (of TCP too: ``tcp``, windows then go
+        unchecked); what may no longer be offloaded is taken back (see
+        `unoffloaded`)."""
+        self.offload_enabled, self.offload_tcp = enabled, enabled and tcp
+        for c, reply in self.conns.values():
+            if not reply and c.offloaded and not (enabled and self._offloadable(c)):
+                c.offloaded = False
+                self._unoffloaded.append(c)
 
     def predict(self, key, ct) -> Prediction | None:
         """What `execute` would do with action ``ct`` to a packet with flow

@@ -123,10 +123,50 @@ def peers():
 
 @pytest.fixture
 def fw(daemon, topology, bridge_name):
+    """The firewall, with TCP offload allowed (windows unchecked) unless a
+    test says otherwise: most tests here are about what offload does."""
     for name, ip in (("h1", H1), ("h2", H2)):
         topology.add_host(name, ip + "/24")
     setup_bridge(daemon, bridge_name, topology, FLOWS)
+    daemon.appctl("dpctl/ct-set-offload", "tcp-liberal")
     return topology
+
+
+def _out_of_window_ack_arrives(h1, h2, sport: int) -> bool:
+    sniffer = subprocess.Popen(["ip", "netns", "exec", h2.netns, sys.executable, "-c", SNIFFER],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sniffer.stdout.readline().strip() == "ready"
+        _send(h1, h2, f"A:{sport}:8080:3000000000")
+        time.sleep(0.5)
+        return "MARK-A" in sniffer.communicate("stop\n", timeout=20)[0].split()
+    finally:
+        if sniffer.poll() is None:
+            sniffer.kill()
+
+
+def test_by_default_tcp_stays_with_the_tracker_so_windows_are_checked(daemon, fw, servers,
+                                                                     peers):
+    """The cache must not decide differently from the slow path: by default
+    only UDP is offloaded; an out-of-window ACK on an established TCP
+    connection is dropped.  tcp-liberal trades that check for speed."""
+    h1, h2 = fw["h1"], fw["h2"]
+    daemon.appctl("dpctl/ct-set-offload", "on")
+    assert "offload on" in daemon.appctl("dpctl/ct-get-offload")
+    servers(h2, "tcp", 8080)
+    servers(h2, "udp", 5353)
+    c, u = peers(h1, "tcp", H2, 8080), peers(h1, "udp", H2, 5353)
+    for _ in range(3):
+        assert c.do("send 1000 5") == "ok" and u.do("send 3 5") == "ok"
+    wait_for(lambda: offloaded(daemon) == 2, what="the UDP flow offloaded both ways")
+    assert entries_for(daemon, c.port) == [], "TCP was offloaded by default"
+    assert not _out_of_window_ack_arrives(h1, h2, c.port)
+    assert c.do("send 1000 5") == "ok"
+    daemon.appctl("dpctl/ct-set-offload", "tcp-liberal")
+    for _ in range(2):
+        assert c.do("send 1000 5") == "ok"
+    wait_for(lambda: offloaded(daemon) == 4, what="TCP offloaded too")
+    assert _out_of_window_ack_arrives(h1, h2, c.port)     # the documented trade
 
 
 def upcalls(daemon) -> int:
@@ -311,6 +351,7 @@ def test_nat_connections_are_offloaded_with_their_rewrites(daemon, topology, bri
 
     c = topology.add_host("c", C + "/24")
     s = topology.add_host("s", S + "/24")
+    daemon.appctl("dpctl/ct-set-offload", "tcp-liberal")
     setup_bridge(daemon, bridge_name, topology, nat_flows())
     c.run("ip", "neigh", "replace", VIP, "lladdr", s.mac, "dev", "eth0")
     for ip in POOL:
@@ -353,6 +394,7 @@ def test_offloaded_connections_run_in_the_xdp_cache(daemon, topology, bridge_nam
                      f"ofport_request={i}")
     h1.run("ip", "neigh", "replace", H2, "lladdr", h2.mac, "dev", "eth0")
     h2.run("ip", "neigh", "replace", H1, "lladdr", h1.mac, "dev", "eth0")
+    daemon.appctl("dpctl/ct-set-offload", "tcp-liberal")
     daemon.ofctl("del-flows", bridge_name)
     p = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", daemon.mgmt(bridge_name),
                         "-"], input=FLOWS, capture_output=True, text=True, timeout=30)
@@ -393,6 +435,7 @@ def test_three_tier_connections_are_offloaded_across_both_zones(daemon, topology
 
     for name, ip in (("web", WEB), ("app", APP), ("db", DB), ("other", OTHER)):
         topology.add_host(name, ip + "/24")
+    daemon.appctl("dpctl/ct-set-offload", "tcp-liberal")
     setup_bridge(daemon, bridge_name, topology, three_tier_flows())
     web, app = topology["web"], topology["app"]
     servers(app, "tcp", 8080)

@@ -108,6 +108,7 @@ class Harness:
         for r in rules:
             self.p.flow_mod(r, 0.0)
         self.ct = ConnTracker(seed=1)
+        self.ct.set_offload(True, tcp=True)      # most tests here are about TCP
         self.off = CtOffload(self.ct, fast_path_can_execute)
         self.now = 100.0
 
@@ -200,6 +201,21 @@ def test_teardown_segments_are_not_covered():
     assert not mf.matches(parse_packet(bytes(tcp(sport=40001, flags="A")), 1))
     assert not mf.matches(parse_packet(bytes(tcp(src=S, dst=C, sport=8080, dport=40000,
                                                  flags="A")), 1))
+
+
+def test_tcp_is_offloaded_only_when_asked_udp_by_default():
+    """Offloaded TCP segments skip the window check: the cache would decide
+    differently from the slow path, so TCP waits for tcp-liberal."""
+    h = Harness(firewall("plain"))
+    h.ct.set_offload(True)
+    install(h)
+    handshake(h)
+    assert h.plan(tcp(flags="A", seq=1001, ack=5001), 1) is None
+    h.slow(udp(), 1)
+    h.slow(udp(src=S, dst=C, sport=53, dport=5000), 2)
+    assert h.plan(udp(), 1) is not None
+    h.ct.set_offload(True, tcp=True)
+    assert h.plan(tcp(flags="A", seq=1001, ack=5001), 1) is not None
 
 
 def test_not_established_not_offloaded():

@@ -380,6 +380,7 @@ def test_ftp_alg_passive_and_active():
 
 def test_offload_half_windows_relaxed_touch_and_unoffload_events():
     ct = ConnTracker()
+    ct.set_offload(True, tcp=True)
     w = Wire(ct)
     r1, _, _ = handshake(w)
     t = __import__("slowpath.conntrack.packet", fromlist=["parse"]).parse(
