@@ -272,12 +272,17 @@ class Hypervisor:
     """One chassis: a namespace with the underlay interface ``ul``, a
     switch (pyvswitch or Open vSwitch) and ovn-controller."""
 
-    def __init__(self, deployment: "Deployment", name: str, encap_ip: str, switch: str):
+    def __init__(self, deployment: "Deployment", name: str, encap_ip: str, switch: str,
+                 native: bool = False):
         self.deployment = deployment
         self.name = name                      # also the chassis name (system-id)
         self.netns = f"ovn-{deployment.tag}-{name}"
         self.encap_ip = encap_ip
         self.kind = switch                    # "pyvswitch" or "ovs"
+        # the underlay NIC on a br-phy holding the encap address (OVS's
+        # userspace layout, always so for "ovs"): tunnels encapsulate and
+        # decapsulate in the datapath instead of the host's IP stack
+        self.native = native or switch == "ovs"
         self.dir = os.path.join(deployment.workdir, name)
         self.switch = None                    # NamespacedDaemon or bench.ovs.OvsSwitch
         self.controller: subprocess.Popen | None = None
@@ -316,6 +321,11 @@ class Hypervisor:
             self.switch = NamespacedDaemon(self.netns, os.path.join(self.dir, "pvs"),
                                            log_level=self.deployment.log_level)
             self.switch.start()
+            if self.native:
+                self.vsctl("add-br", "br-phy")
+                self.vsctl("add-port", "br-phy", "ul")
+                sh("ip", "addr", "add", f"{self.encap_ip}/24", "dev", "br-phy", ns=self.netns)
+                sh("ip", "link", "set", "br-phy", "up", ns=self.netns)
         self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
                    f"external_ids:system-id={self.name}",
                    f"external_ids:hostname={self.name}",
@@ -432,16 +442,20 @@ class Deployment:
         self.close()
 
     # --- building ------------------------------------------------------------------
-    def add_hypervisor(self, name: str, switch: str = "pyvswitch") -> Hypervisor:
+    def add_hypervisor(self, name: str, switch: str = "pyvswitch",
+                       native: bool = False) -> Hypervisor:
+        """A chassis running ``switch`` ("pyvswitch" or "ovs"); ``native``:
+        pyvswitch tunnels in its datapath (underlay NIC on br-phy) rather
+        than through the host's IP stack."""
         index = len(self.hypervisors) + 1
-        hv = Hypervisor(self, name, f"{self.subnet}.{index}", switch)
+        hv = Hypervisor(self, name, f"{self.subnet}.{index}", switch, native)
         self.hypervisors[name] = hv
         self._netns(hv.netns)
         sh("ip", "link", "add", "ul", "netns", hv.netns, "type", "veth", "peer",
            f"ul-{name}", "netns", self.underlay)
         sh("ip", "link", "set", f"ul-{name}", "master", "br0", "up", ns=self.underlay)
         sh("ip", "link", "set", "ul", "up", ns=hv.netns)
-        if switch != "ovs":
+        if not hv.native:
             sh("ip", "addr", "add", f"{hv.encap_ip}/24", "dev", "ul", ns=hv.netns)
         hv.start()
         return hv
