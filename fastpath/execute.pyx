@@ -8,7 +8,11 @@ such a block on one packet with no Python objects.  Header rewrites
 header checksum and the TCP/UDP/ICMP(v6)/SCTP checksums incrementally (SCTP:
 CRC32c recomputed).  Outputs are queued on the port (copies), flushed once
 per poll.  Userspace/Recirc/slow actions leave through the datapath's upcall
-and recirculation queues.
+and recirculation queues.  GENEVE native tunnelling runs here too:
+``tnl_push`` (a prebuilt outer header; lengths, checksums and the UDP source
+port fixed per packet) and ``tnl_pop`` (decapsulation, tunnel port choice,
+TLV options into tun_metadata, recirculation; malformed frames counted per
+reason).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t

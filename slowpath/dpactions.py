@@ -189,7 +189,11 @@ class TunnelPush:
 
 @dataclass(frozen=True)
 class TunnelPop:
-    dp_port: int   # the tunnel vport the decapsulated packet re-enters on
+    """Decapsulate GENEVE (outer Ethernet/IP/UDP) and recirculate the inner
+    frame as received on the tunnel port that accepts it (native
+    tunnelling; see vswitch/ports/geneve.py).  ``dp_port``: the tunnel
+    endpoint's datapath port (``genev_sys``), as in OVS's ``tnl_pop(N)``."""
+    dp_port: int
 
     def __str__(self):
         return f"tnl_pop({self.dp_port})"
