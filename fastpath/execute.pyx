@@ -517,13 +517,19 @@ cdef uint32_t _dp_hash(uint64_t* key, uint32_t basis) noexcept nogil:
     return ~c
 
 
+cdef uint64_t _tnl_tx = 0          # tnl_push: packets sent
+cdef uint64_t _tnl_tx_too_big = 0  # tnl_push: outer packet above the route MTU, dropped
+
+
 cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
-                    uint32_t hlen, uint32_t out_port, uint32_t plen) noexcept nogil:
+                    uint32_t hlen, uint32_t out_port, uint32_t plen, uint32_t mtu) noexcept nogil:
     """Encapsulate a copy of ``p`` in the prebuilt outer header ``hdr``
     (Ethernet/IPv4-or-IPv6/UDP/tunnel), fix lengths, IPv4 checksum, the UDP
     source port (inner-flow hash, 32768-60999 as OVS) and, when the header
     asks for one (non-zero field), the UDP checksum; send it out of
-    ``out_port``.  The original packet is left as it was."""
+    ``out_port``.  An outer IP packet longer than ``mtu`` (0: unknown) is
+    dropped and counted.  The original packet is left as it was."""
+    global _tnl_tx, _tnl_tx_too_big
     cdef uint32_t l3, l4, total = hlen + plen
     cdef uint16_t et
     cdef uint8_t* b
@@ -548,6 +554,9 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
         return
     if l4 + 8 > hlen:
         dp.stats.dropped += 1
+        return
+    if mtu and total - l3 > mtu:
+        _tnl_tx_too_big += 1
         return
     b = fp_arena_alloc(&dp.arena, total + 64)
     if b == NULL:
@@ -575,6 +584,7 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
         c = ~_fold(s)
         wr16(udp + 6, c if c else 0xffff)
     fp_port_tx(dp.ports[out_port], b, total)
+    _tnl_tx += 1
 
 
 # ---------------------------------------------------------------- GENEVE decap (tnl_pop)
@@ -889,8 +899,9 @@ def set_tunnel_ports(ports):
 
 
 def tunnel_counters():
-    """What ``tnl_pop`` did: rx_packets and drop_<reason> (cumulative)."""
-    d = {"rx_packets": _tnl_rx}
+    """What ``tnl_pop`` and ``tnl_push`` did: rx_packets and drop_<reason>,
+    tx_packets and tx_too_big (cumulative)."""
+    d = {"rx_packets": _tnl_rx, "tx_packets": _tnl_tx, "tx_too_big": _tnl_tx_too_big}
     for i, r in enumerate(TNL_DROP_REASONS):
         d["drop_" + r] = _tnl_drops[i]
     return d
@@ -981,7 +992,7 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
                 return 1
         elif a.type == A_TNL_PUSH:
             _tnl_push(dp, p, key, (<const uint8_t*>a) + ACT_HDR, a.arg2, a.arg,
-                      p.len if p.len < trunc else trunc)
+                      p.len if p.len < trunc else trunc, a.size)
             trunc = 0xffffffff                  # like an output: trunc is spent
         elif a.type == A_TNL_POP:
             _tnl_pop(dp, p, depth)
@@ -1082,7 +1093,9 @@ def _compile(actions, cookies):
             # out_dp_port (lengths, checksums, UDP source port fixed here).
             if not 0 <= a.out_dp_port < FP_MAX_PORTS:
                 raise ValueError(f"dp_port {a.out_dp_port} out of range")
-            out.append(_rec(A_TNL_PUSH, a.out_dp_port, len(a.header), 0, 0, bytes(a.header)))
+            # (``size`` carries the route MTU: longer outer packets are dropped)
+            out.append(_rec(A_TNL_PUSH, a.out_dp_port, len(a.header), 0,
+                            min(max(a.mtu, 0), 0xffff), bytes(a.header)))
         elif isinstance(a, A.TunnelPop):
             # GENEVE decapsulation and recirculation (native tunnelling)
             out.append(_rec(A_TNL_POP, a.dp_port & 0xffffffff))

@@ -181,6 +181,7 @@ class TunnelPush:
     tp_dst: int = 6081
     options: bytes = b""
     header: bytes = b""
+    mtu: int = 0        # with a header: the route's IP MTU (0 unknown); longer is dropped
 
     def __str__(self):
         return (f"tnl_push(tnl_port={self.tnl_dp_port},type={self.tun_type},"

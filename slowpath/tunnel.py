@@ -351,6 +351,7 @@ class NativeRoute:
     src_mac: str
     dst_mac: str
     src_ip: str
+    mtu: int = 0       # IP MTU towards the remote (0: unknown)
 
 
 def _bool(name: str, v: str) -> bool:
@@ -513,7 +514,7 @@ def tunnel_push(key: FlowKey, cfg: TunnelConfig, tlv: TlvMap, tnl_dp_port: int =
                                        cfg.df_default, cfg.csum), vni, options,
                               bool(key.tun_flags & FLOW_TNL_F_OAM))
     return dp.TunnelPush(tnl_dp_port, out_dp_port, "geneve", vni, src, dst, ttl or 64, tos,
-                         cfg.dst_port, options, header)
+                         cfg.dst_port, options, header, r.mtu if header else 0)
 
 
 def _mac(s: str) -> bytes:

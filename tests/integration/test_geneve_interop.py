@@ -469,13 +469,31 @@ def test_native_tunnelling_fast_path_encap_with_ovs(family):
         assert _native_rx(show) - before[0] >= 5 and _socket_rx(show) == before[1], show
         # what the Cython encapsulation put on the wire, as Wireshark reads it
         check_tshark(pcap, {ov.ul_a: MARK_A, ov.ul_b: MARK_B})
+        # an outer packet above the underlay MTU is dropped and counted
+        sh("ip", "link", "set", "ul", "mtu", "1300", ns=ov.ns["hva"])
+        deadline = time.monotonic() + 5
+        while "mtu 1300" not in ov.pvs.appctl("tnl/geneve/show"):
+            assert time.monotonic() < deadline, ov.pvs.appctl("tnl/geneve/show")
+            time.sleep(0.2)
+        before = _native(ov.pvs.appctl("tnl/geneve/show"), "tx_too_big")
+        p = sh("ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1300", ov.vm_b,
+               ns=ov.ns["vma"], check=False)
+        assert p.returncode != 0
+        assert _native(ov.pvs.appctl("tnl/geneve/show"), "tx_too_big") - before >= 2
+        p = sh("ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "1100", ov.vm_b,
+               ns=ov.ns["vma"], check=False)
+        assert p.returncode == 0, p.stdout + ov.logs()
     finally:
         ov.close()
 
 
-def _native_rx(show: str) -> int:
+def _native(show: str, counter: str) -> int:
     (line,) = [ln for ln in show.splitlines() if ln.startswith("native (tnl_pop)")]
-    return int(line.split("rx_packets:")[1].split()[0])
+    return int(line.split(f" {counter}:")[1].split()[0])
+
+
+def _native_rx(show: str) -> int:
+    return _native(show, "rx_packets")
 
 
 def _socket_rx(show: str) -> int:

@@ -601,7 +601,16 @@ class TunnelManager:
                 src_mac = f.read().strip()
         except OSError:
             return None
-        return tnl.NativeRoute(port.dp_port, src_mac, mac, str(ipaddress.ip_address(src)))
+        # The outer packet must fit the host's route and the NIC it leaves by.
+        mtus = []
+        for dev in (ifname, port.name):
+            try:
+                with open(f"/sys/class/net/{dev}/mtu") as f:
+                    mtus.append(int(f.read()))
+            except (OSError, ValueError):
+                pass
+        return tnl.NativeRoute(port.dp_port, src_mac, mac, str(ipaddress.ip_address(src)),
+                               min(mtus) if mtus else 0)
 
     @staticmethod
     def _kick_neighbour(ip: str) -> None:
@@ -703,6 +712,7 @@ class TunnelManager:
                          f"key={'flow' if c.key is None else c.key} dst_port={c.dst_port} "
                          f"csum={str(c.csum).lower()} tlv_map={p.tlv().by_index} "
                          + (f"native: out dp_port {r.out_dp_port} {r.src_mac} -> {r.dst_mac}"
+                            f" mtu {r.mtu}"
                             if r else f"native: {len(self.flow_routes[dp_port])} flow destinations"
                             if self.flow_routes.get(dp_port) else "host stack") + "\n")
         return "".join(lines)

@@ -86,3 +86,24 @@ def test_oam_packets_get_the_o_bit_natively_too(dp):
     g = Ether(fast)[GENEVE]
     assert g.oam == 1 and g.critical == 0
     assert fast[14:] == t.encap(frame, key, push, c)
+
+
+def test_outer_packets_above_the_route_mtu_are_dropped_and_counted(dp):
+    """The route MTU travels with the prebuilt header; an outer IP packet
+    longer than it is not sent (raw sockets and NICs would not fragment
+    it either) and counts as tx_too_big."""
+    from fastpath import execute as fx
+    from tests.unit.fastpath.util import recv_all
+    route = t.NativeRoute(3, "02:00:00:00:00:0a", "02:00:00:00:00:0b", "192.0.2.1", mtu=200)
+    c = cfg("192.0.2.2", False, route)
+    for size, sent in ((100, True), (200, False)):
+        frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(size))
+        push = t.tunnel_push(parse_packet(frame, 1), c, TLV, tnl_dp_port=7)
+        assert push.mtu == 200
+        before = fx.tunnel_counters()
+        dp.execute(frame, (push,))
+        got = recv_all(dp.dummy_peer(3), 0.1)
+        after = fx.tunnel_counters()
+        assert bool(got) == sent and all(len(g) - 14 <= 200 for g in got)
+        assert after["tx_too_big"] - before["tx_too_big"] == (0 if sent else 1)
+        assert after["tx_packets"] - before["tx_packets"] == (1 if sent else 0)
