@@ -117,7 +117,9 @@ is Python per packet, and an outer packet bigger than the route MTU is
 dropped and counted (raw sockets do not fragment; not ICMP-signalled).
 Native tunnelling needs the underlay on a bridge and a resolved neighbour
 (until then, and for ``legacy_l3`` packets, sends take the host
-stack); too-big packets are the NIC port's to drop.
+stack); an outer packet above the MTU of the route's device or of the NIC
+(read with the route, each second) is dropped and counted (``tx_too_big``
+on the native line), likewise not ICMP-signalled.
 """
 
 from __future__ import annotations
