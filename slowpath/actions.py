@@ -33,6 +33,7 @@ class Controller:
     userdata: bytes = b""
     pause: bool = False
     controller_id: int = 0
+    meter_id: int | None = None   # NXAC2PT_METER_ID: kept and dumped, not enforced yet
 
 
 @dataclass(frozen=True)

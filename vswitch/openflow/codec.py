@@ -117,6 +117,11 @@ def _parse_actions(parser_mod, buf, offset, end, depth=0):
                                                  _version_of(parser_mod)))
                 offset += a_len
                 continue
+            if vendor == NX and subtype == NXAST_CONTROLLER2:   # os-ken lacks meter_id
+                actions.append(_controller2(bytes(buf[offset:offset + a_len]),
+                                            _version_of(parser_mod)))
+                offset += a_len
+                continue
             if vendor == NX and subtype == NXAST_LEARN:   # os-ken's parser can loop forever
                 actions.append(_learn(bytes(buf[offset:offset + a_len]), _version_of(parser_mod)))
                 offset += a_len
@@ -183,6 +188,68 @@ def _check_pkt_larger(one: bytes, version: int):
     raw = _RawAction(one, version)
     raw.check_pkt_larger = (pkt_len, ofs, header >> 9)
     return raw
+
+
+NXAST_CONTROLLER2 = 37
+# property types (OVS ofp-actions.c nx_action_controller2_prop_type)
+NXAC2PT_MAX_LEN, NXAC2PT_CONTROLLER_ID, NXAC2PT_REASON = 0, 1, 2
+NXAC2PT_USERDATA, NXAC2PT_PAUSE, NXAC2PT_METER_ID = 3, 4, 5
+
+
+def _controller2(one: bytes, version: int):
+    """NXAST_CONTROLLER2: header (16 bytes) then properties, each type,
+    length (header included) and value, padded to 8 bytes."""
+    c2 = {"max_len": 0xFFFF, "controller_id": 0, "reason": of13.OFPR_ACTION,
+          "userdata": b"", "pause": False, "meter_id": None}
+    i = 16
+    while i + 4 <= len(one):
+        ptype, plen = struct.unpack_from("!HH", one, i)
+        if plen < 4 or i + plen > len(one):
+            raise _bad_action_len()
+        value = one[i + 4:i + plen]
+        # OVS pads u8/u16 values to 4 bytes inside the property (length 8)
+        if ptype == NXAC2PT_MAX_LEN and len(value) >= 2:
+            c2["max_len"] = struct.unpack_from("!H", value)[0]
+        elif ptype == NXAC2PT_CONTROLLER_ID and len(value) >= 2:
+            c2["controller_id"] = struct.unpack_from("!H", value)[0]
+        elif ptype == NXAC2PT_REASON and len(value) >= 1:
+            c2["reason"] = value[0]
+        elif ptype == NXAC2PT_USERDATA:
+            c2["userdata"] = bytes(value)
+        elif ptype == NXAC2PT_PAUSE and not value:
+            c2["pause"] = True
+        elif ptype == NXAC2PT_METER_ID and len(value) >= 4:
+            c2["meter_id"] = struct.unpack_from("!I", value)[0]
+        else:
+            raise OFError(of13.OFPET_BAD_ACTION, of13.OFPBAC_BAD_ARGUMENT)
+        i += (plen + 7) // 8 * 8
+    raw = _RawAction(one, version)
+    raw.controller2 = c2
+    return raw
+
+
+def controller2(max_len: int, controller_id: int, reason: int, userdata: bytes, pause: bool,
+                meter_id, version=OFP13):
+    """NXAST_CONTROLLER2 with the properties that differ from the defaults."""
+    body = bytearray()
+
+    def prop(ptype, value=b""):
+        body.extend(struct.pack("!HH", ptype, 4 + len(value)) + value)
+        body.extend(bytes(-len(body) % 8))
+    if max_len != 0xFFFF:
+        prop(NXAC2PT_MAX_LEN, struct.pack("!H2x", max_len))
+    if controller_id:
+        prop(NXAC2PT_CONTROLLER_ID, struct.pack("!H2x", controller_id))
+    if reason != of13.OFPR_ACTION:
+        prop(NXAC2PT_REASON, struct.pack("!B3x", reason))
+    if userdata:
+        prop(NXAC2PT_USERDATA, bytes(userdata))
+    if pause:
+        prop(NXAC2PT_PAUSE)
+    if meter_id is not None:
+        prop(NXAC2PT_METER_ID, struct.pack("!I", meter_id))
+    data = struct.pack("!HHIH6x", 0xFFFF, 16 + len(body), NX, NXAST_CONTROLLER2) + bytes(body)
+    return _controller2(data, version)
 
 
 NXAST_LEARN = 16

@@ -433,6 +433,8 @@ def action_from_oken(a, version: int):
         return sp.Clone(tuple(action_from_oken(x, version) for x in a.clone_actions))
     if hasattr(a, "learn"):
         return _learn_from_wire(a.learn)
+    if hasattr(a, "controller2"):
+        return sp.Controller(**a.controller2)
     if hasattr(a, "check_pkt_larger"):
         pkt_len, ofs, num = a.check_pkt_larger
         field = _field_by_num(num)
@@ -644,6 +646,9 @@ def action_to_oken(a, version: int):
     if n == "Output":
         return P.OFPActionOutput(port_to10(a.port) if is10 else a.port, a.max_len)
     if n == "Controller":
+        if getattr(a, "meter_id", None) is not None:
+            return codec.controller2(a.max_len, a.controller_id, a.reason, a.userdata, a.pause,
+                                     a.meter_id, version)
         if a.userdata or a.pause or a.controller_id or a.reason != of13.OFPR_ACTION:
             kw = dict(max_len=a.max_len, controller_id=a.controller_id, reason=a.reason)
             if a.userdata:

@@ -166,3 +166,22 @@ def test_dec_ttl_with_controller_ids_round_trips():
     (a,) = codec._parse_actions(p15, wire, 0, len(wire))
     assert convert.action_from_oken(a, codec.OFP15) == A.DecTtl(controller_ids=(0,))
     assert _wire((A.DecTtl(controller_ids=(0,)),)) == wire
+
+
+def test_controller2_with_meter_id_round_trips():
+    """OVN's logged ACLs send to the controller through a meter
+    (controller(userdata=...,meter_id=1)); os-ken's parser knew no
+    NXAC2PT_METER_ID and the whole flow bundle was refused."""
+    wire = bytes.fromhex("ffff0030000023200025000000000000000300170000000700000000010464726f70"
+                         "2d69636d70000005000800000001")
+    (a,) = codec._parse_actions(p15, wire, 0, len(wire))
+    c = convert.action_from_oken(a, codec.OFP15)
+    assert c == A.Controller(userdata=bytes.fromhex("00000007000000000104") + b"drop-icmp",
+                             meter_id=1)
+    assert _wire((c,)) == wire
+    # OVS pads u8/u16 properties to 8 bytes: max_len, id, pause as ovs-ofctl sends them
+    wire = bytes.fromhex("ffff0030000023200025000000000000000000080080000000010008000300000003"
+                         "0007010203000004000400000000")
+    (a,) = codec._parse_actions(p15, wire, 0, len(wire))
+    assert convert.action_from_oken(a, codec.OFP15) == A.Controller(
+        max_len=128, controller_id=3, userdata=b"\x01\x02\x03", pause=True)
