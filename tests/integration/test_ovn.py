@@ -25,7 +25,7 @@ import time
 import pytest
 
 from tests.capabilities import require_module, require_tools
-from vswitch.ovn import Deployment
+from vswitch.ovn import Deployment, wait_for
 
 def _tools():
     require_tools("ovn-northd", "ovn-nbctl", "ovn-sbctl", package="ovn-central")
@@ -119,12 +119,18 @@ def test_acl_drop_and_allow_related(ovn):
     """Nothing new reaches b; b's own connections are allowed, and their
     replies come back through conntrack (allow-related)."""
     a, b = ovn.vms["a"], ovn.vms["b"]
-    ovn.nbctl("acl-add", "sw0", "to-lport", "1000", 'outport == "b" && ip4', "drop", "--",
+    # the drop is logged through a meter (controller(userdata,meter_id))
+    ovn.nbctl("meter-add", "acl-meter", "drop", "100", "pktps")
+    ovn.nbctl("--log", "--meter=acl-meter", "--name=into-b", "--severity=info", "acl-add",
+              "sw0", "to-lport", "1000", 'outport == "b" && ip4', "drop", "--",
               "acl-add", "sw0", "from-lport", "1000", 'inport == "b" && ip4', "allow-related")
     srv_a, srv_b = tcp_server(a, 8080, "from-a"), tcp_server(b, 8080, "from-b")
     try:
         ovn.nbctl("--wait=hv", "sync")
         assert a.ping(b.addr, count=2, wait=1).returncode != 0
+        hv2_log = ovn.hypervisors["hv2"].controller_log
+        wait_for(lambda: 'name="into-b", verdict=drop' in open(hv2_log).read(), 10,
+                 "the ACL's drop logged by ovn-controller")
         assert tcp_get(a, b.addr, 8080) == "TimeoutError"
         p = b.ping(a.addr, count=3)
         check(" 0% packet loss" in p.stdout, ovn, p.stdout)
@@ -132,6 +138,7 @@ def test_acl_drop_and_allow_related(ovn):
     finally:
         stop(srv_a, srv_b)
         ovn.nbctl("--wait=hv", "acl-del", "sw0")
+        ovn.nbctl("meter-del", "acl-meter")
     check(a.reaches(b.addr), ovn, "a -> b after the ACLs are gone")
 
 
