@@ -366,6 +366,8 @@ def action_from_oken(a, version: int):
         return sp.CopyTtl(outward=True)
     if n == "OFPActionCopyTtlIn":
         return sp.CopyTtl(outward=False)
+    if n == "OFPActionMeter":           # OF1.5: meter is an action (OVN's QoS rate limit)
+        return sp.Meter(a.meter_id)
     if n == "OFPActionGroup":
         return sp.Group(a.group_id)
     if n == "OFPActionSetQueue":
@@ -694,6 +696,8 @@ def action_to_oken(a, version: int):
         return P.OFPActionSetNwTtl(a.ttl)
     if n == "CopyTtl":
         return P.OFPActionCopyTtlOut() if a.outward else P.OFPActionCopyTtlIn()
+    if n == "Meter" and version >= codec.OFP15:
+        return P.OFPActionMeter(a.meter_id)
     if n == "Group":
         return P.OFPActionGroup(a.group_id)
     if n == "SetQueue":

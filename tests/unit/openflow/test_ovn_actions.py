@@ -185,3 +185,13 @@ def test_controller2_with_meter_id_round_trips():
     (a,) = codec._parse_actions(p15, wire, 0, len(wire))
     assert convert.action_from_oken(a, codec.OFP15) == A.Controller(
         max_len=128, controller_id=3, userdata=b"\x01\x02\x03", pause=True)
+
+
+def test_of15_meter_action_round_trips():
+    """OVN's QoS rate limit is meter:N as an OF1.5 action (the 1.3
+    instruction became an action); it was refused."""
+    wire = bytes.fromhex("001d000800000001")
+    (a,) = codec._parse_actions(p15, wire, 0, len(wire))
+    m = convert.action_from_oken(a, codec.OFP15)
+    assert m == A.Meter(1)
+    assert _wire((m,)) == wire
