@@ -185,6 +185,23 @@ class TunnelPort:
         return cached
 
 
+def udp_bound(family: int, local: str, port: int) -> bool:
+    """Is a UDP socket of this namespace bound to exactly (local, port)?"""
+    path = "/proc/net/udp6" if family == 6 else "/proc/net/udp"
+    if local:
+        raw = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, local)
+    else:
+        raw = bytes(16 if family == 6 else 4)
+    # the kernel prints the address as native-endian 32-bit words in hex
+    want = "".join(f"{w:08X}" for w in struct.unpack(f"={len(raw) // 4}I", raw)) + f":{port:04X}"
+    try:
+        with open(path) as f:
+            next(f, None)
+            return any(line.split()[1] == want for line in f if len(line.split()) > 1)
+    except OSError:
+        return False
+
+
 class Endpoint:
     """One UDP socket (family, local address, port) and its receive thread."""
 
@@ -193,6 +210,12 @@ class Endpoint:
         self.family, self.local, self.port = family, local, port
         self.counters = tnl.Counters()
         af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        if udp_bound(family, local, port):
+            # SO_REUSEADDR (needed to bind a specific address beside our own
+            # wildcard) would let us share the port with another process, and
+            # one of us would silently take the other's tunnel traffic.
+            raise OSError(errno.EADDRINUSE, f"UDP {local or '*'}:{port} is already bound "
+                                            "by another socket (another switch?)")
         s = self.sock = socket.socket(af, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
