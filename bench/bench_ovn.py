@@ -40,7 +40,9 @@ def _addr(i: int) -> tuple[str, str]:
 
 def measure(system: str, n_ports: int) -> dict:
     with Deployment() as ovn:
-        hv1, hv2 = ovn.add_hypervisor("hv1", system), ovn.add_hypervisor("hv2", system)
+        # both systems tunnel in their datapath (underlay NIC on br-phy)
+        hv1 = ovn.add_hypervisor("hv1", system, native=True)
+        hv2 = ovn.add_hypervisor("hv2", system, native=True)
         ovn.sbctl("chassis-add", "hv3", "geneve", f"{ovn.subnet}.250")
         ovn.nbctl("ls-add", "sw0")
         a = ovn.add_vm("a", hv1, "sw0", "10.0.0.1/16", mac="0a:00:00:00:00:01")
