@@ -290,6 +290,23 @@ def test_port_move_during_continuous_ping(ovn):
     check(min(losses) < 200, ovn, f"lost {losses} ms")
 
 
+def test_switch_restart_under_ovn(ovn):
+    """hv2's pyvswitch restarts (SIGTERM, same rundir and database):
+    ovn-controller reconnects to OVSDB and OpenFlow and reinstalls every
+    flow; traffic across the overlay and through the router comes back."""
+    from vswitch.ovn import sh
+    hv2 = ovn.hypervisors["hv2"]
+    a, b, d = (ovn.vms[n] for n in "abd")
+    hv2.switch.stop()
+    hv2.switch.start()
+    # the bridge-local port holding the encap address is a new TAP device
+    sh("ip", "addr", "replace", f"{hv2.encap_ip}/24", "dev", "br-phy", ns=hv2.netns)
+    sh("ip", "link", "set", "br-phy", "up", ns=hv2.netns)
+    for src, dst in ((a, b), (b, a), (a, d)):
+        check(src.reaches(dst.addr, timeout=30), ovn, f"{src.name} -> {dst.name} after restart")
+    ovn.wait_up(b, d)
+
+
 def test_mixed_deployment_pyvswitch_and_open_vswitch():
     """hv1 runs pyvswitch, hv2 Open vSwitch 3.1's userspace datapath (its
     underlay NIC on br-phy, as OVS tunnels natively): the same logical
