@@ -267,6 +267,36 @@ def test_bundle_commit_failure_rolls_back(h):
     assert h.pipeline.flow_stats() == []
 
 
+def test_bundle_rollback_restores_modified_instructions_and_counters(h):
+    """Rolled back without deep-copying tables (OVN's bundles touch tables of
+    thousands of rules): a modify in place, a delete and a replacing add are
+    all undone, counters included."""
+    P = h.P
+    out = lambda port: [P.OFPInstructionActions(of13.OFPIT_APPLY_ACTIONS,   # noqa: E731
+                                                [P.OFPActionOutput(port)])]
+    for port in (1, 2, 3):
+        h.roundtrip(h.flow_mod(match=P.OFPMatch(in_port=port), instructions=out(port)))
+    rules = {r.match.to_string(): r for r in h.pipeline.rules(0)}
+    rules["in_port=1"].packet_count = 7
+    before = sorted((r.match.to_string(), r.instructions, r.packet_count)
+                    for r in h.pipeline.rules(0))
+    _bundle(h, 6, of13.ONF_BCT_OPEN_REQUEST)
+    msgs = [h.flow_mod(command=of13.OFPFC_MODIFY_STRICT, match=P.OFPMatch(in_port=1),
+                       instructions=out(9), flags=of13.OFPFF_RESET_COUNTS),
+            h.flow_mod(command=of13.OFPFC_DELETE_STRICT, match=P.OFPMatch(in_port=2),
+                       out_port=of13.OFPP_ANY, out_group=of13.OFPG_ANY),
+            h.flow_mod(match=P.OFPMatch(in_port=3), instructions=out(8)),
+            h.flow_mod(match=P.OFPMatch(in_port=4), instructions=out(4)),
+            h.flow_mod(match=P.OFPMatch(in_port=5), instructions=[P.OFPInstructionActions(
+                of13.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(77)])])]      # no group 77
+    for m in msgs:
+        h.roundtrip(p13.ONFBundleAddMsg(h.dp, 6, 1, m, []))
+    only(_bundle(h, 6, of13.ONF_BCT_COMMIT_REQUEST), "OFPErrorMsg")
+    after = sorted((r.match.to_string(), r.instructions, r.packet_count)
+                   for r in h.pipeline.rules(0))
+    assert after == before
+
+
 def test_bundle_unknown_id_is_experimenter_error(h):
     err = only(_bundle(h, 9, of13.ONF_BCT_COMMIT_REQUEST), "OFPErrorMsg")
     assert (err.exp_type, err.experimenter) == (2302, codec.ONF)
