@@ -24,7 +24,8 @@ unmodified against pyvswitch:
   set to the logical port's name.
 
 Everything started is stopped, and every namespace removed, by `close()`
-(the context manager calls it, also after a failure half-way through)::
+(the context manager calls it, also after a failure half-way through); the
+logs go with the temp dir unless ``PYVSWITCH_OVN_KEEP_LOGS=1``::
 
     with Deployment() as ovn:
         hv1, hv2 = ovn.add_hypervisor("hv1"), ovn.add_hypervisor("hv2")
