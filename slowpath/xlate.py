@@ -45,14 +45,15 @@ from slowpath.fields import (
 from slowpath.flow import FlowKey
 from slowpath.match import Match, member_shift
 
-# ctx.depth grows twice per resubmit (the resubmit, then the rule's
-# apply-actions).  OVS counts only resubmits to an earlier or the same table
-# against its limit of 64, so OVN's forward chains nest deep: a packet
-# routed switch -> router -> switch passes ~120 tables in one translation.
-# 200 nested resubmits allowed; Python's recursion limit (about 4 frames a
-# resubmit) stops near 240.
-MAX_RESUBMIT_DEPTH = 400
+# As in OVS (xlate_recursively): only a resubmit to the same or an earlier
+# table deepens the recursion, limited to 64; forward chains are bounded by
+# the 4096 resubmits of a translation (OVN's switch -> router -> switch path
+# nests ~120 forward ones).  Python frames are the other bound: the daemon
+# raises the interpreter's recursion limit, and a translation that still
+# hits it is dropped like one over these limits.
+MAX_RESUBMIT_DEPTH = 64
 MAX_RESUBMITS = 4096
+RECURSION_LIMIT = 30000       # frames; ~5 per nested resubmit
 
 # Members whose rewrites become SetMasked datapath actions (packet headers
 # and datapath metadata the executors know).  Pipeline metadata (regs,
@@ -253,12 +254,12 @@ class XlateCtx:
         self.odp: list = []
         self.out = XlateOutput(_NO_MEGAFLOW)
         self.action_set: dict = {}
-        self.depth = 0
+        self.depth = 0        # nesting of action lists (trace indentation)
+        self.recursion = 0    # resubmits to the same or an earlier table in progress
         self.n_resubmits = 0
         self.table_id = 0
         self.rule: Rule | None = None
         self.in_group = 0
-        self.in_clone = 0     # controller(pause) does not pause inside a clone
         self.packet_out = False
 
     # --- the one accessor -------------------------------------------------
@@ -486,7 +487,7 @@ class XlateCtx:
             pin = PacketIn(reason, self.table_id, cookie, self.key.copy(), data, len(data),
                            act.max_len, act.userdata, act.pause, act.controller_id)
             self.out.packet_ins.append(pin)
-            if act.pause and not self.in_clone:
+            if act.pause:
                 self.out.slow = True
                 raise _Pause(pin)
 
@@ -618,6 +619,14 @@ class XlateCtx:
                 p.rest.extend(actions[i + 1:])
                 raise
 
+    def freeze(self, p: _Pause) -> None:
+        """Register what a pause left for NXT_RESUME; its packet-in carries
+        the continuation."""
+        p.pin.frozen = Frozen(tuple(p.rest), dict(self.action_set), self.table_id, self.rule,
+                              self.n_resubmits, self.p.version)
+        p.pin.continuation = self.p.continuations.freeze(p.pin.frozen, p.pin.table_id,
+                                                         p.pin.cookie)
+
     def fork(self, f: _Fork) -> None:
         """check_pkt_larger: the packet's length is not in the flow key, so
         (as OVS does) what is left is translated twice, with the result bit
@@ -675,15 +684,17 @@ class XlateCtx:
         key, written, odp = self.key.copy(), self.written, self.odp
         self.odp = []
         self.depth += 1
-        self.in_clone += 1
         try:
             try:
                 self.do_actions(actions)
             except _Fork as f:
                 self.fork(f)
+            except _Pause as p:
+                # as OVS: the pause freezes the rest of the clone only; the
+                # actions after the clone go on with the original packet
+                self.freeze(p)
         finally:
             self.depth -= 1
-            self.in_clone -= 1
             inner = self.odp
             if not all(isinstance(a, (dp.Output, dp.Userspace, dp.Meter)) for a in inner):
                 inner = [dp.Clone(tuple(inner))]
@@ -880,12 +891,14 @@ def _x_set_queue(ctx, a: A.SetQueue):
 
 
 def _x_resubmit(ctx, a: A.Resubmit):
-    if ctx.depth >= MAX_RESUBMIT_DEPTH or ctx.n_resubmits >= MAX_RESUBMITS:
+    table = ctx.table_id if a.table is None else a.table
+    deepens = table <= ctx.table_id
+    if (deepens and ctx.recursion >= MAX_RESUBMIT_DEPTH) or ctx.n_resubmits >= MAX_RESUBMITS:
         ctx.note("resubmit: recursion limit reached, dropping")
         ctx.odp.clear()
         raise _Stop
     ctx.n_resubmits += 1
-    table = ctx.table_id if a.table is None else a.table
+    ctx.recursion += deepens
     saved_port, saved_table, saved_rule = ctx.key.in_port, ctx.table_id, ctx.rule
     if a.in_port != OFPP_IN_PORT:
         ctx.key.in_port = a.in_port
@@ -897,6 +910,7 @@ def _x_resubmit(ctx, a: A.Resubmit):
         p.rest.append(Return(saved_port, saved_table, saved_rule))
         raise
     ctx.depth -= 1
+    ctx.recursion -= deepens
     ctx.key.in_port = saved_port
     ctx.table_id, ctx.rule = saved_table, saved_rule
 
@@ -1059,10 +1073,10 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
     except _Stop:
         pass
     except _Pause as p:
-        p.pin.frozen = Frozen(tuple(p.rest), ctx.action_set, ctx.table_id, ctx.rule,
-                              ctx.n_resubmits, pipeline.version)
-        p.pin.continuation = pipeline.continuations.freeze(p.pin.frozen, p.pin.table_id,
-                                                           p.pin.cookie)
+        ctx.freeze(p)
+    except RecursionError:
+        ctx.note("translation nests deeper than the interpreter allows, dropping")
+        ctx.odp.clear()
     if trace:
         ctx.out.final_key = ctx.key.copy()
     mask = ctx.wc.mask

@@ -16,12 +16,16 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Callable
 
+from slowpath import xlate
 from vswitch import __version__, trace, vlog
 from vswitch.pidfile import AlreadyRunning, Pidfile
 
 log = logging.getLogger(__name__)
+
+XLATE_THREAD_STACK = 256 << 20     # virtual; deep translations touch a few MB
 
 
 class Daemon:
@@ -57,6 +61,10 @@ class Daemon:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # Translation recurses once per nested resubmit (OVN nests ~120);
+        # give it the frames and the thread stack for slowpath.xlate's limits.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), xlate.RECURSION_LIMIT))
+        threading.stack_size(XLATE_THREAD_STACK)
         async with contextlib.AsyncExitStack() as stack:
             self.datapath = Datapath()
             self.datapath.start()

@@ -113,13 +113,37 @@ def test_a_resumed_translation_can_pause_again():
     assert outputs(resume(p, pin2)) == [103]
 
 
-def test_pause_inside_a_clone_or_group_bucket_does_not_pause():
+def test_pause_inside_a_clone_or_group_bucket_freezes_only_their_rest():
+    """OVN runs router pipelines in clone(): a pause there freezes the rest of
+    the clone; what follows the clone goes on with the original packet."""
     p = bridge()
     p.group_mod(GroupMod("add", "all", 1, (Bucket(actions=(PAUSE, A.Output(3))),)))
     add(p, "in_port=1", [A.Clone((PAUSE, A.Output(2))), A.Group(1), A.Output(4)])
     x = p.xlate(parse_packet(DATA, 1), DATA, 1.0)
-    assert outputs(x) == [102, 103, 104]
-    assert len(x.packet_ins) == 2 and not any(pi.continuation for pi in x.packet_ins)
+    assert outputs(x) == [104] and x.slow
+    in_clone, in_bucket = x.packet_ins
+    assert in_clone.continuation and in_bucket.continuation
+    assert outputs(resume(p, in_clone)) == [102]
+    assert outputs(resume(p, in_bucket)) == [103]
+
+
+def test_resubmit_depth_counts_only_resubmits_to_earlier_tables():
+    """As OVS: 254 tables chained forward translate; a resubmit loop stops."""
+    import sys
+    from slowpath.xlate import RECURSION_LIMIT
+    p = bridge()
+    for t in range(254):
+        add(p, "", [A.Resubmit(table=t + 1)], table=t)
+    add(p, "", [A.Output(2)], table=254)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    try:
+        assert outputs(p.xlate(parse_packet(DATA, 1), DATA, 1.0)) == [102]
+    finally:
+        sys.setrecursionlimit(old)
+    q = bridge()
+    add(q, "", [A.Output(2), A.Resubmit(table=0)])
+    assert q.xlate(parse_packet(DATA, 1), DATA, 1.0).actions == ()
 
 
 def test_revalidation_does_not_pause_or_register():
