@@ -264,6 +264,33 @@ def test_ipv6_neighbour_discovery_switching_and_routing(ovn):
         check(" 0% packet loss" in p.stdout and "duplicates" not in p.stdout, ovn, p.stdout)
     # g learnt h's own MAC (not the solicited-node multicast one)
     assert "0a:00:00:00:00:08" in g.run("ip", "-6", "neigh", "show", "fd00::8").stdout
+    # a router solicitation is answered by OVN (put_nd_ra_opts pauses inside
+    # the router's clone(); NXT_RESUME sends the advertisement back)
+    ovn.nbctl("set", "logical_router_port", "lr0-sw0", "ipv6_ra_configs:address_mode=slaac")
+    ovn.nbctl("--wait=hv", "sync")
+    ra = g.run(sys.executable, "-c", RS_THEN_RA, "0a:00:00:00:00:07", timeout=60, check=False)
+    check(ra.returncode == 0 and "prefix fd00::" in ra.stdout, ovn, ra.stdout + ra.stderr)
+
+
+RS_THEN_RA = """
+import sys, time
+from scapy.all import AsyncSniffer, Ether, IPv6, ICMPv6ND_RS, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo
+from scapy.all import ICMPv6NDOptSrcLLAddr, sendp
+mac = sys.argv[1]
+sn = AsyncSniffer(iface="eth0", lfilter=lambda p: ICMPv6ND_RA in p)
+sn.start()
+time.sleep(0.5)
+for _ in range(2):
+    sendp(Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src="fe80::807:ff:fe00:7", dst="ff02::2")
+          / ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=mac), iface="eth0", verbose=False)
+    time.sleep(1)
+got = sn.stop()
+ras = [p for p in got if ICMPv6ND_RA in p]
+for p in ras:
+    if ICMPv6NDOptPrefixInfo in p:
+        print("prefix", p[ICMPv6NDOptPrefixInfo].prefix)
+sys.exit(0 if ras else 1)
+"""
 
 
 def test_port_move_during_continuous_ping(ovn):
