@@ -277,15 +277,17 @@ import sys, time
 from scapy.all import AsyncSniffer, Ether, IPv6, ICMPv6ND_RS, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo
 from scapy.all import ICMPv6NDOptSrcLLAddr, sendp
 mac = sys.argv[1]
-sn = AsyncSniffer(iface="eth0", lfilter=lambda p: ICMPv6ND_RA in p)
+ras = []
+sn = AsyncSniffer(iface="eth0", lfilter=lambda p: ICMPv6ND_RA in p, prn=ras.append, store=False)
 sn.start()
 time.sleep(0.5)
-for _ in range(2):
+for _ in range(8):           # ovn-controller rate-limits its packet-ins: ask again
     sendp(Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src="fe80::807:ff:fe00:7", dst="ff02::2")
           / ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=mac), iface="eth0", verbose=False)
     time.sleep(1)
-got = sn.stop()
-ras = [p for p in got if ICMPv6ND_RA in p]
+    if ras:
+        break
+sn.stop()
 for p in ras:
     if ICMPv6NDOptPrefixInfo in p:
         print("prefix", p[ICMPv6NDOptPrefixInfo].prefix)
