@@ -104,12 +104,13 @@ def layout(frame: bytearray) -> Layout:
         off += 4
         (eth_type,) = struct.unpack_from("!H", frame, off)
     l3 = off + 2
-    if eth_type == ETH_TYPE_IP and len(frame) >= l3 + 20:
+    # the version nibble must agree with the type, as the flow parsers require
+    if eth_type == ETH_TYPE_IP and len(frame) >= l3 + 20 and frame[l3] >> 4 == 4:
         ihl = (frame[l3] & 0x0F) * 4
         frag = struct.unpack_from("!H", frame, l3 + 6)[0] & 0x1FFF
         l4 = l3 + ihl if not frag and len(frame) >= l3 + ihl else None
         return Layout(l3, eth_type, l4, frame[l3 + 9])
-    if eth_type == ETH_TYPE_IPV6 and len(frame) >= l3 + 40:
+    if eth_type == ETH_TYPE_IPV6 and len(frame) >= l3 + 40 and frame[l3] >> 4 == 6:
         return Layout(l3, eth_type, l3 + 40, frame[l3 + 6])
     if eth_type == ETH_TYPE_ARP and len(frame) >= l3 + 28:
         return Layout(l3, eth_type, None, None)
