@@ -89,6 +89,45 @@ class Bucket:
     watch_group: int = OFPG_ANY
 
 
+class RecircTable:
+    """recirc_id -> where a recirculated packet's translation resumes:
+    (pipeline, table_id, frozen in_port/metadata/regs)."""
+
+    def __init__(self, first_id: int = 1):
+        self.states: dict[int, tuple] = {}
+        self._by_state: dict[tuple, int] = {}
+        self.pipelines: list = []
+        self.next_id = first_id
+
+    def alloc(self, pipeline, table_id: int, key: FlowKey) -> int:
+        frozen = FlowKey()
+        frozen.in_port, frozen.metadata, frozen.regs = key.in_port, key.metadata, key.regs
+        sk = (id(pipeline), table_id, key.in_port, key.metadata, key.regs)
+        rid = self._by_state.get(sk)
+        if rid is None:
+            rid, self.next_id = self.next_id, self.next_id + 1
+            self.states[rid] = (pipeline, table_id, frozen)
+            self._by_state[sk] = rid
+            for p in self.pipelines:
+                p.version += 1   # their megaflows must start matching recirc_id
+        return rid
+
+    @staticmethod
+    def join(pipelines) -> None:
+        """Give ``pipelines`` (linked by patch ports) one shared table.  It
+        starts empty, with ids above every old one: megaflows still holding
+        an old id no longer resume and are revalidated away (all versions
+        move), and their packets get fresh ids."""
+        pipelines = list(pipelines)
+        if len({id(p.recirc) for p in pipelines}) <= 1:
+            return
+        shared = RecircTable(max(p.recirc.next_id for p in pipelines))
+        shared.pipelines = pipelines
+        for p in pipelines:
+            p.recirc = shared
+            p.version += 1
+
+
 @dataclass
 class GroupMod:
     command: str = "add"           # add | modify | delete
@@ -199,11 +238,16 @@ class Pipeline:
         self.meters: dict[int, Meter] = {}
         self.mac_learning = MacLearning(mac_idle_time, mac_max_entries)
         self.version = 0
-        self.recirc_states: dict[int, tuple[int, FlowKey]] = {}
+        #: recirculation states; one table shared by the pipelines patch
+        #: ports join (`RecircTable.join`), since a packet recirculates in
+        #: the datapath with the in_port it entered with
+        self.recirc = RecircTable()
+        self.recirc.pipelines.append(self)
+        #: patch ports: ofport -> (peer Pipeline, peer ofport), set by the caller
+        self.patch_peers: dict[int, tuple["Pipeline", int]] = {}
         #: GENEVE option <-> tun_metadataN map (a slowpath.tunnel.TlvMap), set
         #: by the caller on NXT_TLV_TABLE_MOD; None = no options mapped
         self.tlv_map = None
-        self._recirc_by_state: dict[tuple, int] = {}
         #: translations paused by controller(pause), for NXT_RESUME
         self.continuations = ContinuationStore()
 
@@ -699,11 +743,11 @@ class Pipeline:
                 if i < len(g.bucket_counts):
                     g.bucket_counts[i][0] += packets
                     g.bucket_counts[i][1] += nbytes
-        for mac, vlan, port in xout.macs:
-            if self.mac_learning.learn(mac, vlan, port, now):
-                self.version += 1
-        for fm in xout.learns:
-            self.apply_learn(fm, now)
+        for mac, vlan, port, owner in xout.macs:     # owner: across a patch port
+            if owner.mac_learning.learn(mac, vlan, port, now):
+                owner.version += 1
+        for fm, owner in xout.learns:
+            owner.apply_learn(fm, now)
 
     def apply_learn(self, fm: FlowMod, now: float) -> None:
         """Add (or refresh) a learned rule.  Re-learning an identical rule
@@ -719,19 +763,14 @@ class Pipeline:
         except OFError:
             pass       # an unlearnable rule (e.g. prerequisites) is skipped, as OVS does
 
+    @property
+    def recirc_states(self) -> dict:
+        return self.recirc.states
+
     def alloc_recirc(self, table_id: int, key: FlowKey) -> int:
-        """A recirc_id whose thawing resumes at ``table_id`` with the pipeline
-        metadata (metadata, regs) of ``key`` restored."""
-        frozen = FlowKey()
-        frozen.metadata, frozen.regs = key.metadata, key.regs
-        sk = (table_id, key.metadata, key.regs)
-        rid = self._recirc_by_state.get(sk)
-        if rid is None:
-            rid = len(self.recirc_states) + 1
-            self.recirc_states[rid] = (table_id, frozen)
-            self.version += 1   # megaflows must start matching recirc_id
-            self._recirc_by_state[sk] = rid
-        return rid
+        """A recirc_id whose thawing resumes in this pipeline at ``table_id``
+        with in_port and the pipeline metadata (metadata, regs) of ``key``."""
+        return self.recirc.alloc(self, table_id, key)
 
     # ---- NORMAL ---------------------------------------------------------------------
     def normal(self, ctx) -> None:
@@ -756,7 +795,7 @@ class Pipeline:
         if not dl_src & (1 << 40):
             if ctx.side_effects and self.mac_learning.learn(dl_src, vlan, in_ofport, ctx.now):
                 self.version += 1
-            ctx.out.macs.append((dl_src, vlan, in_ofport))
+            ctx.out.macs.append((dl_src, vlan, in_ofport, self))
         out = None if dl_dst & (1 << 40) else self.mac_learning.lookup(dl_dst, vlan, ctx.now)
         if out is None:
             ctx.note(f"NORMAL: flooding in VLAN {vlan}")

@@ -105,7 +105,9 @@ class Revalidator:
             ukey.packets, ukey.bytes = packets, nbytes
             if now - max(used or 0, ukey.created) > self.max_idle:
                 doomed.append(k)
-            elif force or ukey.version != ukey.pipeline.version:
+            elif force or ukey.version != ukey.pipeline.version or (
+                    ukey.xout is not None
+                    and any(p.version != v for p, v in ukey.xout.peers)):   # patch ports
                 if not self._still_valid(ukey, match, mask, now):
                     doomed.append(k)
         for k in doomed:

@@ -73,6 +73,11 @@ for _m in _PIPELINE_META:
     _PIPELINE_META_MASK |= member_int_mask(_m)
 del _m
 _IN_PORT_MASK = member_int_mask("in_port")
+_CT_MEMBERS = tuple(m for m in MEMBERS if m.startswith("ct_"))
+_CT_MASK = 0
+for _m in _CT_MEMBERS:
+    _CT_MASK |= member_int_mask(_m)
+del _m
 _RECIRC_MASK = member_int_mask("recirc_id")
 _CONJ_MASK = member_int_mask("conj_id")
 _FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
@@ -115,6 +120,7 @@ class PacketIn:
     controller_id: int = 0
     frozen: "Frozen | None" = None     # controller(pause): what is left to run
     continuation: bytes = b""          # ``frozen`` registered for NXT_RESUME
+    pipeline: object = None            # whose controllers get it (patch ports cross)
 
     @property
     def in_port(self) -> int:
@@ -128,7 +134,7 @@ class XlateOutput:
     ``Pipeline.credit``."""
 
     __slots__ = ("megaflow", "packet_ins", "rules", "groups", "macs", "learns", "slow",
-                 "version", "trace", "final_key")
+                 "version", "peers", "trace", "final_key")
 
     def __init__(self, megaflow: Megaflow):
         self.megaflow = megaflow
@@ -139,6 +145,7 @@ class XlateOutput:
         self.learns: list = []            # FlowMods from learn actions
         self.slow = False                 # must not be cached (per-packet work)
         self.version = 0                  # pipeline.version the translation saw
+        self.peers: list = []             # (pipeline, version) entered by patch ports
         self.trace: list[str] = []
         self.final_key: FlowKey | None = None   # the flow after all actions (when tracing)
 
@@ -195,6 +202,16 @@ class _Fork(_Unwind):
     def __init__(self, action):
         super().__init__()
         self.action = action
+
+
+@dataclass(frozen=True)
+class PatchReturn:
+    """Frozen end of a patch port crossing: back to this bridge and flow."""
+    pipeline: object
+    table_id: int
+    rule: Rule | None
+    action_set: dict
+    saved: tuple
 
 
 @dataclass(frozen=True)
@@ -407,10 +424,44 @@ class XlateCtx:
         if port.no_fwd:
             self.note(f"port {port.ofport} is no_fwd: dropping")
             return
+        peer = self.p.patch_peers.get(port.ofport)
+        if peer is not None:
+            return self._output_patch(*peer)
         if port.tunnel is not None:
             return self._output_tunnel(port)
         self.note(f"output:{port.ofport}")
         self.emit(dp.Output(port.dp_port))
+
+    def _output_patch(self, peer, peer_ofport: int) -> None:
+        """A patch port: the packet enters the peer bridge on its end of the
+        patch, within this translation (OVS patch_port_output): pipeline
+        metadata and conntrack state start afresh there, the action set is
+        the peer's own; afterwards this bridge goes on as before."""
+        if self.recursion >= MAX_RESUBMIT_DEPTH or self.n_resubmits >= MAX_RESUBMITS:
+            self.note("patch port: recursion limit reached, dropping")
+            self.odp.clear()
+            raise _Stop
+        self.note(f"patch port to {peer_ofport} of the peer bridge")
+        saved = self.save()
+        state = (self.p, self.table_id, self.rule, self.action_set)
+        self.n_resubmits += 1
+        self.recursion += 1
+        if peer is not self.p and all(p is not peer for p, _ in self.out.peers):
+            self.out.peers.append((peer, peer.version))
+        self.p, self.action_set = peer, {}
+        self.key.in_port = peer_ofport
+        for m in _PIPELINE_META + _CT_MEMBERS:
+            o, n = MEMBERS[m]
+            self.key.buf[o:o + n] = bytes(n)
+        self.written |= _IN_PORT_MASK | _PIPELINE_META_MASK | _CT_MASK
+        try:
+            self.run_pipeline(0)
+        except _Unwind as u:
+            u.rest.append(PatchReturn(*state, saved))
+            raise
+        self.recursion -= 1
+        self.restore(saved)
+        self.p, self.table_id, self.rule, self.action_set = state
 
     def consult(self, *members: str) -> None:
         """Mark whole key members consulted (what a helper outside xlate reads)."""
@@ -485,7 +536,8 @@ class XlateCtx:
             data = self._packet_now()
             cookie = self.rule.cookie if self.rule is not None else 0xffffffffffffffff
             pin = PacketIn(reason, self.table_id, cookie, self.key.copy(), data, len(data),
-                           act.max_len, act.userdata, act.pause, act.controller_id)
+                           act.max_len, act.userdata, act.pause, act.controller_id,
+                           pipeline=self.p)
             self.out.packet_ins.append(pin)
             if act.pause:
                 self.out.slow = True
@@ -575,13 +627,17 @@ class XlateCtx:
         and at the top level so is the action set."""
         skipping = False
         for i, it in enumerate(items):
-            if skipping and not isinstance(it, Return):
+            if skipping and not isinstance(it, (Return, PatchReturn)):
                 continue
             skipping = False
             try:
                 if isinstance(it, Return):
                     self.key.in_port = it.in_port
                     self.table_id, self.rule = it.table_id, it.rule
+                elif isinstance(it, PatchReturn):
+                    self.restore(it.saved)
+                    self.p, self.table_id, self.rule = it.pipeline, it.table_id, it.rule
+                    self.action_set = it.action_set
                 elif it is RUN_ACTION_SET:
                     self.execute_action_set()
                 elif isinstance(it, A.GotoTable):
@@ -640,11 +696,13 @@ class XlateCtx:
         key, written, vlans = self.key.copy(), self.written, list(self.committed_vlans)
         action_set, side_effects, odp = dict(self.action_set), self.side_effects, self.odp
         table_id, rule, depth = self.table_id, self.rule, self.depth
+        pipeline, recursion = self.p, self.recursion
         branches = []
         for bit in (1, 0):
             self.key, self.written, self.committed_vlans = key.copy(), written, list(vlans)
             self.action_set, self.pending, self.odp = dict(action_set), 0, list(odp)
             self.table_id, self.rule, self.depth = table_id, rule, depth
+            self.p, self.recursion = pipeline, recursion
             self.side_effects = side_effects and actual in (None, bool(bit))
             self.note(f"check_pkt_larger({a.pkt_len}) -> {a.field}[{a.ofs}] = {bit}")
             self.write(a.field, bit << a.ofs, 1 << a.ofs)
@@ -658,6 +716,7 @@ class XlateCtx:
         self.key, self.written, self.committed_vlans = key, written, vlans
         self.action_set, self.pending, self.side_effects = action_set, 0, side_effects
         self.table_id, self.rule, self.depth = table_id, rule, depth
+        self.p, self.recursion = pipeline, recursion
         self.odp = odp + [dp.CheckPktLen(a.pkt_len, branches[0], branches[1])]
 
     # --- cloning for groups and clone() ----------------------------------
@@ -984,7 +1043,7 @@ def _x_learn(ctx, a: A.Learn):
     fm = FlowMod("add", a.table_id, a.priority, match, a.cookie, 0, a.idle_timeout,
                  a.hard_timeout, frozenset(a.flags) - {"delete_learned"},
                  instructions=(A.ApplyActions(tuple(acts)),))
-    ctx.out.learns.append(fm)
+    ctx.out.learns.append((fm, ctx.p))
     ctx.note(f"learn: table={a.table_id},priority={a.priority},{match.to_string()}")
     if ctx.side_effects:
         ctx.p.apply_learn(fm, ctx.now)
@@ -1103,8 +1162,11 @@ def _translate(ctx: XlateCtx, pipeline, key: FlowKey, in_port, actions, resume) 
         if state is None:
             ctx.note(f"unknown recirc_id {key.recirc_id:#x}: dropping")
         else:
-            table_id, frozen = state
-            for n in ("metadata", "regs"):
+            owner, table_id, frozen = state
+            if owner is not pipeline:      # frozen beyond a patch port
+                ctx.p = owner
+                ctx.out.peers.append((owner, owner.version))
+            for n in ("in_port", "metadata", "regs"):
                 setattr(ctx.key, n, getattr(frozen, n))
                 ctx.written |= member_int_mask(n)   # constants of the recirc_id
             ctx.run_pipeline(table_id)

@@ -37,7 +37,7 @@ from slowpath.conntrack import execute as ct_execute
 from slowpath.conntrack.offload import CtOffload
 from slowpath.flow import FlowKey, parse_packet
 from slowpath.match import Match
-from slowpath.pipeline import FlowMod, Pipeline
+from slowpath.pipeline import FlowMod, Pipeline, RecircTable
 from slowpath.port import Port
 from slowpath.revalidator import Revalidator
 from slowpath.tunnel import TlvMap
@@ -253,11 +253,16 @@ class Bridge:
     def add_port(self, cfg: IfaceConfig) -> LivePort:
         try:
             netdev = netdev_for(cfg.type)
-            # Behind the XDP cache, an interface's socket is AF_XDP fed by
-            # the cache program's XSKMAP (misses, actions XDP cannot run).
-            kind = ("afxdp-cache" if self.xdp is not None and netdev.kind in ("afpacket", "afxdp")
-                    else None)
-            dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options, kind)
+            if netdev.datapath_port:
+                # Behind the XDP cache, an interface's socket is AF_XDP fed by
+                # the cache program's XSKMAP (misses, actions XDP cannot run).
+                kind = ("afxdp-cache" if self.xdp is not None
+                        and netdev.kind in ("afpacket", "afxdp") else None)
+                dp_port = self.reconciler.datapath.call(netdev.open, cfg.name, cfg.options,
+                                                        kind)
+            else:   # a patch port: the pipeline's only (linked by the reconciler)
+                netdev.check(cfg.name, cfg.options)
+                dp_port = None
         except PortError as e:
             log.warning("%s: %s", self.name, e)
             live = self.ports[cfg.name] = LivePort(cfg, -1, None, str(e),
@@ -270,8 +275,9 @@ class Bridge:
                     tunnel=self.reconciler.tunnels.port_config(cfg.type, cfg.options))
         with self.lock:
             self.pipeline.set_port(port)
-        self.reconciler.dp_ports[dp_port] = (self, ofport)
-        if self.xdp is not None:
+        if dp_port is not None:
+            self.reconciler.dp_ports[dp_port] = (self, ofport)
+        if self.xdp is not None and dp_port is not None:
             self._xdp_add(live)
         if self.connmgr is not None:
             self.connmgr.port_status(PORT_ADD, port)
@@ -282,6 +288,13 @@ class Bridge:
     def del_port(self, name: str) -> None:
         live = self.ports.pop(name)
         if live.dp_port is None:
+            if live.ofport > 0:            # a patch port: the pipeline's only
+                with self.lock:
+                    port = self.pipeline.ports.get(live.ofport)
+                    self.pipeline.remove_port(live.ofport)
+                    self.pipeline.patch_peers.pop(live.ofport, None)
+                if self.connmgr is not None and port is not None:
+                    self.connmgr.port_status(PORT_DELETE, port)
             return
         self.reconciler.dp_ports.pop(live.dp_port, None)
         with self.lock:
@@ -512,10 +525,15 @@ class Bridge:
         return [dict(s, port_no=p.ofport) for p, s in zip(wanted, stats)]
 
     def send_packet_ins(self, packet_ins: list) -> None:
-        """From any thread: hand packet-ins to the OpenFlow side."""
-        connmgr = self.connmgr
-        for pin in packet_ins if connmgr is not None else ():
-            self.reconciler.loop.call_soon_threadsafe(connmgr.send_packet_in, pin)
+        """From any thread: hand packet-ins to the OpenFlow side -- of the
+        bridge whose pipeline made them (a patch port may have led there)."""
+        for pin in packet_ins:
+            owner = self
+            if pin.pipeline is not None and pin.pipeline is not self.pipeline:
+                owner = self.reconciler.bridge_of(pin.pipeline) or self
+            connmgr = owner.connmgr
+            if connmgr is not None:
+                self.reconciler.loop.call_soon_threadsafe(connmgr.send_packet_in, pin)
 
     def ct_flush_zone(self, zone: int) -> None:
         """NXT_CT_FLUSH_ZONE: forget the zone's connections (all bridges
@@ -611,6 +629,7 @@ class BridgeReconciler:
         self.bridges: dict[str, Bridge] = {}
         self.dp_ports: dict[int, tuple[Bridge, int]] = {}
         self.ofproto_lock = threading.RLock()
+        self._unmatched_patches: set = set()
         self.revalidator = Revalidator()
         self.tunnels = TunnelManager(self)
         self._pending = False
@@ -680,6 +699,7 @@ class BridgeReconciler:
                 br = self.bridges[name] = Bridge(name, self)
             if (task := br.reconcile(cfg)) is not None:
                 opening.append(task)
+        self.link_patches()
         self.tunnels.sync()
         if opening:
             # cur_cfg only once BRIDGE.mgmt exists: `ovs-vsctl add-br br0 &&
@@ -687,6 +707,35 @@ class BridgeReconciler:
             asyncio.ensure_future(self._write_back_after(opening))
         else:
             self._write_back()
+
+    def bridge_of(self, pipeline) -> "Bridge | None":
+        return next((b for b in self.bridges.values() if b.pipeline is pipeline), None)
+
+    def link_patches(self) -> None:
+        """Join the patch ports whose ends name each other (both must exist,
+        as in OVS); the pipelines they link share their recirculation ids."""
+        ends = {name: (br, live.ofport, live.config.options.get("peer"))
+                for br in self.bridges.values() for name, live in br.ports.items()
+                if live.config.type == "patch" and live.ofport > 0}
+        linked = []
+        with self.ofproto_lock:
+            for br in self.bridges.values():
+                peers = {ofport: (ends[peer][0].pipeline, ends[peer][1])
+                         for name, (b, ofport, peer) in ends.items()
+                         if b is br and peer in ends and ends[peer][2] == name}
+                if peers != br.pipeline.patch_peers:
+                    br.pipeline.patch_peers = peers
+                    br.pipeline.version += 1
+                if peers:
+                    linked.append(br.pipeline)
+            if linked:
+                RecircTable.join(linked)
+        unmatched = {name for name, (_, _, peer) in ends.items()
+                     if peer not in ends or ends[peer][2] != name}
+        for name in sorted(unmatched - self._unmatched_patches):
+            log.warning("%s: patch port %s: no patch port %s names it as its peer",
+                        ends[name][0].name, name, ends[name][2])
+        self._unmatched_patches = unmatched
 
     async def _write_back_after(self, tasks: list) -> None:
         for result in await asyncio.gather(*tasks, return_exceptions=True):

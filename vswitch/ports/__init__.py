@@ -4,8 +4,8 @@ As in OVS's netdev providers, each type is one small class that knows how to
 open its device in the datapath and what to check first; the bridge never
 special-cases a type.  ``system`` opens an existing Linux interface with
 AF_PACKET, ``internal`` creates a TAP device named after the port (the
-bridge-local port is one).  Types of later issues (``afxdp``, ``geneve``,
-``patch``, ``dpdk``) register here too.
+bridge-local port is one), ``patch`` joins two bridges without any device.
+``afxdp``, ``geneve`` and ``dpdk`` register here too.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Netdev:
     creates_device = False
     #: Listed in Open_vSwitch.iface_types (what controllers may use).
     advertised = True
+    #: Whether it is a port of the datapath (a patch port is not).
+    datapath_port = True
 
     def check(self, name: str, options: dict[str, str]) -> None:
         """Raise PortError if the port cannot be opened; called before open."""
@@ -73,6 +75,23 @@ class AfxdpNetdev(SystemNetdev):
     kind = "afxdp"
 
 
+class PatchNetdev(Netdev):
+    """One end of a virtual cable to a port of another bridge that names
+    this one back (``options:peer``).  No device and no datapath port: a
+    packet output to it enters the peer bridge within the same translation
+    (``slowpath.xlate.XlateCtx._output_patch``), as OVS does."""
+
+    type = "patch"
+    datapath_port = False
+
+    def check(self, name: str, options: dict[str, str]) -> None:
+        peer = options.get("peer")
+        if not peer:
+            raise PortError(f"{name}: a patch port needs options:peer")
+        if peer == name:
+            raise PortError(f"{name}: a patch port cannot be its own peer")
+
+
 class DpdkNetdev(Netdev):
     type = "dpdk"
     advertised = False  # not in Open_vSwitch.iface_types: we cannot open it
@@ -83,7 +102,8 @@ class DpdkNetdev(Netdev):
 
 
 NETDEV_TYPES: dict[str, Netdev] = {
-    cls.type: cls() for cls in (SystemNetdev, InternalNetdev, AfxdpNetdev, DpdkNetdev)
+    cls.type: cls() for cls in (SystemNetdev, InternalNetdev, AfxdpNetdev, PatchNetdev,
+                                DpdkNetdev)
 }
 NETDEV_TYPES[""] = NETDEV_TYPES["system"]  # OVSDB's default type
 
