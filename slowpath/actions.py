@@ -33,7 +33,7 @@ class Controller:
     userdata: bytes = b""
     pause: bool = False
     controller_id: int = 0
-    meter_id: int | None = None   # NXAC2PT_METER_ID: kept and dumped, not enforced yet
+    meter_id: int | None = None   # NXAC2PT_METER_ID: rate-limits the packet-ins
 
 
 @dataclass(frozen=True)

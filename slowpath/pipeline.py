@@ -172,6 +172,9 @@ class Meter:
     packet_in_count: int = 0
     byte_in_count: int = 0
     band_counts: list = field(default_factory=list)
+    #: token bucket for packet-ins metered by controller(meter_id=...)
+    #: (tokens, last refill time); datapath meters keep their own
+    bucket: list = field(default_factory=lambda: [None, 0.0])
 
 
 @dataclass
@@ -595,6 +598,34 @@ class Pipeline:
         return [self.groups[i] for i in ids if i in self.groups]
 
     # ---- meters ---------------------------------------------------------------------
+    def meter_packet_in(self, meter_id: int, nbytes: int, now: float) -> bool:
+        """May a packet-in of ``nbytes`` metered by ``meter_id`` go to the
+        controller now?  Its lowest drop band's rate (packets or kbit per
+        second) refills a bucket of its burst (or one second's worth).
+        OVS (and OVN, which meters its packet-ins) do the same.  An
+        unknown meter does not limit."""
+        m = self.meters.get(meter_id)
+        drops = [(b.rate, i, b) for i, b in enumerate(m.bands) if b.type == "drop"] if m else []
+        if not drops:
+            return True
+        rate, i, band = min(drops)
+        pkts = "pktps" in m.flags
+        size = (band.burst_size if "burst" in m.flags and band.burst_size else rate)
+        cost = 1.0 if pkts else nbytes * 8 / 1000.0
+        tokens, last = m.bucket
+        tokens = size if tokens is None else min(size, tokens + (now - last) * rate)
+        m.packet_in_count += 1
+        m.byte_in_count += nbytes
+        if tokens >= cost:
+            m.bucket[:] = [tokens - cost, now]
+            return True
+        m.bucket[:] = [tokens, now]
+        while len(m.band_counts) <= i:
+            m.band_counts.append([0, 0])
+        m.band_counts[i][0] += 1
+        m.band_counts[i][1] += nbytes
+        return False
+
     def meter_mod(self, mm: MeterMod, now: float = 0.0) -> list[FlowRemoved]:
         if mm.command not in ("add", "modify", "delete"):
             raise meter_mod_failed(ofp.OFPMMFC_BAD_COMMAND, mm.command)

@@ -534,6 +534,12 @@ class XlateCtx:
         self.emit(dp.Userspace("controller", (act.controller_id, reason, act.max_len)))
         if self.side_effects:
             data = self._packet_now()
+            if act.meter_id is not None and not self.p.meter_packet_in(
+                    act.meter_id, len(data), self.now):
+                self.note(f"controller: meter {act.meter_id} drops the packet-in")
+                if act.pause:
+                    raise _Stop      # the paused rest would have waited for it
+                return
             cookie = self.rule.cookie if self.rule is not None else 0xffffffffffffffff
             pin = PacketIn(reason, self.table_id, cookie, self.key.copy(), data, len(data),
                            act.max_len, act.userdata, act.pause, act.controller_id,
