@@ -295,6 +295,34 @@ sys.exit(0 if ras else 1)
 """
 
 
+def test_localnet_port_through_patch_ports_to_a_physical_network(ovn):
+    """A logical switch with a localnet port: ovn-controller joins br-int to
+    the provider bridge br-phys with a pair of patch ports (ovn-bridge-
+    mappings), and a VM reaches a host on the "physical" network behind it."""
+    from vswitch.ovn import sh
+    hv1 = ovn.hypervisors["hv1"]
+    phys = f"ovn-{ovn.tag}-phys"
+    ovn._netns(phys)
+    sh("ip", "link", "add", "eth0", "netns", phys, "type", "veth", "peer", "phys0",
+       "netns", hv1.netns)
+    sh("ip", "addr", "add", "172.31.0.100/24", "dev", "eth0", ns=phys)
+    sh("ip", "link", "set", "eth0", "up", ns=phys)
+    sh("ip", "link", "set", "phys0", "up", ns=hv1.netns)
+    hv1.vsctl("add-br", "br-phys", "--", "add-port", "br-phys", "phys0")
+    hv1.vsctl("set", "Open_vSwitch", ".", "external_ids:ovn-bridge-mappings=physnet1:br-phys")
+    ovn.nbctl("ls-add", "pub", "--", "lsp-add", "pub", "pub-ln", "--",
+              "lsp-set-type", "pub-ln", "localnet", "--", "lsp-set-addresses", "pub-ln",
+              "unknown", "--", "lsp-set-options", "pub-ln", "network_name=physnet1")
+    p = ovn.add_vm("p", hv1, "pub", "172.31.0.5/24")
+    ovn.wait_up(p)
+    wait_for(lambda: any(n.startswith("patch-") for n in
+                         hv1.vsctl("list-ports", "br-phys").split()), 30,
+             "ovn-controller's patch port on br-phys")
+    check(p.reaches("172.31.0.100"), ovn, "VM -> physical host over localnet")
+    ping = p.ping("172.31.0.100", count=3)
+    check(" 0% packet loss" in ping.stdout, ovn, ping.stdout)
+
+
 def test_port_move_during_continuous_ping(ovn):
     """c moves hv1 -> hv2 (and back) while a (hv1) pings it every 10 ms; the
     traffic lost is printed.  Issue 13's target: under 200 ms (OVS loses
