@@ -39,6 +39,7 @@ from slowpath.port import Port
 from slowpath import xlate as X
 
 N_TABLES = 255
+DP_HASH_SLOTS = 256     # select groups: at most this many dp_hash slots (megaflows)
 OFPTT_ALL = 0xff
 OFPG_MAX = 0xffffff00
 OFPG_ALL = 0xfffffffc
@@ -89,6 +90,18 @@ class Bucket:
     watch_group: int = OFPG_ANY
 
 
+def _state_id(target):
+    """A hashable identity of a recirculation target: the same frozen rest
+    must get the same recirc_id when revalidation translates it again."""
+    if isinstance(target, int):
+        return target
+    try:
+        return hash((target.items, tuple(sorted(target.action_set.items(), key=repr)),
+                     target.table_id, id(target.rule)))
+    except TypeError:
+        return repr((target.items, target.action_set, target.table_id, id(target.rule)))
+
+
 class RecircTable:
     """recirc_id -> where a recirculated packet's translation resumes:
     (pipeline, table_id, frozen in_port/metadata/regs)."""
@@ -99,14 +112,15 @@ class RecircTable:
         self.pipelines: list = []
         self.next_id = first_id
 
-    def alloc(self, pipeline, table_id: int, key: FlowKey) -> int:
+    def alloc(self, pipeline, target, key: FlowKey) -> int:
+        """``target``: the table_id to resume at, or an xlate.Frozen to run."""
         frozen = FlowKey()
         frozen.in_port, frozen.metadata, frozen.regs = key.in_port, key.metadata, key.regs
-        sk = (id(pipeline), table_id, key.in_port, key.metadata, key.regs)
+        sk = (id(pipeline), _state_id(target), key.in_port, key.metadata, key.regs)
         rid = self._by_state.get(sk)
         if rid is None:
             rid, self.next_id = self.next_id, self.next_id + 1
-            self.states[rid] = (pipeline, table_id, frozen)
+            self.states[rid] = (pipeline, target, frozen)
             self._by_state[sk] = rid
             for p in self.pipelines:
                 p.version += 1   # their megaflows must start matching recirc_id
@@ -552,10 +566,14 @@ class Pipeline:
                 return False
         return True
 
-    def xlate_group(self, ctx, group_id: int) -> None:
+    def xlate_group(self, ctx, group_id: int, hashed: bool = False) -> None:
+        """``hashed``: resuming after the datapath computed dp_hash for this
+        select group (see xlate._HashRecirc); else a select group asks for it."""
         g = self.groups.get(group_id)
         if g is None or ctx.in_group > 32:
             return
+        if g.type == "select" and not hashed:
+            raise X._HashRecirc(group_id)
         ctx.note(f"group:{group_id} ({g.type})")
         if g.type in ("all",):
             chosen = list(range(len(g.buckets)))
@@ -570,9 +588,15 @@ class Pipeline:
             if not live:
                 live = [(i, b) for i, b in enumerate(g.buckets) if self.bucket_live(b)]
             if live:
-                h = X.select_hash(ctx)
+                # the low bits of dp_hash pick one of n slots dealt out by
+                # weight: few slots (few megaflows), enough for the weights
                 total = sum(max(b.weight, 1) for _, b in live)
-                point = h % total
+                need = 4 * total // min(max(b.weight, 1) for _, b in live)
+                n = 16
+                while n < need and n < DP_HASH_SLOTS:
+                    n *= 2
+                h = ctx.read_bits("dp_hash", n - 1)
+                point = (h * total) // n
                 for i, b in live:
                     point -= max(b.weight, 1)
                     if point < 0:

@@ -196,6 +196,24 @@ class _Pause(_Unwind):
         self.pin = pin
 
 
+class _HashRecirc(_Unwind):
+    """A select group: the datapath hashes the packet (dp_hash) and
+    recirculates; the bucket is chosen from the hash after that, with the
+    rest of the translation frozen into the recirculation (as OVS's dp_hash
+    selection method), so one megaflow serves every connection that hashes
+    into the same slot instead of one upcall per new connection."""
+
+    def __init__(self, group_id: int):
+        super().__init__()
+        self.group_id = group_id
+
+
+@dataclass(frozen=True)
+class SelectBucket:
+    """Frozen: choose group ``group_id``'s bucket from dp_hash."""
+    group_id: int
+
+
 class _Fork(_Unwind):
     """check_pkt_larger: the rest is translated once per result bit."""
 
@@ -646,6 +664,8 @@ class XlateCtx:
                     self.action_set = it.action_set
                 elif it is RUN_ACTION_SET:
                     self.execute_action_set()
+                elif isinstance(it, SelectBucket):
+                    self.p.xlate_group(self, it.group_id, hashed=True)
                 elif isinstance(it, A.GotoTable):
                     skipping = not self.run_table(it.table_id)
                 elif isinstance(it, _INSTRUCTIONS):
@@ -680,6 +700,17 @@ class XlateCtx:
             except _Unwind as p:
                 p.rest.extend(actions[i + 1:])
                 raise
+
+    def hash_recirc(self, h: _HashRecirc) -> None:
+        """Emit hash + recirculate, the rest frozen into the recirc_id."""
+        frozen = Frozen((SelectBucket(h.group_id),) + tuple(h.rest), dict(self.action_set),
+                        self.table_id, self.rule, self.n_resubmits, self.p.version)
+        # the recirc_id freezes metadata and registers: it depends on them
+        self.wc.mask |= (member_int_mask("metadata") | member_int_mask("regs")) & ~self.written
+        rid = self.p.recirc.alloc(self.p, frozen, self.key)
+        self.wc.mask |= _RECIRC_MASK
+        self.emit(dp.Hash("l4", h.group_id))
+        self.emit(dp.Recirc(rid))
 
     def freeze(self, p: _Pause) -> None:
         """Register what a pause left for NXT_RESUME; its packet-in carries
@@ -718,6 +749,8 @@ class XlateCtx:
                 pass
             except _Fork as inner:
                 self.fork(inner)
+            except _HashRecirc as h:
+                self.hash_recirc(h)
             branches.append(tuple(self.odp[len(odp):]))
         self.key, self.written, self.committed_vlans = key, written, vlans
         self.action_set, self.pending, self.side_effects = action_set, 0, side_effects
@@ -758,6 +791,8 @@ class XlateCtx:
                 # as OVS: the pause freezes the rest of the clone only; the
                 # actions after the clone go on with the original packet
                 self.freeze(p)
+            except _HashRecirc as h:
+                self.hash_recirc(h)
         finally:
             self.depth -= 1
             inner = self.odp
@@ -1135,6 +1170,8 @@ def xlate(pipeline, key: FlowKey, packet: bytes | None = None, now: float = 0.0,
             _translate(ctx, pipeline, key, in_port, actions, resume)
         except _Fork as f:
             ctx.fork(f)
+        except _HashRecirc as h:
+            ctx.hash_recirc(h)
     except _Stop:
         pass
     except _Pause as p:
@@ -1168,14 +1205,20 @@ def _translate(ctx: XlateCtx, pipeline, key: FlowKey, in_port, actions, resume) 
         if state is None:
             ctx.note(f"unknown recirc_id {key.recirc_id:#x}: dropping")
         else:
-            owner, table_id, frozen = state
+            owner, target, frozen = state
             if owner is not pipeline:      # frozen beyond a patch port
                 ctx.p = owner
                 ctx.out.peers.append((owner, owner.version))
             for n in ("in_port", "metadata", "regs"):
                 setattr(ctx.key, n, getattr(frozen, n))
                 ctx.written |= member_int_mask(n)   # constants of the recirc_id
-            ctx.run_pipeline(table_id)
+            if isinstance(target, Frozen):          # a select group's bucket choice
+                ctx.action_set = dict(target.action_set)
+                ctx.table_id, ctx.rule = target.table_id, target.rule
+                ctx.n_resubmits = target.n_resubmits
+                ctx.run_frozen(target.items)
+            else:
+                ctx.run_pipeline(target)
     elif actions is not None:
         ctx.packet_out = True
         ctx.do_actions(actions)

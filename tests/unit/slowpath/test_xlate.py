@@ -222,17 +222,29 @@ def test_groups_all_select_ff():
     p.set_port(Port(2, "p2", dp_port=102, link_down=True))
     assert run(p, pkt(A1, A2), 4).actions == (dp.Output(103),)
     p.group_mod(GroupMod("add", "select", 3, (Bucket((A.Output(2),), weight=1, watch_port=2),
-                                              Bucket((A.Output(3),), weight=1, watch_port=3))))
+                                              Bucket((A.Output(3),), weight=3, watch_port=3))))
     add(p, "in_port=5", [A.Group(3)])
+    # select, as OVS's dp_hash method: hash in the datapath, recirculate, then
+    # the bucket from dp_hash -- one megaflow per hash slot, not per connection
+    first = run(p, pkt(A1, A2), 5)
+    hash_, recirc = first.actions
+    assert isinstance(hash_, dp.Hash) and isinstance(recirc, dp.Recirc)
+
+    def after_hash(h):
+        k = parse_packet(pkt(A1, A2), 5)
+        k.recirc_id, k.dp_hash = recirc.recirc_id, h
+        return p.xlate(k, pkt(A1, A2), 1.0)
     # port 2 is down: only bucket 1 is live
-    assert {run(p, pkt(A1, A2), 5).actions} == {(dp.Output(103),)}
+    assert {after_hash(h).actions for h in range(0, 256, 17)} == {(dp.Output(103),)}
     p.set_port(Port(2, "p2", dp_port=102))
-    outs = {}
-    for i in range(40):
-        x = run(p, bytes(Ether(src=A1, dst=A2) / IP(src=f"10.0.0.{i}") / UDP()), 5)
-        outs[x.actions] = x
-        assert x.megaflow.mask != mask_of("in_port")     # the hash consulted the 5-tuple
-    assert set(outs) == {(dp.Output(102),), (dp.Output(103),)}
+    assert run(p, pkt(A1, A2), 5).actions == first.actions     # the same recirc_id again
+    outs = [after_hash(h).actions for h in range(256)]
+    assert outs.count((dp.Output(102),)) == 64 and outs.count((dp.Output(103),)) == 192
+    x = after_hash(5)
+    assert int.from_bytes(x.megaflow.mask, "big") & mask_of("nw_src", "tp_src") == 0
+    # 16 slots are enough for weights 1:3 (OVS takes at least 16 too)
+    assert int.from_bytes(x.megaflow.mask, "big") & mask_of("dp_hash") == \
+        0xf << FIELDS["dp_hash"].shift
 
 
 # ---- the invariant -----------------------------------------------------------
