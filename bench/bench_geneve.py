@@ -46,35 +46,6 @@ def sh(*argv, ns=None, check=True, timeout=60, **kw):
                           timeout=timeout, **kw)
 
 
-class NsDaemon(DaemonProcess):
-    """A pyvswitch daemon started inside a network namespace (the daemon's
-    Python is run through ``ip netns exec``)."""
-
-    def __init__(self, netns: str, rundir: str, log_level: str = "info"):
-        super().__init__(rundir=rundir, log_level=log_level)
-        self.netns = netns
-
-    def start(self, timeout: float = 30.0):
-        real = sys.executable
-        wrapper = os.path.join(self.rundir, "python-in-netns")
-        with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nexec ip netns exec {self.netns} {real} \"$@\"\n")
-        os.chmod(wrapper, 0o755)
-        sys.executable = wrapper
-        try:
-            return super().start(timeout)
-        finally:
-            sys.executable = real
-
-    def appctl(self, command, *args, check=True):
-        p = subprocess.run([sys.executable, "-m", "vswitch.cli", "appctl", "--rundir",
-                            self.rundir, command, *args], capture_output=True, text=True,
-                           timeout=30)
-        if check and p.returncode:
-            raise subprocess.CalledProcessError(p.returncode, p.args, p.stdout, p.stderr)
-        return p.stdout
-
-
 def _pin_tree(pid: int, cpu: int) -> None:
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -166,7 +137,7 @@ class PyvswitchPair:
                 sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "ul", ns=hv.ns[side])
             sh("ip", "link", "set", "ul", "up", ns=hv.ns[side])
             rundir = tempfile.mkdtemp(prefix=f"{self.name}-{side}-", dir=hv.tmp)
-            d = NsDaemon(hv.ns[side], rundir, log_level="warning").start()
+            d = DaemonProcess(rundir=rundir, log_level="warning", netns=hv.ns[side]).start()
             self.daemons.append(d)
             if self.native:
                 d.vsctl("add-br", "br-phy")

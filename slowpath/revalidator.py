@@ -66,12 +66,7 @@ class Revalidator:
         ukey = self.ukeys.pop((match, mask), None)
         if ukey is None:
             return
-        dp, db = packets - ukey.packets, nbytes - ukey.bytes
-        if dp > 0:
-            if ukey.offload is not None:
-                ukey.offload.credit(dp, db, used or now)
-            else:
-                ukey.pipeline.credit(ukey.xout, dp, db, used or now)
+        _credit(ukey, packets, nbytes, used or now)
 
     def forget(self, match: bytes, mask: bytes) -> None:
         self.ukeys.pop((match, mask), None)
@@ -96,12 +91,7 @@ class Revalidator:
             if ukey is None:
                 doomed.append(k)  # not ours (or from before a restart)
                 continue
-            dp, db = packets - ukey.packets, nbytes - ukey.bytes
-            if dp > 0:
-                if ukey.offload is not None:
-                    ukey.offload.credit(dp, db, used or now)
-                else:
-                    ukey.pipeline.credit(ukey.xout, dp, db, used or now)
+            _credit(ukey, packets, nbytes, used or now)
             ukey.packets, ukey.bytes = packets, nbytes
             if now - max(used or 0, ukey.created) > self.max_idle:
                 doomed.append(k)
@@ -136,3 +126,14 @@ class Revalidator:
             return False
         ukey.xout, ukey.version = new, version
         return True
+
+
+def _credit(ukey: UKey, packets: int, nbytes: int, used: float) -> None:
+    """Credit the hits since the last report (counters are cumulative) to
+    what the megaflow's translation used."""
+    dp, db = packets - ukey.packets, nbytes - ukey.bytes
+    if dp > 0:
+        if ukey.offload is not None:
+            ukey.offload.credit(dp, db, used)
+        else:
+            ukey.pipeline.credit(ukey.xout, dp, db, used)

@@ -178,26 +178,6 @@ def _sbin(name: str) -> str:
     return require_tool(name, "openvswitch-switch")
 
 
-class NamespacedDaemon(DaemonProcess):
-    """A pyvswitch daemon whose Python runs inside a network namespace."""
-
-    def __init__(self, netns: str, rundir: str, log_level: str = "info"):
-        super().__init__(rundir=rundir, log_level=log_level)
-        self.netns = netns
-
-    def start(self, timeout: float = 30.0):
-        real = sys.executable
-        wrapper = os.path.join(self.rundir, "python-in-netns")
-        with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nexec ip netns exec {self.netns} {real} \"$@\"\n")
-        os.chmod(wrapper, 0o755)
-        sys.executable = wrapper
-        try:
-            return super().start(timeout)
-        finally:
-            sys.executable = real
-
-
 @dataclasses.dataclass
 class Vm:
     """A VM: a namespace with ``eth0``, plugged into ``hypervisor``'s br-int
@@ -285,7 +265,7 @@ class Hypervisor:
         # decapsulate in the datapath instead of the host's IP stack
         self.native = native or switch == "ovs"
         self.dir = os.path.join(deployment.workdir, name)
-        self.switch = None                    # NamespacedDaemon or bench.ovs.OvsSwitch
+        self.switch = None                    # DaemonProcess or bench.ovs.OvsSwitch
         self.controller: subprocess.Popen | None = None
 
     @property
@@ -319,8 +299,8 @@ class Hypervisor:
             sh("ip", "link", "set", "br-phy", "up", ns=self.netns)
         else:
             os.makedirs(os.path.join(self.dir, "pvs"))
-            self.switch = NamespacedDaemon(self.netns, os.path.join(self.dir, "pvs"),
-                                           log_level=self.deployment.log_level)
+            self.switch = DaemonProcess(rundir=os.path.join(self.dir, "pvs"),
+                                        log_level=self.deployment.log_level, netns=self.netns)
             self.switch.start()
             if self.native:
                 self.vsctl("add-br", "br-phy")
@@ -494,6 +474,28 @@ class Deployment:
         if bind:
             self.bind(vm, hypervisor)
         return vm
+
+    def add_routed_switches(self) -> None:
+        """The logical network the tests and the demo start from: switches
+        sw0 (10.0.0.0/24) and sw1 (10.1.0.0/24) joined by the distributed
+        router lr0 (.254 on both)."""
+        n = self.nbctl
+        n("ls-add", "sw0")
+        n("ls-add", "sw1")
+        n("lr-add", "lr0")
+        n("lrp-add", "lr0", "lr0-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
+        n("lrp-add", "lr0", "lr0-sw1", "02:ff:00:00:01:01", "10.1.0.254/24")
+        for sw in ("sw0", "sw1"):
+            n("lsp-add", sw, f"{sw}-lr0", "--", "lsp-set-type", f"{sw}-lr0", "router",
+              "--", "lsp-set-addresses", f"{sw}-lr0", "router",
+              "--", "lsp-set-options", f"{sw}-lr0", f"router-port=lr0-{sw}")
+
+    def serve_dhcp(self, vm: Vm) -> None:
+        """OVN's native DHCP for ``vm`` on sw1 (lr0's address as router and server)."""
+        dhcp = self.nbctl("create", "DHCP_Options", "cidr=10.1.0.0/24",
+                          'options={"lease_time"="3600", "router"="10.1.0.254", '
+                          '"server_id"="10.1.0.254", "server_mac"="02:ff:00:00:01:01"}').strip()
+        self.nbctl("lsp-set-dhcpv4-options", vm.lsp, dhcp)
 
     def _plug(self, vm: Vm, hypervisor: Hypervisor) -> None:
         sh("ip", "link", "add", "eth0", "netns", vm.netns, "mtu", VM_MTU, "type", "veth",

@@ -69,26 +69,15 @@ def _story(ovn: Deployment, keep: bool) -> int:
     say(_indent(ovn.sbctl("show")))
 
     say("== the logical network (ovn-nbctl): two logical switches joined by a distributed router")
+    ovn.add_routed_switches()
     n = ovn.nbctl
-    n("ls-add", "sw0")
-    n("ls-add", "sw1")
-    n("lr-add", "lr0")
-    n("lrp-add", "lr0", "lr0-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
-    n("lrp-add", "lr0", "lr0-sw1", "02:ff:00:00:01:01", "10.1.0.254/24")
-    for sw in ("sw0", "sw1"):
-        n("lsp-add", sw, f"{sw}-lr0", "--", "lsp-set-type", f"{sw}-lr0", "router",
-          "--", "lsp-set-addresses", f"{sw}-lr0", "router",
-          "--", "lsp-set-options", f"{sw}-lr0", f"router-port=lr0-{sw}")
     a = ovn.add_vm("a", hv1, "sw0", "10.0.0.1/24", gateway="10.0.0.254")
     b = ovn.add_vm("b", hv2, "sw0", "10.0.0.2/24", gateway="10.0.0.254")
     c = ovn.add_vm("c", hv1, "sw0", "10.0.0.3/24", gateway="10.0.0.254")
     d = ovn.add_vm("d", hv2, "sw1", "10.1.0.4/24", gateway="10.1.0.254")
     e = ovn.add_vm("e", hv1, "sw1", "dhcp", mac="0a:00:00:00:01:05",
                    lsp_addresses="0a:00:00:00:01:05 10.1.0.5")
-    dhcp = n("create", "DHCP_Options", "cidr=10.1.0.0/24",
-             'options={"lease_time"="3600", "router"="10.1.0.254", '
-             '"server_id"="10.1.0.254", "server_mac"="02:ff:00:00:01:01"}').strip()
-    n("lsp-set-dhcpv4-options", "e", dhcp)
+    ovn.serve_dhcp(e)
     t = time.monotonic()
     ovn.wait_up(*ovn.vms.values())
     say(f"   VMs plugged into br-int with external_ids:iface-id; bound and "

@@ -32,7 +32,11 @@ def require_tool(name: str, package: str) -> str:
 
 class DaemonProcess:
     def __init__(self, rundir: str | None = None, log_level: str = "info",
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, netns: str | None = None):
+        """``netns``: run the daemon inside that network namespace (a
+        "hypervisor" of the tunnel and OVN tests); its sockets are files in
+        ``rundir``, reachable from here."""
+        self.netns = netns
         self._own_rundir = rundir is None
         self.rundir = rundir or tempfile.mkdtemp(prefix="pyvswitch-")
         self.log_path = os.path.join(self.rundir, "pyvswitch.log")
@@ -49,8 +53,9 @@ class DaemonProcess:
 
     def start(self, timeout: float = 30.0) -> "DaemonProcess":
         self._log = open(self.log_path, "ab")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir,
+            [*prefix, sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir,
              "--log-level", self.log_level, *self.extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench.bench_geneve import NsDaemon
+from vswitch.process import DaemonProcess
+
 from bench.ovs import OvsSwitch
 from tests.capabilities import require_tools
 
@@ -65,8 +66,8 @@ class Overlay:
         self.gnv_a = gnv_a   # hv-a's geneve options (default: fixed remote, key=flow, csum)
         self.native = native   # hv-a's underlay NIC on a pyvswitch br-phy (as OVS's)
         self.tmp = tempfile.mkdtemp(prefix="gnv-interop-")
-        self.pvs: NsDaemon | None = None
-        self.pvs_b: NsDaemon | None = None
+        self.pvs: DaemonProcess | None = None
+        self.pvs_b: DaemonProcess | None = None
         self.ovs: OvsSwitch | None = None
         self.made_ns: list[str] = []
 
@@ -74,9 +75,9 @@ class Overlay:
     def sw_b(self):
         return self.ovs if self.peer == "ovs" else self.pvs_b
 
-    def _pvs(self, ns: str, name: str, gnv: dict) -> NsDaemon:
+    def _pvs(self, ns: str, name: str, gnv: dict) -> DaemonProcess:
         os.makedirs(f"{self.tmp}/{name}")
-        d = NsDaemon(ns, f"{self.tmp}/{name}").start()
+        d = DaemonProcess(rundir=f"{self.tmp}/{name}", netns=ns).start()
         d.vsctl("add-br", "br-int")
         d.vsctl("add-port", "br-int", "vport", "--", "set", "Interface", "vport",
                 "ofport_request=1")

@@ -43,26 +43,14 @@ def ovn():
             # hv1 tunnels through its host IP stack, hv2 natively in the
             # datapath (underlay NIC on br-phy, as OVS userspace does)
             hv1, hv2 = d.add_hypervisor("hv1"), d.add_hypervisor("hv2", native=True)
-            n = d.nbctl
-            n("ls-add", "sw0")
-            n("ls-add", "sw1")
-            n("lr-add", "lr0")
-            n("lrp-add", "lr0", "lr0-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
-            n("lrp-add", "lr0", "lr0-sw1", "02:ff:00:00:01:01", "10.1.0.254/24")
-            for sw in ("sw0", "sw1"):
-                n("lsp-add", sw, f"{sw}-lr0", "--", "lsp-set-type", f"{sw}-lr0", "router",
-                  "--", "lsp-set-addresses", f"{sw}-lr0", "router",
-                  "--", "lsp-set-options", f"{sw}-lr0", f"router-port=lr0-{sw}")
+            d.add_routed_switches()
             d.add_vm("a", hv1, "sw0", "10.0.0.1/24", gateway="10.0.0.254")
             d.add_vm("b", hv2, "sw0", "10.0.0.2/24", gateway="10.0.0.254")
             d.add_vm("c", hv1, "sw0", "10.0.0.3/24", gateway="10.0.0.254")
             d.add_vm("d", hv2, "sw1", "10.1.0.4/24", gateway="10.1.0.254")
             e = d.add_vm("e", hv1, "sw1", "dhcp", lsp_addresses="0a:00:00:00:01:05 10.1.0.5",
                          mac="0a:00:00:00:01:05")
-            dhcp = n("create", "DHCP_Options", "cidr=10.1.0.0/24",
-                     'options={"lease_time"="3600", "router"="10.1.0.254", '
-                     '"server_id"="10.1.0.254", "server_mac"="02:ff:00:00:01:01"}').strip()
-            n("lsp-set-dhcpv4-options", e.lsp, dhcp)
+            d.serve_dhcp(e)
             d.wait_up(*d.vms.values())
         except BaseException:
             print(d.logs())
@@ -374,16 +362,8 @@ def test_mixed_deployment_pyvswitch_and_open_vswitch():
     with Deployment() as ovn:
         try:
             hv1, hv2 = ovn.add_hypervisor("hv1"), ovn.add_hypervisor("hv2", switch="ovs")
+            ovn.add_routed_switches()
             n = ovn.nbctl
-            n("ls-add", "sw0")
-            n("ls-add", "sw1")
-            n("lr-add", "lr0")
-            n("lrp-add", "lr0", "lr0-sw0", "02:ff:00:00:00:01", "10.0.0.254/24")
-            n("lrp-add", "lr0", "lr0-sw1", "02:ff:00:00:01:01", "10.1.0.254/24")
-            for sw in ("sw0", "sw1"):
-                n("lsp-add", sw, f"{sw}-lr0", "--", "lsp-set-type", f"{sw}-lr0", "router",
-                  "--", "lsp-set-addresses", f"{sw}-lr0", "router",
-                  "--", "lsp-set-options", f"{sw}-lr0", f"router-port=lr0-{sw}")
             a = ovn.add_vm("a", hv1, "sw0", "10.0.0.1/24", gateway="10.0.0.254")
             b = ovn.add_vm("b", hv2, "sw0", "10.0.0.2/24", gateway="10.0.0.254")
             d = ovn.add_vm("d", hv2, "sw1", "10.1.0.4/24", gateway="10.1.0.254")
