@@ -252,9 +252,11 @@ RUN_ACTION_SET = RunActionSet()
 
 @dataclass
 class Frozen:
-    """A translation paused by controller(pause), to be resumed by NXT_RESUME.
-    ``items`` are actions, instructions (goto_table, write_actions...),
-    `Return` and `RUN_ACTION_SET` markers, run in order."""
+    """The rest of a translation, frozen: by controller(pause) until
+    NXT_RESUME, or by a select group until the datapath has hashed and
+    recirculated the packet.  ``items`` are actions, instructions
+    (goto_table, write_actions...), `SelectBucket`, `Return`, `PatchReturn`
+    and `RUN_ACTION_SET` markers, run in order."""
     items: tuple
     action_set: dict
     table_id: int
