@@ -383,3 +383,31 @@ def test_check_pkt_larger_round_trip(sw, proto):
     # (OpenFlow 1.0 has no BAD_SET codes: the nearest, BAD_ARGUMENT)
     assert bad.returncode != 0 and ("OFPBAC_BAD_SET" in bad.stderr
                                     or "OFPBAC_BAD_ARGUMENT" in bad.stderr), bad.stderr
+
+
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow15"])
+def test_tun_metadata_indexes_up_to_63_share_eight_slots(sw, proto):
+    """OpenFlow names tun_metadata0..63; the flow key holds 8 options.  A
+    mapped index gets a slot (its own number when free), rules and dumps
+    speak the index, and a ninth mapping is refused as OVS refuses a full
+    table."""
+    t = sw.target
+    sw.ofctl("-O", proto, "add-tlv-map", t,
+             "{class=0xffff,type=1,len=4}->tun_metadata40,{class=0xffff,type=2,len=8}->tun_metadata3")
+    assert sw.backend.tlv_maps[-1] == {0: (0xffff, 1, 4), 3: (0xffff, 2, 8)}   # by slot
+    sw.ofctl("-O", proto, "add-flow", t,
+             "tun_metadata40=0x1234,actions=set_field:0x55->tun_metadata3,"
+             "move:NXM_NX_TUN_METADATA40[0..15]->NXM_NX_REG0[0..15]")
+    (rule,) = sw.pipeline.flow_stats()
+    assert rule.match == sp.Match.from_fields({"tun_metadata0": (0x1234 << 32, 0xffffffff << 32)})
+    got = " ".join(flows(sw, "-O", proto))
+    assert "tun_metadata40=0x1234" in got and "->tun_metadata3" in got, got
+    assert "NXM_NX_TUN_METADATA40[0..15]->NXM_NX_REG0[0..15]" in got, got
+    sw.ofctl("-O", proto, "add-tlv-map", t, ",".join(
+        f"{{class=0xffff,type={10 + i},len=4}}->tun_metadata{50 + i}" for i in range(6)))
+    r = sw.ofctl("-O", proto, "add-tlv-map", t, "{class=0xffff,type=99,len=4}->tun_metadata63",
+                 ok=False)
+    assert r.returncode != 0 and "TABLE_FULL" in r.stderr, r.stderr
+    # an unmapped index whose slot is taken names no field
+    r = sw.ofctl("-O", proto, "add-flow", t, "tun_metadata1=1,actions=drop", ok=False)
+    assert r.returncode != 0

@@ -85,7 +85,7 @@ def match_from_tlvs(tlvs) -> "sp.Match":
         if not isinstance(num, int):
             raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_FIELD)
         cls, fld = num >> 7, num & 0x7F
-        f = _sf.BY_OXM.get((cls, fld))
+        f = _wire_field(num)
         if f is None:
             raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_FIELD)
         v, m = _int(value), _int(mask)
@@ -173,7 +173,7 @@ def _wire_width(f) -> int:
 def match_to_tlvs(match, nxm: bool = False) -> list:
     out = []
     for f, v, m in sorted(_match_fields(match, nxm), key=lambda x: _UNIQUE_FIELDS.index(x[0])):
-        code = (f.nxm or f.oxm) if nxm else (f.oxm or f.nxm)
+        code = _code(f, oxm_first=not nxm)
         width = _wire_width(f)
         if nxm and f.name == "in_port":
             v, width = port_to10(v), 2
@@ -291,18 +291,50 @@ def _canon(name: str) -> str:
         name = name[:-4]
     f = _sf.FIELDS.get(name)
     if f is None and name.startswith("field_") and name[6:].isdigit():
-        num = int(name[6:])
-        f = _sf.BY_OXM.get((num >> 7, num & 0x7F))
+        f = _wire_field(int(name[6:]))
     if f is None:
         raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
     return f.name
 
 
-#: The bridge's GENEVE option map {index: (class, type, len)} for the message
-#: being converted (set by the handlers): tun_metadataN bit offsets on the wire
-#: count from the end of an option `len` bytes long, the slow path's slot is
-#: 8 bytes with the option left-aligned.
+#: The bridge's GENEVE option map by slow-path slot {slot: (class, type, len)}
+#: for the message being converted (set by the handlers): tun_metadataN bit
+#: offsets on the wire count from the end of an option `len` bytes long, the
+#: slow path's slot is 8 bytes with the option left-aligned.
 TLV_MAP: contextvars.ContextVar = contextvars.ContextVar("tlv_map", default={})
+#: {OpenFlow index N of tun_metadataN: slow-path slot}: OpenFlow names 64
+#: option fields, the flow key holds 8 (slowpath/fields.py); the TLV map
+#: gives each mapped index a slot.  An unmapped index below 8 whose slot is
+#: free keeps it (as before any map).
+TLV_SLOTS: contextvars.ContextVar = contextvars.ContextVar("tlv_slots", default={})
+_TUN_MD = 40                  # NXM_NX_TUN_METADATA0's field number (class 1)
+_TUN_MD_SLOTS = 8
+
+
+def tun_slot(index: int) -> int | None:
+    slots = TLV_SLOTS.get()
+    if index in slots:
+        return slots[index]
+    if index < _TUN_MD_SLOTS and index not in slots.values():
+        return index
+    return None
+
+
+def _wire_field(num: int):
+    """The slow-path field an OXM/NXM number (class << 7 | field) names."""
+    cls, fld = num >> 7, num & 0x7F
+    if cls == 1 and _TUN_MD <= fld < _TUN_MD + 64:
+        slot = tun_slot(fld - _TUN_MD)
+        return None if slot is None else _sf.FIELDS[f"tun_metadata{slot}"]
+    return _sf.BY_OXM.get((cls, fld))
+
+
+def _code(f, oxm_first: bool = False) -> tuple[int, int]:
+    """(class, field) that names slow-path field ``f`` on the wire."""
+    if f.name.startswith("tun_metadata"):
+        slot = int(f.name[12:])
+        return 1, _TUN_MD + next((i for i, s in TLV_SLOTS.get().items() if s == slot), slot)
+    return (f.oxm or f.nxm) if oxm_first else (f.nxm or f.oxm)
 
 
 def tun_shift(field: str) -> int:
@@ -313,7 +345,7 @@ def tun_shift(field: str) -> int:
 
 
 def _set_from_oxm(num, v, m):
-    f = _sf.BY_OXM.get((num >> 7, num & 0x7F)) if isinstance(num, int) else None
+    f = _wire_field(num) if isinstance(num, int) else None
     if f is None:
         raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
     value, mask = _int(v), _int(m)
@@ -325,7 +357,7 @@ def _set_from_oxm(num, v, m):
 
 
 def _field_by_num(num: int) -> str:
-    f = _sf.BY_OXM.get((num >> 7, num & 0x7F))
+    f = _wire_field(num)
     if f is None:
         raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
     return f.name
@@ -585,7 +617,7 @@ def _nxm_name(field: str, ofp=of13) -> str:
                 return cand
             except KeyError:
                 pass
-    code = f.nxm or f.oxm
+    code = _code(f)
     if code is not None and code[0] in (0, 1):       # NXM field os-ken has no name for
         return f"field_{(code[0] << 7) | code[1]}"
     raise _bad_action(of13.OFPBAC_BAD_SET_TYPE)
@@ -597,7 +629,7 @@ def _header_len(f) -> int:
 
 
 def _nx_header(f) -> int:
-    cls, fld = f.nxm or f.oxm
+    cls, fld = _code(f)
     return (cls << 16) | (fld << 9) | _header_len(f)
 
 
@@ -614,7 +646,7 @@ def _set_field_wire(f, a, version):
         ofs = (m & -m).bit_length() - 1
         return codec.nx_reg_load(_nx_header(f), ofs, m.bit_length() - ofs, (value & m) >> ofs,
                                  version)
-    cls, fld = (f.oxm or f.nxm) if version >= codec.OFP13 else f.nxm
+    cls, fld = _code(f, oxm_first=version >= codec.OFP13)
     return codec.set_field_raw((cls << 7) | fld, value.to_bytes(width, "big"),
                                None if mask is None else mask.to_bytes(width, "big"), version)
 
@@ -744,7 +776,7 @@ def action_to_oken(a, version: int):
         sf_, df_ = _sf.FIELDS[a.src], _sf.FIELDS[a.dst]
         src_ofs, dst_ofs = a.src_ofs - tun_shift(a.src), a.dst_ofs - tun_shift(a.dst)
         if version >= codec.OFP15:       # OVS takes only the standard copy_field in 1.5
-            (sc, sfld), (dc, dfld) = (sf_.oxm or sf_.nxm), (df_.oxm or df_.nxm)
+            (sc, sfld), (dc, dfld) = _code(sf_, oxm_first=True), _code(df_, oxm_first=True)
             return codec.CopyField(a.n_bits, src_ofs, dst_ofs, (sc << 7) | sfld,
                                    (dc << 7) | dfld, _header_len(sf_), _header_len(df_))
         return codec.nx_reg_move(_nx_header(sf_), _nx_header(df_), a.n_bits, src_ofs, dst_ofs,

@@ -107,6 +107,12 @@ class SwitchContext:
         self.deferred: Optional[list] = None
         #: GENEVE option -> tun_metadataN map (NXT_TLV_TABLE_MOD): index -> (class, type, len)
         self.tlv_map: dict[int, tuple[int, int, int]] = {}
+        #: tun_metadata index -> slow-path slot (the flow key holds 8 options)
+        self.tlv_slots: dict[int, int] = {}
+
+    def slot_map(self) -> dict[int, tuple[int, int, int]]:
+        """The TLV map by slow-path slot: what the pipeline and tunnels use."""
+        return {self.tlv_slots[i]: e for i, e in self.tlv_map.items()}
 
     def broadcast_flow_removed(self, events, now: float) -> None:
         if self.deferred is not None:
@@ -308,7 +314,8 @@ class Handlers:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_TYPE)
         if ch.role == ROLE_SLAVE and name in _WRITE_MSGS:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_IS_SLAVE)
-        convert.TLV_MAP.set(self.sw.tlv_map)
+        convert.TLV_MAP.set(self.sw.slot_map())
+        convert.TLV_SLOTS.set(self.sw.tlv_slots)
         replies = fn(ch, msg, now) or []
         for r in replies:
             if r.xid is None:
@@ -737,9 +744,12 @@ class Handlers:
 
     # ---- Nicira: GENEVE option map, conntrack flush
     def h_NXTTlvTableMod(self, ch, msg, now):
-        new = dict(self.sw.tlv_map)
+        """OpenFlow's 64 tun_metadata indexes share the flow key's 8 option
+        slots: a mapped index gets its own number as slot when that is free,
+        else the lowest free one; a ninth mapping is TABLE_FULL."""
+        new, slots = dict(self.sw.tlv_map), dict(self.sw.tlv_slots)
         if msg.command == nx.NXTTMC_CLEAR:
-            new = {}
+            new, slots = {}, {}
         elif msg.command in (nx.NXTTMC_ADD, nx.NXTTMC_DELETE):
             seen = set()
             for cls, typ, length, index in msg.mappings:
@@ -748,20 +758,26 @@ class Handlers:
                 seen.add(index)
                 if msg.command == nx.NXTTMC_DELETE:
                     new.pop(index, None)
+                    slots.pop(index, None)
                     continue
-                if index >= TLV_MAX_FIELDS:
-                    raise _nx_error(NXTTMFC_TABLE_FULL)
+                if index >= TLV_MAX_INDEX:
+                    raise _nx_error(NXTTMFC_BAD_FIELD_IDX)
                 if length % 4 or not 0 < length <= TLV_MAX_LEN:
                     raise _nx_error(NXTTMFC_BAD_OPT_LEN)
                 if new.get(index, (cls, typ, length)) != (cls, typ, length):
                     raise _nx_error(NXTTMFC_ALREADY_MAPPED)
                 new[index] = (cls, typ, length)
+                if index not in slots:
+                    free = [s for s in range(TLV_MAX_FIELDS) if s not in slots.values()]
+                    if not free:
+                        raise _nx_error(NXTTMFC_TABLE_FULL)
+                    slots[index] = index if index in free else free[0]
         else:
             raise _nx_error(NXTTMFC_BAD_COMMAND)
-        self.sw.tlv_map = new
+        self.sw.tlv_map, self.sw.tlv_slots = new, slots
         hook = getattr(self.sw.backend, "tlv_map_changed", None)
         if hook is not None:
-            hook(dict(new))
+            hook(self.sw.slot_map())
         return []
 
     def h_NXTTlvTableRequest(self, ch, msg, now):
@@ -967,6 +983,7 @@ def _table_restore(snap):
 
 # the slow path keeps 8 option slots of at most 8 bytes (slowpath/fields.py)
 TLV_MAX_FIELDS, TLV_MAX_LEN = 8, 8
+TLV_MAX_INDEX = 64            # tun_metadata0..63 (OpenFlow's names)
 # Nicira TLV-table errors (OVS lib/ofp-errors.h, NXTTMFC_*): NX experimenter codes
 NXTTMFC_BAD_COMMAND, NXTTMFC_BAD_OPT_LEN, NXTTMFC_BAD_FIELD_IDX = 16, 17, 18
 NXTTMFC_TABLE_FULL, NXTTMFC_ALREADY_MAPPED, NXTTMFC_DUP_ENTRY = 19, 20, 21

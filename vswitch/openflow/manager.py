@@ -31,7 +31,7 @@ from typing import Optional
 
 from os_ken.ofproto import ofproto_v1_3 as of13
 
-from . import codec
+from . import codec, convert
 from .connection import (Connected, ConnectionClosed, ErrorSent, MessageReceived,
                          OpenFlowConnection)
 from .handlers import Channel, Handlers, SwitchContext, packet_in_msg, port_status_msg
@@ -271,6 +271,9 @@ class ConnectionManager:
                 yield s
 
     def send_packet_in(self, packet_in_event) -> None:
+        # the metadata names tun_metadata fields by the bridge's TLV map
+        convert.TLV_MAP.set(self.switch.slot_map())
+        convert.TLV_SLOTS.set(self.switch.tlv_slots)
         for s in self._each_channel():
             msg = packet_in_msg(s.channel, packet_in_event)
             if msg is not None:
