@@ -1226,14 +1226,3 @@ def _translate(ctx: XlateCtx, pipeline, key: FlowKey, in_port, actions, resume) 
         ctx.do_actions(actions)
     else:
         ctx.run_pipeline(0)
-
-
-SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_tci", "ip_src", "ip_dst",
-                      "ipv6_src", "ipv6_dst", "nw_proto", "tp_src", "tp_dst")
-
-
-def select_hash(ctx: XlateCtx, basis: int = 0) -> int:
-    """Hash of the L2-L4 fields for select groups (OVS's default selection
-    method hashes the same); consults them all."""
-    parts = [ctx.read(n).to_bytes(16, "big") for n in SELECT_HASH_FIELDS]
-    return zlib.crc32(b"".join(parts), basis)
