@@ -95,11 +95,13 @@ def _state_id(target):
     must get the same recirc_id when revalidation translates it again."""
     if isinstance(target, int):
         return target
+    key = (target.items, tuple(sorted(target.action_set.items(), key=repr)),
+           target.table_id, id(target.rule))
     try:
-        return hash((target.items, tuple(sorted(target.action_set.items(), key=repr)),
-                     target.table_id, id(target.rule)))
-    except TypeError:
-        return repr((target.items, target.action_set, target.table_id, id(target.rule)))
+        hash(key)
+        return key
+    except TypeError:          # e.g. a PatchReturn holds the flow it restores
+        return repr(key)
 
 
 class RecircTable:
