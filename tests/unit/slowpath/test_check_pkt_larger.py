@@ -11,9 +11,7 @@ from slowpath import dpactions as dp
 from slowpath import odp_execute
 from slowpath.errors import OFError
 from slowpath.flow import parse_packet
-from slowpath.match import Match
-from slowpath.pipeline import FlowMod, Pipeline
-from slowpath.port import Port
+from tests.unit.slowpath.pipelines import add, bridge, execute, outputs
 
 CHECK = A.CheckPktLarger(100, "reg0", 3)
 
@@ -26,18 +24,6 @@ def frame(payload_len: int, vlan: int | None = None) -> bytes:
                  / (b"x" * payload_len))
 
 
-def bridge():
-    p = Pipeline(fail_mode="secure")
-    for i in range(1, 5):
-        p.set_port(Port(i, f"p{i}", dp_port=100 + i))
-    return p
-
-
-def add(p, text, actions=(), table=0, priority=100, instructions=None):
-    insts = instructions or (A.ApplyActions(tuple(actions)),)
-    p.flow_mod(FlowMod("add", table, priority, Match.parse(text), instructions=insts), 0.0)
-
-
 def mtu_pipeline():
     p = bridge()
     add(p, "in_port=1", [CHECK, A.Resubmit(table=1)])
@@ -46,28 +32,8 @@ def mtu_pipeline():
     return p
 
 
-class Env:
-    def __init__(self):
-        self.out = []
-
-    def output(self, dp_port, frame, key):
-        self.out.append(dp_port)
-
-    def recirculate(self, frame, key):
-        pass
-
-    def meter(self, meter_id, frame):
-        return True
-
-
 def run_cached(actions, data):
-    env = Env()
-    odp_execute.execute(data, parse_packet(data, 1), actions, env)
-    return env.out
-
-
-def outputs(actions):
-    return [a.dp_port for a in actions if isinstance(a, dp.Output)]
+    return [port for port, _ in execute(actions, data)]
 
 
 def test_one_megaflow_both_branches():

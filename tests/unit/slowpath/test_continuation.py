@@ -10,29 +10,17 @@ from slowpath.continuation import NXR_STALE, ContinuationStore
 from slowpath.errors import OFError
 from slowpath.fields import FIELDS
 from slowpath.flow import parse_packet
-from slowpath.match import Match
-from slowpath.pipeline import Bucket, FlowMod, GroupMod, Pipeline
-from slowpath.port import Port
+from slowpath.pipeline import Bucket, GroupMod
+from tests.unit.slowpath.pipelines import add, bridge
+from tests.unit.slowpath.pipelines import outputs as port_list
 
 DATA = bytes(Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02")
              / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2))
 PAUSE = A.Controller(userdata=b"\x01\x02", pause=True)
 
 
-def bridge():
-    p = Pipeline(fail_mode="secure")
-    for i in range(1, 5):
-        p.set_port(Port(i, f"p{i}", dp_port=100 + i))
-    return p
-
-
-def add(p, text, actions=(), table=0, priority=100, instructions=None):
-    insts = instructions or (A.ApplyActions(tuple(actions)),)
-    p.flow_mod(FlowMod("add", table, priority, Match.parse(text), instructions=insts), 0.0)
-
-
 def outputs(x):
-    return [a.dp_port for a in x.actions if isinstance(a, dp.Output)]
+    return port_list(x.actions)
 
 
 def pause(p, in_port=1):

@@ -8,11 +8,11 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from slowpath import actions as A
-from slowpath import odp_execute
 from slowpath.flow import parse_packet
 from slowpath.match import Match
 from slowpath.pipeline import FlowMod, Pipeline
 from slowpath.port import Port
+from tests.unit.slowpath.pipelines import execute
 
 IP_FRAME = bytes(Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02")
                  / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2))
@@ -27,24 +27,8 @@ def pipeline(match, acts):
     return p
 
 
-class Env:
-    def __init__(self):
-        self.out = []
-
-    def output(self, dp_port, frame, key):
-        self.out.append(bytes(frame))
-
-    def recirculate(self, frame, key):
-        pass
-
-    def meter(self, meter_id, frame):
-        return True
-
-
 def python_run(frame, actions):
-    env = Env()
-    odp_execute.execute(frame, parse_packet(frame, 1), actions, env)
-    return env.out
+    return [f for _, f in execute(actions, frame)]
 
 
 def test_push_two_labels_then_pop_both():
