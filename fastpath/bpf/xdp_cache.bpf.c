@@ -171,6 +171,37 @@ static __always_inline void put16(__u8 *kb, int ofs, __u16 v)
     kb[ofs + 1] = v;
 }
 
+/* The L4 part of the key, after IPv4 or IPv6 (``icmp``: which ICMP):
+ * TCP/UDP ports and TCP flags, ICMP type/code; UPCALL for what only
+ * userspace may judge (SCTP, IGMP, neighbor discovery, truncation). */
+static __always_inline int parse_l4(__u8 *kb, __u8 *l4, __u32 l4len, void *end, __u8 proto,
+                                    __u8 icmp)
+{
+    if (proto == IPPROTO_TCP) {
+        if (l4len < 20 || l4 + 20 > (__u8 *)end)
+            return UPCALL;
+        __u32 doff = (l4[12] >> 4) * 4;
+        if (doff < 20 || doff > l4len)
+            return UPCALL;
+        __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
+        put16(kb, XK(TCP_FLAGS), rd16(l4 + 12) & 0x0fff);
+    } else if (proto == IPPROTO_UDP) {
+        if (l4len < 8 || l4 + 8 > (__u8 *)end)
+            return UPCALL;
+        __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
+    } else if (proto == icmp) {
+        if (l4len < 8 || l4 + 8 > (__u8 *)end)
+            return UPCALL;
+        if (icmp == IPPROTO_ICMPV6 && l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
+            return UPCALL;                      /* neighbor discovery */
+        kb[XK(TP_SRC) + 1] = l4[0];
+        kb[XK(TP_DST) + 1] = l4[1];
+    } else if (proto == IPPROTO_SCTP || (icmp == IPPROTO_ICMP && proto == IPPROTO_IGMP)) {
+        return UPCALL;
+    }
+    return 0;
+}
+
 /* Extract the XDP key; 0 when the packet may be looked up, UPCALL when only
  * userspace may judge it.  Mirrors slowpath/flow.py parse_packet. */
 static __always_inline int parse(void *data, void *end, __u8 *kb, struct parsed *p)
@@ -219,29 +250,7 @@ static __always_inline int parse(void *data, void *end, __u8 *kb, struct parsed 
         p->proto = proto;
         p->l3 = pos;
         p->l4 = pos + ihl;
-        __u32 l4len = tot - ihl;
-        __u8 *l4 = l3 + (ihl & 0x3c);
-        if (proto == IPPROTO_TCP) {
-            if (l4len < 20 || l4 + 20 > (__u8 *)end)
-                return UPCALL;
-            __u32 doff = (l4[12] >> 4) * 4;
-            if (doff < 20 || doff > l4len)
-                return UPCALL;
-            __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
-            put16(kb, XK(TCP_FLAGS), rd16(l4 + 12) & 0x0fff);
-        } else if (proto == IPPROTO_UDP) {
-            if (l4len < 8 || l4 + 8 > (__u8 *)end)
-                return UPCALL;
-            __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
-        } else if (proto == IPPROTO_ICMP) {
-            if (l4len < 8 || l4 + 8 > (__u8 *)end)
-                return UPCALL;
-            kb[XK(TP_SRC) + 1] = l4[0];
-            kb[XK(TP_DST) + 1] = l4[1];
-        } else if (proto == IPPROTO_SCTP || proto == IPPROTO_IGMP) {
-            return UPCALL;
-        }
-        return 0;
+        return parse_l4(kb, l3 + (ihl & 0x3c), tot - ihl, end, proto, IPPROTO_ICMP);
     }
     if (etype == ETH_P_IPV6) {
         __u8 *l3 = d + pos;
@@ -268,30 +277,7 @@ static __always_inline int parse(void *data, void *end, __u8 *kb, struct parsed 
         p->proto = nxt;
         p->l3 = pos;
         p->l4 = pos + 40;
-        __u8 *l4 = l3 + 40;
-        if (nxt == IPPROTO_TCP) {
-            if (plen < 20 || l4 + 20 > (__u8 *)end)
-                return UPCALL;
-            __u32 doff = (l4[12] >> 4) * 4;
-            if (doff < 20 || doff > plen)
-                return UPCALL;
-            __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
-            put16(kb, XK(TCP_FLAGS), rd16(l4 + 12) & 0x0fff);
-        } else if (nxt == IPPROTO_UDP) {
-            if (plen < 8 || l4 + 8 > (__u8 *)end)
-                return UPCALL;
-            __builtin_memcpy(kb + XK(TP_SRC), l4, 4);
-        } else if (nxt == IPPROTO_ICMPV6) {
-            if (plen < 8 || l4 + 8 > (__u8 *)end)
-                return UPCALL;
-            if (l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
-                return UPCALL;                  /* neighbor discovery */
-            kb[XK(TP_SRC) + 1] = l4[0];
-            kb[XK(TP_DST) + 1] = l4[1];
-        } else if (nxt == IPPROTO_SCTP) {
-            return UPCALL;
-        }
-        return 0;
+        return parse_l4(kb, l3 + 40, plen, end, nxt, IPPROTO_ICMPV6);
     }
     switch (etype) {
     case ETH_P_ARP: case ETH_P_RARP: case ETH_P_MPLS_UC: case ETH_P_MPLS_MC:
