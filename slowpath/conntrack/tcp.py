@@ -205,12 +205,7 @@ class TcpConn:
                 and ackskew <= (MAXACKWINDOW << sws)
                 and (not flags & RST or orig_seq == src.seqlo
                      or orig_seq == (src.seqlo + 1) & M32 or (orig_seq + 1) & M32 == src.seqlo)):
-            if src.max_win < win:
-                src.max_win = win
-            if seq_gt(end, src.seqlo):
-                src.seqlo = end
-            if seq_geq((ack + (win << sws)) & M32, dst.seqhi):
-                dst.seqhi = (ack + max(win << sws, 1)) & M32
+            _advance_window(src, dst, end, ack, win, sws)
             if flags & SYN and src.state < TcpState.SYN_SENT:
                 src.state = TcpState.SYN_SENT
             if flags & FIN and src.state < TcpState.CLOSING:
@@ -228,18 +223,23 @@ class TcpConn:
                 and seq_geq((src.seqhi + MAXACKWINDOW) & M32, end)
                 and seq_geq(seq, (src.seqlo - MAXACKWINDOW) & M32)):
             # shotgunned SYNs, a stream picked up mid-way, stray packets after close
-            if src.max_win < win:
-                src.max_win = win
-            if seq_gt(end, src.seqlo):
-                src.seqlo = end
-            if seq_geq((ack + (win << sws)) & M32, dst.seqhi):
-                dst.seqhi = (ack + max(win << sws, 1)) & M32
+            _advance_window(src, dst, end, ack, win, sws)
             if flags & FIN and src.state < TcpState.CLOSING:
                 src.state = TcpState.CLOSING
             if flags & RST:
                 src.state = dst.state = TcpState.TIME_WAIT
             return LOOSE
         return INVALID
+
+
+def _advance_window(src: Peer, dst: Peer, end: int, ack: int, win: int, sws: int) -> None:
+    """An acceptable segment moves its sender's edge and the peer's limit."""
+    if src.max_win < win:
+        src.max_win = win
+    if seq_gt(end, src.seqlo):
+        src.seqlo = end
+    if seq_geq((ack + (win << sws)) & M32, dst.seqhi):
+        dst.seqhi = (ack + max(win << sws, 1)) & M32
 
 
 def _liberal_update(src: Peer, dst: Peer, pkt, flags: int, win: int) -> str:
