@@ -21,7 +21,7 @@ from libc.stdlib cimport malloc, free
 import struct as _struct
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, fp_pkt_own, fp_pkt_push,
-                              rd16, rd32, wr16, wr32,
+                              fp_sum16, rd16, rd32, wr16, wr32,
                               FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, FP_HEADROOM)
 from fastpath._fields cimport *
 from fastpath.io.port cimport fp_port, fp_port_tx
@@ -59,26 +59,18 @@ cdef inline void _csum_adjust(uint8_t* field, uint64_t diff, int udp) noexcept n
         new = 0xffff
     wr16(field, new)
 
-cdef uint64_t _sum_buf(const uint8_t* b, uint32_t n) noexcept nogil:
-    cdef uint64_t s = 0
-    cdef uint32_t i = 0
-    while i + 1 < n:
-        s += rd16(b + i)
-        i += 2
-    if n & 1:
-        s += <uint32_t>b[n - 1] << 8
-    return s
-
-
-cdef uint32_t _crc32c_table[256]
-cdef void _crc32c_init() noexcept:
+cdef void _crc_table_init(uint32_t* table, uint32_t poly) noexcept:
+    """A byte-wise table for the reflected CRC of ``poly``."""
     cdef uint32_t i, j, c
     for i in range(256):
         c = i
         for j in range(8):
-            c = (c >> 1) ^ (0x82F63B78 if (c & 1) else 0)
-        _crc32c_table[i] = c
-_crc32c_init()
+            c = (c >> 1) ^ (poly if (c & 1) else 0)
+        table[i] = c
+
+
+cdef uint32_t _crc32c_table[256]       # SCTP checksums (CRC32C)
+_crc_table_init(_crc32c_table, 0x82F63B78)
 
 cdef uint32_t _crc32c(const uint8_t* b, uint32_t n) noexcept nogil:
     cdef uint32_t c = 0xffffffff
@@ -144,12 +136,12 @@ cdef int fp_csum_complete(fp_packet* p, fp_arena* a) noexcept nogil:
         return -1
     l3 = p.data + p.l3_ofs
     if p.l3_kind == 4:
-        s = _sum_buf(l3 + 12, 8)
+        s = fp_sum16(l3 + 12, 8)
     else:
-        s = _sum_buf(l3 + 8, 32)
+        s = fp_sum16(l3 + 8, 32)
     s += p.l4_proto + n
     wr16(p.data + p.l4_ofs + co, 0)
-    s += _sum_buf(p.data + p.l4_ofs, n)
+    s += fp_sum16(p.data + p.l4_ofs, n)
     c = ~_fold(s)
     if p.l4_proto == 17 and c == 0:
         c = 0xffff
@@ -488,15 +480,8 @@ cdef int _meter(fp_dp* dp, uint32_t mid, uint32_t nbytes) noexcept nogil:
     return 1
 
 
-cdef uint32_t _crc32_table[256]
-cdef void _crc32_init() noexcept:
-    cdef uint32_t i, j, c
-    for i in range(256):
-        c = i
-        for j in range(8):
-            c = (c >> 1) ^ (0xEDB88320 if (c & 1) else 0)
-        _crc32_table[i] = c
-_crc32_init()
+cdef uint32_t _crc32_table[256]        # dp_hash (zlib's CRC32)
+_crc_table_init(_crc32_table, 0xEDB88320)
 
 cdef inline uint32_t _crc32_upd(uint32_t c, const uint8_t* b, uint32_t n) noexcept nogil:
     cdef uint32_t i
@@ -569,7 +554,7 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
     if v4:
         wr16(ip + 2, <uint16_t>(total - l3))
         wr16(ip + 10, 0)
-        wr16(ip + 10, ~_fold(_sum_buf(ip, l4 - l3)))
+        wr16(ip + 10, ~_fold(fp_sum16(ip, l4 - l3)))
     else:
         wr16(ip + 4, <uint16_t>(total - l3 - 40))
     wr16(udp + 4, <uint16_t>(total - l4))
@@ -577,10 +562,10 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
     if rd16(udp + 6) != 0:
         wr16(udp + 6, 0)
         if v4:
-            s = _sum_buf(ip + 12, 8)
+            s = fp_sum16(ip + 12, 8)
         else:
-            s = _sum_buf(ip + 8, 32)
-        s += 17 + (total - l4) + _sum_buf(udp, total - l4)
+            s = fp_sum16(ip + 8, 32)
+        s += 17 + (total - l4) + fp_sum16(udp, total - l4)
         c = ~_fold(s)
         wr16(udp + 6, c if c else 0xffff)
     fp_port_tx(dp.ports[out_port], b, total)
@@ -726,8 +711,8 @@ cdef int _tnl_decap(const uint8_t* d, uint32_t n, uint8_t* meta, uint32_t* inner
     if ulen < 8 or l4 + ulen > end:
         return -1 - (TD_TRUNCATED if l4 + ulen > end else TD_BAD_OUTER_HEADER)
     if csum:
-        sm = _sum_buf(src, 8 if fam == 4 else 32) + 17 + ulen
-        sm += _sum_buf(ip + l4, 6) + _sum_buf(ip + l4 + 8, ulen - 8)
+        sm = fp_sum16(src, 8 if fam == 4 else 32) + 17 + ulen
+        sm += fp_sum16(ip + l4, 6) + fp_sum16(ip + l4 + 8, ulen - 8)
         c = ~_fold(sm)
         if c == 0:
             c = 0xffff

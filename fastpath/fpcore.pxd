@@ -98,3 +98,14 @@ cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
 
 cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline uint64_t fp_sum16(const uint8_t* b, uint32_t n) noexcept nogil:
+    """Big-endian 16-bit words of ``b`` summed (the Internet checksum before folding)."""
+    cdef uint64_t s = 0
+    cdef uint32_t i = 0
+    while i + 1 < n:
+        s += rd16(b + i)
+        i += 2
+    if n & 1:
+        s += <uint32_t>b[n - 1] << 8
+    return s

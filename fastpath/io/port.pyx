@@ -41,7 +41,8 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FA
 from posix.uio cimport iovec
 
 from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, FP_HEADROOM,
-                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, rd16, wr16)
+                              FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, fp_sum16,
+                              rd16, wr16)
 from fastpath.io.port cimport FP_RX_CAP
 
 import os
@@ -165,12 +166,7 @@ cdef inline tpacket_block_desc* _block(fp_port* p, uint32_t i) noexcept nogil:
 
 
 cdef uint16_t _csum(const uint8_t* b, uint32_t n, uint64_t s) noexcept nogil:
-    cdef uint32_t i = 0
-    while i + 1 < n:
-        s += rd16(b + i)
-        i += 2
-    if n & 1:
-        s += <uint32_t>b[n - 1] << 8
+    s += fp_sum16(b, n)
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     return <uint16_t>~s
