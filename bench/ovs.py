@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
+
+from vswitch.process import terminate
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
@@ -119,15 +120,8 @@ class OvsSwitch:
                 pass
         for name in ("ovs-vswitchd", "ovsdb-server"):
             p = self.procs.pop(name, None)
-            if p is None:
-                continue
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            if p is not None:
+                terminate(p, timeout)
 
     def cleanup(self) -> None:
         self.stop()

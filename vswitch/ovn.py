@@ -42,13 +42,12 @@ import dataclasses
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from vswitch.process import DaemonProcess, require_tool
+from vswitch.process import DaemonProcess, require_tool, terminate
 
 OVN_SCHEMAS = "/usr/share/ovn"
 VM_MTU = 1400          # room for the GENEVE (and OVN option) headers on a 1500 underlay
@@ -108,13 +107,7 @@ class Processes:
         return p
 
     def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
         self.running = [(n, p) for n, p in self.running if p is not proc]
 
     def stop_all(self) -> None:

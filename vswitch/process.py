@@ -30,6 +30,18 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM, wait, SIGKILL if it does not go; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class DaemonProcess:
     def __init__(self, rundir: str | None = None, log_level: str = "info",
                  extra_args: list[str] | None = None, netns: str | None = None):
@@ -78,14 +90,7 @@ class DaemonProcess:
         """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc, self.proc = self.proc.returncode, None
+        rc, self.proc = terminate(self.proc, timeout), None
         self._log.close()
         return rc
 
