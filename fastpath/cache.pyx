@@ -136,17 +136,8 @@ cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t has
     cdef fp_emc_entry* e = &c.emc[hash & (EMC_SIZE - 1)]
     cdef fp_megaflow* mf
     cdef int i
-    if c.n_subtables < c.emc_min:
-        for i in range(c.n_subtables):
-            c.lookups_subtables += 1
-            mf = _st_lookup(c.subtables[i], key)
-            if mf != NULL:
-                c.subtables[i].hits += 1
-                c.mf_hits += 1
-                return mf
-        c.misses += 1
-        return NULL
-    if e.mf != NULL and e.hash == hash and memcmp(e.key, key, FLOW_KEY_SIZE) == 0:
+    cdef bint use_emc = c.n_subtables >= c.emc_min
+    if use_emc and e.mf != NULL and e.hash == hash and memcmp(e.key, key, FLOW_KEY_SIZE) == 0:
         c.emc_hits += 1
         return e.mf
     for i in range(c.n_subtables):
@@ -155,9 +146,10 @@ cdef fp_megaflow* fp_cache_lookup(fp_cache* c, const uint64_t* key, uint32_t has
         if mf != NULL:
             c.subtables[i].hits += 1
             c.mf_hits += 1
-            memcpy(e.key, key, FLOW_KEY_SIZE)
-            e.hash = hash
-            e.mf = mf
+            if use_emc:
+                memcpy(e.key, key, FLOW_KEY_SIZE)
+                e.hash = hash
+                e.mf = mf
             return mf
     c.misses += 1
     return NULL
