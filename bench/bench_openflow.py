@@ -2,7 +2,8 @@
 
 ``python -m bench.bench_openflow [--flows 10000] [--round-trips 2000]``
 starts a daemon with one bridge and measures, over the bridge's management
-socket:
+socket (then the same against a private Open vSwitch userspace datapath,
+``--no-ovs`` to skip it):
 
 * flow-mods/s: ``ovs-ofctl add-flows`` of N distinct rules (one connection,
   ending with a barrier, so the time includes the data plane obeying), plain
@@ -68,6 +69,12 @@ def packet_in_round_trips(d: DaemonProcess, bridge: str, n: int) -> float:
     sock.sendall(hello.buf)
     while _recv_msg(sock, buf)[0] != of13.OFPT_HELLO:
         pass
+    # Open vSwitch sends a service (management socket) connection no
+    # packet-ins until it asks for them
+    ask = p13.OFPSetAsync(dp, packet_in_mask=[0x7, 0x7], port_status_mask=[0, 0],
+                          flow_removed_mask=[0, 0])
+    ask.serialize()
+    sock.sendall(ask.buf)
     frame = udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2")
     out = p13.OFPPacketOut(dp, buffer_id=of13.OFP_NO_BUFFER, in_port=of13.OFPP_CONTROLLER,
                            actions=[p13.OFPActionOutput(of13.OFPP_CONTROLLER, 0xffff)],
@@ -84,20 +91,37 @@ def packet_in_round_trips(d: DaemonProcess, bridge: str, n: int) -> float:
     return rate
 
 
+def measure(switch, bridge: str, flows: int, round_trips: int) -> tuple[float, float, float]:
+    """(flow-mods/s plain, flow-mods/s bundled, packet-in round trips/s)."""
+    return (flow_mods_per_second(switch, bridge, flows, bundle=False),
+            flow_mods_per_second(switch, bridge, flows, bundle=True),
+            packet_in_round_trips(switch, bridge, round_trips))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--flows", type=int, default=10_000)
     p.add_argument("--round-trips", type=int, default=2_000)
+    p.add_argument("--no-ovs", action="store_true",
+                   help="skip the same measurements against Open vSwitch's userspace datapath")
     a = p.parse_args(argv)
     bridge = "pvsbrofb"
+    rows = []
     with DaemonProcess(log_level="warning") as d:
         d.vsctl("add-br", bridge, "--", "set-fail-mode", bridge, "secure")
-        plain = flow_mods_per_second(d, bridge, a.flows, bundle=False)
-        bundled = flow_mods_per_second(d, bridge, a.flows, bundle=True)
-        rtt = packet_in_round_trips(d, bridge, a.round_trips)
-    print(f"flow-mods/s ({a.flows} rules, then barrier): {plain:,.0f}")
-    print(f"flow-mods/s (one bundle of {a.flows}):        {bundled:,.0f}")
-    print(f"packet-in round trips/s:                   {rtt:,.0f}")
+        rows.append(("pyvswitch", measure(d, bridge, a.flows, a.round_trips)))
+    if not a.no_ovs:
+        from bench.ovs import OvsSwitch
+        with OvsSwitch() as ovs:
+            ovs.vsctl("add-br", bridge, "--", "set", "Bridge", bridge, "datapath_type=netdev",
+                      "--", "set-fail-mode", bridge, "secure")
+            rows.append(("Open vSwitch (userspace)", measure(ovs, bridge, a.flows,
+                                                             a.round_trips)))
+    print(f"| switch | flow-mods/s ({a.flows} rules, then barrier) | flow-mods/s (one bundle) "
+          "| packet-in round trips/s |")
+    print("|---|---|---|---|")
+    for name, (plain, bundled, rtt) in rows:
+        print(f"| {name} | {plain:,.0f} | {bundled:,.0f} | {rtt:,.0f} |")
     return 0
 
 
