@@ -151,7 +151,24 @@ class Match:
         """Raise OFError(BAD_MATCH, BAD_PREREQ) unless every matched bit
         belongs to some field whose prerequisites this match pins (OpenFlow
         1.3 §7.2.3.6).  Works on bits, not names, because several fields share
-        a member (tp_src is tcp_src, udp_src, icmp_type...)."""
+        a member (tp_src is tcp_src, udp_src, icmp_type...).
+
+        The verdict depends only on the mask, the pinned values and the
+        names, so it is remembered: a controller's flow-mods share a few
+        shapes, and a burst of them pays for the check once per shape."""
+        names = tuple(names)
+        memo = (self.mask, self.value & _PIN_BITS, names)
+        error = _PREREQ_VERDICTS.get(memo, _UNKNOWN)
+        if error is _UNKNOWN:
+            error = self._prereq_error(names)
+            if len(_PREREQ_VERDICTS) >= _PREREQ_VERDICTS_MAX:
+                _PREREQ_VERDICTS.clear()
+            _PREREQ_VERDICTS[memo] = error
+        if error is not None:
+            raise bad_match(ofp.OFPBMC_BAD_PREREQ, error)
+
+    def _prereq_error(self, names: tuple) -> str | None:
+        """Why the prerequisites fail (check_prereqs' message), or None."""
         if self.mask & _PREREQ_BITS:
             for mmask, sh, mx, fs in _PREREQ_MEMBERS:
                 if not self.mask & mmask:
@@ -162,23 +179,20 @@ class Match:
                     if not f.prereq or self.prereq_ok(f.prereq):
                         covered |= f.member_mask
                 if mb & ~covered:
-                    raise bad_match(ofp.OFPBMC_BAD_PREREQ,
-                                    f"{fs[0].name}: prerequisite {fs[0].prereq} not met")
+                    return f"{fs[0].name}: prerequisite {fs[0].prereq} not met"
         for name in names:   # fields named by the caller: their own prerequisites
             f = FIELDS[name]
             if f.prereq and not self.prereq_ok(f.prereq) and not (
                     f.name in ("icmp_type", "icmp_code") and self.prereq_ok("icmpv6")):
-                raise bad_match(ofp.OFPBMC_BAD_PREREQ, f"{name} requires {f.prereq}")
+                return f"{name} requires {f.prereq}"
+        return None
 
     def prereq_ok(self, prereq: str) -> bool:
-        for alt in PREREQS[prereq]:
-            if all(self._pins(n, v, mk) for n, v, mk in alt):
+        mask, value = self.mask, self.value
+        for pm, pv in _PREREQ_PINS[prereq]:
+            if mask & pm == pm and value & pm == pv:
                 return True
         return False
-
-    def _pins(self, name, v, mk):
-        sh = FIELDS[name].shift
-        return (self.mask >> sh) & mk == mk and (self.value >> sh) & mk == v
 
     # -- text -----------------------------------------------------------
     def to_string(self) -> str:
@@ -263,6 +277,21 @@ def _prereq_members():
 
 
 _PREREQ_MEMBERS, _PREREQ_BITS = _prereq_members()
+
+# Each prerequisite alternative as whole-key (pin mask, pin value) bits.
+_PREREQ_PINS = {
+    prereq: tuple((sum(mk << FIELDS[n].shift for n, _, mk in alt),
+                   sum(v << FIELDS[n].shift for n, v, _ in alt)) for alt in alts)
+    for prereq, alts in PREREQS.items()
+}
+_PIN_BITS = 0
+for _pins in _PREREQ_PINS.values():
+    for _pm, _pv in _pins:
+        _PIN_BITS |= _pm
+del _pins, _pm, _pv
+_UNKNOWN = object()
+_PREREQ_VERDICTS: dict = {}     # (mask, pinned value bits, names) -> error text or None
+_PREREQ_VERDICTS_MAX = 4096
 
 _DISPLAY = (
     ["recirc_id", "dp_hash", "conj_id", "ct_state", "ct_zone", "ct_mark", "ct_label",

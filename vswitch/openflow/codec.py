@@ -494,8 +494,10 @@ def parse_match13(parser_mod, buf, offset, msg_len):
     end = offset + (m_len + 7) // 8 * 8
     if m_len < 4 or end > msg_len:
         raise OFError(of13.OFPET_BAD_MATCH, of13.OFPBMC_BAD_LEN)
-    parse_oxm_fields(buf, offset + 4, offset + m_len)     # validates the TLV chain
-    return parser_mod.OFPMatch.parser(bytes(buf[offset:end]), 0), end
+    tlvs = parse_oxm_fields(buf, offset + 4, offset + m_len)   # validates the TLV chain
+    match = parser_mod.OFPMatch.parser(bytes(buf[offset:end]), 0)
+    match.wire_tlvs = tlvs   # convert.match_from_ofp13 need not re-encode and re-parse
+    return match, end
 
 
 def _flow_mod13(dp, version, msg_type, msg_len, xid, buf):

@@ -136,9 +136,14 @@ def packet_in_match(key):
 
 
 def match_from_ofp13(match) -> "sp.Match":
-    buf = bytearray()
-    match.serialize(buf, 0)
-    return match_from_tlvs(codec.parse_oxm_fields(bytes(buf), 4, match.length))
+    """An os-ken OXM match -> Match.  One parsed off the wire carries its
+    TLVs (``codec.parse_match13``); one built in Python is encoded first."""
+    tlvs = getattr(match, "wire_tlvs", None)
+    if tlvs is None:
+        buf = bytearray()
+        match.serialize(buf, 0)
+        tlvs = codec.parse_oxm_fields(bytes(buf), 4, match.length)
+    return match_from_tlvs(tlvs)
 
 
 _UNIQUE_FIELDS = list({id(f): f for f in _sf.FIELDS.values()}.values())
