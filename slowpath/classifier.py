@@ -181,7 +181,8 @@ def _tz(mask: int) -> int:
 
 
 class Subtable:
-    __slots__ = ("mask", "shift", "stages", "rules", "max_priority", "n_rules", "plens")
+    __slots__ = ("mask", "shift", "stages", "rules", "max_priority", "n_rules", "plens",
+                 "priorities")
 
     def __init__(self, mask: int):
         self.mask = mask
@@ -202,6 +203,9 @@ class Subtable:
         self.rules: dict[int, list[Rule]] = {}
         self.max_priority = -1
         self.n_rules = 0
+        # priority -> number of rules: deleting a table's rules one by one
+        # stays linear (max_priority is recomputed over distinct priorities)
+        self.priorities: dict[int, int] = {}
 
     def insert(self, rule: Rule) -> None:
         v = rule.match.value
@@ -212,6 +216,7 @@ class Subtable:
             k = (v & sm) >> sh
             counts[k] = counts.get(k, 0) + 1
         self.n_rules += 1
+        self.priorities[rule.priority] = self.priorities.get(rule.priority, 0) + 1
         self.max_priority = max(self.max_priority, rule.priority)
 
     def remove(self, rule: Rule) -> None:
@@ -228,8 +233,13 @@ class Subtable:
             else:
                 del counts[k]
         self.n_rules -= 1
-        if rule.priority == self.max_priority:
-            self.max_priority = max((r[0].priority for r in self.rules.values()), default=-1)
+        left = self.priorities[rule.priority] - 1
+        if left:
+            self.priorities[rule.priority] = left
+        else:
+            del self.priorities[rule.priority]
+            if rule.priority == self.max_priority:
+                self.max_priority = max(self.priorities, default=-1)
 
 
 class Classifier:
