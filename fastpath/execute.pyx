@@ -250,6 +250,8 @@ cdef int _set_packet(fp_packet* p, uint32_t kofs, uint32_t size, const uint8_t* 
             mm = rd32(m) & 0xfffff
             old = rd32(l3)
             wr32(l3, (old & ~mm) | (vv & mm))
+        elif kofs == FK_OFS_ARP_SHA or kofs == FK_OFS_ARP_THA:
+            _set_nd_lla(p, 1 if kofs == FK_OFS_ARP_SHA else 2, v, m)
         else:
             return _set_l4(p, kofs, v, m)
     elif p.l3_kind == 1:
@@ -267,6 +269,30 @@ cdef int _set_packet(fp_packet* p, uint32_t kofs, uint32_t size, const uint8_t* 
                 l3[6] = 0
             _wmask(l3 + 7, v, m, 1)
     return 0
+
+
+cdef void _set_nd_lla(fp_packet* p, uint8_t kind, const uint8_t* v, const uint8_t* m) noexcept nogil:
+    """nd_sll / nd_tll (the key's arp_sha / arp_tha): the first link-layer
+    address option of ``kind`` (1 source, 2 target) of an NS / NA, as
+    ``slowpath.odp_execute`` finds it (options up to the end of the frame);
+    no such option, nothing changes.  OVN's ND responder sets nd_tll."""
+    cdef uint8_t* l4
+    cdef uint32_t at, end, olen
+    if p.l4_proto != 58 or p.l4_ofs == NO_OFS or p.l4_ofs + 24 > p.len:
+        return
+    l4 = p.data + p.l4_ofs
+    if l4[0] != 135 and l4[0] != 136:
+        return
+    end = p.len - p.l4_ofs
+    at = 24
+    while at + 8 <= end:
+        olen = l4[at + 1]
+        if olen == 0:
+            return
+        if l4[at] == kind and olen == 1:
+            _csum_adjust(l4 + 2, _write_region(l4, at + 2, v, m, 6), 0)
+            return
+        at += 8 * olen
 
 
 cdef int _set_l4(fp_packet* p, uint32_t kofs, const uint8_t* v, const uint8_t* m) noexcept nogil:

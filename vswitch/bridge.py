@@ -568,15 +568,8 @@ def _has_userspace(actions) -> bool:
                for a in actions)
 
 
-#: Neighbour link-layer addresses: the Cython executor rewrites them in ARP
-#: but not in IPv6 ND options (nd_sll/nd_tll), which OVN sets on the
-#: neighbour advertisements ovn-controller sends back.
-_PYTHON_ONLY_SETS = ("arp_sha", "arp_tha")
-
-
 def fast_path_can_execute(actions) -> bool:
-    return all((isinstance(a, FAST_ACTIONS)
-                and not (isinstance(a, dp.SetMasked) and a.member in _PYTHON_ONLY_SETS))
+    return all(isinstance(a, FAST_ACTIONS)
                or (isinstance(a, (dp.Clone, dp.Sample)) and fast_path_can_execute(a.actions))
                or (isinstance(a, dp.CheckPktLen) and fast_path_can_execute(a.gt + a.le))
                or (isinstance(a, dp.TunnelPush) and bool(a.header))   # native tunnelling

@@ -6,7 +6,8 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
+from scapy.layers.inet6 import (IPv6, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
+                                ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr)
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 
@@ -107,6 +108,12 @@ PKTS = {
     "udp6": bytes(E / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=3, dport=4)),
     "icmp6": bytes(E / IPv6(src="2001:db8::1", dst="2001:db8::2") / ICMPv6EchoRequest()),
     "vlan_udp4": bytes(E / Dot1Q(vlan=3) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP()),
+    # nd_sll / nd_tll live in the key's arp_sha / arp_tha (OVN's ND responder)
+    "ns6": bytes(E / IPv6(src="2001:db8::1", dst="ff02::1:ff00:2")
+                 / ICMPv6ND_NS(tgt="2001:db8::2") / ICMPv6NDOptSrcLLAddr(lladdr="02:00:00:00:00:01")),
+    "na6": bytes(E / IPv6(src="2001:db8::2", dst="2001:db8::1")
+                 / ICMPv6ND_NA(tgt="2001:db8::2", R=0, S=1, O=1)
+                 / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:00:02")),
 }
 SETTABLE = {
     "udp4": ["nw_src", "nw_dst", "nw_tos", "nw_ttl", "tp_src", "tp_dst", "dl_dst"],
@@ -117,6 +124,8 @@ SETTABLE = {
     "udp6": ["ipv6_src", "ipv6_dst", "tp_dst"],
     "icmp6": ["ipv6_dst", "tp_src", "tp_dst"],
     "vlan_udp4": ["vlan0_tci", "nw_dst", "tp_dst"],
+    "ns6": ["arp_sha", "nd_target", "ipv6_src"],
+    "na6": ["arp_tha", "nd_target", "dl_src"],
 }
 
 
