@@ -634,6 +634,8 @@ class BridgeReconciler:
         # One connection tracker per daemon, used only on the datapath thread
         # (ct actions run in odp_execute there; commands go through call()).
         self.conntrack = ConnTracker()
+        #: The CT_Timeout_Policy configuration last applied (see reconcile).
+        self._db_timeout_policies: dict | None = None
         ct_execute.install(self.conntrack, time.monotonic)
         # Established connections cached in the fast paths (offload.py).
         self.ct_offload = CtOffload(self.conntrack, fast_path_can_execute)
@@ -676,9 +678,14 @@ class BridgeReconciler:
     def reconcile(self) -> None:
         desired = read_config(self.db)
         policies, problems = ct_config.timeout_policies(self.db)
-        for problem in problems:
-            log.warning("ignoring conntrack timeout policy of %s", problem)
-        self.conntrack.replace_timeout_policies(policies)
+        if policies != self._db_timeout_policies:
+            # Only a change of the database's policies replaces them: what
+            # dpctl/ct-set-timeout-policy set lasts until then (a datapath
+            # setting, as on OVS), not until any other column changes.
+            for problem in problems:
+                log.warning("ignoring conntrack timeout policy of %s", problem)
+            self.conntrack.replace_timeout_policies(policies)
+            self._db_timeout_policies = policies
         opening = []
         for name in [n for n in self.bridges if n not in desired]:
             log.info("deleting bridge %s", name)

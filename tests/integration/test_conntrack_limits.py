@@ -162,3 +162,28 @@ def test_timeout_policy_from_ovs_vsctl_and_periodic_expiry(daemon, topology, bri
         time.sleep(0.2)
     assert int(daemon.appctl("dpctl/ct-get-nconns")) == 0
     assert time.time() < deadline
+
+
+def test_dpctl_timeout_policy_outlives_unrelated_reconciles(daemon, topology, bridge_name):
+    """dpctl/ct-set-timeout-policy is a datapath setting: another OVSDB
+    change (here: external_ids) must not put the defaults back."""
+    a = topology.add_host("a", A + "/24")
+    topology.add_host("b", B + "/24")
+    setup_bridge(daemon, bridge_name, topology, textwrap.dedent("""
+        table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=9),output:2
+        table=0,priority=0,actions=drop
+    """).strip() + "\n")
+    daemon.appctl("dpctl/ct-set-timeout-policy", "zone=9", "udp_first=500", "udp_single=500")
+    daemon.vsctl("set", "Open_vSwitch", ".", "external_ids:touched=1")   # a reconcile
+    a.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("{B}", 7100))
+    """))
+    deadline = time.time() + 5
+    while "zone=9" not in daemon.appctl("dpctl/dump-conntrack", "--", "-s", "zone=9") \
+            and time.time() < deadline:
+        time.sleep(0.1)
+    dump = daemon.appctl("dpctl/dump-conntrack", "--", "-s", "zone=9")
+    timeouts = [int(f.split("=")[1]) for f in dump.replace(",", " ").split()
+                if f.startswith("timeout=")]
+    assert timeouts and all(t > 400 for t in timeouts), dump

@@ -246,7 +246,7 @@ def test_rst_reaches_the_tracker(daemon, fw, servers, peers):
 
 def test_udp_offloaded_stays_alive_by_its_hits_then_expires(daemon, fw, servers, peers):
     h1, h2 = fw["h1"], fw["h2"]
-    # (dpctl/ct-set-timeout-policy would last until the next reconcile)
+    # (as on OVS, the policy comes from the database here)
     daemon.vsctl("--", "--id=@d", "create", "Datapath", "datapath_version=0",
                  "--", "set", "Open_vSwitch", ".", "datapaths:netdev=@d")
     daemon.vsctl("add-zone-tp", "netdev", "zone=1", "udp_first=2", "udp_single=2",
