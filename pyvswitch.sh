@@ -13,7 +13,7 @@ VENV=$TOP/.venv
 STAMPS=$TOP/.stamps
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
-  clang llvm libbpf-dev bpftool linux-libc-dev
+  clang llvm libbpf-dev bpftool linux-libc-dev libdpdk-dev dpdk
   iproute2 iputils-ping procps ethtool tcpdump tshark
   openvswitch-common openvswitch-switch ovn-central ovn-host
 )

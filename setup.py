@@ -65,6 +65,20 @@ class BuildExt(build_ext):
         super().run()
 
 
+def pkg_config(package):
+    """(cflags, libs) of ``package`` from pkg-config, or None if it is absent."""
+    try:
+        out = [subprocess.run(["pkg-config", flag, package], check=True, text=True,
+                              capture_output=True).stdout.split()
+               for flag in ("--cflags", "--libs")]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out[0], out[1]
+
+
+DPDK_PYX = os.path.join("fastpath", "io", "dpdk.pyx")
+
+
 def extensions():
     from Cython.Build import cythonize
     from setuptools import Extension
@@ -72,12 +86,20 @@ def extensions():
     import numpy
 
     pyx = sorted(glob.glob("fastpath/**/*.pyx", recursive=True))
+    # DPDK ports only when libdpdk is installed; without it the build still
+    # succeeds and a dpdk port fails clearly at runtime (fastpath/io/port.pyx).
+    dpdk = pkg_config("libdpdk")
+    if dpdk is None:
+        print("pkg-config found no libdpdk: building without DPDK ports", file=sys.stderr)
+        pyx.remove(DPDK_PYX)
     exts = [
         Extension(
             p[: -len(".pyx")].replace(os.sep, "."),
             [p],
             include_dirs=[numpy.get_include(), "fastpath", "fastpath/bpf"],
-            extra_compile_args=["-O3", "-Wno-unused-function"],
+            extra_compile_args=["-O3", "-Wno-unused-function"]
+            + (dpdk[0] if p == DPDK_PYX else []),
+            extra_link_args=dpdk[1] if p == DPDK_PYX else [],
             libraries=["bpf"] if "bpf" in p.split(os.sep)[1:-1] else [],
         )
         for p in pyx

@@ -1,4 +1,4 @@
-# Port drivers: AF_PACKET (TPACKET_V3 RX ring + sendmmsg TX) and TAP.
+# Port drivers: AF_PACKET (TPACKET_V3 RX ring + sendmmsg TX), TAP, AF_XDP, DPDK.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from posix.uio cimport iovec
 from fastpath.fpcore cimport fp_packet, fp_arena
@@ -21,6 +21,7 @@ cdef enum:
     FP_PORT_AFPACKET = 1
     FP_PORT_TAP = 2
     FP_PORT_AFXDP = 3
+    FP_PORT_DPDK = 4              # an ethdev of fastpath.io.dpdk (p.dpdk)
     FP_TXQ = 256                # max packets queued per port before a flush
     FP_RX_CAP = 256             # rx_burst may fill this many (GSO segments)
     FP_TXBUF = 1 << 20          # bytes of TX staging per port
@@ -95,6 +96,19 @@ ctypedef struct fp_port:
     # up instead (frames too big for a UMEM frame, queues without a socket).
     int pkt_fd
     uint64_t rx_passed              # frames received on pkt_fd (XDP_PASS), not the XSK
+    # DPDK (kind "dpdk"): the ethdev state, owned by fastpath.io.dpdk; fd is
+    # then a periodic timerfd, the only thing the datapath can sleep on.
+    void* dpdk
+
+# What fastpath.io.dpdk (built only when pkg-config finds libdpdk) lends the
+# port drivers through a capsule, so this module never links DPDK itself.
+ctypedef struct fp_dpdk_ops:
+    int (*rx_burst)(fp_port* p, fp_packet* pkts, int max_n, fp_arena* arena) noexcept nogil
+    void (*rx_done)(fp_port* p) noexcept nogil
+    void (*tx)(fp_port* p, const uint8_t* data, uint32_t length) noexcept nogil
+    void (*tx_flush)(fp_port* p) noexcept nogil
+    uint64_t (*rx_missed)(fp_port* p) noexcept nogil    # dropped by the device/PMD
+    void (*close)(fp_port* p) noexcept nogil             # stop, close, detach the device
 
 # ``pkts`` must hold FP_RX_CAP packets: a GSO super-packet counts as one
 # against ``max_n`` but may be segmented into many.
@@ -115,4 +129,5 @@ cdef class Port:
     cdef readonly str kind
     cdef readonly object peer       # "dummy" ports: the test's end of the socketpair
     cdef readonly object error      # None, or why the port stopped working (str)
+    cdef readonly object devargs    # "dpdk" ports: the DPDK device arguments
     cpdef close(self)

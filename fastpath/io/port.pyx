@@ -27,6 +27,14 @@ end of a datagram socketpair (OVS's netdev-dummy, for tests).
 ``tap``: a non-persistent TAP device (IFF_TAP|IFF_NO_PI) created by name; it
 disappears when the port is closed.
 
+``dpdk``: a DPDK ethdev hot-plugged from ``devargs`` (``fastpath.io.dpdk``,
+present only if the build found libdpdk; its functions come through a
+capsule).  A DPDK queue has no fd to sleep on, so the port's fd is a timerfd
+firing every DPDK_IDLE_POLL_US: an idle datapath wakes that often to poll it
+(a bounded sleep rather than OVS's busy-polling PMD threads, which would
+take a whole core of this 2-core machine); while packets flow the datapath
+never sleeps and polls the queue back to back.
+
 Everything per packet is nogil C; Python is only touched to open and close.
 """
 
@@ -34,6 +42,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, strlen
 from libc.stdlib cimport calloc, malloc, free
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS, ENODEV
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from posix.unistd cimport close as c_close, read as c_read, write as c_write
 from posix.fcntl cimport open as c_open, O_RDWR, O_NONBLOCK
 from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED,
@@ -152,6 +161,24 @@ cdef extern from "<linux/virtio_net.h>" nogil:
 
 cdef enum:
     VIRTIO_NET_HDR_GSO_UDP_L4 = 5      # not in Debian 12's linux-libc-dev
+
+cdef extern from "<sys/timerfd.h>" nogil:
+    struct timespec_its "timespec":
+        long tv_sec
+        long tv_nsec
+    struct itimerspec:
+        timespec_its it_interval
+        timespec_its it_value
+    int timerfd_create(int clockid, int flags)
+    int timerfd_settime(int fd, int flags, const itimerspec* new, itimerspec* old)
+    int TFD_NONBLOCK, TFD_CLOEXEC
+    int CLOCK_MONOTONIC
+
+cdef enum:
+    DPDK_IDLE_POLL_US = 1000    # how often an idle datapath polls a dpdk port
+
+# fastpath.io.dpdk's functions, once a dpdk port was opened (else NULL).
+cdef fp_dpdk_ops* _dpdk = NULL
 
 cdef uint8_t _zero_vnet[16]
 memset(_zero_vnet, 0, sizeof(_zero_vnet))
@@ -763,6 +790,7 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
                           fp_arena* arena) noexcept nogil:
     """Receive up to ``max_n`` packets; they stay valid until rx_done()."""
     cdef int n, m
+    cdef uint64_t ticks
     if p.kind == FP_PORT_AFPACKET:
         return _rx_afpacket(p, pkts, max_n, arena)
     elif p.kind == FP_PORT_TAP:
@@ -774,12 +802,20 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
             p.rx_passed += m
             n += m
         return n
+    elif p.kind == FP_PORT_DPDK:
+        n = _dpdk.rx_burst(p, pkts, max_n, arena)
+        if n == 0:
+            c_read(p.fd, &ticks, 8)         # idle: clear the poll timer
+        return n
     return 0
 
 
 cdef void fp_port_rx_done(fp_port* p) noexcept nogil:
     """Give consumed RX ring blocks back to the kernel."""
     cdef uint32_t i
+    if p.kind == FP_PORT_DPDK:
+        _dpdk.rx_done(p)
+        return
     if p.kind == FP_PORT_AFXDP:
         _xsk_rx_done(p)
         if p.pkt_fd < 0:
@@ -800,6 +836,9 @@ cdef void fp_port_tx_flush(fp_port* p) noexcept nogil:
     cdef ssize_t w
     if p.kind == FP_PORT_AFXDP:
         _xsk_tx_flush(p)
+        return
+    if p.kind == FP_PORT_DPDK:
+        _dpdk.tx_flush(p)
         return
     if p.tx_n == 0:
         return
@@ -841,6 +880,9 @@ cdef void fp_port_tx(fp_port* p, const uint8_t* data, uint32_t length) noexcept 
     cdef size_t need = (length + 63) & ~(<size_t>63)
     if p.kind == FP_PORT_AFXDP:
         _xsk_tx(p, data, length)
+        return
+    if p.kind == FP_PORT_DPDK:
+        _dpdk.tx(p, data, length)
         return
     if length > FP_TXBUF:
         p.stats.tx_dropped += 1
@@ -909,6 +951,8 @@ cdef void _free_port(fp_port* p) noexcept:
         return
     if p.kind == FP_PORT_AFXDP:
         _close_afxdp(p)
+    if p.dpdk != NULL:
+        _dpdk.close(p)
     if p.pkt_fd >= 0:
         c_close(p.pkt_fd)
     if p.ring != NULL:
@@ -1005,13 +1049,37 @@ cdef _open_tap(fp_port* p, str name):
     p.ifindex = if_nametoindex(bname)
 
 
+cdef _open_dpdk(fp_port* p, str name, str devargs):
+    global _dpdk
+    cdef itimerspec its
+    try:
+        from fastpath.io import dpdk
+    except ImportError as e:
+        raise OSError(95, f"dpdk port {name}: this build of pyvswitch has no DPDK support "
+                          f"(pkg-config found no libdpdk when it was built: install "
+                          f"libdpdk-dev and rebuild) [{e}]", name) from None
+    _dpdk = <fp_dpdk_ops*>PyCapsule_GetPointer(dpdk.OPS, dpdk.OPS_NAME)
+    if not devargs:
+        raise OSError(22, f"'{name}' is missing 'options:dpdk-devargs'", name)
+    p.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+    if p.fd < 0:
+        e = errno
+        raise OSError(e, f"timerfd for {name}: {os.strerror(e)}", name)
+    memset(&its, 0, sizeof(its))
+    its.it_interval.tv_nsec = its.it_value.tv_nsec = DPDK_IDLE_POLL_US * 1000
+    timerfd_settime(p.fd, 0, &its, NULL)
+    p.kind = FP_PORT_DPDK
+    dpdk.attach(<size_t>p, name, devargs)
+
+
 cdef class Port:
     """One open datapath port (owns its fd, ring and TX staging)."""
 
-    def __cinit__(self, str name, str kind, uint32_t dp_port=0):
+    def __cinit__(self, str name, str kind, uint32_t dp_port=0, devargs=None):
         self.p = NULL
         self.name = name
         self.kind = kind
+        self.devargs = devargs
         cdef fp_port* p = _alloc_port()
         p.dp_port = dp_port
         try:
@@ -1034,14 +1102,7 @@ cdef class Port:
                 _open_afxdp(p, name, {"afxdp": "auto", "afxdp-native": "native",
                                       "afxdp-generic": "generic"}[kind])
             elif kind == "dpdk":
-                # No DPDK binding yet: fail clearly so the port gets an
-                # Interface.error and the daemon keeps running.
-                import ctypes.util
-                lib = ctypes.util.find_library("rte_eal")
-                raise OSError(95, (f"dpdk port {name}: DPDK (librte_eal) is not installed"
-                                   if lib is None else
-                                   f"dpdk port {name}: DPDK ports are not supported by this "
-                                   f"build of pyvswitch"), name)
+                _open_dpdk(p, name, devargs)
             elif kind == "dummy":
                 # Like OVS netdev-dummy: frames in and out through the other
                 # end of a datagram socketpair (self.peer); no device.
@@ -1104,8 +1165,8 @@ cdef class Port:
         cdef socklen_t n = sizeof(err)
         if self.p == NULL:
             return False
-        if self.p.kind == FP_PORT_TAP:
-            return True                 # our own device (tap/dummy): the fd is the port
+        if self.p.kind == FP_PORT_TAP or self.p.kind == FP_PORT_DPDK:
+            return True                 # no Linux device by this name behind the fd
         getsockopt(self.p.fd, 1, 4, &err, &n)           # SOL_SOCKET, SO_ERROR
         if err:
             self.p.stats.rx_errors += 1
@@ -1147,6 +1208,8 @@ cdef class Port:
             n = sizeof(xs)
             if getsockopt(self.p.fd, 283, 7, xs, &n) == 0:   # SOL_XDP, XDP_STATISTICS
                 return xs[0] + xs[1] + xs[3]                  # dropped, invalid, ring full
+        if self.p.kind == FP_PORT_DPDK:
+            return _dpdk.rx_missed(self.p)
         return 0
 
     def stats(self):

@@ -5,7 +5,8 @@ open its device in the datapath and what to check first; the bridge never
 special-cases a type.  ``system`` opens an existing Linux interface with
 AF_PACKET, ``internal`` creates a TAP device named after the port (the
 bridge-local port is one), ``patch`` joins two bridges without any device.
-``afxdp``, ``geneve`` and ``dpdk`` register here too.
+``afxdp`` registers here too; ``dpdk`` (``dpdk.py``) and ``geneve``
+(``geneve.py``) have modules of their own.
 """
 
 from __future__ import annotations
@@ -92,23 +93,15 @@ class PatchNetdev(Netdev):
             raise PortError(f"{name}: a patch port cannot be its own peer")
 
 
-class DpdkNetdev(Netdev):
-    type = "dpdk"
-    advertised = False  # not in Open_vSwitch.iface_types: we cannot open it
-
-    def check(self, name: str, options: dict[str, str]) -> None:
-        raise PortError(f"could not open network device {name} (DPDK is not "
-                        f"available in this build; use type=afxdp or system)")
-
-
 NETDEV_TYPES: dict[str, Netdev] = {
-    cls.type: cls() for cls in (SystemNetdev, InternalNetdev, AfxdpNetdev, PatchNetdev,
-                                DpdkNetdev)
+    cls.type: cls() for cls in (SystemNetdev, InternalNetdev, AfxdpNetdev, PatchNetdev)
 }
 NETDEV_TYPES[""] = NETDEV_TYPES["system"]  # OVSDB's default type
 
-from vswitch.ports.geneve import GeneveNetdev  # noqa: E402  (subclasses Netdev above)
+from vswitch.ports.dpdk import DpdkNetdev  # noqa: E402  (subclass Netdev above)
+from vswitch.ports.geneve import GeneveNetdev  # noqa: E402
 
+NETDEV_TYPES[DpdkNetdev.type] = DpdkNetdev()
 NETDEV_TYPES[GeneveNetdev.type] = GeneveNetdev()
 
 

@@ -344,9 +344,3 @@ def test_tunnel_push_prebuilt_geneve_header(dp3):
     want = q.copy()
     want[UDP].chksum = None
     assert bytes(Ether(bytes(want)))[14 + 20 + 6:14 + 20 + 8] == enc2[14 + 20 + 6:14 + 20 + 8]
-
-
-def test_dpdk_port_fails_clearly(dp3):
-    with pytest.raises(OSError) as e:
-        dp3.add_port("dpdk0", "dpdk")
-    assert "dpdk0" in str(e.value) and "DPDK" in str(e.value)
