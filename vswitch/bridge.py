@@ -43,7 +43,6 @@ from slowpath.revalidator import Revalidator
 from slowpath.tunnel import TlvMap
 from slowpath.xlate import Megaflow
 from vswitch import __version__
-from vswitch.datapath import parse_cpu_mask
 from vswitch.openflow.manager import (PORT_ADD, PORT_DELETE, PORT_MODIFY,
                                       ConnectionManager)
 from vswitch.ports import NETDEV_TYPES, PortError, netdev_for
@@ -608,14 +607,6 @@ class _SlowEnv:
         return True  # meters in the Python path are not enforced yet
 
 
-def _pmd_header(pmd) -> str:
-    """dpctl/dump-flows' line before a PMD's megaflows, as OVS prints it."""
-    if pmd.main:
-        return "flow-dump from the main thread:"
-    core = pmd.core_id if pmd.core_id >= 0 else "unpinned"
-    return f"flow-dump from pmd on cpu core: {core}"
-
-
 def _dpid_from_mac(mac: str | None, name: str) -> int:
     """OVS derives the datapath id from the bridge's Ethernet address."""
     if mac:
@@ -639,7 +630,6 @@ class BridgeReconciler:
         self._last_sweep = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
-        self._pmd_cpu_mask: str | None = None   # as last applied (or refused)
         datapath.upcall_handler = self.handle_upcall
         datapath.after_poll = self.maybe_sweep
         # One connection tracker per daemon, used only on the datapath thread
@@ -713,7 +703,6 @@ class BridgeReconciler:
                 opening.append(task)
         self.link_patches()
         self.tunnels.sync()
-        self._configure_pmds()
         if opening:
             # cur_cfg only once BRIDGE.mgmt exists: `ovs-vsctl add-br br0 &&
             # ovs-ofctl dump-flows br0` must work, as with OVS.
@@ -759,25 +748,6 @@ class BridgeReconciler:
             log.warning("%s: patch port %s: no patch port %s names it as its peer",
                         ends[name][0].name, name, ends[name][2])
         self._unmatched_patches = unmatched
-
-    def _configure_pmds(self) -> None:
-        """other_config:pmd-cpu-mask: one PMD thread per set bit, pinned
-        (unset: one unpinned PMD).  A mask that cannot be applied is logged
-        and the PMDs stay as they were."""
-        text = None
-        for row in self.db.tables["Open_vSwitch"].rows.values():
-            text = dict(col(row, "other_config")).get("pmd-cpu-mask")
-        if text == self._pmd_cpu_mask:
-            return
-        self._pmd_cpu_mask = text
-        try:
-            cores = parse_cpu_mask(text)
-            if cores != self.datapath.pmd_cores:
-                self.datapath.set_pmd_cpus(cores)
-                log.info("PMD threads on cores %s", cores if cores else "(one, unpinned)")
-        except ValueError as e:
-            log.error("other_config:pmd-cpu-mask: %s; keeping PMDs on %s", e,
-                      self.datapath.pmd_cores or "(one, unpinned)")
 
     async def _write_back_after(self, tasks: list) -> None:
         for result in await asyncio.gather(*tasks, return_exceptions=True):
@@ -928,9 +898,7 @@ class BridgeReconciler:
                 match = bytes(match)
                 # Megaflows the fast path cannot execute still get cached,
                 # as "send to the slow path", so they cost no miss lookups.
-                # Into the PMD that missed (its cache), as dpif-netdev does.
-                dpif.flow_put(match, out.megaflow.mask, actions if fast else slow_path(actions),
-                              pmd=upcall.pmd)
+                dpif.flow_put(match, out.megaflow.mask, actions if fast else slow_path(actions))
                 if bridge.xdp is not None and not _has_ct(actions):
                     # Same key space (in_port = dp_port); XDP runs what it can
                     # and flags the rest "to userspace".  Not ct: XDP searches
@@ -1069,9 +1037,6 @@ class BridgeReconciler:
         for name, usage in ct_dpctl.COMMANDS.items():
             ctl.register(name, usage, functools.partial(self._cmd_conntrack, name))
         ctl.register("dpctl/del-flows", "", self._cmd_del_flows)
-        ctl.register("dpif-netdev/pmd-rxq-show", "", self._cmd_pmd_rxq_show)
-        ctl.register("dpif-netdev/pmd-stats-show", "", self._cmd_pmd_stats_show)
-        ctl.register("dpif-netdev/pmd-stats-clear", "", self._cmd_pmd_stats_clear)
         ctl.register("revalidator/purge", "", self._cmd_del_flows)
         ctl.register("fdb/show", "BRIDGE", self._cmd_fdb_show)
         self.tunnels.register_commands(ctl)
@@ -1083,70 +1048,18 @@ class BridgeReconciler:
             caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
             if not caches:
                 return "no bridge has datapath_type=xdp: no kernel flow cache\n"
-            groups = [(None, [f for xdp in caches for f in xdp.dump()])]
+            flows = [f for xdp in caches for f in xdp.dump()]
         else:
-            # As dpif-netdev: each PMD's own megaflows under a header.
-            groups = [(_pmd_header(pmd), flows) for pmd, flows in
-                      self.datapath.call(lambda dpif: dpif.flow_dump_pmds()) if flows]
+            flows = self.datapath.call(lambda dpif: dpif.flow_dump())
         now = time.monotonic()
         lines = []
-        for header, flows in groups:
-            if header:
-                lines.append(header + "\n")
-            for match, mask, actions, packets, nbytes, used in flows:
-                text = str(Megaflow(match, mask, tuple(actions)))
-                flow, _, acts = text.rpartition(", actions:")
-                lines.append(f"{flow}, packets:{packets}, bytes:{nbytes}, used:"
-                             + (f"{now - used:.3f}s" if used else "never")
-                             + f", actions:{acts}\n")
+        for match, mask, actions, packets, nbytes, used in flows:
+            text = str(Megaflow(match, mask, tuple(actions)))
+            flow, _, acts = text.rpartition(", actions:")
+            lines.append(f"{flow}, packets:{packets}, bytes:{nbytes}, used:"
+                         + (f"{now - used:.3f}s" if used else "never")
+                         + f", actions:{acts}\n")
         return "".join(lines)
-
-    def _cmd_pmd_rxq_show(self, _args: list[str]) -> str:
-        """Which PMD polls which port, as ``dpif-netdev/pmd-rxq-show``."""
-        def run(dpif):
-            return [(pmd, pmd.rx_ports(), pmd.stats()) for pmd in dpif.pmds()]
-        out = []
-        for pmd, ports, st in self.datapath.call(run):
-            busy = st["busy_ns"] * 100 // max(st["busy_ns"] + st["idle_ns"], 1)
-            out.append(f"{pmd.name}:\n  isolated : false\n")
-            for _dp_port, name in ports:
-                out.append(f"  port: {name:<16}  queue-id: {0:>2} (enabled)   "
-                           f"pmd usage: {busy:>2} %\n")
-        return "".join(out)
-
-    def _cmd_pmd_stats_show(self, _args: list[str]) -> str:
-        """Per-PMD counters, as ``dpif-netdev/pmd-stats-show``."""
-        out = []
-        for pmd, st in self.datapath.call(lambda dpif: [(p, p.stats()) for p in
-                                                        [dpif.main] + dpif.pmds()]):
-            rx = st["rx_packets"]
-            hits = st["megaflow_hits"]
-            cycles = st["busy_ns"] + st["idle_ns"]
-            out.append(f"{pmd.name}:\n"
-                       f"  packets received: {rx}\n"
-                       f"  packet recirculations: {st['recirc']}\n"
-                       f"  avg. datapath passes per packet: "
-                       f"{(rx + st['recirc']) / rx if rx else 0:.2f}\n"
-                       f"  emc hits: {st['emc_hits']}\n"
-                       f"  smc hits: 0\n"
-                       f"  megaflow hits: {hits}\n"
-                       f"  avg. subtable lookups per megaflow hit: "
-                       f"{st['subtables_probed'] / hits if hits else 0:.2f}\n"
-                       f"  miss with success upcall: {st['missed'] - st['lost']}\n"
-                       f"  miss with failed upcall: {st['lost']}\n"
-                       f"  polls: {st['polls']} rounds: {st['rounds']}\n")
-            if not pmd.main:
-                out.append(f"  idle cycles: {st['idle_ns']} "
-                           f"({st['idle_ns'] * 100 / cycles if cycles else 0:.2f}%)\n"
-                           f"  processing cycles: {st['busy_ns']} "
-                           f"({st['busy_ns'] * 100 / cycles if cycles else 0:.2f}%)\n")
-        out.append(f"  upcalls queued to the handler: {self.datapath.upcalls} "
-                   f"dropped (queue full): {self.datapath.upcalls_dropped}\n")
-        return "".join(out)
-
-    def _cmd_pmd_stats_clear(self, _args: list[str]) -> str:
-        self.datapath.call(lambda dpif: [p.clear_stats() for p in [dpif.main] + dpif.pmds()])
-        return ""
 
     def _cmd_del_flows(self, _args: list[str]) -> str:
         def purge(dpif):
