@@ -79,6 +79,16 @@ for _m in _CT_MEMBERS:
     _CT_MASK |= member_int_mask(_m)
 del _m
 _RECIRC_MASK = member_int_mask("recirc_id")
+
+
+def _tlv_slot_mask(index: int) -> int:
+    """Key bits of GENEVE option slot ``index`` (its class/type/len in
+    tun_md_opts and its data in tun_md_data): a tunnel output reads only the
+    slots the TLV map maps, so a megaflow need not pin the others."""
+    o, s = MEMBERS["tun_md_opts"]
+    opts = 0xFFFFFFFF << ((FLOW_KEY_SIZE - o - 4 * index - 4) * 8)
+    f = _F[f"tun_metadata{index}"]
+    return opts | (f.max << f.shift)
 _CONJ_MASK = member_int_mask("conj_id")
 _FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
 _F = FIELDS
@@ -510,8 +520,8 @@ class XlateCtx:
         if cfg.tos == "inherit":
             self.consult("nw_tos")
         tlv = self.p.tlv_map or T.TlvMap()
-        if tlv.by_index:
-            self.consult("tun_md_opts", "tun_md_data")
+        for index in tlv.by_index:      # the options the header carries
+            self.wc.mask |= _tlv_slot_mask(index) & ~self.written
         push = T.tunnel_push(self.key, cfg, tlv, port.dp_port, 0)
         if not push.dst:
             self.note(f"tunnel port {port.ofport}: no remote IP, dropping")
