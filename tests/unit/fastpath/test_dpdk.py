@@ -110,15 +110,16 @@ def test_a_build_without_dpdk_fails_the_port_clearly(monkeypatch):
         dp.close()
 
 
-def test_forwards_both_ways_over_af_packet(eal, topo):
+@pytest.mark.parametrize("driver", ["net_af_packet", "net_af_xdp"])
+def test_forwards_both_ways(eal, topo, driver):
     from fastpath.dpif import Dpif
     h1 = topo.add_host("h1", "10.9.0.1/24")
     h2 = topo.add_host("h2", "10.9.0.2/24")
     dp = Dpif()
     poller = None
     try:
-        p1 = dp.add_port("dpdk-a", "dpdk", devargs=vdev("net_af_packet", h1.port))
-        p2 = dp.add_port("dpdk-b", "dpdk", devargs=vdev("net_af_packet", h2.port))
+        p1 = dp.add_port("dpdk-a", "dpdk", devargs=vdev(driver, h1.port))
+        p2 = dp.add_port("dpdk-b", "dpdk", devargs=vdev(driver, h2.port))
         dp.flow_put(key_of(in_port=p1), IN_PORT, (A.Output(p2),))
         dp.flow_put(key_of(in_port=p2), IN_PORT, (A.Output(p1),))
         poller = Poller(dp)
