@@ -392,7 +392,7 @@ class Bridge:
         self.datapath_type, self.xdp_mode = datapath_type, xdp_mode
         if datapath_type == "xdp":
             try:
-                self.xdp = XdpCache(f"/sys/fs/bpf/pyvswitch/pid{os.getpid()}-{self.name}")
+                self.xdp = self.reconciler.xdp_cache()
             except XdpError as e:
                 log.error("%s: datapath_type=xdp unavailable, using netdev: %s", self.name, e)
         elif datapath_type not in ("netdev", "system"):
@@ -400,10 +400,12 @@ class Bridge:
 
     def _close_xdp(self) -> None:
         if self.xdp is not None:
-            self.xdp.close()
             self.xdp = None
+            self.reconciler.xdp_release()
 
     def _xdp_add(self, live: LivePort) -> None:
+        if live.config.type == "geneve":
+            return      # no device: its packets come from tnl_pop, in XDP too
         try:
             if live.config.type == "internal":
                 self.xdp.set_output(live.dp_port, socket.if_nametoindex(live.config.name))
@@ -427,6 +429,7 @@ class Bridge:
                 self.xdp.detach(live.config.name)
                 if live.dp_port < 256:
                     self.xdp.set_xsk(live.dp_port, 0, None)
+            self.xdp.delete_in_port(live.dp_port)   # the cache is shared by the bridges
         except (XdpError, OSError) as e:
             log.warning("%s: removing XDP from %s: %s", self.name, live.config.name, e)
 
@@ -626,6 +629,9 @@ class BridgeReconciler:
         self._unmatched_patches: set = set()
         self.revalidator = Revalidator()
         self.tunnels = TunnelManager(self)
+        self._xdp: XdpCache | None = None       # see xdp_cache()
+        self._xdp_users = 0
+        self._xdp_tunnel_ports: list = []
         self._pending = False
         self._last_sweep = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -641,6 +647,34 @@ class BridgeReconciler:
         # Established connections cached in the fast paths (offload.py).
         self.ct_offload = CtOffload(self.conntrack, fast_path_can_execute)
         self.conntrack.cache_used = self._ct_cache_used
+
+    # --- the XDP flow cache -------------------------------------------------
+    def xdp_cache(self) -> XdpCache:
+        """The datapath's one kernel flow cache, shared by every bridge with
+        datapath_type=xdp (as OVS has one datapath per type): megaflows are
+        keyed by datapath port, and native tunnels cross bridges (br-int's
+        tnl_push outputs to br-phy's NIC; tnl_pop on br-phy's NIC looks up
+        br-int's megaflows).  Pair every call with ``xdp_release``."""
+        if self._xdp is None:
+            self._xdp = XdpCache(f"/sys/fs/bpf/pyvswitch/pid{os.getpid()}")
+            self._xdp.set_tunnel_ports(self._xdp_tunnel_ports)
+        self._xdp_users += 1
+        return self._xdp
+
+    def xdp_release(self) -> None:
+        self._xdp_users -= 1
+        if self._xdp_users == 0 and self._xdp is not None:
+            self._xdp.close()
+            self._xdp = None
+
+    def xdp_tunnel_ports(self, spec: list) -> None:
+        """The tunnel ports tnl_pop chooses among (TunnelManager.push_table)."""
+        self._xdp_tunnel_ports = list(spec)
+        if self._xdp is not None:
+            self._xdp.set_tunnel_ports(spec)
+
+    def _xdp_caches(self) -> list:
+        return [self._xdp] if self._xdp is not None else []
 
     async def start(self) -> None:
         try:
@@ -969,7 +1003,7 @@ class BridgeReconciler:
         doomed = self.ct_offload.doomed()
         if not doomed:
             return
-        caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+        caches = self._xdp_caches()
         now = time.monotonic()
         with self.ofproto_lock:
             for match, mask in doomed:
@@ -988,7 +1022,7 @@ class BridgeReconciler:
     def _ct_cache_used(self, conn) -> float:
         """ConnTracker.cache_used: the last hit of a connection's entries."""
         dpif = self.datapath.dpif
-        caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+        caches = self._xdp_caches()
 
         def used(match: bytes, mask: bytes) -> float:
             st = dpif.flow_stats(match, mask)
@@ -1012,7 +1046,7 @@ class BridgeReconciler:
         """Revalidate every megaflow; on the datapath thread."""
         now = time.monotonic()
         bridges = tuple(self.bridges.values())
-        caches = [br.xdp for br in bridges if br.xdp is not None]
+        caches = self._xdp_caches()
         with self.ofproto_lock:
             versions = [(br, br.pipeline.version) for br in bridges]
             doomed = self.revalidator.sweep(_with_kernel_hits(dpif.flow_dump(), caches),
@@ -1045,7 +1079,7 @@ class BridgeReconciler:
         """Megaflows like ``ovs-appctl dpctl/dump-flows``: in_port and
         outputs are datapath port numbers (see dpctl/show)."""
         if "--kernel" in args:
-            caches = [br.xdp for br in self.bridges.values() if br.xdp is not None]
+            caches = self._xdp_caches()
             if not caches:
                 return "no bridge has datapath_type=xdp: no kernel flow cache\n"
             flows = [f for xdp in caches for f in xdp.dump()]

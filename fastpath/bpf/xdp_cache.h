@@ -3,9 +3,12 @@
  *
  * The XDP key ("xkey") is the part of the packed flow key (flow_key.h) that
  * XDP extracts: the members from dl_dst up to (not including) igmp_group_ip4,
- * then in_port.  Every other member of the flow key is zero for the packets
- * the program looks up (metadata at ingress; ARP/ND/IGMP/MPLS/IPv6-extension
- * and fragment packets are never looked up, they go to userspace).
+ * then in_port (the "base" words), then the tunnel region of the flow key
+ * (tun_ipv6_src up to, not including, metadata: the "tunnel" words), which is
+ * zero except on the second pass after a GENEVE decap (tnl_pop).  Every other
+ * member of the flow key is zero for the packets the program looks up
+ * (metadata at ingress; ARP/ND/IGMP/MPLS/IPv6-extension and fragment packets
+ * are never looked up, they go to userspace).
  */
 #ifndef PYVSWITCH_XDP_CACHE_H
 #define PYVSWITCH_XDP_CACHE_H
@@ -16,9 +19,13 @@
 #define XK_BASE FK_OFS_DL_DST                  /* 336 */
 #define XK_L3_END FK_OFS_IGMP_GROUP_IP4         /* 432: end of the copied region */
 #define XK_IN_PORT (XK_L3_END - XK_BASE)        /* 96 */
-#define XK_SIZE 104
-#define XK_WORDS (XK_SIZE / 8)
-#define XK(member) (FK_OFS_##member - XK_BASE)  /* offset of a member in the xkey */
+#define XK_TUN 104                              /* the tunnel words: flow key [0, TUN_END) */
+#define XK_TUN_END FK_OFS_METADATA              /* 160 */
+#define XK_SIZE (XK_TUN + XK_TUN_END)           /* 264 */
+#define XK_WORDS (XK_SIZE / 8)                  /* 33 */
+#define XK_BASE_WORDS (XK_TUN / 8)              /* 13 */
+#define XK(member) (FK_OFS_##member - XK_BASE)  /* offset of a base member in the xkey */
+#define XKT(member) (XK_TUN + FK_OFS_##member)  /* offset of a tunnel member in the xkey */
 
 #define XC_MAX_MASKS 32
 #define XC_MAX_PORTS 256
@@ -42,7 +49,9 @@ struct xkey {
  * cost a lookup, never a wrong action. */
 #define XC_HMUL 0x9E3779B97F4A7C15ULL
 #define XC_EMC_SEED 0x5bd1e995ULL
-/* xc_hash(seed, w[]) = fmix64(seed * HMUL + sum_j (w[j] ^ j * HKEY) * (HMUL + 2j)):
+/* xc_hash(seed, w[]) = fmix64(seed * HMUL + sum_j (w[j] ^ j * HKEY) * (HMUL + 2j)),
+ * j over the base words, and over the tunnel words too when the mask slot
+ * has tunnel bits (mask_slot.tun; for the EMC: when the packet was decapsulated):
  * the per-word products are independent (a serial multiply chain over 13
  * words cost ~20 ns per lookup here); keys differing in one word never
  * collide (the multipliers are odd); fmix64 is MurmurHash3's finaliser. */
@@ -63,7 +72,10 @@ struct xc_config {
     __u32 n_overflow;       /* megaflows in the `megaflows` hash (mftab had no room) */
     __u8 order[32];         /* mask slots in probe order (XC_MAX_MASKS): the most hit
                              * first, ranked by userspace from the counters */
+    __u32 n_tnl;            /* tunnel ports [0, n_tnl) of `tnl_ports` are live */
+    __u32 tnl_flags;        /* XC_TNL_* */
 };
+#define XC_TNL_PUNT 1       /* the tunnel table does not fit XDP: every tnl_pop to userspace */
 
 /* The megaflow table proper: open addressing in an ARRAY (lookups the
  * verifier inlines; a BPF hash lookup cost ~30 ns here).  A megaflow with
@@ -80,7 +92,7 @@ struct mf_slot {
 
 struct mask_slot {
     __u32 valid;
-    __u32 pad;
+    __u32 tun;              /* the mask has tunnel bits: hash and compare the tunnel words */
     __u64 w[XK_WORDS];
 };
 
@@ -95,7 +107,11 @@ struct emc_val {
  *   3. pop `pops` VLAN tags, masked set of the then-outermost tag's TCI,
  *   4. push `npush` tags (push[0] first, so push[npush-1] ends outermost),
  *   5. output: redirect to dp_port `out_port` (XF_OUTPUT), or broadcast to
- *      the ports of output set `out_port` (XF_OUTPUT|XF_BCAST), else drop. */
+ *      the ports of output set `out_port` (XF_OUTPUT|XF_BCAST), or
+ *      encapsulate in outer header `tnl_hdr` and redirect to `out_port`
+ *      (XF_TNL_PUSH|XF_OUTPUT), else drop;
+ * or (XF_TNL_POP, alone) decapsulate GENEVE and look the inner frame up as
+ * received on the tunnel port that accepts it. */
 struct flow_act {
     /* hot: read on every hit (first two cache lines) */
     __u32 gen;
@@ -106,7 +122,7 @@ struct flow_act {
     /* rewrites */
     __u8 pops;
     __u8 npush;
-    __u16 pad;
+    __u16 tnl_hdr;          /* XF_TNL_PUSH: the outer header in `tnl_hdrs` */
     __be16 push_tpid[2];
     __be16 push_tci[2];     /* as written into the packet (CFI clear) */
     __be16 vlan_tci_v, vlan_tci_m;
@@ -137,6 +153,8 @@ struct flow_act {
 #define XF_SET_LABEL  0x4000
 #define XF_SET_VLAN   0x8000
 #define XF_BCAST      0x10000   /* with XF_OUTPUT: out_port is an output-set id */
+#define XF_TNL_PUSH   0x20000   /* with XF_OUTPUT: encapsulate in tnl_hdrs[tnl_hdr] first */
+#define XF_TNL_POP    0x40000   /* decapsulate, look up again (the only action) */
 #define XF_L3_SETS (XF_SET_NW_SRC | XF_SET_NW_DST | XF_SET_TOS | XF_SET_TTL | XF_SET_TP_SRC \
                     | XF_SET_TP_DST | XF_SET_IPV6_SRC | XF_SET_IPV6_DST | XF_SET_LABEL)
 
@@ -147,9 +165,63 @@ struct flow_stats {
                              * read per packet cost ~16 ns, 13 % of a hit) */
 };
 
+/* Native tunnelling (OVS tnl_push/tnl_pop, fastpath/execute.pyx _tnl_push and
+ * _tnl_decap are the reference).  Outer headers are prebuilt by the slow
+ * path (slowpath/tunnel.py build_header); XDP takes IPv4 ones (IHL 5) whose
+ * UDP checksum is off, up to 8 GENEVE options. */
+#define XC_TNL_HDR_MAX 160       /* 14 + 20 + 8 + 8 + 8 * (4 + 8) = 146 */
+#define XC_TNL_HDRS 1024
+#define XC_TNL_PORTS 16
+#define XC_TNL_TLVS 8            /* TLV map entries per tunnel port XDP can apply */
+#define XC_TNL_OPTS 8            /* GENEVE options per packet XDP walks */
+#define XC_TNL_SLOTS 8           /* tun_metadata slots of the flow key */
+
+struct tnl_hdr {
+    __u32 len;
+    __u32 mtu;              /* the route's IP MTU, 0 unknown: longer outer packets to userspace */
+    __u8 b[XC_TNL_HDR_MAX];
+};
+
+/* TlvMap entries, in the hash `tnl_tlvs`: (tunnel port index, option class,
+ * type) -> tun_metadata<index>, len bytes. */
+struct tnl_tlv_key {
+    __u32 port;             /* index in tnl_ports */
+    __u16 cls;              /* host order */
+    __u8 type;
+    __u8 pad;
+};
+
+struct tnl_tlv {
+    __u16 cls;              /* host order */
+    __u8 type;
+    __u8 len;
+    __u8 index;
+    __u8 pad[3];
+};
+
+/* fastpath/execute.pyx fp_tnl_port, IPv4 addresses only (a port whose
+ * remote or local is IPv6 never accepts the IPv4 packets XDP decapsulates). */
+struct tnl_port {
+    __u32 dp_port;
+    __u8 rfam;              /* remote_ip: 0 = flow (any), 4 or 6 */
+    __u8 lfam;              /* local_ip: 0 = any, 4 or 6 */
+    __u8 has_key;
+    __u8 flags;             /* XC_TP_* */
+    __u8 remote[4];
+    __u8 local[4];
+    __u32 key;              /* host order */
+    __u16 dst_port;         /* host order */
+    __u16 pad;
+};
+#define XC_TP_L3 1          /* packet_type=legacy_l3: to userspace */
+#define XC_TP_PUNT 2        /* more TLV entries than XDP holds: to userspace */
+
 _Static_assert(sizeof(struct xkey) == XK_SIZE, "xkey");
-_Static_assert(sizeof(struct flow_act) == 264, "flow_act");
+_Static_assert(sizeof(struct flow_act) == 424, "flow_act");
+_Static_assert(sizeof(struct tnl_port) == 24, "tnl_port");
+_Static_assert(sizeof(struct xc_config) == 56, "xc_config");
 _Static_assert(__builtin_offsetof(struct flow_act, match) == 16, "flow_act.match");
 _Static_assert(XK_L3_END - XK_BASE == 96, "xkey region");
+_Static_assert(XK_TUN_END == 160 && XK_SIZE == 264, "xkey tunnel region");
 
 #endif /* PYVSWITCH_XDP_CACHE_H */

@@ -46,13 +46,15 @@ PIN_ROOT = os.path.join(BPFFS, "pyvswitch")
 # --- layouts (xdp_cache.h) -------------------------------------------------
 XK_BASE = MEMBERS["dl_dst"][0]                  # 336
 XK_L3_END = MEMBERS["igmp_group_ip4"][0]        # 432
-XK_SIZE = 104
+XK_TUN = 104                                    # the tunnel words: flow key [0, XK_TUN_END)
+XK_TUN_END = MEMBERS["metadata"][0]             # 160
+XK_SIZE = XK_TUN + XK_TUN_END                   # 264
 MAX_MASKS = 32
 MAX_PORTS = 256
 PORT_ARRAY = 65536
 XSK_QUEUES = 16
-FLOW_ACT_SIZE = 264
 XK_WORDS = XK_SIZE // 8
+XK_BASE_WORDS = XK_TUN // 8
 HMUL, EMC_SEED = 0x9E3779B97F4A7C15, 0x5bd1e995
 _M64 = (1 << 64) - 1
 STATS_SIZE = 24
@@ -65,6 +67,11 @@ PROBES = 4              # mftab slots a megaflow may take (xdp_cache.h XC_PROBES
 # lookup (~30 ns here) plus an LRU insert on every EMC miss.
 EMC_MIN_MASKS = 5
 XF_VALID, XF_USERSPACE, XF_OUTPUT, XF_BCAST = 0x1, 0x2, 0x4, 0x10000
+XF_TNL_PUSH, XF_TNL_POP = 0x20000, 0x40000
+# Native tunnelling (xdp_cache.h): prebuilt outer headers, tunnel ports
+TNL_HDR_MAX, TNL_HDRS, TNL_PORTS, TNL_TLVS = 160, 1024, 16, 8
+TNL_HDR_SIZE = 8 + TNL_HDR_MAX
+XC_TNL_PUNT, XC_TP_L3, XC_TP_PUNT = 1, 1, 2
 MAX_GROUPS, GROUP_PORTS = 256, 32
 BPF_MAP_TYPE_DEVMAP_HASH = 25
 XF_SET = {
@@ -72,14 +79,18 @@ XF_SET = {
     "nw_tos": 0x0100, "nw_ttl": 0x0200, "tp_src": 0x0400, "tp_dst": 0x0800,
     "ipv6_src": 0x1000, "ipv6_dst": 0x2000, "ipv6_label": 0x4000, "vlan0_tci": 0x8000,
 }
+# struct flow_act: head (16), match (XK_SIZE), then the rewrites from _REW on
+_ACT_MASK_IDX, _ACT_MATCH = 12, 16
+_REW = _ACT_MATCH + XK_SIZE                     # 280
+FLOW_ACT_SIZE = _REW + 144
 # member -> (value offset, mask offset) in struct flow_act
-_ACT_OFS = {
-    "dl_dst": (136, 142), "dl_src": (148, 154), "nw_src": (160, 164), "nw_dst": (168, 172),
-    "nw_tos": (176, 177), "nw_ttl": (178, 179), "tp_src": (180, 182), "tp_dst": (184, 186),
-    "ipv6_src": (188, 204), "ipv6_dst": (220, 236), "ipv6_label": (252, 256),
-    "vlan0_tci": (132, 134),
-}
-_ACT_POPS, _ACT_PUSH_TPID, _ACT_PUSH_TCI, _ACT_MASK_IDX, _ACT_MATCH = 120, 124, 128, 12, 16
+_ACT_OFS = {m: (_REW + v, _REW + k) for m, (v, k) in {
+    "dl_dst": (16, 22), "dl_src": (28, 34), "nw_src": (40, 44), "nw_dst": (48, 52),
+    "nw_tos": (56, 57), "nw_ttl": (58, 59), "tp_src": (60, 62), "tp_dst": (64, 66),
+    "ipv6_src": (68, 84), "ipv6_dst": (100, 116), "ipv6_label": (132, 136),
+    "vlan0_tci": (12, 14),
+}.items()}
+_ACT_POPS, _ACT_TNL_HDR, _ACT_PUSH_TPID, _ACT_PUSH_TCI = _REW, _REW + 2, _REW + 4, _REW + 8
 # Key members outside the XDP key region that XDP packets always have zero.
 _IN_PORT = MEMBERS["in_port"]
 
@@ -240,13 +251,41 @@ def _compose(old, v: int, m: int):
     return ((ov & ~m) | (v & m), om | m)
 
 
-def compile_actions(actions, max_tags: int = 2) -> tuple[int, bytes, tuple] | None:
+def xdp_tunnel_header(push) -> bool:
+    """Can XDP push this ``TunnelPush``'s prebuilt header?  IPv4 with a
+    20-byte header and the UDP checksum off, at most TNL_HDR_MAX bytes.
+    IPv6 underlays (and ``options:csum=true``) stay in userspace: their UDP
+    checksum covers the whole inner frame, which XDP would have to sum in
+    bounded chunks per packet; the Cython executor does it."""
+    h = push.header
+    return (42 <= len(h) <= TNL_HDR_MAX and h[12:14] == b"\x08\x00" and h[14] == 0x45
+            and h[23] == 17 and h[40:42] == b"\0\0" and 0 <= push.mtu < 2 ** 32)
+
+
+def compile_actions(actions, max_tags: int = 2) -> tuple[int, bytes, tuple, tuple | None] | None:
     """Normalise an action tuple into a ``struct flow_act`` body (without
-    gen): returns (flags, bytes, output ports) or None when XDP cannot
-    execute it.  Several outputs (all at the end, distinct ports, nothing
-    between them) become one broadcast; the caller fills in the set id.
-    ``max_tags``: most VLAN tags the matching frames can carry (2 unless the
-    megaflow says fewer, see ``max_vlan_tags``)."""
+    gen): returns (flags, bytes, output ports, tunnel header) or None when
+    XDP cannot execute it.  Several outputs (all at the end, distinct ports,
+    nothing between them) become one broadcast; the caller fills in the set
+    id.  A ``TunnelPush`` with a header XDP can push (``xdp_tunnel_header``),
+    after masked sets only, gives the tunnel header as (bytes, mtu): the
+    caller fills in its ``tnl_hdrs`` slot.  ``TunnelPop`` alone is a
+    decapsulation.  ``max_tags``: most VLAN tags the matching frames can
+    carry (2 unless the megaflow says fewer, see ``max_vlan_tags``)."""
+    actions = tuple(actions)
+    tnl = None
+    if actions and isinstance(actions[-1], A.TunnelPop):
+        if len(actions) != 1:
+            return None
+        b = bytearray(FLOW_ACT_SIZE)
+        struct.pack_into("<I", b, 4, XF_VALID | XF_TNL_POP)
+        return XF_VALID | XF_TNL_POP, bytes(b), (), None
+    if actions and isinstance(actions[-1], A.TunnelPush):
+        push, actions = actions[-1], actions[:-1]
+        if not xdp_tunnel_header(push) or not all(isinstance(a, A.SetMasked) for a in actions):
+            return None
+        tnl = (push.header, push.mtu)
+        actions += (A.Output(push.out_dp_port),)
     sets: dict[str, tuple[int, int]] = {}
     pushed: list[list[int]] = []
     pops = 0
@@ -297,7 +336,7 @@ def compile_actions(actions, max_tags: int = 2) -> tuple[int, bytes, tuple] | No
     if any(not 0 <= p < 2 ** 32 for p in outputs):
         return None
     if len(outputs) == 1:
-        flags |= XF_OUTPUT
+        flags |= XF_OUTPUT | (XF_TNL_PUSH if tnl else 0)
         struct.pack_into("<I", b, 8, outputs[0])
     elif outputs:
         flags |= XF_OUTPUT | XF_BCAST
@@ -316,7 +355,7 @@ def compile_actions(actions, max_tags: int = 2) -> tuple[int, bytes, tuple] | No
         b[mo:mo + size] = m.to_bytes(size, "big")
         flags |= XF_SET[member]
     struct.pack_into("<I", b, 4, flags)
-    return flags, bytes(b), tuple(outputs)
+    return flags, bytes(b), tuple(outputs), tnl
 
 
 _compiled_cache: dict = {}
@@ -353,16 +392,18 @@ def offloadable(actions, match: bytes | None = None, mask: bytes | None = None) 
     distinct ports, at most 32; several are one broadcast), drop (no
     output), SetMasked on Ethernet/IPv4/IPv6/L4/VLAN-TCI
     members, PushVlan/PopVlan (at most two each after folding), no L3/L4
-    set while the frame may carry more than two tags.  Give the megaflow's
+    set while the frame may carry more than two tags; masked sets then one
+    ``tnl_push`` over IPv4 (``xdp_tunnel_header``); ``tnl_pop`` alone.  Give the megaflow's
     match/mask to know how many tags its frames have (default: up to 2)."""
     return _compile_cached(tuple(actions), max_vlan_tags(match, mask)) is not None
 
 
 # --- keys ------------------------------------------------------------------------
 def xdp_key(key: bytes) -> bytes:
-    """The XDP key (xdp_cache.h ``struct xkey``) of a packed flow key."""
+    """The XDP key (xdp_cache.h ``struct xkey``) of a packed flow key: the
+    base words, then the tunnel region."""
     o, s = _IN_PORT
-    return bytes(key[XK_BASE:XK_L3_END]) + bytes(key[o:o + s]) + b"\0" * 4
+    return bytes(key[XK_BASE:XK_L3_END]) + bytes(key[o:o + s]) + b"\0" * 4 + bytes(key[:XK_TUN_END])
 
 
 def expand_key(xk: bytes) -> bytes:
@@ -371,7 +412,13 @@ def expand_key(xk: bytes) -> bytes:
     b[XK_BASE:XK_L3_END] = xk[:XK_L3_END - XK_BASE]
     o, s = _IN_PORT
     b[o:o + s] = xk[XK_L3_END - XK_BASE:XK_L3_END - XK_BASE + 4]
+    b[:XK_TUN_END] = xk[XK_TUN:]
     return bytes(b)
+
+
+def has_tunnel_bits(xmask: bytes) -> bool:
+    """Does an XDP mask look at tunnel words (xdp_cache.h mask_slot.tun)?"""
+    return any(xmask[XK_TUN:])
 
 
 _OUTSIDE = ~int.from_bytes(expand_key(xdp_key(b"\xff" * FLOW_KEY_SIZE)), "big") & ((1 << 8 * FLOW_KEY_SIZE) - 1)
@@ -399,22 +446,29 @@ def _fmix(h: int) -> int:
     return h ^ (h >> 33)
 
 
-def megaflow_hash(slot: int, masked_xkey: bytes) -> int:
-    """Key of a megaflow (xdp_cache.h xc_hash with seed slot + 1)."""
+def megaflow_hash(slot: int, masked_xkey: bytes, tun: bool = False) -> int:
+    """Key of a megaflow (xdp_cache.h xc_hash with seed slot + 1); the
+    tunnel words count when its mask has tunnel bits (``tun``)."""
     h = (slot + 1) * HMUL
-    for j, w in enumerate(struct.unpack(f"<{XK_WORDS}Q", masked_xkey)):
-        h += (w ^ ((j * HKEY) & _M64)) * (HMUL + 2 * j)
+    words = struct.unpack(f"<{XK_WORDS}Q", masked_xkey)
+    for j in range(XK_WORDS if tun else XK_BASE_WORDS):
+        h += (words[j] ^ ((j * HKEY) & _M64)) * (HMUL + 2 * j)
     return _fmix(h & _M64)
 
 
-def _megaflow_hashes(slots, words):
-    """megaflow_hash over rows of ``words`` (numpy uint64, n x XK_WORDS)."""
+def _megaflow_hashes(slots, words, tun):
+    """megaflow_hash over rows of ``words`` (numpy uint64, n x XK_WORDS);
+    ``tun``: per row, 1 when its mask has tunnel bits."""
     import numpy as np
 
     with np.errstate(over="ignore"):
         h = (np.array(slots, dtype=np.uint64) + np.uint64(1)) * np.uint64(HMUL)
-        for j in range(XK_WORDS):
+        for j in range(XK_BASE_WORDS):
             h += (words[:, j] ^ np.uint64((j * HKEY) & _M64)) * np.uint64(HMUL + 2 * j)
+        t = np.zeros(len(slots), dtype=np.uint64)
+        for j in range(XK_BASE_WORDS, XK_WORDS):
+            t += (words[:, j] ^ np.uint64((j * HKEY) & _M64)) * np.uint64(HMUL + 2 * j)
+        h += t * np.array(tun, dtype=np.uint64)
         for c in (FMIX1, FMIX2):
             h ^= h >> np.uint64(33)
             h *= np.uint64(c)
@@ -424,12 +478,13 @@ def _megaflow_hashes(slots, words):
 
 # --- the cache ---------------------------------------------------------------------
 class _Flow:
-    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "hkey", "tslot",
-                 "seen")
+    __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "tnl", "hkey",
+                 "tslot", "seen")
 
     def __init__(self, fid, match, mask, actions, slot):
         self.id, self.match, self.mask, self.actions, self.slot = fid, match, mask, actions, slot
         self.group = None
+        self.tnl = None                       # its tnl_hdrs slot (tnl_push)
         self.base = (0, 0, 0)                 # counters of earlier ids of this megaflow
         self.tslot = None                     # its mftab slot, None: in the overflow hash
         self.seen = (0, 0.0)                  # (packets, monotonic time first seen so)
@@ -471,6 +526,11 @@ class XdpCache:
         self.group_sets: dict[frozenset, list] = {}          # ports -> [set id, refcount]
         self.group_ports: dict[int, frozenset] = {}
         self.free_groups = list(range(MAX_GROUPS - 1, -1, -1))
+        self.tnl_hdr_ids: dict[tuple, list] = {}             # (header, mtu) -> [slot, refcount]
+        self.tnl_hdr_keys: dict[int, tuple] = {}
+        self.free_tnl_hdrs = list(range(TNL_HDRS - 1, -1, -1))
+        self.n_tnl, self.tnl_flags = 0, 0
+        self.tnl_tlv_keys: set[bytes] = set()
         with _log_lock:
             del _log[:]
             obj = lib.bpf_object__open_file(obj_path.encode(), None)
@@ -498,7 +558,7 @@ class XdpCache:
         self.prog_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, b"xdp_cache"))
         self.fds = {}
         for name in ("ports", "ports_big", "tx_ports", "xsks", "config", "masks", "megaflows", "mftab",
-                     "emc", "flows", "stats", "groups"):
+                     "emc", "flows", "stats", "groups", "tnl_hdrs", "tnl_ports", "tnl_tlvs"):
             m = lib.bpf_object__find_map_by_name(obj, name.encode())
             self.fds[name] = lib.bpf_map__fd(m)
         try:
@@ -543,7 +603,8 @@ class XdpCache:
         self.order = order
         self._update("config", struct.pack("<I", 0),
                      struct.pack("<IIII", n, flags, self.tab_mask, self.n_overflow)
-                     + bytes(order) + bytes(MAX_MASKS - n))
+                     + bytes(order) + bytes(MAX_MASKS - n)
+                     + struct.pack("<II", self.n_tnl, self.tnl_flags))
 
     def _rank_masks(self, totals: dict) -> None:
         """Probe the most hit masks first: ``totals`` is packets per mask
@@ -653,38 +714,44 @@ class XdpCache:
         if not xdp_reachable(match, mask):
             self.delete(match, mask)
             return False
-        outputs = ()
+        outputs, tnl = (), None
         if compiled is None:
             flags, body = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE)
         else:
-            flags, body, outputs = compiled
+            flags, body, outputs, tnl = compiled
             if any(p not in self.outputs for p in outputs):
-                flags, body, outputs = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE), ()
+                flags, body, outputs, tnl = XF_VALID | XF_USERSPACE, bytes(FLOW_ACT_SIZE), (), None
         k = (bytes(match), bytes(mask))
         with self.lock:
             old = self.flows.get(k)
             if old is not None and old.actions == actions:
                 return not flags & XF_USERSPACE
-            group = None
+            group = th = None
             try:
                 if not self.free_ids:
                     raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
                 if len(outputs) > 1:
                     group = self._group_ref(frozenset(outputs))
+                if tnl is not None:
+                    th = self._tnl_ref(tnl)
                 if old is None:
                     slot = self._mask_ref(xdp_key(mask))
             except XdpError as e:
                 if e.errno != errno.ENOSPC:
                     raise
-                # Full (flows, masks or output sets): userspace keeps the
-                # megaflow; the kernel must not keep older actions for it.
+                # Full (flows, masks, output sets or tunnel headers): userspace
+                # keeps the megaflow; the kernel must not keep older actions for it.
                 if group is not None:
                     self._group_unref(group)
+                if th is not None:
+                    self._tnl_unref(th)
                 if old is not None:
                     self.delete(match, mask)
                 return False
             if group is not None:
                 body = body[:8] + struct.pack("<I", group) + body[12:]
+            if th is not None:
+                body = body[:_ACT_TNL_HDR] + struct.pack("<H", th) + body[_ACT_TNL_HDR + 2:]
             body = body[:4] + struct.pack("<I", flags) + body[8:]
             fid = self.free_ids.popleft()
             gen = self.gens.get(fid, 0) + 1 & 0xffffffff
@@ -700,17 +767,20 @@ class XdpCache:
                     self.free_ids.appendleft(fid)
                     if group is not None:
                         self._group_unref(group)
+                    if th is not None:
+                        self._tnl_unref(th)
                     return False
             else:
                 f = old
             old_id = None if old is None else old.id
             old_group = None if old is None else old.group
+            old_tnl = None if old is None else old.tnl
             match_words = _and(xdp_key(f.match), xdp_key(f.mask))
             body = (body[:_ACT_MASK_IDX] + struct.pack("<I", f.slot) + match_words
                     + body[_ACT_MATCH + XK_SIZE:])
             # (stats of a free id are zero: fresh, or zeroed by _retire)
             self._update("flows", struct.pack("<I", fid), struct.pack("<I", gen) + body[4:])
-            f.id, f.actions, f.group = fid, actions, group
+            f.id, f.actions, f.group, f.tnl = fid, actions, group, th
             self.flows[k] = f
             self.by_id[fid] = f
             self.hkeys[f.hkey] = f
@@ -726,6 +796,8 @@ class XdpCache:
                 self._retire(old_id)
             if old_group is not None:
                 self._group_unref(old_group)
+            if old_tnl is not None:
+                self._tnl_unref(old_tnl)
             return not flags & XF_USERSPACE
 
     def put_many(self, entries) -> int:
@@ -760,13 +832,14 @@ class XdpCache:
                     if not xdp_reachable(match, mask):
                         done += self.put(match, mask, actions)
                         continue
-                if k in self.flows or (compiled is not None and len(compiled[2]) > 1):
+                if k in self.flows or (compiled is not None
+                                       and (len(compiled[2]) > 1 or compiled[3] is not None)):
                     done += self.put(match, mask, actions)
                     continue
                 if compiled is None or any(p not in self.outputs for p in compiled[2]):
                     flags, body = XF_VALID | XF_USERSPACE, user_body
                 else:
-                    flags, body, _ = compiled
+                    flags, body, _, _ = compiled
                 new.append((match, mask, actions, mi, flags, body))
             if not new:
                 return done
@@ -774,15 +847,12 @@ class XdpCache:
                 raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
             # xkey & xmask of every new flow, and megaflow_hash over it, vectorised
             n = len(new)
-            lo, hi = XK_BASE, XK_L3_END
-            o, sz = _IN_PORT
-            tail = b"\0" * (XK_SIZE - (hi - lo) - sz)
-            xm = np.frombuffer(b"".join(m[lo:hi] + m[o:o + sz] + tail for m, *_ in new),
+            xm = np.frombuffer(b"".join(xdp_key(m) for m, *_ in new),
                                dtype="<u8").reshape(n, XK_WORDS)
             xk = np.frombuffer(b"".join(e[3][0] for e in new), dtype="<u8").reshape(n, XK_WORDS)
             words = xm & xk
             slots = [self._mask_ref(e[3][0]) for e in new]
-            hashes = _megaflow_hashes(slots, words)
+            hashes = _megaflow_hashes(slots, words, [has_tunnel_bits(e[3][0]) for e in new])
             wbytes = words.tobytes()
             flow_keys, flow_vals, mf_keys, mf_vals, tab_keys, tab_vals = [], [], [], [], [], []
             pack_i, pack_q, pack_head = struct.Struct("<I").pack, struct.Struct("<Q").pack, \
@@ -904,8 +974,72 @@ class XdpCache:
             self._delete("groups", struct.pack("<I", gid))
             self.free_groups.append(gid)
 
+    def _tnl_ref(self, tnl: tuple) -> int:
+        """The ``tnl_hdrs`` slot holding outer header (bytes, mtu)."""
+        ent = self.tnl_hdr_ids.get(tnl)
+        if ent is None:
+            if not self.free_tnl_hdrs:
+                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {TNL_HDRS} tunnel headers")
+            hid = self.free_tnl_hdrs.pop()
+            header, mtu = tnl
+            self._update("tnl_hdrs", struct.pack("<I", hid),
+                         struct.pack("<II", len(header), mtu) + header.ljust(TNL_HDR_MAX, b"\0"))
+            ent = self.tnl_hdr_ids[tnl] = [hid, 0]
+            self.tnl_hdr_keys[hid] = tnl
+        ent[1] += 1
+        return ent[0]
+
+    def _tnl_unref(self, hid: int) -> None:
+        tnl = self.tnl_hdr_keys[hid]
+        ent = self.tnl_hdr_ids[tnl]
+        ent[1] -= 1
+        if ent[1] == 0:
+            del self.tnl_hdr_ids[tnl], self.tnl_hdr_keys[hid]
+            self.free_tnl_hdrs.append(hid)   # (no flow names it any more)
+
+    def set_tunnel_ports(self, ports) -> None:
+        """The tunnel ports ``tnl_pop`` chooses among, in order of preference
+        on ties: ``[(dp_port, TunnelConfig, TlvMap)]``, as fastpath.execute's
+        ``set_tunnel_ports`` takes them.  A port with more than TNL_TLVS
+        TLV map entries, or more than TNL_PORTS ports, sends the decaps it
+        would choose (all of them) to userspace."""
+        import ipaddress
+
+        ports = list(ports)
+        with self.lock:
+            # no port live while its TLV entries change
+            self.n_tnl = 0
+            self._write_config()
+            tlv_keys = set()
+            for i, (dp_port, cfg, tlv) in enumerate(ports[:TNL_PORTS]):
+                fams, addrs = [], []
+                for v in (cfg.remote_ip, cfg.local_ip):
+                    a = ipaddress.ip_address(v) if v is not None else None
+                    fams.append(a.version if a else 0)
+                    addrs.append(a.packed if a and a.version == 4 else bytes(4))
+                entries = list(tlv.by_key.items())
+                flags = ((XC_TP_L3 if cfg.packet_type == "legacy_l3" else 0)
+                         | (XC_TP_PUNT if len(entries) > TNL_TLVS else 0))
+                self._update("tnl_ports", struct.pack("<I", i), struct.pack(
+                    "<IBBBB4s4sIH2x", dp_port, fams[0], fams[1], cfg.key is not None, flags,
+                    addrs[0], addrs[1], (cfg.key or 0) & 0xffffffff, cfg.dst_port))
+                for (cls, typ), (index, ln) in entries[:TNL_TLVS]:
+                    k = struct.pack("<IHBx", i, cls, typ)
+                    self._update("tnl_tlvs", k, struct.pack("<HBBB3x", cls, typ,
+                                                            ln if 0 <= ln < 256 else 255,
+                                                            index if 0 <= index < 256 else 255))
+                    tlv_keys.add(k)
+            for k in self.tnl_tlv_keys - tlv_keys:
+                self._delete("tnl_tlvs", k)
+            self.tnl_tlv_keys = tlv_keys
+            self.n_tnl = min(len(ports), TNL_PORTS)
+            self.tnl_flags = XC_TNL_PUNT if len(ports) > TNL_PORTS else 0
+            self._write_config()
+
     def _mkey(self, f: _Flow) -> bytes:
-        return struct.pack("<Q", megaflow_hash(f.slot, _and(xdp_key(f.match), xdp_key(f.mask))))
+        xm = xdp_key(f.mask)
+        return struct.pack("<Q", megaflow_hash(f.slot, _and(xdp_key(f.match), xm),
+                                               has_tunnel_bits(xm)))
 
     def _mask_ref(self, xmask: bytes) -> int:
         ent = self.mask_slots.get(xmask)
@@ -915,7 +1049,8 @@ class XdpCache:
             slot = min(self.free_slots)        # dense: the first slots are searched inline
             self.free_slots.remove(slot)
             ent = self.mask_slots[xmask] = [slot, 0]
-            self._update("masks", struct.pack("<I", ent[0]), struct.pack("<II", 1, 0) + xmask)
+            self._update("masks", struct.pack("<I", ent[0]),
+                         struct.pack("<II", 1, has_tunnel_bits(xmask)) + xmask)
             self._write_config()
         ent[1] += 1
         return ent[0]
@@ -952,7 +1087,21 @@ class XdpCache:
             self._mask_unref(f.slot)
             if f.group is not None:
                 self._group_unref(f.group)
+            if f.tnl is not None:
+                self._tnl_unref(f.tnl)
             return True
+
+    def delete_in_port(self, dp_port: int) -> int:
+        """Delete the megaflows that match in_port ``dp_port`` exactly (a
+        port going away); returns how many."""
+        o, sz = _IN_PORT
+        want = dp_port.to_bytes(sz, "big")
+        with self.lock:
+            doomed = [k for k in self.flows
+                      if k[1][o:o + sz] == b"\xff" * sz and k[0][o:o + sz] == want]
+            for k in doomed:
+                self.delete(*k)
+            return len(doomed)
 
     def flush(self) -> None:
         with self.lock:

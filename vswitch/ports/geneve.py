@@ -364,6 +364,7 @@ class TunnelManager:
             return
         self.reconciler.datapath.call(lambda dpif: fx.set_tunnel_ports(spec))
         self._pushed = spec
+        self.reconciler.xdp_tunnel_ports(spec)      # tnl_pop in the XDP cache too
 
     def tlv_map_changed(self) -> None:
         self.push_table()
