@@ -82,6 +82,18 @@ class FlowRemoved:
         return self.rule.table_id
 
 
+@dataclass
+class RuleChange:
+    """One rule added, modified (its instructions changed) or deleted, as
+    OpenFlow flow monitors report it (OVS ofmonitor_report)."""
+    event: str                     # "added" | "modified" | "deleted"
+    rule: Rule
+    reason: int = 0                # "deleted": OFPRR_* (delete, idle, hard, group_delete)
+    #: "modified": the instructions before (a monitor on out_port N sees a
+    #: rule that stopped outputting to N change)
+    old_instructions: tuple = ()
+
+
 @dataclass(frozen=True)
 class Bucket:
     actions: tuple = ()
@@ -269,6 +281,10 @@ class Pipeline:
         self.tlv_map = None
         #: translations paused by controller(pause), for NXT_RESUME
         self.continuations = ContinuationStore()
+        #: flow monitors: called with a RuleChange for every rule added,
+        #: modified or deleted (flow-mods, expiry, group/meter deletes,
+        #: learning); None while nobody monitors, so flow-mods pay one test
+        self.rule_monitor = None
 
     # ---- ports ------------------------------------------------------------
     def set_port(self, port: Port) -> None:
@@ -345,6 +361,8 @@ class Pipeline:
             table.classifier_for(old).remove(old)
         table.classifier_for(rule).insert(rule)
         self.version += 1
+        if self.rule_monitor is not None:
+            self.rule_monitor(RuleChange("added", rule))
 
     def _select(self, fm: FlowMod, strict: bool):
         ids = range(N_TABLES) if fm.table_id == OFPTT_ALL else [fm.table_id]
@@ -371,7 +389,10 @@ class Pipeline:
         for r in rules:
             t = self.tables[r.table_id]
             old_cls = t.classifier_for(r)
+            old_instructions = r.instructions
             r.instructions = tuple(fm.instructions)
+            if self.rule_monitor is not None and r.instructions != old_instructions:
+                self.rule_monitor(RuleChange("modified", r, 0, old_instructions))
             if t.classifier_for(r) is not old_cls:
                 old_cls.remove(r)
                 t.classifier_for(r).insert(r)
@@ -383,17 +404,16 @@ class Pipeline:
     def _delete(self, fm: FlowMod, now: float) -> list[FlowRemoved]:
         removed = []
         for r in self._select(fm, fm.command == "delete_strict"):
-            if fm.out_port != OFPP_ANY and fm.out_port not in _out_ports(r):
-                continue
-            if fm.out_group != OFPG_ANY and fm.out_group not in _out_groups(r):
-                continue
-            removed += self._remove_rule(r, ofp.OFPRR_DELETE, now)
+            if outputs_to(r.instructions, fm.out_port, fm.out_group):
+                removed += self._remove_rule(r, ofp.OFPRR_DELETE, now)
         return removed
 
     def _remove_rule(self, r: Rule, reason: int, now: float) -> list[FlowRemoved]:
         t = self.tables[r.table_id]
         t.classifier_for(r).remove(r)
         self.version += 1
+        if self.rule_monitor is not None:
+            self.rule_monitor(RuleChange("deleted", r, reason))
         if "send_flow_rem" in r.flags:
             return [FlowRemoved(r, reason, now - r.created)]
         return []
@@ -510,7 +530,7 @@ class Pipeline:
             for gid in ids:
                 if self.groups.pop(gid, None) is not None:
                     self.version += 1
-                    for r in [r for r in self.rules() if gid in _out_groups(r)]:
+                    for r in [r for r in self.rules() if gid in _out_groups(r.instructions)]:
                         removed += self._remove_rule(r, ofp.OFPRR_GROUP_DELETE, now)
             return removed
         if gm.group_id > OFPG_MAX:
@@ -710,14 +730,8 @@ class Pipeline:
                    cookie: int = 0, cookie_mask: int = 0) -> list[Rule]:
         """Rules selected like a non-strict delete; duration is now - rule.created."""
         fm = FlowMod("delete", table_id, 0, match or Match(), cookie, cookie_mask)
-        out = []
-        for r in self._select(fm, False):
-            if out_port != OFPP_ANY and out_port not in _out_ports(r):
-                continue
-            if out_group != OFPG_ANY and out_group not in _out_groups(r):
-                continue
-            out.append(r)
-        return out
+        return [r for r in self._select(fm, False)
+                if outputs_to(r.instructions, out_port, out_group)]
 
     def aggregate_stats(self, *args, **kw) -> tuple[int, int, int]:
         """(packet_count, byte_count, flow_count) over flow_stats(...)."""
@@ -891,20 +905,25 @@ def _with_eth_type(match: Match | None, eth_type: int) -> Match | None:
     return Match((match.value & ~mk) | (eth_type << FIELDS["eth_type"].shift), match.mask | mk)
 
 
-def _actions_of(r: Rule):
-    for inst in r.instructions:
+def _actions_of(instructions):
+    for inst in instructions:
         if isinstance(inst, (A.ApplyActions, A.WriteActions)):
             yield from inst.actions
 
 
-def _out_ports(r: Rule) -> set[int]:
-    return {a.port for a in _actions_of(r) if isinstance(a, A.Output)}
+def outputs_to(instructions, out_port: int = OFPP_ANY, out_group: int = OFPG_ANY) -> bool:
+    """The out_port/out_group filter of non-strict deletes, flow stats and
+    flow monitors: the instructions output to that port and that group."""
+    if out_port != OFPP_ANY and out_port not in {
+            a.port for a in _actions_of(instructions) if isinstance(a, A.Output)}:
+        return False
+    return out_group == OFPG_ANY or out_group in _out_groups(instructions)
 
 
-def _out_groups(r: Rule) -> set[int]:
-    return {a.group_id for a in _actions_of(r) if isinstance(a, A.Group)}
+def _out_groups(instructions) -> set[int]:
+    return {a.group_id for a in _actions_of(instructions) if isinstance(a, A.Group)}
 
 
 def _meters(r: Rule) -> set[int]:
     return ({i.meter_id for i in r.instructions if isinstance(i, A.Meter)}
-            | {a.meter_id for a in _actions_of(r) if isinstance(a, A.Meter)})
+            | {a.meter_id for a in _actions_of(r.instructions) if isinstance(a, A.Meter)})

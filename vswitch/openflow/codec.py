@@ -753,6 +753,14 @@ def _p13_multipart(dp, version, msg_type, msg_len, xid, buf):
         # A non-empty body asks to *set* table features; we only report them.
         msg = p13.OFPTableFeaturesStatsRequest(dp, flags, [])
         msg.set_request = msg_len > off
+    elif mp_type == of13.OFPMP_EXPERIMENTER:
+        experimenter, exp_type = _unpack(of13.OFP_EXPERIMENTER_MULTIPART_HEADER_PACK_STR, buf,
+                                         off)
+        if experimenter != ONF or exp_type != nx.ONF_FLOW_MONITOR:
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_EXPERIMENTER if experimenter not in (NX, ONF)
+                          else BRC_BAD_EXP_TYPE)
+        off += of13.OFP_EXPERIMENTER_MULTIPART_HEADER_SIZE
+        msg = monitor.parse_request(dp, "onf", buf, off, msg_len)
     else:
         raise OFError(ET_BAD_REQUEST, BRC_BAD_MULTIPART)
     return _finish(msg, version, msg_type, msg_len, xid, buf)
@@ -783,6 +791,8 @@ def _experimenter_common(dp, version, msg_type, msg_len, xid, buf, onf_bundles):
             raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN)
         inner = parse(inner_buf[:inner_len])
         msg = p13.ONFBundleAddMsg(dp, bundle_id, flags, inner, [])
+    elif experimenter == ONF and exp_type == nx.ONF_FLOW_MONITOR:
+        msg = monitor.parse_cancel(dp, buf, off, msg_len)
     elif experimenter == NX and exp_type == nicira_ext.NXT_SET_PACKET_IN_FORMAT:
         (fmt,) = _unpack(nicira_ext.NX_SET_PACKET_IN_FORMAT_PACK_STR, buf, off)
         msg = P.NXTSetPacketInFormatMsg(dp, fmt)
@@ -848,6 +858,9 @@ def _p10_stats(dp, version, msg_type, msg_len, xid, buf):
             raise OFError(ET_BAD_REQUEST, BRC_BAD_EXPERIMENTER)
         (subtype,) = _unpack(nicira_ext.NX_STATS_MSG_PACK_STR, buf, off)
         off += nicira_ext.NX_STATS_MSG0_SIZE
+        if subtype == nx.NXST_FLOW_MONITOR:
+            msg = monitor.parse_request(dp, "nx", buf, off, msg_len)
+            return _finish(msg, version, msg_type, msg_len, xid, buf)
         if subtype not in (nicira_ext.NXST_FLOW, nicira_ext.NXST_AGGREGATE):
             raise OFError(ET_BAD_REQUEST, BRC_BAD_EXP_TYPE)
         out_port, match_len, table_id = _unpack(nicira_ext.NX_FLOW_STATS_REQUEST_PACK_STR, buf, off)
@@ -883,6 +896,8 @@ def _p10_vendor(dp, version, msg_type, msg_len, xid, buf):
     elif subtype == nicira_ext.NXT_ROLE_REQUEST:
         (role,) = _unpack(nicira_ext.NX_ROLE_PACK_STR, buf, off)
         msg = p10.NXTRoleRequest(dp, role)
+    elif subtype == nx.NXT_FLOW_MONITOR_CANCEL:
+        msg = monitor.parse_cancel(dp, buf, off, msg_len)
     elif subtype == nicira_ext.NXT_FLOW_MOD:
         (cookie, command, idle, hard, priority, buffer_id, out_port, flags,
          match_len) = _unpack(nicira_ext.NX_FLOW_MOD_PACK_STR, buf, off)
@@ -1317,7 +1332,7 @@ def serialize_multipart(msg) -> list[bytes]:
     items = _MP_ITEM[type(msg)](msg)
     version = msg.datapath.ofproto.OFP_VERSION
     is13 = version >= OFP13
-    prefix = b""
+    prefix = getattr(msg, "stats_prefix", b"")     # vendor/experimenter stats header
     if isinstance(msg, (p10.NXFlowStatsReply, p10.NXAggregateStatsReply)):
         prefix, items = items[0], items[1:]
         st_type = of10.OFPST_VENDOR
@@ -1355,3 +1370,4 @@ def encode(msg) -> list[bytes]:
 
 
 from . import codec15  # noqa: E402,F401  (registers the OpenFlow 1.4/1.5 codecs)
+from . import monitor  # noqa: E402  (flow monitor requests and replies)

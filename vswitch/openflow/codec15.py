@@ -198,6 +198,8 @@ def _multipart(dp, version, msg_type, msg_len, xid, buf):
     elif mp_type == 12:
         msg = P.OFPTableFeaturesStatsRequest(dp, flags, [])
         msg.set_request = msg_len > off
+    elif mp_type == of14.OFPMP_FLOW_MONITOR:
+        msg = codec.monitor.parse_request(dp, "of14", buf, off, msg_len)
     else:
         raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_BAD_MULTIPART)
     return _finish(msg, version, msg_type, msg_len, xid, buf)

@@ -23,6 +23,7 @@ States and the only legal moves between them are in `TRANSITIONS`.
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -34,6 +35,7 @@ from . import codec
 from .sp import OFError
 
 ERROR_DATA_MAX = 64
+NXET_VENDOR, NXVC_VENDOR_ERROR = 0xB0C2, 0     # OVS include/openflow/nicira-ext.h
 
 
 class State(enum.Enum):
@@ -165,6 +167,12 @@ class OpenFlowConnection:
             xid = codec.parse_header(offending)[3] if len(offending) >= codec.HEADER_SIZE else 0
         dp = codec.datapath(version)
         data = bytes(offending[:ERROR_DATA_MAX])
+        nx10 = getattr(err, "nx10", None)
+        if version == codec.OFP10 and nx10 is not None:
+            # OF1.0 has no experimenter errors: Nicira's NXET_VENDOR carries
+            # (vendor, type, code) ahead of the offending bytes
+            etype, ecode = NXET_VENDOR, NXVC_VENDOR_ERROR
+            data = struct.pack("!IHH", codec.NX, *nx10) + data
         if etype == of13.OFPET_HELLO_FAILED:
             data = _error_text(err).encode()
         if etype == of13.OFPET_EXPERIMENTER and version >= codec.OFP13:

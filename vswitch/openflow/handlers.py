@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -26,7 +27,7 @@ from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_4 as of14
 
-from . import codec, convert, nx, sp
+from . import codec, convert, monitor, nx, sp
 from .sp import OFError
 
 VERSION_STRING = "pyvswitch 0.1"
@@ -83,6 +84,8 @@ class Channel:
     controller_id: int = 0
     async_masks: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ASYNC.items()})
     bundles: dict = field(default_factory=dict)
+    #: flow monitors by id (monitor.py); replaced, never mutated, on change
+    monitors: dict = field(default_factory=dict)
 
     @property
     def dp(self):
@@ -109,6 +112,29 @@ class SwitchContext:
         self.tlv_map: dict[int, tuple[int, int, int]] = {}
         #: tun_metadata index -> slow-path slot (the flow key holds 8 options)
         self.tlv_slots: dict[int, int] = {}
+        #: flow monitors (monitor.py): whether the pipeline reports rule
+        #: changes, what it calls with each (the manager wraps it to report
+        #: changes made outside a handler), and the changes not yet reported,
+        #: each with the (channel, xid) of the message that made it, or None
+        self.monitoring = False
+        self.rule_monitor_hook = self.record_rule_change
+        self.rule_changes: list = []
+        self.origin: Optional[tuple] = None     # (channel, xid, thread ident) in a handler
+
+    def record_rule_change(self, change) -> bool:
+        """The pipeline's rule_monitor.  True if the change came from outside
+        a handler (expiry, learning on the datapath thread): someone must
+        call report_rule_changes() later."""
+        origin = self.origin
+        if origin is not None and origin[2] != threading.get_ident():
+            origin = None
+        self.rule_changes.append((change, origin and origin[:2]))
+        return origin is None
+
+    def report_rule_changes(self) -> None:
+        changes, self.rule_changes = self.rule_changes, []
+        if changes:
+            monitor.report(self, changes)
 
     def slot_map(self) -> dict[int, tuple[int, int, int]]:
         """The TLV map by slow-path slot: what the pipeline and tunnels use."""
@@ -316,7 +342,14 @@ class Handlers:
             raise OFError(of13.OFPET_BAD_REQUEST, of13.OFPBRC_IS_SLAVE)
         convert.TLV_MAP.set(self.sw.slot_map())
         convert.TLV_SLOTS.set(self.sw.tlv_slots)
-        replies = fn(ch, msg, now) or []
+        sw = self.sw
+        sw.origin = (ch, msg.xid, threading.get_ident())
+        try:
+            replies = fn(ch, msg, now) or []
+        finally:
+            sw.origin = None
+            if sw.rule_changes:
+                sw.report_rule_changes()
         for r in replies:
             if r.xid is None:
                 r.xid = msg.xid
@@ -809,6 +842,13 @@ class Handlers:
         hook(bytes(msg.packet), metadata, bytes(msg.continuation))
         return []
 
+    # ---- flow monitors (monitor.py)
+    def h_FlowMonitorRequest(self, ch, msg, now):
+        return monitor.handle_request(self.sw, ch, msg)
+
+    def h_FlowMonitorCancel(self, ch, msg, now):
+        return monitor.handle_cancel(self.sw, ch, msg)
+
     def h_NXTCtFlushZone(self, ch, msg, now):
         hook = getattr(self.sw.backend, "ct_flush_zone", None)
         if hook is not None:
@@ -924,6 +964,7 @@ class Handlers:
 
         removed = []
         self.sw.deferred = []        # FLOW_REMOVED only once the bundle stands
+        n_changes = len(self.sw.rule_changes)     # flow monitors: likewise
         try:
             for kind, m in b.messages:
                 if kind == "flow":
@@ -933,6 +974,7 @@ class Handlers:
                     touch_all()
                     self._table[type(m).__name__](ch, m, now)
         except Exception:
+            del self.sw.rule_changes[n_changes:]
             if saved_all:
                 snaps = saved_all.get("tables")
                 if snaps is not None:

@@ -31,7 +31,7 @@ from typing import Optional
 
 from os_ken.ofproto import ofproto_v1_3 as of13
 
-from . import codec, convert
+from . import codec, convert, monitor
 from .connection import (Connected, ConnectionClosed, ErrorSent, MessageReceived,
                          OpenFlowConnection)
 from .handlers import Channel, Handlers, SwitchContext, packet_in_msg, port_status_msg
@@ -97,6 +97,8 @@ class _Session(asyncio.Protocol):
         self.mgr._sessions.discard(self)
         if self.channel in self.mgr.switch.channels:
             self.mgr.switch.channels.remove(self.channel)
+            if self.channel.monitors:
+                monitor.watch(self.mgr.switch)
         if self._timer:
             self._timer.cancel()
         if not self.closed.done():
@@ -179,6 +181,9 @@ class ConnectionManager:
         if not self.allowed_versions:
             raise ValueError(f"none of {allowed_versions} supported")
         self.switch = SwitchContext(bridge_name, pipeline, backend, datapath_id)
+        self.switch.rule_monitor_hook = self._rule_changed
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._report_scheduled = False
         self.handlers = Handlers(self.switch)
         self._sessions: set[_Session] = set()
         self._targets: dict[str, object] = {}   # target -> asyncio.Server | Task
@@ -186,6 +191,7 @@ class ConnectionManager:
 
     # ---- lifecycle
     async def start(self, targets: list[str]) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._reconcile(targets)
 
     async def stop(self) -> None:
@@ -284,6 +290,19 @@ class ConnectionManager:
             msg = port_status_msg(s.channel, reason, port)
             if msg is not None:
                 s.send(msg)
+
+    def _rule_changed(self, change) -> None:
+        """The pipeline's rule_monitor while some connection monitors: called
+        under the ofproto lock on any thread.  Changes a handler made are
+        reported when it returns; others (expiry, learning on the datapath
+        thread) by a callback on the event loop."""
+        if self.switch.record_rule_change(change) and not self._report_scheduled:
+            self._report_scheduled = True
+            (self._loop or asyncio.get_event_loop()).call_soon_threadsafe(self._report_changes)
+
+    def _report_changes(self) -> None:
+        self._report_scheduled = False
+        self.switch.report_rule_changes()
 
     def flow_removed(self, events) -> None:
         self.switch.broadcast_flow_removed(list(events), asyncio.get_event_loop().time())

@@ -209,3 +209,17 @@ def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
         return NXTSetAsyncConfig(dp, packet_in_mask=list(v[0:2]),
                                  port_status_mask=list(v[2:4]), flow_removed_mask=list(v[4:6]))
     return _parse_base3(dp, subtype, buf, off, end)
+
+
+# Flow monitors (OVS include/openflow/nicira-ext.h; the ONF 1.3 extension,
+# ONFST/ONFT 1870, reuses the update layout with an OXM ofp_match).
+NXST_FLOW_MONITOR = 2                     # vendor stats subtype (request and reply)
+NXT_FLOW_MONITOR_CANCEL = 21              # OF1.0 only; OF1.3: ONFT 1870; OF1.4+: command=DELETE
+ONF_FLOW_MONITOR = 1870                   # ONFST multipart exp_type and ONFT cancel message
+NX_FLOW_MONITOR_REQUEST_PACK_STR = "!IHHHB5s"   # id, flags, out_port, match_len, table_id, zeros
+ONF_FLOW_MONITOR_REQUEST_PACK_STR = "!IHHIB3s"  # id, flags, match_len, out_port, table_id, zeros
+NX_FLOW_MONITOR_CANCEL_PACK_STR = "!I"           # id
+# length, event, reason, priority, idle_timeout, hard_timeout, match_len, table_id, pad, cookie
+NX_FLOW_UPDATE_FULL_PACK_STR = "!HHHHHHHBxQ"
+NX_FLOW_UPDATE_ABBREV_PACK_STR = "!HHI"          # length, event, xid
+NXFME_ADDED, NXFME_DELETED, NXFME_MODIFIED, NXFME_ABBREV = 0, 1, 2, 3

@@ -10,9 +10,11 @@ from __future__ import annotations
 import struct
 
 from os_ken.ofproto import ofproto_parser
+from os_ken.ofproto import ofproto_v1_3 as of13
+from os_ken.ofproto import ofproto_v1_4 as of14
 
 from tests.unit.openflow.fake_pipeline import FakeBackend, make_pipeline
-from vswitch.openflow import codec
+from vswitch.openflow import codec, monitor, nx
 from vswitch.openflow.connection import Connected, MessageReceived, OpenFlowConnection
 from vswitch.openflow.handlers import Channel, Handlers, SwitchContext
 from vswitch.openflow.sp import OFError
@@ -81,3 +83,50 @@ class Harness:
         P = self.P
         kw.setdefault("match", P.OFPMatch())
         return P.OFPFlowMod(self.dp, **kw)
+
+
+# ---- flow monitors (vswitch/openflow/monitor.py), in each version's encoding
+def nx_monitor_request(mid, flags, table=0xFF, out_port=0xFFFF, zeros=b"", xid=9) -> bytes:
+    body = struct.pack(nx.NX_FLOW_MONITOR_REQUEST_PACK_STR, mid, flags, out_port, 0, table,
+                       zeros.ljust(5, b"\0"))
+    stats = struct.pack("!HHII4x", 0xFFFF, 0, codec.NX, nx.NXST_FLOW_MONITOR) + body
+    return struct.pack("!BBHI", 1, 16, 8 + len(stats), xid) + stats
+
+
+def of14_monitor_request(version, mid, flags, command=of14.OFPFMC_ADD, table=0xFF, xid=9,
+                 out_port=of13.OFPP_ANY, match=b"\x00\x01\x00\x04\x00\x00\x00\x00") -> bytes:
+    body = struct.pack(of14.OFP_FLOW_MONITOR_REQUEST_0_PACK_STR, mid, out_port, of13.OFPG_ANY,
+                       flags, table, command) + match
+    mp = struct.pack("!HH4x", of14.OFPMP_FLOW_MONITOR, 0) + body
+    return struct.pack("!BBHI", version, 18, 8 + len(mp), xid) + mp
+
+
+def onf_monitor_request(mid, flags, xid=9) -> bytes:
+    body = struct.pack(nx.ONF_FLOW_MONITOR_REQUEST_PACK_STR, mid, flags, 4, of13.OFPP_ANY,
+                       0xFF, b"") + b"\x00\x01\x00\x04\x00\x00\x00\x00"
+    mp = struct.pack("!HH4xII", 0xFFFF, 0, codec.ONF, nx.ONF_FLOW_MONITOR) + body
+    return struct.pack("!BBHI", 4, 18, 8 + len(mp), xid) + mp
+
+
+def monitor_request(version, mid, flags, xid=9):
+    """A flow monitor request in `version`'s encoding, as ovs-ofctl 3.1
+    sends it; flags are NXFMF_* bits (monitor.py)."""
+    if version == codec.OFP10:
+        return nx_monitor_request(mid, flags, xid=xid)
+    if version == codec.OFP13:
+        return onf_monitor_request(mid, flags, xid=xid)
+    wire = 0
+    for bit, nxfmf in monitor._OF14_FLAGS:
+        if flags & nxfmf and bit != of14.OFPFMF_NO_ABBREV:
+            wire |= bit
+    return of14_monitor_request(version, mid, wire, xid=xid)
+
+
+def monitor_cancel(version, mid, xid=11) -> bytes:
+    if version == codec.OFP10:
+        return struct.pack("!BBHIII", 1, 4, 20, xid, codec.NX, nx.NXT_FLOW_MONITOR_CANCEL) + \
+            struct.pack("!I", mid)
+    if version == codec.OFP13:
+        return struct.pack("!BBHIII", 4, 4, 20, xid, codec.ONF, nx.ONF_FLOW_MONITOR) + \
+            struct.pack("!I", mid)
+    return of14_monitor_request(version, mid, 0, command=of14.OFPFMC_DELETE, xid=xid)

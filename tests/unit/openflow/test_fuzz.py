@@ -21,7 +21,7 @@ from os_ken.ofproto import nicira_ext, nx_match
 from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_3 as of13, ofproto_v1_3_parser as p13
 
-from tests.unit.openflow.helpers import Harness
+from tests.unit.openflow.helpers import Harness, monitor_cancel, monitor_request
 from vswitch.openflow import codec, nx
 from vswitch.openflow.connection import MessageReceived
 from vswitch.openflow.sp import OFError
@@ -101,6 +101,8 @@ def corpus(version):
             out.append(_raw(P.OFPBundleCtrlMsg(dp, 1, 0, 1, [])))
             fm2 = P.OFPFlowMod(dp, table_id=1, priority=5, match=match, instructions=insts)
             out.append(_raw(P.OFPBundleAddMsg(dp, 1, 1, fm2, [])))
+    out += [monitor_request(version, 1, 0x3F), monitor_request(version, 2, 0x0E),
+            monitor_cancel(version, 2)]
     return out
 
 

@@ -1,0 +1,338 @@
+"""OpenFlow flow monitors: `ovs-ofctl monitor BRIDGE watch:` and controllers
+that follow a flow table other controllers write (OVS ofproto/connmgr.c
+"ofmonitor", lib/ofp-monitor.c).
+
+One feature, three encodings, each what ovs-ofctl 3.1 sends for its -O:
+  OF1.0   NXST_FLOW_MONITOR vendor stats (NXM match, OF1.0 actions);
+          cancel: NXT_FLOW_MONITOR_CANCEL
+  OF1.3   ONFST_FLOW_MONITOR, ONF experimenter multipart 1870 (the Nicira
+          update layout with an OXM ofp_match and instructions);
+          cancel: ONFT_FLOW_MONITOR_CANCEL (experimenter message 1870)
+  OF1.4+  OFPMP_FLOW_MONITOR (os-ken's ofproto_v1_4 structs); the request's
+          command adds, modifies or deletes (cancels) a monitor
+All parse into one `FlowMonitorRequest` of `Monitor`s whose flags are
+NXFMF_* bits.  OF1.4's OFPFMF_* map onto them as OVS 3.1 maps them, so
+ONLY_OWN reads as "own" (ovs-ofctl sets it to see its own changes in full);
+NO_ABBREV, which OVS refuses, reads as "own" too.
+
+What a monitor reports (OVS semantics): with INITIAL, the reply lists the
+rules it selects now (event ADDED; OF1.4+ INITIAL).  Then every later change
+to such a rule whose kind it asked for (ADD, DELETE, MODIFY) leaves as an
+unsolicited reply (xid 0), one message per OpenFlow message handled: adds,
+modifications (the instructions changed), deletes by flow-mod, expiry
+(reason idle/hard), group and meter deletes, bundle commits, learned rules.
+A monitor selects a rule in its table (0xff: any) that is at least as
+specific as its match and outputs to its out_port/out_group (before or after
+a modification).  A change the monitoring connection made itself is one
+ABBREV carrying that message's xid, unless the monitor says OWN; ACTIONS
+puts the instructions in full updates.
+
+Errors: duplicate id MONITOR_EXISTS, unknown id UNKNOWN_MONITOR, flags
+without add/delete/modify or with unknown bits BAD_FLAGS, non-zero padding
+NXBRC_MUST_BE_ZERO, an OF1.4 command other than add/modify/delete
+BAD_COMMAND - numbered per version as OVS numbers them (OF1.0: Nicira
+vendor error, OF1.3: Nicira experimenter error, OF1.4+:
+OFPET_FLOW_MONITOR_FAILED).  OVS 3.1 itself answers some of these with a
+malformed message; this sends what it means to.
+
+Not built: flow control.  OVS pauses a connection's monitors when its send
+queue backs up (NXT_FLOW_MONITOR_PAUSED, later a refresh and RESUMED); here
+updates are asynchronous messages like packet-ins and are dropped past the
+connection manager's backlog cap.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from os_ken.ofproto import ofproto_v1_4 as of14
+from os_ken.ofproto.ofproto_parser import MsgBase
+
+from slowpath.pipeline import outputs_to
+
+from . import codec, convert, nx, sp
+from .sp import OFError
+
+# NXFMF_*: what a monitor asks for
+INITIAL, ADD, DELETE, MODIFY, ACTIONS, OWN = 1, 2, 4, 8, 16, 32
+_KNOWN = INITIAL | ADD | DELETE | MODIFY | ACTIONS | OWN
+_EVENT_FLAG = {"added": ADD, "deleted": DELETE, "modified": MODIFY}
+_OF14_FLAGS = ((of14.OFPFMF_INITIAL, INITIAL), (of14.OFPFMF_ADD, ADD),
+               (of14.OFPFMF_REMOVED, DELETE), (of14.OFPFMF_MODIFY, MODIFY),
+               (of14.OFPFMF_INSTRUCTIONS, ACTIONS), (of14.OFPFMF_NO_ABBREV, OWN),
+               (of14.OFPFMF_ONLY_OWN, OWN))
+_NX_EVENTS = {"initial": nx.NXFME_ADDED, "added": nx.NXFME_ADDED,
+              "deleted": nx.NXFME_DELETED, "modified": nx.NXFME_MODIFIED,
+              "abbrev": nx.NXFME_ABBREV}
+_OF14_EVENTS = {"initial": of14.OFPFME_INITIAL, "added": of14.OFPFME_ADDED,
+                "deleted": of14.OFPFME_REMOVED, "modified": of14.OFPFME_MODIFIED,
+                "abbrev": of14.OFPFME_ABBREV}
+OFPTT_ALL = 0xFF
+
+# error -> (OF1.4+ OFPMOFC_* code, Nicira code in OF1.2/1.3, Nicira (type, code) in OF1.0)
+_ERRORS = {
+    "MONITOR_EXISTS": (of14.OFPMOFC_MONITOR_EXISTS, 6, (1, 517)),
+    "BAD_FLAGS": (of14.OFPMOFC_BAD_FLAGS, 7, (1, 518)),
+    "UNKNOWN_MONITOR": (of14.OFPMOFC_UNKNOWN_MONITOR, 8, (1, 519)),
+    "BAD_COMMAND": (of14.OFPMOFC_BAD_COMMAND, None, None),
+    "MUST_BE_ZERO": (None, 4, (1, 515)),                # NXBRC_MUST_BE_ZERO
+}
+
+
+def monitor_error(version: int, name: str) -> OFError:
+    of14_code, nx_code, nx10 = _ERRORS[name]
+    if version >= codec.OFP14 and of14_code is not None:
+        return OFError(of14.OFPET_FLOW_MONITOR_FAILED, of14_code, name)
+    err = OFError(codec.of13.OFPET_EXPERIMENTER, nx_code, name)
+    err.experimenter = codec.NX
+    err.nx10 = nx10           # OF1.0 has no experimenter errors: NXET_VENDOR
+    return err
+
+
+@dataclass
+class Monitor:
+    """One monitor as a request asked for it (match as wire TLVs until the
+    handler converts it with the bridge's TLV map)."""
+    id: int
+    flags: int                       # NXFMF_*
+    table_id: int = OFPTT_ALL
+    out_port: int = convert.OFPP_ANY         # slow-path numbering (OF1.0's is converted)
+    out_group: int = 0xFFFFFFFF              # OFPG_ANY
+    command: int = of14.OFPFMC_ADD
+    match_tlvs: list = field(default_factory=list)
+    match: sp.Match = field(default_factory=sp.Match)
+    zeros: bool = True               # the request's padding was zero
+
+    def selects(self, rule, old_instructions=()) -> bool:
+        if self.table_id != OFPTT_ALL and self.table_id != rule.table_id:
+            return False
+        if not rule.match.covers(self.match):
+            return False
+        return outputs_to(rule.instructions, self.out_port, self.out_group) or bool(
+            old_instructions and outputs_to(old_instructions, self.out_port, self.out_group))
+
+
+# ------------------------------------------------------------------ messages
+class FlowMonitorRequest(MsgBase):
+    def __init__(self, datapath, monitors):
+        super().__init__(datapath)
+        self.monitors = monitors
+
+
+class FlowMonitorCancel(MsgBase):
+    def __init__(self, datapath, id_):
+        super().__init__(datapath)
+        self.id = id_
+
+
+@dataclass
+class Update:
+    """One flow update: event "initial"/"added"/"deleted"/"modified" about
+    `rule`, or "abbrev" carrying the xid of the requester's own change."""
+    event: str
+    rule: object = None
+    reason: int = 0
+    actions: bool = False
+    xid: int = 0
+
+
+class FlowMonitorReply(MsgBase):
+    """The reply to a request (its initial rules) or an unsolicited batch of
+    updates (xid 0); `codec.encode` splits it into multipart messages."""
+
+    def __init__(self, datapath, updates):
+        super().__init__(datapath)
+        self.updates = updates
+        version = datapath.ofproto.OFP_VERSION
+        if version == codec.OFP10:
+            self.cls_stats_type = 0xFFFF          # OFPST_VENDOR
+            self.stats_prefix = struct.pack("!II4x", codec.NX, nx.NXST_FLOW_MONITOR)
+        elif version == codec.OFP13:
+            self.cls_stats_type = 0xFFFF          # OFPMP_EXPERIMENTER
+            self.stats_prefix = struct.pack("!II", codec.ONF, nx.ONF_FLOW_MONITOR)
+        else:
+            self.cls_stats_type = of14.OFPMP_FLOW_MONITOR
+            self.stats_prefix = b""
+
+
+# ------------------------------------------------------------------ parsing
+def _bad_len():
+    return OFError(codec.ET_BAD_REQUEST, codec.BRC_BAD_LEN)
+
+
+def parse_request(dp, flavor: str, buf, off: int, end: int) -> FlowMonitorRequest:
+    """The monitors of one request body at buf[off:end] ("nx", "onf", "of14");
+    a message may carry several."""
+    monitors = []
+    if off >= end:
+        raise _bad_len()
+    while off < end:
+        if flavor == "nx":
+            fmt = nx.NX_FLOW_MONITOR_REQUEST_PACK_STR
+            mid, flags, out_port, match_len, table_id, zeros = codec._unpack(fmt, buf, off)
+            off += struct.calcsize(fmt)
+            if off + match_len > end:
+                raise _bad_len()
+            tlvs = codec.parse_oxm_fields(buf, off, off + match_len)
+            off += (match_len + 7) // 8 * 8
+            m = Monitor(mid, flags, table_id, convert.port_from10(out_port), match_tlvs=tlvs,
+                        zeros=not any(zeros))
+        elif flavor == "onf":
+            fmt = nx.ONF_FLOW_MONITOR_REQUEST_PACK_STR
+            mid, flags, _, out_port, table_id, zeros = codec._unpack(fmt, buf, off)
+            match, off = codec.parse_match13(dp.ofproto_parser, buf, off + struct.calcsize(fmt),
+                                             end)
+            m = Monitor(mid, flags, table_id, out_port, match_tlvs=match.wire_tlvs,
+                        zeros=not any(zeros))
+        else:
+            fmt = of14.OFP_FLOW_MONITOR_REQUEST_0_PACK_STR
+            mid, out_port, out_group, wire_flags, table_id, command = codec._unpack(fmt, buf, off)
+            match, off = codec.parse_match13(dp.ofproto_parser, buf,
+                                             off + of14.OFP_FLOW_MONITOR_REQUEST_0_SIZE, end)
+            flags = 0
+            for bit, nxfmf in _OF14_FLAGS:
+                if wire_flags & bit:
+                    flags |= nxfmf
+                    wire_flags &= ~bit
+            m = Monitor(mid, flags | (wire_flags << 8), table_id, out_port, out_group, command,
+                        match.wire_tlvs)
+        monitors.append(m)
+    return FlowMonitorRequest(dp, monitors)
+
+
+def parse_cancel(dp, buf, off: int, end: int) -> FlowMonitorCancel:
+    (mid,) = codec._unpack(nx.NX_FLOW_MONITOR_CANCEL_PACK_STR, buf, off)
+    return FlowMonitorCancel(dp, mid)
+
+
+# ----------------------------------------------------------------- encoding
+def _encode_update(u: Update, version: int) -> bytes:
+    events = _OF14_EVENTS if version >= codec.OFP14 else _NX_EVENTS
+    if u.event == "abbrev":
+        return struct.pack(nx.NX_FLOW_UPDATE_ABBREV_PACK_STR, 8, events["abbrev"], u.xid)
+    r = u.rule
+    if version == codec.OFP10:
+        match = codec.serialize_oxm_fields(convert.match_to_tlvs(r.match, nxm=True))
+        match_len = len(match)
+        match += bytes(-match_len % 8)
+        body = codec._actions(convert.instructions_to_actions10(r.instructions)) \
+            if u.actions else b""
+    else:
+        match = codec._match13(convert.match_to_ofp13(r.match))
+        (match_len,) = struct.unpack_from("!H", match, 2)
+        body = codec._instructions(convert.instructions_to_oken(r.instructions, version)) \
+            if u.actions else b""
+    if version >= codec.OFP14:
+        length = of14.OFP_FLOW_UPDATE_FULL_0_SIZE + len(match) + len(body)
+        head = struct.pack(of14.OFP_FLOW_UPDATE_FULL_0_PACK_STR, length, events[u.event],
+                           r.table_id, u.reason, r.idle_timeout, r.hard_timeout, r.priority,
+                           r.cookie)
+    else:
+        length = struct.calcsize(nx.NX_FLOW_UPDATE_FULL_PACK_STR) + len(match) + len(body)
+        head = struct.pack(nx.NX_FLOW_UPDATE_FULL_PACK_STR, length, events[u.event], u.reason,
+                           r.priority, r.idle_timeout, r.hard_timeout, match_len, r.table_id,
+                           r.cookie)
+    return head + bytes(match) + bytes(body)
+
+
+def _mp_items(msg) -> list[bytes]:
+    version = msg.datapath.ofproto.OFP_VERSION
+    return [_encode_update(u, version) for u in msg.updates]
+
+
+codec._MP_ITEM[FlowMonitorReply] = _mp_items
+
+
+# ---------------------------------------------------------------- semantics
+def _check(ch, m: Monitor) -> None:
+    if ch.version >= codec.OFP14 and m.command not in (of14.OFPFMC_ADD, of14.OFPFMC_MODIFY,
+                                                       of14.OFPFMC_DELETE):
+        raise monitor_error(ch.version, "BAD_COMMAND")
+    if m.command == of14.OFPFMC_DELETE:
+        return
+    if m.flags & ~_KNOWN or not m.flags & (ADD | DELETE | MODIFY):
+        raise monitor_error(ch.version, "BAD_FLAGS")
+    if not m.zeros:
+        raise monitor_error(ch.version, "MUST_BE_ZERO")
+
+
+def handle_request(sw, ch, req: FlowMonitorRequest) -> list:
+    """Add/modify/delete the request's monitors on `ch`, all or none, and
+    reply with the rules the INITIAL ones select."""
+    monitors = dict(ch.monitors)
+    initial = []
+    for m in req.monitors:
+        _check(ch, m)
+        if m.command == of14.OFPFMC_DELETE:
+            if monitors.pop(m.id, None) is None:
+                raise monitor_error(ch.version, "UNKNOWN_MONITOR")
+            continue
+        if m.command == of14.OFPFMC_ADD and m.id in monitors:
+            raise monitor_error(ch.version, "MONITOR_EXISTS")
+        if m.command == of14.OFPFMC_MODIFY and m.id not in monitors:
+            raise monitor_error(ch.version, "UNKNOWN_MONITOR")
+        m.match = convert.match_from_tlvs(m.match_tlvs)
+        monitors[m.id] = m
+        if m.flags & INITIAL:
+            initial.append(m)
+    ch.monitors = monitors
+    watch(sw)
+    updates = []
+    if initial:
+        for rule in sw.pipeline.rules():
+            flags = 0
+            for m in initial:
+                if m.selects(rule):
+                    flags |= m.flags
+            if flags:
+                updates.append(Update("initial", rule, actions=bool(flags & ACTIONS)))
+    return [FlowMonitorReply(ch.dp, updates)]
+
+
+def handle_cancel(sw, ch, msg: FlowMonitorCancel) -> list:
+    if msg.id not in ch.monitors:
+        raise monitor_error(ch.version, "UNKNOWN_MONITOR")
+    ch.monitors = {k: v for k, v in ch.monitors.items() if k != msg.id}
+    watch(sw)
+    return []
+
+
+def watch(sw) -> None:
+    """Have the pipeline report rule changes while any connection monitors
+    (and only then: a bridge nobody monitors records nothing)."""
+    want = any(ch.monitors for ch in sw.channels)
+    if want != sw.monitoring:
+        sw.monitoring = want
+        sw.pipeline.rule_monitor = sw.rule_monitor_hook if want else None
+        if not want:
+            sw.rule_changes = []
+
+
+def report(sw, changes) -> None:
+    """Send each monitoring connection its updates for `changes`, a list of
+    (RuleChange, origin) where origin is the (channel, xid) whose message
+    made the change, or None."""
+    for ch in list(sw.channels):
+        if not ch.monitors:
+            continue
+        updates = []
+        abbreviated = set()             # one ABBREV per message (xid), as OVS
+        for change, origin in changes:
+            want = _EVENT_FLAG[change.event]
+            flags = 0
+            for m in ch.monitors.values():
+                if m.flags & want and m.selects(change.rule, change.old_instructions):
+                    flags |= m.flags
+            if not flags:
+                continue
+            if origin is not None and origin[0] is ch and not flags & OWN:
+                if origin[1] not in abbreviated:
+                    updates.append(Update("abbrev", xid=origin[1]))
+                    abbreviated.add(origin[1])
+            else:
+                updates.append(Update(change.event, change.rule, change.reason,
+                                      bool(flags & ACTIONS)))
+        if updates:
+            msg = FlowMonitorReply(ch.dp, updates)
+            msg.xid = 0
+            ch.send_async(msg)
