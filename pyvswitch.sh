@@ -15,7 +15,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
   clang llvm libbpf-dev bpftool linux-libc-dev libdpdk-dev dpdk
   iproute2 iputils-ping procps ethtool tcpdump tshark
-  openvswitch-common openvswitch-switch ovn-central ovn-host
+  openvswitch-common openvswitch-switch openvswitch-switch-dpdk ovn-central ovn-host
 )
 
 say() { printf '[pyvswitch.sh] %s\n' "$*" >&2; }

@@ -23,6 +23,8 @@ import time
 from vswitch.process import terminate
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+#: Debian's openvswitch-switch-dpdk build (an alternative, not the default)
+VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 
 
 def _tool(name: str) -> str:
@@ -37,7 +39,13 @@ def _tool(name: str) -> str:
 
 class OvsSwitch:
     def __init__(self, rundir: str | None = None, netns: str | None = None,
-                 log_level: str = "info"):
+                 log_level: str = "info", vswitchd: str | None = None,
+                 other_config: dict[str, str] | None = None):
+        """``vswitchd``: another ovs-vswitchd binary (VSWITCHD_DPDK);
+        ``other_config``: Open_vSwitch other_config set before it starts
+        (``dpdk-init``...)."""
+        self.vswitchd = vswitchd
+        self.other_config = other_config or {}
         self._own_rundir = rundir is None
         self.rundir = rundir or tempfile.mkdtemp(prefix="ovs-")
         self.netns = netns
@@ -79,8 +87,11 @@ class OvsSwitch:
                 f"--log-file={self.rundir}/ovsdb-server.log", "-vconsole:off"])
             self._wait_for(self.db_sock, timeout)
             self.vsctl("--no-wait", "init")
+            if self.other_config:
+                self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
+                           *(f"other_config:{k}={v}" for k, v in self.other_config.items()))
             self._spawn("ovs-vswitchd", [
-                _tool("ovs-vswitchd"), self.db, "--disable-system",
+                self.vswitchd or _tool("ovs-vswitchd"), self.db, "--disable-system",
                 f"--unixctl={self.rundir}/ovs-vswitchd.ctl",
                 f"--pidfile={self.rundir}/ovs-vswitchd.pid",
                 f"--log-file={self.rundir}/ovs-vswitchd.log", "-vconsole:off",

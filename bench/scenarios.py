@@ -107,11 +107,20 @@ class LinuxBridge(System):
         subprocess.run(["ip", "link", "del", self.br], check=False)
 
 
+def dpdk_devargs(port_type: str, index: int, ifname: str) -> str | None:
+    """``dpdk_af_packet``/``dpdk_af_xdp``: the vdev over ``ifname``."""
+    if not port_type.startswith("dpdk_"):
+        return None
+    return f"net_{port_type[len('dpdk_'):]}{index},iface={ifname}"
+
+
 class Pyvswitch(System):
-    """pyvswitch with ``system`` (AF_PACKET) or ``afxdp`` ports, optionally
-    behind the XDP flow cache (``datapath_type=xdp``, native mode); rules:
-    ``normal`` (NORMAL), ``in_port`` (in_port→output), ``tp_src10k`` (10 000
-    rules on the UDP source port: one megaflow per flow)."""
+    """pyvswitch with ``system`` (AF_PACKET), ``afxdp`` or DPDK ports
+    (``dpdk_af_packet``, ``dpdk_af_xdp``: type=dpdk over that vdev),
+    optionally behind the XDP flow cache (``datapath_type=xdp``, native
+    mode); rules: ``normal`` (NORMAL), ``in_port`` (in_port→output),
+    ``tp_src10k`` (10 000 rules on the UDP source port: one megaflow per
+    flow)."""
 
     def __init__(self, rules: str = "normal", port_type: str = "system",
                  datapath_type: str = "netdev"):
@@ -128,9 +137,18 @@ class Pyvswitch(System):
         self.daemon.vsctl("add-br", self.br, "--", "set", "Bridge", self.br,
                           f"datapath_type={self.datapath_type}",
                           "other_config:xdp-mode=native")
-        for port in topo.ports:
-            self.daemon.vsctl("add-port", self.br, port, "--", "set", "Interface", port,
-                              f"type={self.port_type}")
+        names = []
+        for i, port in enumerate(topo.ports):
+            devargs = dpdk_devargs(self.port_type, i, port)
+            if devargs is None:
+                names.append(port)
+                self.daemon.vsctl("add-port", self.br, port, "--", "set", "Interface",
+                                  port, f"type={self.port_type}")
+            else:
+                names.append(f"dpdk{i}")
+                self.daemon.vsctl("set", "Open_vSwitch", ".", "other_config:dpdk-init=true")
+                self.daemon.vsctl("add-port", self.br, names[-1], "--", "set", "Interface",
+                                  names[-1], "type=dpdk", f"options:dpdk-devargs={devargs}")
         if self.rules == "in_port":
             self.daemon.ofctl("del-flows", self.br)
             self.daemon.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
@@ -145,7 +163,7 @@ class Pyvswitch(System):
                 self.daemon.ofctl("add-flows", self.br, "--bundle", f.name)
             finally:
                 os.unlink(f.name)
-        self.out_port = topo.ports[1]
+        self.out_port = names[1]
         _pin(self.daemon.proc.pid, SWITCH_CPU)  # threads started since
 
     def forwarded(self) -> int | None:
@@ -174,22 +192,37 @@ class Pyvswitch(System):
 
 class OpenVswitch(System):
     """Open vSwitch 3.1's userspace datapath, run privately (bench/ovs.py),
-    with ``system`` (AF_PACKET) or ``afxdp`` ports."""
+    with ``system`` (AF_PACKET) or ``afxdp`` ports, or OVS-DPDK (Debian's
+    ovs-vswitchd-dpdk) with ``dpdk_af_packet`` ports: the same vdevs as
+    pyvswitch's dpdk ports, its PMD thread busy-polling SWITCH_CPU.  No
+    hugepages here: ``--no-huge --legacy-mem`` (OVS adds ``--in-memory``,
+    which --no-huge's implied legacy memory refuses, unless it is given)."""
 
     def __init__(self, port_type: str = "system", rules: str = "normal"):
         self.port_type, self.rules = port_type, rules
         self.name = f"ovs-{'afpacket' if port_type == 'system' else port_type}-{rules}"
 
     def setup(self, topo: Topology) -> None:
-        from bench.ovs import OvsSwitch
+        from bench.ovs import VSWITCHD_DPDK, OvsSwitch
 
-        self.ovs = OvsSwitch(log_level="warn").start()
+        dpdk = {}
+        if self.port_type.startswith("dpdk_"):
+            dpdk = {"vswitchd": VSWITCHD_DPDK, "other_config": {
+                "dpdk-init": "true", "pmd-cpu-mask": hex(1 << SWITCH_CPU),
+                "dpdk-extra": f"--no-huge --legacy-mem -m 256 --no-pci --no-shconf "
+                              f"--no-telemetry -l {SWITCH_CPU}"}}
+        self.ovs = OvsSwitch(log_level="warn", **dpdk).start()
         self.br = f"pvsbr{topo.tag}"
         self.ovs.vsctl("add-br", self.br, "--", "set", "bridge", self.br,
                        "datapath_type=netdev")
+        names = []
         for i, port in enumerate(topo.ports, 1):
-            self.ovs.vsctl("add-port", self.br, port, "--", "set", "interface", port,
-                           f"type={self.port_type}", f"ofport_request={i}")
+            devargs = dpdk_devargs(self.port_type, i - 1, port)
+            names.append(port if devargs is None else f"dpdk{i - 1}")
+            self.ovs.vsctl("add-port", self.br, names[-1], "--", "set", "interface",
+                           names[-1], f"ofport_request={i}",
+                           *([f"type={self.port_type}"] if devargs is None else
+                             ["type=dpdk", f"options:dpdk-devargs={devargs}"]))
         if self.rules == "in_port":
             self.ovs.ofctl("del-flows", self.br)
             self.ovs.ofctl("add-flow", self.br, "in_port=1,actions=output:2")
@@ -212,8 +245,11 @@ class OpenVswitch(System):
 
 SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(),
                                OpenVswitch("system"), OpenVswitch("afxdp"),
+                               OpenVswitch("dpdk_af_packet", "in_port"),
                                Pyvswitch("normal"), Pyvswitch("in_port"),
                                Pyvswitch("tp_src10k"), Pyvswitch("in_port", "afxdp"),
+                               Pyvswitch("in_port", "dpdk_af_packet"),
+                               Pyvswitch("in_port", "dpdk_af_xdp"),
                                Pyvswitch("in_port", datapath_type="xdp"),
                                Pyvswitch("tp_src10k", datapath_type="xdp"))}
 

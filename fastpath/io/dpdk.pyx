@@ -185,8 +185,8 @@ _OPS.rx_missed = _rx_missed
 _OPS.close = _close
 
 #: The functions fastpath.io.port calls for a dpdk port.
-OPS = PyCapsule_New(<void*>&_OPS, b"fastpath.io.dpdk.OPS", NULL)
 OPS_NAME = b"fastpath.io.dpdk.OPS"
+OPS = PyCapsule_New(<void*>&_OPS, OPS_NAME, NULL)
 
 # ------------------------------------------------------------------ EAL
 
