@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
+import struct
 import subprocess
 import time
 
 import pytest
 
 from bench.ovs import OvsSwitch
+from tests.unit.openflow.helpers import onf_monitor_request
+from vswitch.openflow import monitor, nx
 from vswitch.process import require_tool, terminate
 
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+\|")
@@ -114,3 +118,59 @@ def test_monitor_prints_what_ovs_prints(pyvswitch, ovs, tmp_path, version, spec)
         seen[name] = watch(mgmt, version, spec, str(workdir), changes, n_updates)
     assert seen["pyvswitch"] == seen["ovs"]
     assert sum("event=" in ln for ln in seen["ovs"]) == n_updates + (spec == "")
+
+
+def _messages(sock, buf: bytearray):
+    """Complete OpenFlow messages read so far (blocking until one arrives)."""
+    while True:
+        if len(buf) >= 8:
+            length = struct.unpack_from("!H", buf, 2)[0]
+            if len(buf) >= length:
+                msg = bytes(buf[:length])
+                del buf[:length]
+                return msg
+        data = sock.recv(1 << 16)
+        if not data:
+            raise EOFError("switch closed the connection")
+        buf += data
+
+
+def test_monitor_that_stops_reading_is_paused_and_refreshed(pyvswitch, tmp_path):
+    """A controller (OF1.3, ONF encoding) that does not read while 6000
+    flows are added: the daemon pauses its monitor, and once it reads again
+    sends the rules it missed and "resumed" - every rule reported exactly once."""
+    daemon, br = pyvswitch
+    n = 6000
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(daemon.mgmt(br)[len("unix:"):])
+    sock.settimeout(20)
+    try:
+        sock.sendall(struct.pack("!BBHIHHI", 4, 0, 16, 1, 1, 8, 1 << 4))   # HELLO, OF1.3
+        sock.sendall(onf_monitor_request(1, monitor.ADD | monitor.ACTIONS, xid=2))
+        buf = bytearray()
+        while _messages(sock, buf)[1] != 19:      # the (empty) monitor reply
+            pass
+        flows = "\n".join(f"priority=10,ip,nw_dst=10.{i >> 8 & 255}.{i & 255}.1,actions=output:1"
+                          for i in range(n))
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", daemon.mgmt(br), "-"],
+                       input=flows, text=True, check=True, capture_output=True, timeout=120)
+        seen, paused, resumed = [], False, False
+        while not resumed:
+            msg = _messages(sock, buf)
+            if msg[1] == 4:                        # ONFT_FLOW_MONITOR_PAUSED/RESUMED
+                exp_type = struct.unpack_from("!I", msg, 12)[0]
+                paused |= exp_type == nx.ONF_FLOW_MONITOR_PAUSED
+                resumed = exp_type == nx.ONF_FLOW_MONITOR_PAUSED + 1
+            elif msg[1] == 19:
+                off = 24
+                while off < len(msg):
+                    length, event = struct.unpack_from("!HH", msg, off)
+                    assert event == nx.NXFME_ADDED
+                    seen.append(msg[off + 24:off + 24 + 24])    # the match: the rule
+                    off += length
+            if len(seen) == n and not paused:
+                break
+        assert paused and resumed
+        assert len(seen) == n and len(set(seen)) == n
+    finally:
+        sock.close()

@@ -86,6 +86,10 @@ class Channel:
     bundles: dict = field(default_factory=dict)
     #: flow monitors by id (monitor.py); replaced, never mutated, on change
     monitors: dict = field(default_factory=dict)
+    #: bytes waiting to be sent to this controller (flow monitors pause past a limit)
+    backlog: Callable[[], int] = lambda: 0
+    #: flow monitors paused: the rules added or modified since, by id; else None
+    monitor_paused: Optional[dict] = None
 
     @property
     def dp(self):

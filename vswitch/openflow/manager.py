@@ -104,6 +104,14 @@ class _Session(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def resume_writing(self):
+        """The transport's buffer drained below its low-water mark."""
+        if self.channel is not None and self.channel.monitor_paused is not None:
+            monitor.resume(self.mgr.switch, self.channel)
+
+    def backlog(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
     def _on_timer(self):
         self._timer = None
         self.conn.handle_timer(self.loop.time())
@@ -117,7 +125,7 @@ class _Session(asyncio.Protocol):
             if ev is None:
                 break
             if isinstance(ev, Connected):
-                self.channel = Channel(ev.version, send_async=self.send)
+                self.channel = Channel(ev.version, send_async=self.send, backlog=self.backlog)
                 self.mgr.switch.channels.append(self.channel)
             elif isinstance(ev, MessageReceived):
                 self._dispatch(ev.msg, now)

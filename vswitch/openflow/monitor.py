@@ -35,10 +35,12 @@ vendor error, OF1.3: Nicira experimenter error, OF1.4+:
 OFPET_FLOW_MONITOR_FAILED).  OVS 3.1 itself answers some of these with a
 malformed message; this sends what it means to.
 
-Not built: flow control.  OVS pauses a connection's monitors when its send
-queue backs up (NXT_FLOW_MONITOR_PAUSED, later a refresh and RESUMED); here
-updates are asynchronous messages like packet-ins and are dropped past the
-connection manager's backlog cap.
+Flow control, as OVS: when more than PAUSE_BACKLOG bytes wait to be sent
+to a monitoring connection after its updates, it gets "paused"
+(NXT_FLOW_MONITOR_PAUSED, ONFT 1871, OF1.4+ event PAUSED) and only deletes
+of rules it was told about keep coming; once the backlog drains (the
+manager calls `resume`) it gets the rules added or modified meanwhile that
+its monitors select, as ADDED updates, then "resumed".
 """
 from __future__ import annotations
 
@@ -66,8 +68,10 @@ _NX_EVENTS = {"initial": nx.NXFME_ADDED, "added": nx.NXFME_ADDED,
               "abbrev": nx.NXFME_ABBREV}
 _OF14_EVENTS = {"initial": of14.OFPFME_INITIAL, "added": of14.OFPFME_ADDED,
                 "deleted": of14.OFPFME_REMOVED, "modified": of14.OFPFME_MODIFIED,
-                "abbrev": of14.OFPFME_ABBREV}
+                "abbrev": of14.OFPFME_ABBREV, "paused": of14.OFPFME_PAUSED,
+                "resumed": of14.OFPFME_RESUMED}
 OFPTT_ALL = 0xFF
+PAUSE_BACKLOG = 128 * 1024      # OVS connmgr: bytes queued past which monitors pause
 
 # error -> (OF1.4+ OFPMOFC_* code, Nicira code in OF1.2/1.3, Nicira (type, code) in OF1.0)
 _ERRORS = {
@@ -134,6 +138,23 @@ class Update:
     reason: int = 0
     actions: bool = False
     xid: int = 0
+
+
+class FlowMonitorPaused(MsgBase):
+    """NXT_FLOW_MONITOR_PAUSED/RESUMED (OF1.0) or ONFT 1871/1872 (OF1.3):
+    a vendor/experimenter header and nothing else.  OF1.4+ says it with an
+    update event instead."""
+    cls_msg_type = 4               # OFPT_VENDOR == OFPT_EXPERIMENTER
+
+    def __init__(self, datapath, resumed: bool):
+        super().__init__(datapath)
+        self.resumed = resumed
+
+    def _serialize_body(self):
+        if self.datapath.ofproto.OFP_VERSION == codec.OFP10:
+            self.buf += struct.pack("!II", codec.NX, nx.NXT_FLOW_MONITOR_PAUSED + self.resumed)
+        else:
+            self.buf += struct.pack("!II", codec.ONF, nx.ONF_FLOW_MONITOR_PAUSED + self.resumed)
 
 
 class FlowMonitorReply(MsgBase):
@@ -208,6 +229,8 @@ def parse_cancel(dp, buf, off: int, end: int) -> FlowMonitorCancel:
 # ----------------------------------------------------------------- encoding
 def _encode_update(u: Update, version: int) -> bytes:
     events = _OF14_EVENTS if version >= codec.OFP14 else _NX_EVENTS
+    if u.event in ("paused", "resumed"):
+        return struct.pack(of14.OFP_FLOW_UPDATE_PAUSED_PACK_STR, 8, events[u.event])
     if u.event == "abbrev":
         return struct.pack(nx.NX_FLOW_UPDATE_ABBREV_PACK_STR, 8, events["abbrev"], u.xid)
     r = u.rule
@@ -317,7 +340,15 @@ def report(sw, changes) -> None:
             continue
         updates = []
         abbreviated = set()             # one ABBREV per message (xid), as OVS
+        paused = ch.monitor_paused
         for change, origin in changes:
+            if paused is not None:      # remember adds; a delete of those is moot
+                key = id(change.rule)
+                if change.event != "deleted":
+                    paused[key] = change.rule
+                    continue
+                if paused.pop(key, None) is not None:
+                    continue
             want = _EVENT_FLAG[change.event]
             flags = 0
             for m in ch.monitors.values():
@@ -333,6 +364,42 @@ def report(sw, changes) -> None:
                 updates.append(Update(change.event, change.rule, change.reason,
                                       bool(flags & ACTIONS)))
         if updates:
-            msg = FlowMonitorReply(ch.dp, updates)
-            msg.xid = 0
-            ch.send_async(msg)
+            _send_updates(ch, updates)
+        if paused is None and ch.backlog() > PAUSE_BACKLOG:
+            ch.monitor_paused = {}
+            _send_flow_control(ch, "paused")
+
+
+def resume(sw, ch) -> None:
+    """The paused connection's backlog drained: the rules added or modified
+    meanwhile that its monitors select, then "resumed"."""
+    paused = ch.monitor_paused
+    if paused is None:
+        return
+    ch.monitor_paused = None
+    updates = []
+    for rule in paused.values():
+        flags = 0
+        for m in ch.monitors.values():
+            if m.selects(rule):
+                flags |= m.flags
+        if flags:
+            updates.append(Update("added", rule, actions=bool(flags & ACTIONS)))
+    if updates:
+        _send_updates(ch, updates)
+    _send_flow_control(ch, "resumed")
+
+
+def _send_updates(ch, updates) -> None:
+    msg = FlowMonitorReply(ch.dp, updates)
+    msg.xid = 0                          # unsolicited
+    ch.send_async(msg)
+
+
+def _send_flow_control(ch, event: str) -> None:
+    if ch.version >= codec.OFP14:
+        _send_updates(ch, [Update(event)])
+        return
+    msg = FlowMonitorPaused(ch.dp, event == "resumed")
+    msg.xid = 0
+    ch.send_async(msg)

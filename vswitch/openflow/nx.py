@@ -215,7 +215,9 @@ def parse(dp, subtype: int, buf: bytes, off: int, end: int):  # noqa: F811
 # ONFST/ONFT 1870, reuses the update layout with an OXM ofp_match).
 NXST_FLOW_MONITOR = 2                     # vendor stats subtype (request and reply)
 NXT_FLOW_MONITOR_CANCEL = 21              # OF1.0 only; OF1.3: ONFT 1870; OF1.4+: command=DELETE
+NXT_FLOW_MONITOR_PAUSED = 22              # RESUMED = 23; no body
 ONF_FLOW_MONITOR = 1870                   # ONFST multipart exp_type and ONFT cancel message
+ONF_FLOW_MONITOR_PAUSED = 1871            # RESUMED = 1872; no body
 NX_FLOW_MONITOR_REQUEST_PACK_STR = "!IHHHB5s"   # id, flags, out_port, match_len, table_id, zeros
 ONF_FLOW_MONITOR_REQUEST_PACK_STR = "!IHHIB3s"  # id, flags, match_len, out_port, table_id, zeros
 NX_FLOW_MONITOR_CANCEL_PACK_STR = "!I"           # id

@@ -335,3 +335,40 @@ def test_initial_reply_spans_multipart_messages():
     assert struct.unpack_from("!H", out[-1], 10)[0] == 0
     lines = [ln for o in out for ln in ofp_print(o)[1:]]
     assert len(lines) == 2000 and all(ln.startswith(" event=ADDED table=0") for ln in lines)
+
+
+# ------------------------------------------------------------- flow control
+PAUSED = {codec.OFP10: ["NXT_FLOW_MONITOR_PAUSED (xid=0x0):"],
+          codec.OFP13: ["ONFT_FLOW_MONITOR_PAUSED (OF1.3) (xid=0x0):"],
+          codec.OFP14: ["OFPST_FLOW_MONITOR reply (OF1.4) (xid=0x0):", " event=PAUSED"],
+          codec.OFP15: ["OFPST_FLOW_MONITOR reply (OF1.5) (xid=0x0):", " event=PAUSED"]}
+
+
+@VERSIONS
+def test_backed_up_connection_is_paused_then_refreshed(version):
+    mon, other = pair(version)
+    sw = mon.switch
+    sw.pipeline.flow_mod(rule(0, 1, "arp", out=1), 0)
+    mon.feed(monitor_request(version, 1, monitor.ADD | monitor.DELETE | monitor.MODIFY))
+    backlog = [monitor.PAUSE_BACKLOG + 1]
+    mon.channel.backlog = lambda: backlog[0]
+    flow_mod13(other, of13.OFPFC_ADD, 0, 2, out=2, eth_type=0x800)
+    first, paused = pending(mon)
+    assert ofp_print(first)[1:] == [" event=ADDED table=0 cookie=0 ip"]
+    assert ofp_print(paused) == PAUSED[version]
+    # paused: adds and modifications wait; deletes of what it knows still come
+    flow_mod13(other, of13.OFPFC_ADD, 0, 3, out=3, eth_type=0x86dd)
+    flow_mod13(other, of13.OFPFC_ADD, 0, 4, out=4, eth_type=0x8847)
+    flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 4, eth_type=0x8847)   # came and went
+    flow_mod13(other, of13.OFPFC_MODIFY, 0, 2, out=5, eth_type=0x800)
+    flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 1, eth_type=0x806)
+    assert [ofp_print(o)[1:] for o in pending(mon)] == [
+        [" event=DELETED reason=delete table=0 cookie=0 arp"]]
+    backlog[0] = 0
+    monitor.resume(sw, mon.channel)
+    refresh, resumed = pending(mon)
+    assert sorted(ofp_print(refresh)[1:]) == [" event=ADDED table=0 cookie=0 ip",
+                                              " event=ADDED table=0 cookie=0 ipv6"]
+    assert ofp_print(resumed) == [ln.replace("PAUSED", "RESUMED") for ln in PAUSED[version]]
+    flow_mod13(other, of13.OFPFC_DELETE, 0xFF, 0)
+    assert len(ofp_print(pending(mon)[0])) == 3          # reporting as usual again
