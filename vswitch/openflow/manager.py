@@ -306,7 +306,11 @@ class ConnectionManager:
         thread) by a callback on the event loop."""
         if self.switch.record_rule_change(change) and not self._report_scheduled:
             self._report_scheduled = True
-            (self._loop or asyncio.get_event_loop()).call_soon_threadsafe(self._report_changes)
+            try:
+                (self._loop or asyncio.get_event_loop()).call_soon_threadsafe(
+                    self._report_changes)
+            except RuntimeError:       # the loop is gone (shutting down): nobody to tell
+                pass
 
     def _report_changes(self) -> None:
         self._report_scheduled = False

@@ -47,10 +47,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_4 as of14
 from os_ken.ofproto.ofproto_parser import MsgBase
-
-from slowpath.pipeline import outputs_to
 
 from . import codec, convert, nx, sp
 from .sp import OFError
@@ -87,7 +86,7 @@ def monitor_error(version: int, name: str) -> OFError:
     of14_code, nx_code, nx10 = _ERRORS[name]
     if version >= codec.OFP14 and of14_code is not None:
         return OFError(of14.OFPET_FLOW_MONITOR_FAILED, of14_code, name)
-    err = OFError(codec.of13.OFPET_EXPERIMENTER, nx_code, name)
+    err = OFError(of13.OFPET_EXPERIMENTER, nx_code, name)
     err.experimenter = codec.NX
     err.nx10 = nx10           # OF1.0 has no experimenter errors: NXET_VENDOR
     return err
@@ -100,8 +99,8 @@ class Monitor:
     id: int
     flags: int                       # NXFMF_*
     table_id: int = OFPTT_ALL
-    out_port: int = convert.OFPP_ANY         # slow-path numbering (OF1.0's is converted)
-    out_group: int = 0xFFFFFFFF              # OFPG_ANY
+    out_port: int = of13.OFPP_ANY            # slow-path numbering (OF1.0's is converted)
+    out_group: int = of13.OFPG_ANY
     command: int = of14.OFPFMC_ADD
     match_tlvs: list = field(default_factory=list)
     match: sp.Match = field(default_factory=sp.Match)
@@ -112,8 +111,8 @@ class Monitor:
             return False
         if not rule.match.covers(self.match):
             return False
-        return outputs_to(rule.instructions, self.out_port, self.out_group) or bool(
-            old_instructions and outputs_to(old_instructions, self.out_port, self.out_group))
+        return sp.outputs_to(rule.instructions, self.out_port, self.out_group) or bool(
+            old_instructions and sp.outputs_to(old_instructions, self.out_port, self.out_group))
 
 
 # ------------------------------------------------------------------ messages
@@ -132,7 +131,8 @@ class FlowMonitorCancel(MsgBase):
 @dataclass
 class Update:
     """One flow update: event "initial"/"added"/"deleted"/"modified" about
-    `rule`, or "abbrev" carrying the xid of the requester's own change."""
+    `rule`, "abbrev" carrying the xid of the requester's own change, or
+    "paused"/"resumed" (OF1.4+ flow control)."""
     event: str
     rule: object = None
     reason: int = 0

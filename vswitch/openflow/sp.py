@@ -17,6 +17,6 @@ from slowpath.continuation import NXR_NOT_SUPPORTED, NXR_STALE  # noqa: F401
 from slowpath.errors import OFError  # noqa: F401
 from slowpath.match import Match  # noqa: F401
 from slowpath.pipeline import (  # noqa: F401
-    Bucket, FlowMod, GroupMod, MeterBand, MeterMod, TableMod,
+    Bucket, FlowMod, GroupMod, MeterBand, MeterMod, TableMod, outputs_to,
 )
 from slowpath.port import Port  # noqa: F401
