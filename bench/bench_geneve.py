@@ -5,7 +5,9 @@
 Both hypervisors run the same system under test: two pyvswitch daemons
 (host-stack tunnel endpoint: Python encap and decap per packet; or native
 tunnelling with the underlay on a pyvswitch br-phy: tnl_push and tnl_pop
-in the Cython fast path, see ``vswitch/ports/geneve.py``), or two private
+in the Cython fast path, see ``vswitch/ports/geneve.py``; or the same with
+every bridge ``datapath_type=xdp`` in native XDP mode: tnl_push and tnl_pop
+in the XDP flow cache, ``fastpath/bpf``), or two private
 Open vSwitch 3.1 userspace datapaths (``bench.ovs.OvsSwitch``, native
 tunnelling: the underlay veth is a port of br-phy, which owns the address).
 Both switches share one core (CPU 1), so a packet's encap and decap and its
@@ -125,9 +127,10 @@ class PyvswitchPair:
     internal port, so encapsulation and decapsulation run in the Cython
     fast path."""
 
-    def __init__(self, native: bool = False):
-        self.native = native
-        self.name = "pyvswitch-native" if native else "pyvswitch-hoststack"
+    def __init__(self, native: bool = False, xdp: bool = False):
+        self.native, self.xdp = native, xdp
+        self.name = ("pyvswitch-native-xdp" if xdp else "pyvswitch-native" if native
+                     else "pyvswitch-hoststack")
 
     def setup(self, hv: Hypervisors):
         self.daemons = []
@@ -139,12 +142,17 @@ class PyvswitchPair:
             rundir = tempfile.mkdtemp(prefix=f"{self.name}-{side}-", dir=hv.tmp)
             d = DaemonProcess(rundir=rundir, log_level="warning", netns=hv.ns[side]).start()
             self.daemons.append(d)
+            dp_type = (["--", "set", "Bridge", "BR", "datapath_type=xdp",
+                        "other_config:xdp-mode=native"] if self.xdp else [])
+            if self.xdp:   # native XDP redirects into a veth need NAPI on its peer
+                sh("ethtool", "-K", "eth0", "gro", "on", ns=hv.ns["vma" if side == "hva" else "vmb"],
+                   check=False)
             if self.native:
-                d.vsctl("add-br", "br-phy")
+                d.vsctl("add-br", "br-phy", *[a.replace("BR", "br-phy") for a in dp_type])
                 d.vsctl("add-port", "br-phy", "ul")
                 sh("ip", "addr", "replace", f"{hv.ul[side]}/24", "dev", "br-phy", ns=hv.ns[side])
                 sh("ip", "link", "set", "br-phy", "up", ns=hv.ns[side])
-            d.vsctl("add-br", "br-int")
+            d.vsctl("add-br", "br-int", *[a.replace("BR", "br-int") for a in dp_type])
             d.vsctl("add-port", "br-int", "vport", "--", "set", "Interface", "vport",
                     "ofport_request=1")
             d.vsctl("add-port", "br-int", "gnv0", "--", "set", "Interface", "gnv0",
@@ -191,7 +199,8 @@ class OvsPair:
             o.stop()
 
 
-SYSTEMS = {s.name: s for s in (PyvswitchPair(), PyvswitchPair(native=True), OvsPair())}
+SYSTEMS = {s.name: s for s in (PyvswitchPair(), PyvswitchPair(native=True),
+                               PyvswitchPair(native=True, xdp=True), OvsPair())}
 
 
 def measure(hv: Hypervisors, system, seconds: float) -> dict:
@@ -215,7 +224,7 @@ def measure(hv: Hypervisors, system, seconds: float) -> dict:
         time.sleep(0.3)
         for pid in system.pids:
             _pin_tree(pid, SWITCH_CPU)   # threads started since
-        pops = _tnl_pop_rx(system)
+        pops, xpops = _tnl_pop_rx(system), _xdp_pops(system)
         before = hv.rx_packets()
         gen = hv.generate(seconds)
         time.sleep(0.5)
@@ -224,9 +233,20 @@ def measure(hv: Hypervisors, system, seconds: float) -> dict:
              "mpps": got / gen["seconds"] / 1e6, "sent": gen["sent"], "received": got}
         if pops is not None:   # how many the decapsulating side popped in Cython
             r["tnl_pop_rx"] = _tnl_pop_rx(system) - pops
+        if xpops is not None:   # ... and in XDP
+            r["xdp_pops"] = _xdp_pops(system) - xpops
         return r
     finally:
         system.teardown()
+
+
+def _xdp_pops(system) -> int | None:
+    """hv-b's XDP tnl_pop megaflow hits (datapath_type=xdp), else None."""
+    if not getattr(system, "xdp", False):
+        return None
+    dump = system.daemons[1].appctl("dpctl/dump-flows", "--kernel")
+    return sum(int(ln.split("packets:")[1].split(",")[0]) for ln in dump.splitlines()
+               if "tnl_pop(" in ln and "packets:" in ln)
 
 
 def _tnl_pop_rx(system) -> int | None:
@@ -257,7 +277,9 @@ def main(argv=None) -> int:
                 print(f"rep {rep + 1}: {r['system']}: {r['mpps']:.4f} Mpps "
                       f"(offered {r['offered_mpps']:.2f})"
                       + (f", decapsulated by tnl_pop: {r['tnl_pop_rx']}/{r['received']}"
-                         if "tnl_pop_rx" in r else ""), file=sys.stderr)
+                         if "tnl_pop_rx" in r else "")
+                      + (f", by XDP tnl_pop: {r['xdp_pops']}" if "xdp_pops" in r else ""),
+                      file=sys.stderr)
     finally:
         hv.close()
     print("| system (GENEVE encap -> decap, 64B UDP, 1 flow) | Mpps median (min-max) |")

@@ -160,6 +160,12 @@ struct scratch {
     __u32 tnl_dp_port;  /* the tunnel port that accepted the last decap */
     __u8 opts[272];     /* the GENEVE options being walked (252 at most, + slack) */
     __u8 mac[16];       /* Ethernet addresses across a VLAN push/pop */
+    __u64 outer_len;    /* a decapsulated frame: the outer frame's length, */
+    __u32 outer_id;     /* its tnl_pop megaflow, */
+    __u32 ofs;          /* how far its head moved (0: no decap) */
+    __u32 opt_port;     /* xc_tnl_decap -> xc_tnl_opts: the accepting port's index, */
+    __u32 opt_len;      /* the bytes of GENEVE options */
+    __u32 opt_ofs;      /* and their offset in the frame */
 };
 
 /* zlib's CRC-32 (the tnl_push source port hash, fastpath/execute.pyx _dp_hash) */
@@ -580,14 +586,11 @@ static __always_inline int push_vlan(struct xdp_md *ctx, __u8 *mac, __be16 tpid,
 static __always_inline __u32 flow_crc(const __u8 *kb)
 {
     __u32 c = 0xffffffff;
-#pragma unroll
     for (int i = 0; i < 8; i++)
         c = crc_tab[(c ^ kb[XK(NW_SRC) + i]) & 0xff] ^ (c >> 8);
-#pragma unroll
     for (int i = 0; i < 32; i++)
         c = crc_tab[(c ^ kb[XK(IPV6_SRC) + i]) & 0xff] ^ (c >> 8);
     c = crc_tab[(c ^ kb[XK(NW_PROTO)]) & 0xff] ^ (c >> 8);
-#pragma unroll
     for (int i = 0; i < 4; i++)
         c = crc_tab[(c ^ kb[XK(TP_SRC) + i]) & 0xff] ^ (c >> 8);
     return ~c;
@@ -637,9 +640,18 @@ static __always_inline struct tnl_hdr *push_hdr(const struct flow_act *a, __u64 
 /* fastpath/execute.pyx _tnl_push for an IPv4 header without UDP checksum:
  * prepend the header, fix the IP total length and checksum, the UDP length
  * and source port (32768 + hash % 28232); redirect to out_port. */
-static __always_inline int tnl_push(struct xdp_md *ctx, const struct flow_act *a,
-                                    struct tnl_hdr *h, __u8 *kb)
+__noinline int xc_tnl_push(struct xdp_md *ctx, __u32 flow_id)
 {
+    __u32 zero = 0;
+    struct flow_act *a = bpf_map_lookup_elem(&flows, &flow_id);
+    struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+    if (!ctx || !a || !s)
+        return XDP_DROP;
+    __u32 i = a->tnl_hdr;
+    struct tnl_hdr *h = bpf_map_lookup_elem(&tnl_hdrs, &i);
+    if (!h)
+        return XDP_DROP;
+    __u8 *kb = (__u8 *)&s->k;
     __u32 hlen = h->len;
     if (hlen < 42 || hlen > XC_TNL_HDR_MAX)
         return XDP_DROP;
@@ -792,19 +804,9 @@ __noinline int xc_tnl_decap(struct xdp_md *ctx, __u32 l3, __u32 l4)
     if (!score || (best_flags & (XC_TP_L3 | XC_TP_PUNT)))
         return UPCALL;
 
-    /* options (TlvMap.to_key): mapped ones fill their slot */
-    struct opt_walk w = { .o = 0, .len = hlen - 8, .port = best_i, .err = 0 };
-    if (w.len) {
-        __u64 ol = w.len;
-        OPAQUE(ol);                         /* one register for the check and the call */
-        if (ol < 1 || ol > 252)
-            return UPCALL;
-        if (bpf_xdp_load_bytes(ctx, (l4 & 0x7f) + 16, s->opts, ol))
-            return UPCALL;
-        bpf_loop(XC_TNL_OPTS, opt_step, &w, 0);
-        if (w.err || w.o < w.len)
-            return UPCALL;                  /* more options than XDP walks */
-    }
+    s->opt_port = best_i;
+    s->opt_len = hlen - 8;
+    s->opt_ofs = (l4 & 0x7f) + 16;
 
     /* fill_tunnel_key */
     kb[XKT(TUN_ID) + 5] = g[4];
@@ -819,29 +821,39 @@ __noinline int xc_tnl_decap(struct xdp_md *ctx, __u32 l3, __u32 l4)
     return (int)(l4 & 0x7f) + 8 + hlen;
 }
 
+/* The options of the frame xc_tnl_decap accepted (TlvMap.to_key: mapped
+ * ones fill their key slot): 0, or UPCALL for a drop reason or more than
+ * XC_TNL_OPTS options.  Apart from xc_tnl_decap so that neither call
+ * chain outgrows the 512-byte stack. */
+__noinline int xc_tnl_opts(struct xdp_md *ctx)
+{
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+    if (!ctx || !s)
+        return UPCALL;
+    struct opt_walk w = { .o = 0, .len = s->opt_len, .port = s->opt_port, .err = 0 };
+    if (!w.len)
+        return 0;
+    __u64 ol = w.len;
+    OPAQUE(ol);                             /* one register for the check and the call */
+    if (ol < 1 || ol > 252)
+        return UPCALL;
+    if (bpf_xdp_load_bytes(ctx, s->opt_ofs & 0x1ff, s->opts, ol))
+        return UPCALL;
+    bpf_loop(XC_TNL_OPTS, opt_step, &w, 0);
+    if (w.err || w.o < w.len)
+        return UPCALL;                      /* more options than XDP walks */
+    return 0;
+}
+
 /* -------------------------------------------------------------- execute */
 
 /* Run flow `flow_id`'s actions on the frame; `pp` is struct parsed packed
  * by pack_parsed.  A global function (own stack frame, checked once): the
  * main program's frame plus a lookup's would not fit the 512-byte stack. */
-__noinline int xc_execute(struct xdp_md *ctx, __u32 flow_id, __u32 pp)
+static __always_inline int execute(struct xdp_md *ctx, struct flow_act *a, struct parsed *p,
+                                   struct scratch *s, __u32 flow_id)
 {
-    __u32 zero = 0;
-    struct flow_act *a = bpf_map_lookup_elem(&flows, &flow_id);
-    struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-    if (!ctx || !a || !s)
-        return XDP_DROP;
-    __u8 *kb = (__u8 *)&s->k;
-    struct parsed pv = { .l3 = pp & 0xff, .l4 = (pp >> 8) & 0x1ff, .kind = (pp >> 20) & 0xf,
-                         .proto = pp >> 24 };
-    struct parsed *p = &pv;
-    struct tnl_hdr *h = NULL;
-    if (a->flags & XF_TNL_PUSH) {
-        __u32 i = a->tnl_hdr;
-        h = bpf_map_lookup_elem(&tnl_hdrs, &i);
-        if (!h)
-            return XDP_DROP;
-    }
     __u32 f = a->flags;
     __u8 *d, *end;
 
@@ -887,8 +899,8 @@ __noinline int xc_execute(struct xdp_md *ctx, __u32 flow_id, __u32 pp)
             return XDP_DROP;
         return bpf_redirect_map(set, 0, BPF_F_BROADCAST);
     }
-    if ((f & XF_TNL_PUSH) && h)
-        return tnl_push(ctx, a, h, kb);
+    if (f & XF_TNL_PUSH)
+        return xc_tnl_push(ctx, flow_id);
     if (f & XF_OUTPUT)
         return bpf_redirect_map(&tx_ports, a->out_port, XDP_DROP);
     return XDP_DROP;
@@ -985,6 +997,16 @@ static __always_inline long try_mask(__u32 slot, struct search *sc)
     return 1;
 }
 
+/* bpf_loop callback over every probe position. */
+static long search_all(__u64 index, void *ctx)
+{
+    __u32 zero = 0;
+    struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
+    if (!cfg)
+        return 1;
+    return try_mask(cfg->order[index & (XC_MAX_MASKS - 1)], ctx);
+}
+
 /* bpf_loop callback for the probe positions after the inline ones. */
 static long search_mask(__u64 index, void *ctx)
 {
@@ -999,7 +1021,7 @@ static long search_mask(__u64 index, void *ctx)
  * exact-match LRU, then the mask slots in probe order.  `tun`: the key's
  * tunnel words are in use (the EMC hashes them too).  A global function:
  * the verifier checks it once, not once per caller. */
-__noinline int xc_lookup(__u32 tun)
+static __always_inline int lookup_id(__u32 tun)
 {
     __u32 zero = 0;
     struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
@@ -1054,14 +1076,22 @@ __noinline int xc_lookup(__u32 tun)
     return fid & 0x7fffffff;
 }
 
-static __always_inline struct flow_act *lookup(__u32 tun, __u32 *flow_id)
+/* The second pass's lookup (a decapsulated frame): every mask slot in
+ * probe order with bpf_loop, no exact-match cache.  A global function on a
+ * small frame of its own, so the main program's frame plus this chain fit
+ * the 512-byte stack; the first pass stays inline and call-free. */
+__noinline int xc_lookup_inner(struct xdp_md *ctx)
 {
-    int r = xc_lookup(tun);
-    if (r < 0)
-        return NULL;
-    __u32 fid = r;
-    *flow_id = fid;
-    return bpf_map_lookup_elem(&flows, &fid);
+    __u32 zero = 0;
+    struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
+    if (!ctx || !cfg)
+        return -1;
+    struct search sc = { .flow_id = 0, .found = 0, .tab_mask = cfg->tab_mask,
+                         .n_overflow = cfg->n_overflow };
+    __u32 n = cfg->n_masks < XC_MAX_MASKS ? cfg->n_masks : XC_MAX_MASKS;
+    if (n)
+        bpf_loop(n, search_all, &sc, 0);
+    return sc.found ? (int)(sc.flow_id & 0x7fffffff) : -1;
 }
 
 static __always_inline void count(__u32 flow_id, __u64 len)
@@ -1079,39 +1109,6 @@ static __always_inline void put_in_port(__u8 *kb, __u32 dp_port)
     kb[XK_IN_PORT + 1] = dp_port >> 16;
     kb[XK_IN_PORT + 2] = dp_port >> 8;
     kb[XK_IN_PORT + 3] = dp_port;
-}
-
-/* A tnl_pop flow hit: decapsulate and find the inner frame's megaflow (one
- * more pass; no further tnl_pop).  NULL when XDP cannot finish: *ofs says
- * how far the head moved (the caller restores it, so userspace gets the
- * outer frame as it came). */
-static __always_inline struct flow_act *tnl_pop(struct xdp_md *ctx, struct xc_config *cfg,
-                                                struct scratch *s, struct parsed *p,
-                                                __u32 *flow_id, __u32 *ofs)
-{
-    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-    __u8 *kb = (__u8 *)&s->k;
-    if (p->kind != 4 || p->proto != IPPROTO_UDP)
-        return NULL;
-    s->tun = 1;
-    int o = xc_tnl_decap(ctx, p->l3, p->l4);
-    if (o < 0 || o > 512 || bpf_xdp_adjust_head(ctx, o))
-        return NULL;
-    *ofs = o;
-    data = (void *)(long)ctx->data;
-    end = (void *)(long)ctx->data_end;
-#pragma unroll
-    for (int i = 0; i < XK_BASE_WORDS; i++)
-        s->k.w[i] = 0;
-    p->l3 = p->l4 = 0;
-    p->kind = p->proto = 0;
-    if (parse(data, end, kb, p) < 0)
-        return NULL;
-    put_in_port(kb, s->tnl_dp_port);
-    struct flow_act *a = lookup(1, flow_id);
-    if (!a || (a->flags & (XF_USERSPACE | XF_TNL_POP)))
-        return NULL;
-    return a;
 }
 
 SEC("xdp")
@@ -1135,45 +1132,65 @@ int xdp_cache(struct xdp_md *ctx)
     struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
     if (!cfg || !s)
         return XDP_PASS;
-    struct parsed p = {};
     __u8 *kb = (__u8 *)&s->k;
-#pragma unroll
-    for (int i = 0; i < XK_BASE_WORDS; i++)
-        s->k.w[i] = 0;
     if (s->tun) {
 #pragma unroll
         for (int i = XK_BASE_WORDS; i < XK_WORDS; i++)
             s->k.w[i] = 0;
         s->tun = 0;
     }
+    s->ofs = 0;
+#pragma unroll
+    for (int i = 0; i < XK_BASE_WORDS; i++)
+        s->k.w[i] = 0;
+    struct parsed p = {};
     if (parse(data, end, kb, &p) < 0)
         return to_userspace(ctx, cfg, dp_port);
     put_in_port(kb, dp_port);
-
-    __u32 flow_id = 0, outer_id = 0, ofs = 0;
-    __u64 outer_len = 0;
-    struct flow_act *a = lookup(0, &flow_id);
+    int r = lookup_id(0);
+    if (r < 0)
+        return to_userspace(ctx, cfg, dp_port);
+    __u32 flow_id = r;
+    struct flow_act *a = bpf_map_lookup_elem(&flows, &flow_id);
     if (!a || (a->flags & XF_USERSPACE))
         return to_userspace(ctx, cfg, dp_port);
     if (a->flags & XF_TNL_POP) {
-        outer_id = flow_id;
-        outer_len = (__u64)(end - data);
-        a = tnl_pop(ctx, cfg, s, &p, &flow_id, &ofs);
-        if (!a)
-            goto punt;
+        /* decapsulate, then the inner frame as received on the tunnel port
+         * that accepts it (the key's tunnel words filled); no second tnl_pop */
+        if (p.kind != 4 || p.proto != IPPROTO_UDP)
+            return to_userspace(ctx, cfg, dp_port);
+        s->outer_id = flow_id;
+        s->outer_len = (__u64)(end - data);
+        s->tun = 1;
+        int o = xc_tnl_decap(ctx, p.l3, p.l4);
+        if (o < 0 || o > 512 || xc_tnl_opts(ctx) < 0 || bpf_xdp_adjust_head(ctx, o))
+            return to_userspace(ctx, cfg, dp_port);
+        s->ofs = o;
         data = (void *)(long)ctx->data;
         end = (void *)(long)ctx->data_end;
+#pragma unroll
+        for (int i = 0; i < XK_BASE_WORDS; i++)
+            s->k.w[i] = 0;
+        p = (struct parsed){};
+        if (parse(data, end, kb, &p) < 0)
+            goto punt;
+        put_in_port(kb, s->tnl_dp_port);
+        r = xc_lookup_inner(ctx);
+        if (r < 0)
+            goto punt;
+        flow_id = r;
+        a = bpf_map_lookup_elem(&flows, &flow_id);
+        if (!a || (a->flags & (XF_USERSPACE | XF_TNL_POP)))
+            goto punt;
     }
     if ((a->flags & XF_TNL_PUSH) && !push_hdr(a, (__u64)(end - data)))
         goto punt;
-    if (outer_len)
-        count(outer_id, outer_len);
+    if (s->ofs)
+        count(s->outer_id, s->outer_len);
     count(flow_id, (__u64)(end - data));
-    return xc_execute(ctx, flow_id,
-                      (p.l3 & 0xff) | (p.l4 & 0x1ff) << 8 | (__u32)(p.kind & 0xf) << 20
-                      | (__u32)p.proto << 24);
+    return execute(ctx, a, &p, s, flow_id);
 punt:
-    if (ofs && bpf_xdp_adjust_head(ctx, -(int)ofs))
+    if (s->ofs && bpf_xdp_adjust_head(ctx, -(int)s->ofs))
         return XDP_DROP;
     return to_userspace(ctx, cfg, dp_port);
 }

@@ -24,6 +24,7 @@ from slowpath.flow import FlowKey, parse_packet
 from fastpath.bpf import xdp_cache as X
 
 from .conftest import LO
+from .test_xdp_property import packets, set_masked
 from .util import FULL_MASK, XDP_PASS, XDP_REDIRECT, mask_of, masked
 
 UNDERLAY = 3                    # dp_port of the underlay NIC (an output of the cache)
@@ -302,3 +303,30 @@ def test_property_xdp_decides_as_the_cython_decoder(tcache, opts, vni, src, dpor
         assert out == got[1]
     else:
         assert (verdict, out) == (XDP_PASS, fr)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frame=packets(), sets=st.lists(set_masked(), max_size=4),
+       vni=st.integers(0, 0xFFFFFF), opts=st.tuples(st.integers(0, 2 ** 32 - 1),
+                                                     st.integers(0, 2 ** 64 - 1)),
+       oam=st.booleans())
+def test_property_encap_equals_cython(tcache, dpif, frame, sets, vni, opts, oam):
+    """Random frames, random masked sets, then tnl_push: XDP's outer frame is
+    the Cython executor's, byte for byte (the source port hashes the key as
+    the sets left it, also where a set has no header to rewrite)."""
+    tcache.flush()
+    push = push_for(frame, vni=vni, opts=opts)
+    if oam:
+        key = parse_packet(frame, 1)
+        key.tun_flags = t.FLOW_TNL_F_OAM
+        push = dataclasses.replace(push, header=t.build_header(
+            ROUTE4, t.Outer("10.0.0.1", "10.0.0.2", 0, 6081, 0, 64, True, False), vni,
+            t.encode_options(TLV.from_key(key)), True))
+    acts = tuple(sets) + (push,)
+    assert X.offloadable(acts, FULL_MASK, FULL_MASK)
+    key = bytes(parse_packet(frame, 1))
+    assert tcache.put(masked(key, FULL_MASK), FULL_MASK, acts) is True
+    verdict, out = tcache.test_run(frame, LO)
+    want = cython_run(dpif, frame, acts)
+    assert verdict == XDP_REDIRECT
+    assert out == want, (out.hex(), want.hex())
