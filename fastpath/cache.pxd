@@ -61,6 +61,7 @@ cdef class FlowCache:
     cdef dict subtables             # mask bytes -> int (fp_subtable* address)
     cdef dict mask_objs             # fp_subtable* address -> its mask bytes
     cdef list graveyard             # freed at the next quiescent point
+    cdef bint emc_stale             # an override was put: the reader clears its EMC
     cdef public uint64_t max_flows
     cdef fp_megaflow* _find(self, bytes match, bytes mask)
     cdef Megaflow _get(self, bytes match, bytes mask)

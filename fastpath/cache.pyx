@@ -7,12 +7,18 @@ words its mask touches.  Lookup walks subtables in rank order (most hits
 first, re-ranked by :meth:`FlowCache.rank`).  The EMC is direct-mapped on the
 hash of the whole key and points at megaflows.
 
-Consistency: structures are modified only between batches (the daemon
-serialises megaflow changes onto the datapath thread).  Replaced or deleted
-megaflows, action blocks and old slot arrays are not freed immediately but
-parked in a graveyard that :meth:`quiesce` empties at the start of the next
-poll, so a lookup in progress always sees either the old or the new entry
-(pointer stores are single aligned words).
+Consistency: one reader thread (the poll-mode thread that owns the cache)
+looks up without locks while one writer at a time (the upcall handler, the
+revalidator; serialised by the GIL, since writers are Python methods) changes
+the tables.  Entries and subtables are fully built before a release store
+publishes them; a grown slot array is published before its capacity, so a
+reader never indexes past the array it holds.  A reader may miss an entry
+being moved (a spurious upcall, which the slow path answers correctly) but
+never sees a torn one.  Replaced or deleted megaflows, action blocks and old
+slot arrays are not freed immediately but parked in a graveyard that the
+reader empties in :meth:`quiesce` at the start of its next poll (RCU's grace
+period, with one reader): before freeing, it drops EMC entries that point at
+dead megaflows, since only the reader itself fills its EMC.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -53,7 +59,23 @@ cdef extern from *:
         struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
         return (unsigned long long)ts.tv_sec * 1000ULL + ts.tv_nsec / 1000000;
     }
+    static inline void fp_publish_ptr(void **slot, void *v) {
+        __atomic_store_n(slot, v, __ATOMIC_RELEASE);
+    }
+    static inline void fp_publish_u32(uint32_t *slot, uint32_t v) {
+        __atomic_store_n(slot, v, __ATOMIC_RELEASE);
+    }
+    static inline void fp_publish_int(int *slot, int v) {
+        __atomic_store_n(slot, v, __ATOMIC_RELEASE);
+    }
+    static inline uint32_t fp_acquire_u32(const uint32_t *slot) {
+        return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    }
     """
+    void fp_publish_ptr(void** slot, void* v) nogil
+    void fp_publish_u32(uint32_t* slot, uint32_t v) nogil
+    void fp_publish_int(int* slot, int v) nogil
+    uint32_t fp_acquire_u32(const uint32_t* slot) nogil
     unsigned long long fp_now_ms() nogil
     uint32_t fp_hash_words_crc(const uint64_t* w, int n) nogil
     int fp_crc_ok() nogil
@@ -115,7 +137,7 @@ cdef inline bint _masked_eq(fp_subtable* st, const fp_megaflow* mf, const uint64
 
 cdef fp_megaflow* _st_lookup(fp_subtable* st, const uint64_t* key) noexcept nogil:
     cdef uint32_t h = _masked_hash(st, key)
-    cdef uint32_t m = st.cap - 1
+    cdef uint32_t m = fp_acquire_u32(&st.cap) - 1     # then slots: never past them
     cdef uint32_t i = h & m
     cdef fp_megaflow* mf
     while True:
@@ -267,8 +289,16 @@ cdef class FlowCache:
             self.c = NULL
 
     cpdef quiesce(self):
-        """No lookup is in progress: free what replaced/deleted entries held."""
+        """No lookup is in progress (called by the reader between polls):
+        forget EMC entries of dead megaflows, then free what replaced or
+        deleted entries held."""
+        cdef int i
+        if self.emc_stale:
+            self.emc_stale = False
+            for i in range(EMC_SIZE):
+                self.c.emc[i].mf = NULL
         if self.graveyard:
+            self._emc_purge_dead()
             self.graveyard = []
 
     def __len__(self):
@@ -308,8 +338,8 @@ cdef class FlowCache:
         if st.slots == NULL:
             free(st)
             raise MemoryError()
-        self.c.subtables[self.c.n_subtables] = st     # publish last
-        self.c.n_subtables += 1
+        self.c.subtables[self.c.n_subtables] = st
+        fp_publish_int(&self.c.n_subtables, self.c.n_subtables + 1)   # publish last
         self.subtables[mask] = <size_t>st
         self.mask_objs[<size_t>st] = mask
         return st
@@ -335,8 +365,8 @@ cdef class FlowCache:
                         j = (j + 1) & m
                     slots[j] = x
             old = st.slots
-            st.slots = slots
-            st.cap = newcap
+            fp_publish_ptr(<void**>&st.slots, slots)
+            fp_publish_u32(&st.cap, newcap)        # after the array it indexes
             st.tombs = 0
             self.graveyard.append(_block(old))
         m = st.cap - 1
@@ -345,7 +375,7 @@ cdef class FlowCache:
             i = (i + 1) & m
         if st.slots[i] == TOMB:
             st.tombs -= 1
-        st.slots[i] = mf
+        fp_publish_ptr(<void**>&st.slots[i], mf)   # mf is complete before
         st.count += 1
         return 0
 
@@ -399,6 +429,7 @@ cdef class FlowCache:
         match = _and(match, mask)
         if prio > 0:
             self._emc_forget_covered(match, mask)
+            self.emc_stale = True   # the reader may have refilled one meanwhile
         old = self._get(match, mask)
         if old is not None:
             # Atomic replacement of the actions pointer; the old compiled
@@ -487,9 +518,11 @@ cdef class FlowCache:
     def flush(self):
         """Delete every megaflow (one EMC pass, not one per flow)."""
         cdef Megaflow obj
+        cdef int i
         for obj in list(self.flows.values()):
             self._unlink(obj)
-        memset(self.c.emc, 0, EMC_SIZE * sizeof(fp_emc_entry))
+        for i in range(EMC_SIZE):      # pointers only: a reader may be comparing keys
+            self.c.emc[i].mf = NULL
 
     def values(self):
         return list(self.flows.values())

@@ -1,13 +1,15 @@
 # Batched datapath-action execution over compiled action blocks.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from fastpath.fpcore cimport fp_packet, fp_arena
-from fastpath.io.port cimport fp_port
+from fastpath.io.port cimport fp_port, fp_port_tx, fp_port_tx_flush
+from fastpath.fpcore cimport fp_spin_lock, fp_spin_unlock
 from fastpath.cache cimport fp_cache, KEY_WORDS
 
 cdef enum:
     FP_MAX_PORTS = 4096          # dp_port numbers 1..FP_MAX_PORTS-1
     FP_MAX_METERS = 4096
     FP_MAX_RECIRC_DEPTH = 6
+    FP_TX_LOCK_STRIDE = 16       # ints: one cache line per port lock
 
 # Compiled action types.
 cdef enum:
@@ -60,6 +62,7 @@ ctypedef struct fp_meter:
     uint64_t last_ns
     uint64_t passed
     uint64_t dropped
+    int lock                     # fp_spin_lock: PMDs share the meter table
 
 ctypedef struct fp_dp_stats:
     uint64_t hit
@@ -86,7 +89,9 @@ ctypedef struct fp_dp:
     int max_recirc
     fp_packet* segs                  # software-GSO scratch (FP_RX_CAP packets)
     uint64_t* segkeys
-    fp_meter meters[FP_MAX_METERS]
+    fp_meter* meters                 # FP_MAX_METERS, shared by every context
+    int* tx_locks                    # per dp_port (stride FP_TX_LOCK_STRIDE), shared;
+                                     # NULL: this context is the only transmitter
     uint64_t now_ns
     uint64_t rng
     fp_dp_stats stats
@@ -102,3 +107,23 @@ cdef class CompiledActions:
     cdef readonly uint32_t length
     cdef readonly tuple actions
     cdef object __weakref__
+
+
+# A port's TX staging is shared by every context (PMDs, the main thread) that
+# outputs to it: queue and flush under the port's lock when there are several.
+cdef inline void fp_dp_tx(fp_dp* dp, uint32_t dp_port, const uint8_t* data,
+                          uint32_t length) noexcept nogil:
+    if dp.tx_locks == NULL:
+        fp_port_tx(dp.ports[dp_port], data, length)
+        return
+    fp_spin_lock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
+    fp_port_tx(dp.ports[dp_port], data, length)
+    fp_spin_unlock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
+
+cdef inline void fp_dp_tx_flush(fp_dp* dp, fp_port* p) noexcept nogil:
+    if dp.tx_locks == NULL:
+        fp_port_tx_flush(p)
+        return
+    fp_spin_lock(&dp.tx_locks[p.dp_port * FP_TX_LOCK_STRIDE])
+    fp_port_tx_flush(p)
+    fp_spin_unlock(&dp.tx_locks[p.dp_port * FP_TX_LOCK_STRIDE])

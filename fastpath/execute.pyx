@@ -7,7 +7,10 @@ such a block on one packet with no Python objects.  Header rewrites
 (``SetMasked``) update the packet and its flow key together and fix the IPv4
 header checksum and the TCP/UDP/ICMP(v6)/SCTP checksums incrementally (SCTP:
 CRC32c recomputed).  Outputs are queued on the port (copies), flushed once
-per poll.  Userspace/Recirc/slow actions leave through the datapath's upcall
+per poll.  Several threads transmit (the PMDs and the main thread, which
+executes upcalled packets and packet-outs), so they queue and flush under the
+port's TX lock (``fp_dp_tx``); meters are shared by all of them, each behind
+its own spinlock.  Userspace/Recirc/slow actions leave through the datapath's upcall
 and recirculation queues.  GENEVE native tunnelling runs here too:
 ``tnl_push`` (a prebuilt outer header; lengths, checksums and the UDP source
 port fixed per packet) and ``tnl_pop`` (decapsulation, tunnel port choice,
@@ -24,7 +27,7 @@ from fastpath.fpcore cimport (fp_packet, fp_arena, fp_arena_alloc, fp_pkt_own, f
                               fp_sum16, rd16, rd32, wr16, wr32,
                               FP_PKT_OWNED, FP_PKT_CSUM_PARTIAL, FP_PKT_GSO, FP_HEADROOM)
 from fastpath._fields cimport *
-from fastpath.io.port cimport fp_port, fp_port_tx
+from fastpath.io.port cimport fp_port
 from fastpath.parse cimport fp_parse
 
 cdef enum:
@@ -487,6 +490,7 @@ cdef int _meter(fp_dp* dp, uint32_t mid, uint32_t nbytes) noexcept nogil:
     m = &dp.meters[mid]
     if not m.active:
         return 0
+    fp_spin_lock(&m.lock)
     if dp.now_ns > m.last_ns:
         el = dp.now_ns - m.last_ns
         # tokens scaled by 1000: rate [units/s] * el [ns] / 1e6
@@ -501,8 +505,10 @@ cdef int _meter(fp_dp* dp, uint32_t mid, uint32_t nbytes) noexcept nogil:
     if m.tokens >= cost:
         m.tokens -= cost
         m.passed += 1
+        fp_spin_unlock(&m.lock)
         return 0
     m.dropped += 1
+    fp_spin_unlock(&m.lock)
     return 1
 
 
@@ -594,7 +600,7 @@ cdef void _tnl_push(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* hdr,
         s += 17 + (total - l4) + fp_sum16(udp, total - l4)
         c = ~_fold(s)
         wr16(udp + 6, c if c else 0xffff)
-    fp_port_tx(dp.ports[out_port], b, total)
+    fp_dp_tx(dp, out_port, b, total)
     _tnl_tx += 1
 
 
@@ -955,7 +961,7 @@ cdef int fp_execute(fp_dp* dp, fp_packet* p, uint64_t* key, const uint8_t* acts,
         if a.type == A_OUTPUT:
             if a.arg < FP_MAX_PORTS and dp.ports[a.arg] != NULL:
                 n = p.len if p.len < trunc else trunc
-                fp_port_tx(dp.ports[a.arg], p.data, n)
+                fp_dp_tx(dp, a.arg, p.data, n)
             else:
                 dp.stats.dropped += 1
             trunc = 0xffffffff                  # as in OVS: next output only

@@ -109,3 +109,25 @@ cdef inline uint64_t fp_sum16(const uint8_t* b, uint32_t n) noexcept nogil:
     if n & 1:
         s += <uint32_t>b[n - 1] << 8
     return s
+
+
+# A spinlock for the few structures several poll-mode threads share (a
+# port's TX staging, a meter's bucket): critical sections are a few hundred
+# nanoseconds (a sendmmsg at most), so spinning beats a futex; a holder that
+# was preempted is waited for with sched_yield rather than burnt cycles.
+cdef extern from *:
+    """
+    #include <sched.h>
+    static inline void fp_spin_lock(int *l) {
+        int spins = 0;
+        while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
+            while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
+                if (++spins > 1000) { sched_yield(); spins = 0; }
+                else __builtin_ia32_pause();
+            }
+        }
+    }
+    static inline void fp_spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+    """
+    void fp_spin_lock(int* l) nogil
+    void fp_spin_unlock(int* l) nogil

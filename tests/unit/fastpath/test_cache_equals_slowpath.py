@@ -5,8 +5,12 @@ misses are translated by the slow path, installed as megaflows and executed,
 as the daemon does, and (b) through the slow path alone (xlate +
 odp_execute for every packet).  Both must put the same frames on the same
 ports, also after flow-mods (revalidation by flush, as the bridge does
-today) and after idle expiry.
+today) and after idle expiry.  Also with two PMDs (ports 1 and 3 polled by one, 2
+by the other): each miss is installed into the PMD that missed, as the
+daemon does, and flow-mods and expiry reach both caches.
 """
+
+import pytest
 
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -110,15 +114,16 @@ def through_cache(dp, p, data, port, now, counters):
             if p.version != version:
                 dp.flow_flush()        # what MAC learning changed: revalidate all
             if not x.slow:
-                dp.flow_put(x.megaflow.match, x.megaflow.mask, x.actions)
+                dp.flow_put(x.megaflow.match, x.megaflow.mask, x.actions, pmd=u.pmd)
             dp.execute(u.packet, x.actions, u.key)
     return sorted((q, f) for q in (1, 2, 3) for f in recv_all(dp.dummy_peer(q)))
 
 
+@pytest.mark.parametrize("cores", [[-1], [0, 1]], ids=["1pmd", "2pmds"])
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(rule, max_size=10), st.lists(packets(), min_size=4, max_size=4),
        st.lists(step, min_size=1, max_size=20))
-def test_cache_forwards_exactly_like_the_slow_path(rules, pool, steps):
+def test_cache_forwards_exactly_like_the_slow_path(cores, rules, pool, steps):
     slow, fast = pipeline(), pipeline()
     for r in rules:
         add_rule(slow, r)
@@ -128,6 +133,8 @@ def test_cache_forwards_exactly_like_the_slow_path(rules, pool, steps):
     try:
         for i in (1, 2, 3):
             dp.add_port(f"p{i}", "dummy")
+        dp.set_pmds(cores)
+        assert len({p for p, ports in dp.rxq_assignment().items() if ports}) == len(cores)
         now = 1.0
         for s in steps:
             now += 1.0
