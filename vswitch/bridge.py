@@ -43,6 +43,7 @@ from slowpath.revalidator import Revalidator
 from slowpath.tunnel import TlvMap
 from slowpath.xlate import Megaflow
 from vswitch import __version__
+from vswitch.datapath import parse_cpu_mask
 from vswitch.openflow.manager import (PORT_ADD, PORT_DELETE, PORT_MODIFY,
                                       ConnectionManager)
 from vswitch.ports import NETDEV_TYPES, PortError, netdev_for
@@ -91,6 +92,7 @@ class IfaceConfig:
     tag: int | None = None
     trunks: frozenset = frozenset()
     vlan_mode: str | None = None
+    rxq_affinity: str | None = None  # other_config:pmd-rxq-affinity ("0:CORE")
 
 
 @dataclasses.dataclass
@@ -133,7 +135,8 @@ def read_config(db) -> dict[str, BridgeConfig]:
                         uuid=if_uuid, port_uuid=port_uuid,
                         tag=opt(col(port, "tag")),
                         trunks=frozenset(col(port, "trunks")),
-                        vlan_mode=opt(col(port, "vlan_mode")))
+                        vlan_mode=opt(col(port, "vlan_mode")),
+                        rxq_affinity=col(iface, "other_config").get("pmd-rxq-affinity"))
             controllers = [col(tables["Controller"][c], "target")
                            for c in col(br, "controller") if c in tables["Controller"]]
             name = col(br, "name")
@@ -278,6 +281,8 @@ class Bridge:
             self.pipeline.set_port(port)
         if dp_port is not None:
             self.reconciler.dp_ports[dp_port] = (self, ofport)
+            if cfg.rxq_affinity:
+                self._set_rxq_affinity(cfg, dp_port)
         if self.xdp is not None and dp_port is not None:
             self._xdp_add(live)
         if self.connmgr is not None:
@@ -296,6 +301,9 @@ class Bridge:
                     self.pipeline.patch_peers.pop(live.ofport, None)
                 if self.connmgr is not None and port is not None:
                     self.connmgr.port_status(PORT_DELETE, port)
+                # Before cur_cfg: PMDs forward through the patch independently
+                # of the handler thread, so wait until their megaflows obey.
+                self.revalidate()
             return
         self.reconciler.dp_ports.pop(live.dp_port, None)
         with self.lock:
@@ -447,6 +455,18 @@ class Bridge:
                   and _ifindex(name) not in (None, live.failed_ifindex)):
                 del self.ports[name]
                 self.add_port(live.config)
+
+    def _set_rxq_affinity(self, cfg: IfaceConfig, dp_port: int) -> None:
+        """pmd-rxq-affinity "0:CORE": queue 0 (our ports have one) polled by
+        the PMD on CORE; malformed: logged, round robin."""
+        try:
+            pairs = dict(item.split(":") for item in cfg.rxq_affinity.split(","))
+            core = int(pairs["0"])
+        except (ValueError, KeyError):
+            log.error("%s: %s: bad other_config:pmd-rxq-affinity %r (want 0:CORE)",
+                      self.name, cfg.name, cfg.rxq_affinity)
+            return
+        self.reconciler.datapath.call(lambda dpif: dpif.set_rxq_affinity(dp_port, core))
 
     def remove_ports(self) -> None:
         """Take every port out of the datapath now (internal devices vanish)."""
@@ -610,6 +630,14 @@ class _SlowEnv:
         return True  # meters in the Python path are not enforced yet
 
 
+def _pmd_header(pmd) -> str:
+    """dpctl/dump-flows' line before a PMD's megaflows, as OVS prints it."""
+    if pmd.main:
+        return "flow-dump from the main thread:"
+    core = pmd.core_id if pmd.core_id >= 0 else "unpinned"
+    return f"flow-dump from pmd on cpu core: {core}"
+
+
 def _dpid_from_mac(mac: str | None, name: str) -> int:
     """OVS derives the datapath id from the bridge's Ethernet address."""
     if mac:
@@ -636,6 +664,7 @@ class BridgeReconciler:
         self._last_sweep = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
+        self._pmd_cpu_mask: str | None = None   # as last applied (or refused)
         datapath.upcall_handler = self.handle_upcall
         datapath.after_poll = self.maybe_sweep
         # One connection tracker per daemon, used only on the datapath thread
@@ -737,6 +766,7 @@ class BridgeReconciler:
                 opening.append(task)
         self.link_patches()
         self.tunnels.sync()
+        self._configure_pmds()
         if opening:
             # cur_cfg only once BRIDGE.mgmt exists: `ovs-vsctl add-br br0 &&
             # ovs-ofctl dump-flows br0` must work, as with OVS.
@@ -782,6 +812,25 @@ class BridgeReconciler:
             log.warning("%s: patch port %s: no patch port %s names it as its peer",
                         ends[name][0].name, name, ends[name][2])
         self._unmatched_patches = unmatched
+
+    def _configure_pmds(self) -> None:
+        """other_config:pmd-cpu-mask: one PMD thread per set bit, pinned
+        (unset: one unpinned PMD).  A mask that cannot be applied is logged
+        and the PMDs stay as they were."""
+        text = None
+        for row in self.db.tables["Open_vSwitch"].rows.values():
+            text = dict(col(row, "other_config")).get("pmd-cpu-mask")
+        if text == self._pmd_cpu_mask:
+            return
+        self._pmd_cpu_mask = text
+        try:
+            cores = parse_cpu_mask(text)
+            if cores != self.datapath.pmd_cores:
+                self.datapath.set_pmd_cpus(cores)
+                log.info("PMD threads on cores %s", cores if cores else "(one, unpinned)")
+        except ValueError as e:
+            log.error("other_config:pmd-cpu-mask: %s; keeping PMDs on %s", e,
+                      self.datapath.pmd_cores or "(one, unpinned)")
 
     async def _write_back_after(self, tasks: list) -> None:
         for result in await asyncio.gather(*tasks, return_exceptions=True):
@@ -901,9 +950,14 @@ class BridgeReconciler:
             log.error("writing %s failed: %s", what, errors)
 
     # --- the slow path, on the datapath thread ------------------------------
-    def handle_upcall(self, datapath, upcall) -> None:
+    def handle_upcall(self, datapath, upcall, origin=None) -> None:
         """A packet no megaflow covered, or one whose megaflow says "slow
-        path": translate it, cache the result, and execute it."""
+        path": translate it, cache the result, and execute it.
+
+        ``origin``: the PMD whose upcall led here when ``upcall`` comes from
+        executing that packet (a recirculation miss in the main context):
+        the megaflow goes into that PMD too, so its next packets recirculate
+        within it, as when dpif-netdev's PMD handles its own misses."""
         if self.tunnels.handle_upcall(datapath, upcall):
             return  # received tunnel packets were waiting (vswitch/ports/geneve.py)
         cached = getattr(upcall.action, "cookie", None) if upcall.reason == "action" else None
@@ -932,26 +986,36 @@ class BridgeReconciler:
                 match = bytes(match)
                 # Megaflows the fast path cannot execute still get cached,
                 # as "send to the slow path", so they cost no miss lookups.
-                dpif.flow_put(match, out.megaflow.mask, actions if fast else slow_path(actions))
+                # Into the PMD that missed (its cache), as dpif-netdev does.
+                cached_actions = actions if fast else slow_path(actions)
+                dpif.flow_put(match, out.megaflow.mask, cached_actions, pmd=upcall.pmd)
+                if origin is not None and origin is not upcall.pmd:
+                    dpif.flow_put(match, out.megaflow.mask, cached_actions, pmd=origin)
                 if bridge.xdp is not None and not _has_ct(actions):
                     # Same key space (in_port = dp_port); XDP runs what it can
                     # and flags the rest "to userspace".  Not ct: XDP searches
                     # masks in order, and the generic entry must not shadow
                     # the connections offloaded from it (_ct_offload).
                     bridge.xdp.put(match, out.megaflow.mask, actions)
-                self.revalidator.installed(match, out.megaflow.mask, bridge.pipeline,
-                                           ofport, out, now)
+                if (match, out.megaflow.mask) not in self.revalidator.ukeys:
+                    # (Another PMD may hold it already: its ukey keeps the
+                    # counters credited so far and the translation to check.)
+                    self.revalidator.installed(match, out.megaflow.mask, bridge.pipeline,
+                                               ofport, out, now)
         if fast:
-            self._handle_upcalls(datapath, dpif.execute(upcall.packet, actions, upcall.key))
+            if origin is None and upcall.pmd is not None and not upcall.pmd.main:
+                origin = upcall.pmd
+            self._handle_upcalls(datapath, dpif.execute(upcall.packet, actions, upcall.key),
+                                 origin)
         else:
             odp_execute.execute(upcall.packet, FlowKey(upcall.key), actions,
                                 _SlowEnv(self, datapath))
             self._ct_after_slow(datapath, upcall, actions)
         bridge.send_packet_ins(out.packet_ins)
 
-    def _handle_upcalls(self, datapath, upcalls) -> None:
+    def _handle_upcalls(self, datapath, upcalls, origin=None) -> None:
         for u in upcalls or ():
-            self.handle_upcall(datapath, u)
+            self.handle_upcall(datapath, u, origin)
 
     # --- conntrack offload (slowpath/conntrack/offload.py) -------------------
     def _ct_after_slow(self, datapath, upcall, actions) -> None:
@@ -1071,6 +1135,9 @@ class BridgeReconciler:
         for name, usage in ct_dpctl.COMMANDS.items():
             ctl.register(name, usage, functools.partial(self._cmd_conntrack, name))
         ctl.register("dpctl/del-flows", "", self._cmd_del_flows)
+        ctl.register("dpif-netdev/pmd-rxq-show", "", self._cmd_pmd_rxq_show)
+        ctl.register("dpif-netdev/pmd-stats-show", "", self._cmd_pmd_stats_show)
+        ctl.register("dpif-netdev/pmd-stats-clear", "", self._cmd_pmd_stats_clear)
         ctl.register("revalidator/purge", "", self._cmd_del_flows)
         ctl.register("fdb/show", "BRIDGE", self._cmd_fdb_show)
         self.tunnels.register_commands(ctl)
@@ -1082,18 +1149,70 @@ class BridgeReconciler:
             caches = self._xdp_caches()
             if not caches:
                 return "no bridge has datapath_type=xdp: no kernel flow cache\n"
-            flows = [f for xdp in caches for f in xdp.dump()]
+            groups = [(None, [f for xdp in caches for f in xdp.dump()])]
         else:
-            flows = self.datapath.call(lambda dpif: dpif.flow_dump())
+            # As dpif-netdev: each PMD's own megaflows under a header.
+            groups = [(_pmd_header(pmd), flows) for pmd, flows in
+                      self.datapath.call(lambda dpif: dpif.flow_dump_pmds()) if flows]
         now = time.monotonic()
         lines = []
-        for match, mask, actions, packets, nbytes, used in flows:
-            text = str(Megaflow(match, mask, tuple(actions)))
-            flow, _, acts = text.rpartition(", actions:")
-            lines.append(f"{flow}, packets:{packets}, bytes:{nbytes}, used:"
-                         + (f"{now - used:.3f}s" if used else "never")
-                         + f", actions:{acts}\n")
+        for header, flows in groups:
+            if header:
+                lines.append(header + "\n")
+            for match, mask, actions, packets, nbytes, used in flows:
+                text = str(Megaflow(match, mask, tuple(actions)))
+                flow, _, acts = text.rpartition(", actions:")
+                lines.append(f"{flow}, packets:{packets}, bytes:{nbytes}, used:"
+                             + (f"{now - used:.3f}s" if used else "never")
+                             + f", actions:{acts}\n")
         return "".join(lines)
+
+    def _cmd_pmd_rxq_show(self, _args: list[str]) -> str:
+        """Which PMD polls which port, as ``dpif-netdev/pmd-rxq-show``."""
+        def run(dpif):
+            return [(pmd, pmd.rx_ports(), pmd.stats()) for pmd in dpif.pmds()]
+        out = []
+        for pmd, ports, st in self.datapath.call(run):
+            busy = st["busy_ns"] * 100 // max(st["busy_ns"] + st["idle_ns"], 1)
+            out.append(f"{pmd.name}:\n  isolated : false\n")
+            for _dp_port, name in ports:
+                out.append(f"  port: {name:<16}  queue-id: {0:>2} (enabled)   "
+                           f"pmd usage: {busy:>2} %\n")
+        return "".join(out)
+
+    def _cmd_pmd_stats_show(self, _args: list[str]) -> str:
+        """Per-PMD counters, as ``dpif-netdev/pmd-stats-show``."""
+        out = []
+        for pmd, st in self.datapath.call(lambda dpif: [(p, p.stats()) for p in
+                                                        [dpif.main] + dpif.pmds()]):
+            rx = st["rx_packets"]
+            hits = st["megaflow_hits"]
+            cycles = st["busy_ns"] + st["idle_ns"]
+            out.append(f"{pmd.name}:\n"
+                       f"  packets received: {rx}\n"
+                       f"  packet recirculations: {st['recirc']}\n"
+                       f"  avg. datapath passes per packet: "
+                       f"{(rx + st['recirc']) / rx if rx else 0:.2f}\n"
+                       f"  emc hits: {st['emc_hits']}\n"
+                       f"  smc hits: 0\n"
+                       f"  megaflow hits: {hits}\n"
+                       f"  avg. subtable lookups per megaflow hit: "
+                       f"{st['subtables_probed'] / hits if hits else 0:.2f}\n"
+                       f"  miss with success upcall: {st['missed'] - st['lost']}\n"
+                       f"  miss with failed upcall: {st['lost']}\n"
+                       f"  polls: {st['polls']} rounds: {st['rounds']}\n")
+            if not pmd.main:
+                out.append(f"  idle cycles: {st['idle_ns']} "
+                           f"({st['idle_ns'] * 100 / cycles if cycles else 0:.2f}%)\n"
+                           f"  processing cycles: {st['busy_ns']} "
+                           f"({st['busy_ns'] * 100 / cycles if cycles else 0:.2f}%)\n")
+        out.append(f"  upcalls queued to the handler: {self.datapath.upcalls} "
+                   f"dropped (queue full): {self.datapath.upcalls_dropped}\n")
+        return "".join(out)
+
+    def _cmd_pmd_stats_clear(self, _args: list[str]) -> str:
+        self.datapath.call(lambda dpif: [p.clear_stats() for p in [dpif.main] + dpif.pmds()])
+        return ""
 
     def _cmd_del_flows(self, _args: list[str]) -> str:
         def purge(dpif):

@@ -1,21 +1,31 @@
-"""The daemon's one userspace datapath and the thread that drives it.
+"""The daemon's one userspace datapath and the threads that drive it.
 
 Like OVS's ``netdev@ovs-netdev``, all bridges share one datapath (`fastpath.
 dpif.Dpif`): ports get datapath port numbers (``dp_port``) that the megaflows
 and datapath actions use, while each bridge numbers its ports with OpenFlow
-``ofport``s.  A single thread polls the datapath; packets no megaflow covers
-come back as upcalls and are handed to `upcall_handler`, on this same thread,
-which runs the slow path and installs the resulting megaflow.
+``ofport``s.
 
-Upcalls wait in a bounded queue (`UPCALL_QUEUE`): each loop handles them for
-at most `UPCALL_BUDGET` seconds, then polls the ports again, so an upcall
-storm (each costs the slow path tens of microseconds) cannot stall the
-established flows; what does not fit the queue is dropped and counted
-(`upcalls_dropped`), as OVS drops what its handler queues cannot take.
+Threads, modelled on dpif-netdev:
 
-Everything else touches the datapath only through `call()`: the function runs
-on the datapath thread between two bursts and its result is handed back, so the
-Cython tables have one writer and need no locks, and a caller that got its
+* one *poll-mode thread* per PMD (``Dpif.pmds()``): by default one, not
+  pinned; ``other_config:pmd-cpu-mask`` gives one per set bit, each pinned
+  to its core (`set_pmd_cpus`, reconciled at runtime).  A PMD polls the
+  ports whose receive queue it owns (nogil C) and hands packets no megaflow
+  covers to the handler as upcalls;
+* one *handler thread* running the slow path: `upcall_handler` (xlate,
+  flow_put into the PMD that missed, execute), the `after_poll` hook
+  (revalidation, idle expiry) and every `call()`.
+
+Upcalls wait in a bounded queue (`UPCALL_QUEUE`): what does not fit is
+dropped and counted (`upcalls_dropped`), as OVS drops what its handler
+queues cannot take, so an upcall storm never stalls a PMD's established
+flows.  The handler works on upcalls for at most `UPCALL_BUDGET` seconds,
+then runs queued commands and the hook, so control calls do not starve.
+
+Everything else touches the datapath through `call()`: the function runs on
+the handler thread (so the slow path's state -- conntrack, revalidator
+ukeys -- has one user) and, before its result is handed back, every PMD has
+finished the iteration it was in (`Dpif.synchronize`): a caller that got its
 answer knows the datapath already obeys (what BARRIER needs).
 """
 
@@ -24,6 +34,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import os
 import queue
 import threading
 import time
@@ -31,9 +42,22 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 20  # longest wait for packets before looking at the command queue
+POLL_MS = 20  # longest wait for packets (PMD) or work (handler)
 UPCALL_QUEUE = 4096  # upcalls waiting for the slow path, at most
-UPCALL_BUDGET = 0.002  # seconds of upcall handling between two polls
+UPCALL_BUDGET = 0.002  # seconds of upcall handling between two command drains
+
+
+def parse_cpu_mask(text: str | None) -> list[int] | None:
+    """``other_config:pmd-cpu-mask`` (hex, ``0x`` optional) -> core ids, or
+    None when unset or zero (one unpinned PMD).  Raises ValueError."""
+    if text is None or not text.strip():
+        return None
+    t = text.strip().lower()
+    digits = t[2:] if t.startswith("0x") else t
+    if not digits or any(c not in "0123456789abcdef" for c in digits) or len(digits) > 256:
+        raise ValueError(f"pmd-cpu-mask {text!r} is not a hexadecimal CPU mask")
+    mask = int(digits, 16)
+    return [i for i in range(mask.bit_length()) if mask >> i & 1] or None
 
 
 class Datapath:
@@ -42,28 +66,40 @@ class Datapath:
 
         self.dpif = Dpif()
         self.upcall_handler = upcall_handler
-        #: Called as ``after_poll(dpif)`` after every poll (revalidation).
+        #: Called as ``after_poll(dpif)`` on the handler thread after every
+        #: round of upcalls, and at least every POLL_MS (revalidation).
         self.after_poll: Callable[[Any], None] | None = None
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._handler: threading.Thread | None = None
+        self._pmd_threads: dict = {}          # Pmd -> Thread
+        self._work = threading.Condition(threading.Lock())
         self.upcalls = 0
         self.upcall_errors = 0
         self.upcalls_dropped = 0
         self._upcall_q: collections.deque = collections.deque()
+        #: Core ids of the PMDs, or None: one unpinned PMD.
+        self.pmd_cores: list[int] | None = None
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="datapath",
-                                        daemon=True)
-        self._thread.start()
+        self._stop.clear()
+        self._handler = threading.Thread(target=self._handle, name="handler", daemon=True)
+        self._handler.start()
+        self._start_pmd_threads()
 
     def stop(self) -> None:
-        """Stop the thread, then close every port (TAP devices vanish)."""
+        """Stop the threads, then close every port (TAP devices vanish)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self.dpif.wakeup()
+        with self._work:
+            self._work.notify_all()
+        for t in list(self._pmd_threads.values()):
+            t.join(timeout=10)
+        self._pmd_threads.clear()
+        if self._handler is not None:
+            self._handler.join(timeout=10)
+            self._handler = None
         for dp_port in list(self.dpif.ports()):
             try:
                 self.dpif.del_port(dp_port)
@@ -71,32 +107,85 @@ class Datapath:
                 log.warning("closing datapath port %d: %s", dp_port, e)
 
     def in_datapath_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        """True on the handler thread (where call() runs its functions)."""
+        return threading.current_thread() is self._handler
 
     def call(self, fn: Callable[..., Any], *args, timeout: float = 10.0) -> Any:
-        """Run ``fn(dpif, *args)`` on the datapath thread and return its result."""
-        if self._thread is None or self.in_datapath_thread():
+        """Run ``fn(dpif, *args)`` on the handler thread and return its
+        result once every PMD obeys what it changed."""
+        if self._handler is None or self.in_datapath_thread():
             return fn(self.dpif, *args)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fut, fn, args))
-        self.dpif.wakeup()  # do not wait out the poll timeout
+        with self._work:
+            self._work.notify()
         return fut.result(timeout=timeout)
 
-    # --- the loop --------------------------------------------------------
-    def _run(self) -> None:
-        dpif = self.dpif
-        q = self._upcall_q
-        while not self._stop.is_set():
+    # --- PMDs ------------------------------------------------------------
+    def set_pmd_cpus(self, cores: list[int] | None) -> None:
+        """One PMD per core in ``cores``, pinned there (None: one unpinned
+        PMD).  Threads of PMDs that go away end; their ports move to the
+        PMDs that remain.  Raises ValueError for cores this process may not
+        run on (nothing changes then)."""
+        if cores:
+            allowed = os.sched_getaffinity(0)
+            missing = sorted(set(cores) - allowed)
+            if missing:
+                raise ValueError(f"pmd-cpu-mask names cores {missing} this process "
+                                 f"cannot run on (allowed: {sorted(allowed)})")
+        self.dpif.set_pmds(cores or [-1])
+        self.pmd_cores = sorted(set(cores)) if cores else None
+        if self._handler is not None:
+            self._start_pmd_threads()
+
+    def _start_pmd_threads(self) -> None:
+        live = set(self.dpif.pmds())
+        for pmd, t in list(self._pmd_threads.items()):
+            if pmd not in live:
+                t.join(timeout=10)        # it saw pmd.alive go False
+                del self._pmd_threads[pmd]
+        for pmd in live:
+            if pmd not in self._pmd_threads:
+                name = "pmd" if pmd.core_id < 0 else f"pmd-c{pmd.core_id:02d}"
+                t = threading.Thread(target=self._pmd_main, args=(pmd,), name=name,
+                                     daemon=True)
+                self._pmd_threads[pmd] = t
+                t.start()
+
+    def _pmd_main(self, pmd) -> None:
+        if pmd.core_id >= 0:
             try:
-                upcalls = dpif.poll(0 if q else POLL_MS)
+                os.sched_setaffinity(0, {pmd.core_id})   # this thread only (Linux)
+            except OSError as e:
+                log.error("pinning the PMD thread to core %d: %s", pmd.core_id, e)
+        while not self._stop.is_set() and pmd.alive:
+            try:
+                upcalls = pmd.poll(POLL_MS)
             except Exception:
-                log.exception("datapath poll failed")
-                upcalls = ()
+                log.exception("%s: poll failed", pmd.name)
+                time.sleep(POLL_MS / 1000)
+                continue
+            if upcalls:
+                self._enqueue(upcalls)
+
+    def _enqueue(self, upcalls: list) -> None:
+        q = self._upcall_q
+        with self._work:
             room = UPCALL_QUEUE - len(q)
             if len(upcalls) > room:
                 self.upcalls_dropped += len(upcalls) - max(room, 0)
                 upcalls = upcalls[:max(room, 0)]
             q.extend(upcalls)
+            self._work.notify()
+
+    # --- the handler ------------------------------------------------------
+    def _handle(self) -> None:
+        dpif = self.dpif
+        q = self._upcall_q
+        while not self._stop.is_set():
+            with self._work:
+                if not q and self._commands.empty():
+                    self._work.wait(POLL_MS / 1000)
             self._handle_upcalls(q)
             self._drain_commands()
             if self.after_poll is not None:
@@ -134,6 +223,8 @@ class Datapath:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(fn(self.dpif, *args))
+                result = fn(self.dpif, *args)
+                self.dpif.synchronize()
+                fut.set_result(result)
             except BaseException as e:  # handed back to the caller
                 fut.set_exception(e)

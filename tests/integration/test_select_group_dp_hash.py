@@ -35,5 +35,7 @@ def test_connections_spread_over_buckets_and_megaflows_are_per_slot(daemon, topo
     assert "hash(l4(1)),recirc(" in flows, flows
     after = [ln for ln in flows.splitlines() if "recirc_id=" in ln and "dp_hash" in ln]
     assert after and all("tp_src" not in ln for ln in after), flows
-    assert len(after) <= 16, "more megaflows than hash slots"
+    # (Each PMD and the main thread list their own copies, as in OVS.)
+    assert len({ln.split(", packets:")[0] for ln in after}) <= 16, \
+        "more megaflows than hash slots"
     assert all("dp_hash=" in ln and "/0xf," in ln for ln in after), after
