@@ -120,14 +120,17 @@ class Pyvswitch(System):
     optionally behind the XDP flow cache (``datapath_type=xdp``, native
     mode); rules: ``normal`` (NORMAL), ``in_port`` (in_port→output),
     ``tp_src10k`` (10 000 rules on the UDP source port: one megaflow per
-    flow)."""
+    flow).  ``pmds=2``: other_config:pmd-cpu-mask=0x3, a PMD thread on each
+    core, one of them the generator's (the rest of the daemon stays on
+    SWITCH_CPU)."""
 
     def __init__(self, rules: str = "normal", port_type: str = "system",
-                 datapath_type: str = "netdev"):
+                 datapath_type: str = "netdev", pmds: int = 1):
         self.rules, self.port_type, self.datapath_type = rules, port_type, datapath_type
+        self.pmds = pmds
         kind = "xdp" if datapath_type == "xdp" else (
             "afpacket" if port_type == "system" else port_type)
-        self.name = f"pyvswitch-{kind}-{rules}"
+        self.name = f"pyvswitch-{kind}-{rules}" + (f"-{pmds}pmd" if pmds > 1 else "")
 
     def setup(self, topo: Topology) -> None:
         self.daemon = DaemonProcess(log_level="warning").start()
@@ -165,6 +168,9 @@ class Pyvswitch(System):
                 os.unlink(f.name)
         self.out_port = names[1]
         _pin(self.daemon.proc.pid, SWITCH_CPU)  # threads started since
+        if self.pmds > 1:                       # pinned by the daemon itself
+            self.daemon.vsctl("set", "Open_vSwitch", ".",
+                              f"other_config:pmd-cpu-mask={(1 << self.pmds) - 1:#x}")
 
     def forwarded(self) -> int | None:
         show = self.daemon.appctl("dpctl/show")
@@ -184,7 +190,9 @@ class Pyvswitch(System):
             rf"packets:(\d+),.*actions:output:{dp_port}$", dump, re.M))
 
     def flow_count(self) -> int | None:
-        return len(self.daemon.appctl("dpctl/dump-flows").splitlines())
+        """Distinct megaflows (each PMD lists its own under a header)."""
+        return len({ln.split(", packets:")[0] for ln in
+                    self.daemon.appctl("dpctl/dump-flows").splitlines() if "actions:" in ln})
 
     def teardown(self) -> None:
         self.daemon.cleanup()
@@ -247,6 +255,7 @@ SYSTEMS = {s.name: s for s in (RawXdpRedirect(), LinuxBridge(),
                                OpenVswitch("system"), OpenVswitch("afxdp"),
                                OpenVswitch("dpdk_af_packet", "in_port"),
                                Pyvswitch("normal"), Pyvswitch("in_port"),
+                               Pyvswitch("in_port", pmds=2),
                                Pyvswitch("tp_src10k"), Pyvswitch("in_port", "afxdp"),
                                Pyvswitch("in_port", "dpdk_af_packet"),
                                Pyvswitch("in_port", "dpdk_af_xdp"),

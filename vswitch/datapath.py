@@ -60,6 +60,21 @@ def parse_cpu_mask(text: str | None) -> list[int] | None:
     return [i for i in range(mask.bit_length()) if mask >> i & 1] or None
 
 
+def online_cpus() -> set[int]:
+    """The cores a PMD may be pinned to (not just the caller's affinity: a
+    daemon started under taskset may still place PMDs elsewhere, as OVS)."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
+        cpus: set[int] = set()
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        return cpus
+    except (OSError, ValueError):
+        return set(range(os.cpu_count() or 1))
+
+
 class Datapath:
     def __init__(self, upcall_handler: Callable[[Any, Any], None] | None = None):
         from fastpath.dpif import Dpif
@@ -128,11 +143,11 @@ class Datapath:
         PMDs that remain.  Raises ValueError for cores this process may not
         run on (nothing changes then)."""
         if cores:
-            allowed = os.sched_getaffinity(0)
-            missing = sorted(set(cores) - allowed)
+            online = online_cpus()
+            missing = sorted(set(cores) - online)
             if missing:
-                raise ValueError(f"pmd-cpu-mask names cores {missing} this process "
-                                 f"cannot run on (allowed: {sorted(allowed)})")
+                raise ValueError(f"pmd-cpu-mask names cores {missing} this machine "
+                                 f"does not have online (online: {sorted(online)})")
         self.dpif.set_pmds(cores or [-1])
         self.pmd_cores = sorted(set(cores)) if cores else None
         if self._handler is not None:

@@ -234,3 +234,13 @@ def test_revalidation_reaches_every_pmd_before_call_returns(switch):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_core_that_is_not_online_is_refused_and_nothing_changes(switch):
+    s = switch(2)
+    before = s.dp.dpif.pmds()
+    with pytest.raises(ValueError, match="does not have online"):
+        s.dp.set_pmd_cpus([0, 4095])
+    assert s.dp.dpif.pmds() == before and s.dp.pmd_cores is None
+    s.send(1, 3)
+    assert len(s.recv(2, 2.0, 3)) == 3
