@@ -477,6 +477,42 @@ def _megaflow_hashes(slots, words, tun):
 
 
 # --- the cache ---------------------------------------------------------------------
+class _Shared:
+    """Values the megaflows using them share (output sets, tunnel headers):
+    each holds a slot while some flow refers to it.  ``create(slot, value)``
+    writes it to the kernel before any flow names the slot; ``destroy(slot)``
+    (if given) once none does."""
+
+    def __init__(self, n: int, what: str, create, destroy=None):
+        self.ids: dict = {}                   # value -> [slot, refcount]
+        self.values: dict = {}                # slot -> value
+        self.free = list(range(n - 1, -1, -1))
+        self.n, self.what, self.create, self.destroy = n, what, create, destroy
+
+    def ref(self, value) -> int:
+        ent = self.ids.get(value)
+        if ent is None:
+            if not self.free:
+                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {self.n} {self.what}")
+            slot = self.free[-1]
+            self.create(slot, value)
+            self.free.pop()
+            ent = self.ids[value] = [slot, 0]
+            self.values[slot] = value
+        ent[1] += 1
+        return ent[0]
+
+    def unref(self, slot: int) -> None:
+        value = self.values[slot]
+        ent = self.ids[value]
+        ent[1] -= 1
+        if ent[1] == 0:
+            del self.ids[value], self.values[slot]
+            if self.destroy is not None:
+                self.destroy(slot)
+            self.free.append(slot)
+
+
 class _Flow:
     __slots__ = ("id", "match", "mask", "actions", "slot", "base", "group", "tnl", "hkey",
                  "tslot", "seen")
@@ -523,12 +559,9 @@ class XdpCache:
         self.slot_rank: dict[int, float] = {}                 # decayed hits per mask slot
         self.slot_pkts: dict[int, int] = {}
         self.hkeys: dict[bytes, _Flow] = {}                  # megaflows key -> flow
-        self.group_sets: dict[frozenset, list] = {}          # ports -> [set id, refcount]
-        self.group_ports: dict[int, frozenset] = {}
-        self.free_groups = list(range(MAX_GROUPS - 1, -1, -1))
-        self.tnl_hdr_ids: dict[tuple, list] = {}             # (header, mtu) -> [slot, refcount]
-        self.tnl_hdr_keys: dict[int, tuple] = {}
-        self.free_tnl_hdrs = list(range(TNL_HDRS - 1, -1, -1))
+        self.groups = _Shared(MAX_GROUPS, "output sets", self._create_group,
+                              lambda gid: self._delete("groups", struct.pack("<I", gid)))
+        self.tnl_hdrs = _Shared(TNL_HDRS, "tunnel headers", self._create_tnl_hdr)
         self.n_tnl, self.tnl_flags = 0, 0
         self.tnl_tlv_keys: set[bytes] = set()
         with _log_lock:
@@ -731,9 +764,9 @@ class XdpCache:
                 if not self.free_ids:
                     raise XdpError(errno.ENOSPC, f"XDP cache full ({self.max_flows} megaflows)")
                 if len(outputs) > 1:
-                    group = self._group_ref(frozenset(outputs))
+                    group = self.groups.ref(frozenset(outputs))
                 if tnl is not None:
-                    th = self._tnl_ref(tnl)
+                    th = self.tnl_hdrs.ref(tnl)
                 if old is None:
                     slot = self._mask_ref(xdp_key(mask))
             except XdpError as e:
@@ -742,9 +775,9 @@ class XdpCache:
                 # Full (flows, masks, output sets or tunnel headers): userspace
                 # keeps the megaflow; the kernel must not keep older actions for it.
                 if group is not None:
-                    self._group_unref(group)
+                    self.groups.unref(group)
                 if th is not None:
-                    self._tnl_unref(th)
+                    self.tnl_hdrs.unref(th)
                 if old is not None:
                     self.delete(match, mask)
                 return False
@@ -766,9 +799,9 @@ class XdpCache:
                     self._mask_unref(slot)
                     self.free_ids.appendleft(fid)
                     if group is not None:
-                        self._group_unref(group)
+                        self.groups.unref(group)
                     if th is not None:
-                        self._tnl_unref(th)
+                        self.tnl_hdrs.unref(th)
                     return False
             else:
                 f = old
@@ -795,9 +828,9 @@ class XdpCache:
                 f.base = (f.base[0] + p, f.base[1] + b, max(f.base[2], u))
                 self._retire(old_id)
             if old_group is not None:
-                self._group_unref(old_group)
+                self.groups.unref(old_group)
             if old_tnl is not None:
-                self._tnl_unref(old_tnl)
+                self.tnl_hdrs.unref(old_tnl)
             return not flags & XF_USERSPACE
 
     def put_many(self, entries) -> int:
@@ -943,59 +976,23 @@ class XdpCache:
             self.tab_used[f.tslot] = 0
             f.tslot = None
 
-    def _group_ref(self, ports: frozenset) -> int:
-        """The output set (a DEVMAP_HASH in ``groups``) for ``ports``."""
-        ent = self.group_sets.get(ports)
-        if ent is None:
-            if not self.free_groups:
-                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {MAX_GROUPS} output sets")
-            gid = self.free_groups.pop()
-            fd = _check(self.lib.bpf_map_create(BPF_MAP_TYPE_DEVMAP_HASH, b"pvs_oset", 4, 8,
-                                                GROUP_PORTS, None), "create output-set devmap")
-            try:
-                for p in ports:
-                    _check(self.lib.bpf_map_update_elem(fd, struct.pack("<I", p),
-                                                        struct.pack("<iI", self.outputs[p], 0), 0),
-                           "fill output-set devmap")
-                self._update("groups", struct.pack("<I", gid), struct.pack("<I", fd))
-            finally:
-                os.close(fd)                  # the outer map holds it
-            ent = self.group_sets[ports] = [gid, 0]
-            self.group_ports[gid] = ports
-        ent[1] += 1
-        return ent[0]
+    def _create_group(self, gid: int, ports: frozenset) -> None:
+        """Output set ``gid``: a DEVMAP_HASH of ``ports`` in ``groups``."""
+        fd = _check(self.lib.bpf_map_create(BPF_MAP_TYPE_DEVMAP_HASH, b"pvs_oset", 4, 8,
+                                            GROUP_PORTS, None), "create output-set devmap")
+        try:
+            for p in ports:
+                _check(self.lib.bpf_map_update_elem(fd, struct.pack("<I", p),
+                                                    struct.pack("<iI", self.outputs[p], 0), 0),
+                       "fill output-set devmap")
+            self._update("groups", struct.pack("<I", gid), struct.pack("<I", fd))
+        finally:
+            os.close(fd)                  # the outer map holds it
 
-    def _group_unref(self, gid: int) -> None:
-        ports = self.group_ports[gid]
-        ent = self.group_sets[ports]
-        ent[1] -= 1
-        if ent[1] == 0:
-            del self.group_sets[ports], self.group_ports[gid]
-            self._delete("groups", struct.pack("<I", gid))
-            self.free_groups.append(gid)
-
-    def _tnl_ref(self, tnl: tuple) -> int:
-        """The ``tnl_hdrs`` slot holding outer header (bytes, mtu)."""
-        ent = self.tnl_hdr_ids.get(tnl)
-        if ent is None:
-            if not self.free_tnl_hdrs:
-                raise XdpError(errno.ENOSPC, f"XDP cache holds at most {TNL_HDRS} tunnel headers")
-            hid = self.free_tnl_hdrs.pop()
-            header, mtu = tnl
-            self._update("tnl_hdrs", struct.pack("<I", hid),
-                         struct.pack("<II", len(header), mtu) + header.ljust(TNL_HDR_MAX, b"\0"))
-            ent = self.tnl_hdr_ids[tnl] = [hid, 0]
-            self.tnl_hdr_keys[hid] = tnl
-        ent[1] += 1
-        return ent[0]
-
-    def _tnl_unref(self, hid: int) -> None:
-        tnl = self.tnl_hdr_keys[hid]
-        ent = self.tnl_hdr_ids[tnl]
-        ent[1] -= 1
-        if ent[1] == 0:
-            del self.tnl_hdr_ids[tnl], self.tnl_hdr_keys[hid]
-            self.free_tnl_hdrs.append(hid)   # (no flow names it any more)
+    def _create_tnl_hdr(self, hid: int, tnl: tuple) -> None:
+        header, mtu = tnl
+        self._update("tnl_hdrs", struct.pack("<I", hid),
+                     struct.pack("<II", len(header), mtu) + header.ljust(TNL_HDR_MAX, b"\0"))
 
     def set_tunnel_ports(self, ports) -> None:
         """The tunnel ports ``tnl_pop`` chooses among, in order of preference
@@ -1086,9 +1083,9 @@ class XdpCache:
             self._retire(f.id)
             self._mask_unref(f.slot)
             if f.group is not None:
-                self._group_unref(f.group)
+                self.groups.unref(f.group)
             if f.tnl is not None:
-                self._tnl_unref(f.tnl)
+                self.tnl_hdrs.unref(f.tnl)
             return True
 
     def delete_in_port(self, dp_port: int) -> int:

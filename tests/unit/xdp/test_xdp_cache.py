@@ -278,14 +278,14 @@ def test_close_unpins(tmp_path):
 def test_several_outputs_broadcast_through_an_output_set(cache):
     out = check(cache, UDP4, [A.SetMasked("nw_ttl", 3, 0xff), A.Output(2), A.Output(3)])
     assert out[22] == 3
-    assert len(cache.group_sets) == 1
+    assert len(cache.groups.ids) == 1
     k = masked(bytes(parse_packet(TCP4, 1)), mask_of("in_port", "nw_proto"))
     cache.put(k, mask_of("in_port", "nw_proto"), (A.Output(3), A.Output(2)))
-    assert len(cache.group_sets) == 1                      # same set, shared
+    assert len(cache.groups.ids) == 1                      # same set, shared
     cache.put(k, mask_of("in_port", "nw_proto"), (A.Output(4), A.Output(2)))
-    assert len(cache.group_sets) == 2
+    assert len(cache.groups.ids) == 2
     cache.flush()
-    assert cache.group_sets == {} and len(cache.free_groups) == X.MAX_GROUPS
+    assert cache.groups.ids == {} and len(cache.groups.free) == X.MAX_GROUPS
 
 
 def test_put_many_batches_what_put_does_one_by_one(cache):
