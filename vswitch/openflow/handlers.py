@@ -88,7 +88,8 @@ class Channel:
     monitors: dict = field(default_factory=dict)
     #: bytes waiting to be sent to this controller (flow monitors pause past a limit)
     backlog: Callable[[], int] = lambda: 0
-    #: flow monitors paused: the rules added or modified since, by id; else None
+    #: flow monitors paused: the rules added or modified since, by id, as
+    #: (rule, added since); else None
     monitor_paused: Optional[dict] = None
 
     @property

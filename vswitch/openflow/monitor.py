@@ -342,12 +342,17 @@ def report(sw, changes) -> None:
         abbreviated = set()             # one ABBREV per message (xid), as OVS
         paused = ch.monitor_paused
         for change, origin in changes:
-            if paused is not None:      # remember adds; a delete of those is moot
+            if paused is not None:
+                # remember what changed; only deletes of rules added before
+                # the pause still go out (OVS: add_seqno < monitor_paused)
                 key = id(change.rule)
-                if change.event != "deleted":
-                    paused[key] = change.rule
+                if change.event == "added":
+                    paused[key] = (change.rule, True)
                     continue
-                if paused.pop(key, None) is not None:
+                if change.event == "modified":
+                    paused.setdefault(key, (change.rule, False))
+                    continue
+                if paused.pop(key, (None, False))[1]:
                     continue
             want = _EVENT_FLAG[change.event]
             flags = 0
@@ -378,7 +383,7 @@ def resume(sw, ch) -> None:
         return
     ch.monitor_paused = None
     updates = []
-    for rule in paused.values():
+    for rule, _ in paused.values():
         flags = 0
         for m in ch.monitors.values():
             if m.selects(rule):

@@ -361,7 +361,8 @@ def test_backed_up_connection_is_paused_then_refreshed(version):
     flow_mod13(other, of13.OFPFC_ADD, 0, 4, out=4, eth_type=0x8847)
     flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 4, eth_type=0x8847)   # came and went
     flow_mod13(other, of13.OFPFC_MODIFY, 0, 2, out=5, eth_type=0x800)
-    flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 1, eth_type=0x806)
+    flow_mod13(other, of13.OFPFC_MODIFY, 0, 1, out=6, eth_type=0x806)   # known before,
+    flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 1, eth_type=0x806)   # so its delete counts
     assert [ofp_print(o)[1:] for o in pending(mon)] == [
         [" event=DELETED reason=delete table=0 cookie=0 arp"]]
     backlog[0] = 0
