@@ -383,7 +383,11 @@ def resume(sw, ch) -> None:
         return
     ch.monitor_paused = None
     updates = []
+    tables = sw.pipeline.tables
     for rule, _ in paused.values():
+        table = tables.get(rule.table_id)
+        if table is None or table.find_exact(rule.match, rule.priority) is not rule:
+            continue                     # replaced by a later add of the same rule
         flags = 0
         for m in ch.monitors.values():
             if m.selects(rule):

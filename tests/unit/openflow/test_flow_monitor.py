@@ -358,6 +358,7 @@ def test_backed_up_connection_is_paused_then_refreshed(version):
     assert ofp_print(paused) == PAUSED[version]
     # paused: adds and modifications wait; deletes of what it knows still come
     flow_mod13(other, of13.OFPFC_ADD, 0, 3, out=3, eth_type=0x86dd)
+    flow_mod13(other, of13.OFPFC_ADD, 0, 3, out=7, eth_type=0x86dd)    # replaces it
     flow_mod13(other, of13.OFPFC_ADD, 0, 4, out=4, eth_type=0x8847)
     flow_mod13(other, of13.OFPFC_DELETE_STRICT, 0, 4, eth_type=0x8847)   # came and went
     flow_mod13(other, of13.OFPFC_MODIFY, 0, 2, out=5, eth_type=0x800)
