@@ -264,8 +264,11 @@ def test_bundled_reconciliation_on_real_ovs(ovs):
         bg.wait_converged(15, hosts=["hv1"])
         assert 0 < sent["hv1"] <= 4 and agent.n_errors == 0
     # what the bundles installed is what a fresh controller expects: nothing to send
-    with BackgroundController(three_tier(ovs)) as bg2:
-        bg2.call(bg2.controller.move_port, "db1", "hv3")
+    # (the move is in its desired state before it connects: moving it after
+    # would race its first reconcile)
+    moved = three_tier(ovs)
+    moved.move_port("db1", "hv3")
+    with BackgroundController(moved) as bg2:
         bg2.wait_converged(15, hosts=["hv1"])
         assert bg2.controller.agents["hv1"].total_flow_mods == 0
 
