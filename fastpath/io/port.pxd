@@ -99,6 +99,7 @@ ctypedef struct fp_port:
     # DPDK (kind "dpdk"): the ethdev state, owned by fastpath.io.dpdk; fd is
     # then a periodic timerfd, the only thing the datapath can sleep on.
     void* dpdk
+    uint64_t dpdk_rx_ns             # CLOCK_MONOTONIC of its last received packet
 
 # What fastpath.io.dpdk (built only when pkg-config finds libdpdk) lends the
 # port drivers through a capsule, so this module never links DPDK itself.

@@ -32,8 +32,10 @@ present only if the build found libdpdk; its functions come through a
 capsule).  A DPDK queue has no fd to sleep on, so the port's fd is a timerfd
 firing every DPDK_IDLE_POLL_US: an idle datapath wakes that often to poll it
 (a bounded sleep rather than OVS's busy-polling PMD threads, which would
-take a whole core of this 2-core machine); while packets flow the datapath
-never sleeps and polls the queue back to back.
+take a whole core of this 2-core machine).  While packets flow, and for
+DPDK_BUSY_POLL_US after the last one, the timer is left readable, so the
+datapath does not sleep and polls the queue back to back (the af_packet
+PMD's small kernel ring overflows within one idle tick).
 
 Everything per packet is nogil C; Python is only touched to open and close.
 """
@@ -173,9 +175,11 @@ cdef extern from "<sys/timerfd.h>" nogil:
     int timerfd_settime(int fd, int flags, const itimerspec* new, itimerspec* old)
     int TFD_NONBLOCK, TFD_CLOEXEC
     int CLOCK_MONOTONIC
+    int clock_gettime(int clk, timespec_its* ts)
 
 cdef enum:
     DPDK_IDLE_POLL_US = 1000    # how often an idle datapath polls a dpdk port
+    DPDK_BUSY_POLL_US = 1000    # busy-polled this long after its last packet
 
 # fastpath.io.dpdk's functions, once a dpdk port was opened (else NULL).
 cdef fp_dpdk_ops* _dpdk = NULL
@@ -791,6 +795,7 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
     """Receive up to ``max_n`` packets; they stay valid until rx_done()."""
     cdef int n, m
     cdef uint64_t ticks
+    cdef timespec_its now
     if p.kind == FP_PORT_AFPACKET:
         return _rx_afpacket(p, pkts, max_n, arena)
     elif p.kind == FP_PORT_TAP:
@@ -804,8 +809,12 @@ cdef int fp_port_rx_burst(fp_port* p, fp_packet* pkts, int max_n,
         return n
     elif p.kind == FP_PORT_DPDK:
         n = _dpdk.rx_burst(p, pkts, max_n, arena)
-        if n == 0:
-            c_read(p.fd, &ticks, 8)         # idle: clear the poll timer
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        ticks = <uint64_t>now.tv_sec * 1000000000 + now.tv_nsec
+        if n:
+            p.dpdk_rx_ns = ticks
+        elif ticks - p.dpdk_rx_ns > DPDK_BUSY_POLL_US * 1000:
+            c_read(p.fd, &ticks, 8)         # idle a while: sleep till the next tick
         return n
     return 0
 
