@@ -58,10 +58,11 @@ for i in range(n):
     key[o:o + 4] = i.to_bytes(4, "big")           # tp_src, tp_dst
     keys.append(bytes(key))
 dpif, acts = Dpif(), (A.Output(2),)
+pmd = dpif.pmds()[0]                 # one PMD's cache, as an upcall installs
 gc.collect()
 r0 = rss()
 for k in keys:
-    dpif.flow_put(k, mask, acts)
+    dpif.flow_put(k, mask, acts, pmd=pmd)
 gc.collect()
 print((rss() - r0) / n)
 """
