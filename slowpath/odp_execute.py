@@ -280,8 +280,9 @@ def _set_masked(state: PacketState, a: dp.SetMasked, env: Environment) -> None:
             _rewrite(frame, at, 6, a.value, a.mask, lay, False, False)
     elif arp and m == "nw_proto":
         _rewrite(frame, lay.l3 + 7, 1, a.value, a.mask, lay, False, False)  # ARP opcode
-    elif m == "mpls_lse" and lay.eth_type in ETH_TYPES_MPLS and lay.l3 is not None:
-        _rewrite(frame, lay.l3, 4, a.value, a.mask, lay, False, False)
+    elif m == "mpls_lse" and _mpls_at(frame) is not None:
+        # behind any number of tags, as push/pop_mpls find it (and the Cython executor)
+        _rewrite(frame, _mpls_at(frame), 4, a.value, a.mask, lay, False, False)
     elif m in ("tp_src", "tp_dst") and lay.l4 is not None and lay.proto in (
             IPPROTO_ICMP, IPPROTO_ICMPV6):
         # ICMP type and code live in the low byte of tp_src / tp_dst.
@@ -324,6 +325,14 @@ def _ethertype_offset(f) -> int:
     while off + 4 <= len(f) and struct.unpack_from("!H", f, off)[0] in VLAN_TPIDS:
         off += 4
     return off
+
+
+def _mpls_at(f) -> int | None:
+    """Offset of the outermost MPLS label stack entry, or None."""
+    o = _ethertype_offset(f)
+    if o + 6 <= len(f) and struct.unpack_from("!H", f, o)[0] in ETH_TYPES_MPLS:
+        return o + 2
+    return None
 
 
 def _reparse(state: PacketState) -> None:

@@ -141,6 +141,19 @@ def test_unknown_action_is_refused_not_ignored():
         raise AssertionError("an unknown action must not be silently skipped")
 
 
+def test_mpls_label_set_behind_three_pushed_tags():
+    """Hypothesis found it: both executors find the label stack entry behind
+    any number of VLAN tags (as push/pop_mpls do), not only behind two."""
+    pkt = next(p for p in PACKETS if p[12:14] == b"\x88\x47")
+    acts = (dp.PushVlan(0x8100, 0x1001), dp.PushVlan(0x8100, 0x1002),
+            dp.PushVlan(0x8100, 0x1003), dp.SetMasked("mpls_lse", 0x12345678, 0xFFFFFFFF),
+            dp.Output(1))
+    env = Collect()
+    odp_execute.execute(pkt, parse_packet(pkt, 1), acts, env)
+    assert sorted(env.out) == cython_outputs(pkt, acts)
+    assert env.out[0][1][26:30] == bytes.fromhex("12345678")
+
+
 def test_nd_link_layer_address_options_are_rewritten():
     """set_field nd_tll / nd_sll (the arp_tha / arp_sha members) rewrite the
     NA's target / NS's source link-layer address option, checksum kept
