@@ -280,9 +280,9 @@ def _set_masked(state: PacketState, a: dp.SetMasked, env: Environment) -> None:
             _rewrite(frame, at, 6, a.value, a.mask, lay, False, False)
     elif arp and m == "nw_proto":
         _rewrite(frame, lay.l3 + 7, 1, a.value, a.mask, lay, False, False)  # ARP opcode
-    elif m == "mpls_lse" and _mpls_at(frame) is not None:
+    elif m == "mpls_lse" and (at := _mpls_at(frame)) is not None:
         # behind any number of tags, as push/pop_mpls find it (and the Cython executor)
-        _rewrite(frame, _mpls_at(frame), 4, a.value, a.mask, lay, False, False)
+        _rewrite(frame, at, 4, a.value, a.mask, lay, False, False)
     elif m in ("tp_src", "tp_dst") and lay.l4 is not None and lay.proto in (
             IPPROTO_ICMP, IPPROTO_ICMPV6):
         # ICMP type and code live in the low byte of tp_src / tp_dst.

@@ -79,19 +79,19 @@ for _m in _CT_MEMBERS:
     _CT_MASK |= member_int_mask(_m)
 del _m
 _RECIRC_MASK = member_int_mask("recirc_id")
+_CONJ_MASK = member_int_mask("conj_id")
+_FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
+_F = FIELDS
 
 
 def _tlv_slot_mask(index: int) -> int:
     """Key bits of GENEVE option slot ``index`` (its class/type/len in
     tun_md_opts and its data in tun_md_data): a tunnel output reads only the
     slots the TLV map maps, so a megaflow need not pin the others."""
-    o, s = MEMBERS["tun_md_opts"]
+    o = MEMBERS["tun_md_opts"][0]
     opts = 0xFFFFFFFF << ((FLOW_KEY_SIZE - o - 4 * index - 4) * 8)
     f = _F[f"tun_metadata{index}"]
     return opts | (f.max << f.shift)
-_CONJ_MASK = member_int_mask("conj_id")
-_FULL = (1 << (8 * FLOW_KEY_SIZE)) - 1
-_F = FIELDS
 
 
 @dataclass(frozen=True)
