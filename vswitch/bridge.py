@@ -774,15 +774,21 @@ class BridgeReconciler:
         else:
             self._write_back()
 
+    def _other_config(self) -> dict[str, str]:
+        """The Open_vSwitch row's other_config (the switch-wide settings)."""
+        config: dict[str, str] = {}
+        for row in self.db.tables["Open_vSwitch"].rows.values():   # one row (maxRows 1)
+            config = dict(col(row, "other_config"))
+        return config
+
     def _configure_dpdk(self) -> None:
         """other_config:dpdk-init (once per daemon, as in OVS); dpdk ports
         that failed for want of it are then opened again."""
-        for row in self.db.tables["Open_vSwitch"].rows.values():
-            if DPDK.configure(dict(col(row, "other_config"))):
-                for br in self.bridges.values():
-                    for name, live in list(br.ports.items()):
-                        if live.config.type == "dpdk" and live.dp_port is None:
-                            br.del_port(name)      # re-added by this reconcile
+        if DPDK.configure(self._other_config()):
+            for br in self.bridges.values():
+                for name, live in list(br.ports.items()):
+                    if live.config.type == "dpdk" and live.dp_port is None:
+                        br.del_port(name)      # re-added by this reconcile
 
     def bridge_of(self, pipeline) -> "Bridge | None":
         return next((b for b in self.bridges.values() if b.pipeline is pipeline), None)
@@ -817,9 +823,7 @@ class BridgeReconciler:
         """other_config:pmd-cpu-mask: one PMD thread per set bit, pinned
         (unset: one unpinned PMD).  A mask that cannot be applied is logged
         and the PMDs stay as they were."""
-        text = None
-        for row in self.db.tables["Open_vSwitch"].rows.values():
-            text = dict(col(row, "other_config")).get("pmd-cpu-mask")
+        text = self._other_config().get("pmd-cpu-mask")
         if text == self._pmd_cpu_mask:
             return
         self._pmd_cpu_mask = text
