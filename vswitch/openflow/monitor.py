@@ -279,6 +279,16 @@ def _check(ch, m: Monitor) -> None:
         raise monitor_error(ch.version, "MUST_BE_ZERO")
 
 
+def _flags(monitors, rule, want: int = ~0, old_instructions=()) -> int:
+    """The flags of those `monitors` asking for any of `want` that select
+    `rule`, or-ed together (0: none does)."""
+    flags = 0
+    for m in monitors:
+        if m.flags & want and m.selects(rule, old_instructions):
+            flags |= m.flags
+    return flags
+
+
 def handle_request(sw, ch, req: FlowMonitorRequest) -> list:
     """Add/modify/delete the request's monitors on `ch`, all or none, and
     reply with the rules the INITIAL ones select."""
@@ -303,10 +313,7 @@ def handle_request(sw, ch, req: FlowMonitorRequest) -> list:
     updates = []
     if initial:
         for rule in sw.pipeline.rules():
-            flags = 0
-            for m in initial:
-                if m.selects(rule):
-                    flags |= m.flags
+            flags = _flags(initial, rule)
             if flags:
                 updates.append(Update("initial", rule, actions=bool(flags & ACTIONS)))
     return [FlowMonitorReply(ch.dp, updates)]
@@ -354,11 +361,8 @@ def report(sw, changes) -> None:
                     continue
                 if paused.pop(key, (None, False))[1]:
                     continue
-            want = _EVENT_FLAG[change.event]
-            flags = 0
-            for m in ch.monitors.values():
-                if m.flags & want and m.selects(change.rule, change.old_instructions):
-                    flags |= m.flags
+            flags = _flags(ch.monitors.values(), change.rule, _EVENT_FLAG[change.event],
+                           change.old_instructions)
             if not flags:
                 continue
             if origin is not None and origin[0] is ch and not flags & OWN:
@@ -388,10 +392,7 @@ def resume(sw, ch) -> None:
         table = tables.get(rule.table_id)
         if table is None or table.find_exact(rule.match, rule.priority) is not rule:
             continue                     # replaced by a later add of the same rule
-        flags = 0
-        for m in ch.monitors.values():
-            if m.selects(rule):
-                flags |= m.flags
+        flags = _flags(ch.monitors.values(), rule)
         if flags:
             updates.append(Update("added", rule, actions=bool(flags & ACTIONS)))
     if updates:
