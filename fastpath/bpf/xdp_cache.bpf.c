@@ -1017,11 +1017,10 @@ static long search_mask(__u64 index, void *ctx)
     return try_mask(cfg->order[(index + XC_DIRECT_MASKS) & (XC_MAX_MASKS - 1)], ctx);
 }
 
-/* The megaflow of the scratch key: its flow id, -1 on a miss; the
- * exact-match LRU, then the mask slots in probe order.  `tun`: the key's
- * tunnel words are in use (the EMC hashes them too).  A global function:
- * the verifier checks it once, not once per caller. */
-static __always_inline int lookup_id(__u32 tun)
+/* The first pass's megaflow of the scratch key (tunnel words zero, so the
+ * EMC hashes the base words only): its flow id, -1 on a miss; the
+ * exact-match LRU, then the mask slots in probe order. */
+static __always_inline int lookup_id(void)
 {
     __u32 zero = 0;
     struct xc_config *cfg = bpf_map_lookup_elem(&config, &zero);
@@ -1037,11 +1036,6 @@ static __always_inline int lookup_id(__u32 tun)
 #pragma unroll
         for (int j = 0; j < XK_BASE_WORDS; j++)
             eh += hword(s->k.w[j], j);
-        if (tun) {
-#pragma unroll
-            for (int j = XK_BASE_WORDS; j < XK_WORDS; j++)
-                eh += hword(s->k.w[j], j);
-        }
         eh = fmix(eh);
         ev = bpf_map_lookup_elem(&emc, &eh);
     }
@@ -1147,7 +1141,7 @@ int xdp_cache(struct xdp_md *ctx)
     if (parse(data, end, kb, &p) < 0)
         return to_userspace(ctx, cfg, dp_port);
     put_in_port(kb, dp_port);
-    int r = lookup_id(0);
+    int r = lookup_id();
     if (r < 0)
         return to_userspace(ctx, cfg, dp_port);
     __u32 flow_id = r;

@@ -51,7 +51,7 @@ struct xkey {
 #define XC_EMC_SEED 0x5bd1e995ULL
 /* xc_hash(seed, w[]) = fmix64(seed * HMUL + sum_j (w[j] ^ j * HKEY) * (HMUL + 2j)),
  * j over the base words, and over the tunnel words too when the mask slot
- * has tunnel bits (mask_slot.tun; for the EMC: when the packet was decapsulated):
+ * has tunnel bits (mask_slot.tun; the EMC, first pass only, never hashes them):
  * the per-word products are independent (a serial multiply chain over 13
  * words cost ~20 ns per lookup here); keys differing in one word never
  * collide (the multipliers are odd); fmix64 is MurmurHash3's finaliser. */
