@@ -69,12 +69,12 @@ from fastpath.parse cimport fp_parse
 from fastpath.cache cimport (fp_cache, fp_megaflow, fp_cache_lookup, fp_cache_rank,
                              fp_key_hash, FlowCache, Megaflow, KEY_WORDS)
 from fastpath.io.port cimport (fp_port, fp_port_rx_burst, fp_port_rx_done, fp_port_tx_flush,
-                               fp_port_tx_gso, fp_gso_segment, Port, FP_RX_CAP,
+                               fp_gso_segment, Port, FP_RX_CAP,
                                FP_PORT_AFPACKET, FP_PORT_TAP, FP_PORT_AFXDP)
 from fastpath.execute cimport (fp_dp, fp_upcall, fp_pending, fp_execute, fp_upcall_add,
                                fp_csum_complete, CompiledActions, FP_MAX_PORTS,
                                FP_MAX_METERS, UPCALL_MISS, UPCALL_ACTION, UPCALL_SLOW,
-                               fp_act, A_OUTPUT, fp_meter, fp_dp_tx_flush,
+                               fp_act, A_OUTPUT, fp_meter, fp_dp_tx_gso, fp_dp_tx_flush,
                                FP_TX_LOCK_STRIDE)
 
 import os
@@ -190,11 +190,7 @@ cdef void _run_gso(fp_dp* dp, fp_packet* p, uint64_t* key, uint64_t now_ms) noex
         alen = (<uint32_t*>acts)[0]
         while pos + 16 <= alen:
             a = <const fp_act*>(acts + 8 + pos)
-            if dp.tx_locks != NULL:
-                fp_spin_lock(&dp.tx_locks[a.arg * FP_TX_LOCK_STRIDE])
-            fp_port_tx_gso(dp.ports[a.arg], p)
-            if dp.tx_locks != NULL:
-                fp_spin_unlock(&dp.tx_locks[a.arg * FP_TX_LOCK_STRIDE])
+            fp_dp_tx_gso(dp, a.arg, p)
             pos += a.len
         return
     n = fp_gso_segment(p, dp.segs, FP_RX_CAP, &dp.arena)

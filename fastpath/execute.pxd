@@ -1,7 +1,7 @@
 # Batched datapath-action execution over compiled action blocks.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from fastpath.fpcore cimport fp_packet, fp_arena
-from fastpath.io.port cimport fp_port, fp_port_tx, fp_port_tx_flush
+from fastpath.io.port cimport fp_port, fp_port_tx, fp_port_tx_gso, fp_port_tx_flush
 from fastpath.fpcore cimport fp_spin_lock, fp_spin_unlock
 from fastpath.cache cimport fp_cache, KEY_WORDS
 
@@ -118,6 +118,14 @@ cdef inline void fp_dp_tx(fp_dp* dp, uint32_t dp_port, const uint8_t* data,
         return
     fp_spin_lock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
     fp_port_tx(dp.ports[dp_port], data, length)
+    fp_spin_unlock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
+
+cdef inline void fp_dp_tx_gso(fp_dp* dp, uint32_t dp_port, fp_packet* pk) noexcept nogil:
+    if dp.tx_locks == NULL:
+        fp_port_tx_gso(dp.ports[dp_port], pk)
+        return
+    fp_spin_lock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
+    fp_port_tx_gso(dp.ports[dp_port], pk)
     fp_spin_unlock(&dp.tx_locks[dp_port * FP_TX_LOCK_STRIDE])
 
 cdef inline void fp_dp_tx_flush(fp_dp* dp, fp_port* p) noexcept nogil:
