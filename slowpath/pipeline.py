@@ -128,11 +128,11 @@ class RecircTable:
 
     def alloc(self, pipeline, target, key: FlowKey) -> int:
         """``target``: the table_id to resume at, or an xlate.Frozen to run."""
-        frozen = FlowKey()
-        frozen.in_port, frozen.metadata, frozen.regs = key.in_port, key.metadata, key.regs
         sk = (id(pipeline), _state_id(target), key.in_port, key.metadata, key.regs)
         rid = self._by_state.get(sk)
         if rid is None:
+            frozen = FlowKey()
+            frozen.in_port, frozen.metadata, frozen.regs = key.in_port, key.metadata, key.regs
             rid, self.next_id = self.next_id, self.next_id + 1
             self.states[rid] = (pipeline, target, frozen)
             self._by_state[sk] = rid
