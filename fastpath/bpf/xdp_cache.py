@@ -774,10 +774,7 @@ class XdpCache:
                     raise
                 # Full (flows, masks, output sets or tunnel headers): userspace
                 # keeps the megaflow; the kernel must not keep older actions for it.
-                if group is not None:
-                    self.groups.unref(group)
-                if th is not None:
-                    self.tnl_hdrs.unref(th)
+                self._unref_shared(group, th)
                 if old is not None:
                     self.delete(match, mask)
                 return False
@@ -798,10 +795,7 @@ class XdpCache:
                     # this one to userspace (never seen in practice)
                     self._mask_unref(slot)
                     self.free_ids.appendleft(fid)
-                    if group is not None:
-                        self.groups.unref(group)
-                    if th is not None:
-                        self.tnl_hdrs.unref(th)
+                    self._unref_shared(group, th)
                     return False
             else:
                 f = old
@@ -827,10 +821,7 @@ class XdpCache:
                 p, b, u = self._stats_of(old_id)
                 f.base = (f.base[0] + p, f.base[1] + b, max(f.base[2], u))
                 self._retire(old_id)
-            if old_group is not None:
-                self.groups.unref(old_group)
-            if old_tnl is not None:
-                self.tnl_hdrs.unref(old_tnl)
+            self._unref_shared(old_group, old_tnl)
             return not flags & XF_USERSPACE
 
     def put_many(self, entries) -> int:
@@ -976,6 +967,14 @@ class XdpCache:
             self.tab_used[f.tslot] = 0
             f.tslot = None
 
+    def _unref_shared(self, group, tnl) -> None:
+        """Drop a flow's references to its output set and tunnel header
+        (None: it has none)."""
+        if group is not None:
+            self.groups.unref(group)
+        if tnl is not None:
+            self.tnl_hdrs.unref(tnl)
+
     def _create_group(self, gid: int, ports: frozenset) -> None:
         """Output set ``gid``: a DEVMAP_HASH of ``ports`` in ``groups``."""
         fd = _check(self.lib.bpf_map_create(BPF_MAP_TYPE_DEVMAP_HASH, b"pvs_oset", 4, 8,
@@ -1082,10 +1081,7 @@ class XdpCache:
             del self.hkeys[f.hkey]
             self._retire(f.id)
             self._mask_unref(f.slot)
-            if f.group is not None:
-                self.groups.unref(f.group)
-            if f.tnl is not None:
-                self.tnl_hdrs.unref(f.tnl)
+            self._unref_shared(f.group, f.tnl)
             return True
 
     def delete_in_port(self, dp_port: int) -> int:
