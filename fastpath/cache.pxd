@@ -72,5 +72,6 @@ cdef class FlowCache:
     cdef void _emc_forget_covered(self, bytes match, bytes mask)
     cdef _unlink(self, Megaflow obj)
     cdef void _emc_purge_dead(self)
+    cdef void _emc_clear(self)
     cpdef quiesce(self)
 

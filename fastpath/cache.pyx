@@ -292,14 +292,20 @@ cdef class FlowCache:
         """No lookup is in progress (called by the reader between polls):
         forget EMC entries of dead megaflows, then free what replaced or
         deleted entries held."""
-        cdef int i
-        if self.emc_stale:
+        cdef bint cleared = self.emc_stale
+        if cleared:
             self.emc_stale = False
-            for i in range(EMC_SIZE):
-                self.c.emc[i].mf = NULL
+            self._emc_clear()
         if self.graveyard:
-            self._emc_purge_dead()
+            if not cleared:        # (a cleared EMC holds no dead megaflow)
+                self._emc_purge_dead()
             self.graveyard = []
+
+    cdef void _emc_clear(self):
+        """Empty the EMC: pointers only, a reader may be comparing keys."""
+        cdef int i
+        for i in range(EMC_SIZE):
+            self.c.emc[i].mf = NULL
 
     def __len__(self):
         return len(self.flows)
@@ -518,11 +524,9 @@ cdef class FlowCache:
     def flush(self):
         """Delete every megaflow (one EMC pass, not one per flow)."""
         cdef Megaflow obj
-        cdef int i
         for obj in list(self.flows.values()):
             self._unlink(obj)
-        for i in range(EMC_SIZE):      # pointers only: a reader may be comparing keys
-            self.c.emc[i].mf = NULL
+        self._emc_clear()
 
     def values(self):
         return list(self.flows.values())

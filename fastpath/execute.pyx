@@ -281,7 +281,7 @@ cdef void _set_nd_lla(fp_packet* p, uint8_t kind, const uint8_t* v, const uint8_
     no such option, nothing changes.  OVN's ND responder sets nd_tll."""
     cdef uint8_t* l4
     cdef uint32_t at, end, olen
-    if p.l4_proto != 58 or p.l4_ofs == NO_OFS or p.l4_ofs + 24 > p.len:
+    if p.l4_proto != 58 or p.l4_ofs == NO_OFS or <uint32_t>p.l4_ofs + 24 > p.len:
         return
     l4 = p.data + p.l4_ofs
     if l4[0] != 135 and l4[0] != 136:
